@@ -9,7 +9,7 @@ output layer, and so the logits over 32 × 192 positions, cost what they cost on
 the same saved folder: bf16 weights, fp32 LoRA r16 α32 on all seven linear layers, 4 prompts × 8, prompts of exactly
 64 tokens, 128 completion tokens with EOS suppressed (``min_new_tokens``), β 0.04 (reference: adapter off), loss
 "grpo", TRL 1.16's defaults otherwise, one micro-batch, no activation checkpointing, the CPU benchmark's rewards.
-Sides: ``ours`` (``run.compile = true``: merged LoRA, static KV cache + ``torch.compile`` for sampling; no instrument),
+Sides: ``ours`` (``run.compile = true``: sampling replays a CUDA graph per token; no instrument),
 ``trl`` (its default ``generate``: unmerged LoRA, dynamic cache), ``ours_instrumented`` (default instruments), and
 and ``ours_eager`` (``run.compile = false``). Each side runs in its own process (own peak memory, own compile),
 in turn, A B A B. s/step: time between step ends after ``--warmup`` untimed steps; medians. Our split: timers around
@@ -198,6 +198,7 @@ def run_ours(setup: Setup, model_dir: Path, steps: int, side: str) -> tuple[list
     # are wrapped to time its phases and to fill prompts to the same 64 tokens as TRL's.
     clock = PhaseClock()
     recipe.sample_completions = clock.wrap(recipe.sample_completions, "generation")
+    recipe.sample_graphed = clock.wrap(recipe.sample_graphed, "generation")
     recipe.score_completions = clock.wrap(recipe.score_completions, "scoring")  # rule-based rewards
     recipe._forward_no_grad = clock.wrap(recipe._forward_no_grad, "scoring")  # reference log-probs
     hooks.HookRunner.call = clock.wrap(hooks.HookRunner.call, "instrumentation")
@@ -219,6 +220,12 @@ def run_ours(setup: Setup, model_dir: Path, steps: int, side: str) -> tuple[list
     with tempfile.TemporaryDirectory() as out:
         train_run(cfg, Path(out) / "run.h5", progress=on_step,
                   instruments=None if side == "ours_instrumented" else [])
+        from discrepancy.runfile import open_run
+
+        with open_run(Path(out) / "run.h5") as run:  # each instrument's own seconds per step (its time_* series)
+            per_instrument = run.series([c for c in run.series().columns if c.startswith("time_")])
+    for k, s in enumerate(splits):
+        s.update({c: float(per_instrument[c].iloc[k]) for c in per_instrument.columns})
     return marks, splits
 
 
@@ -268,6 +275,8 @@ def summarise(runs: list[dict[str, object]]) -> dict[str, dict[str, float]]:
         steps = [s for r in mine for s in r["split"]]
         for phase in PHASES if steps else ():
             out[side][phase] = statistics.median(s[phase] for s in steps)
+        for key in sorted({k for s in steps for k in s if k.startswith("time_")}):
+            out[side][key] = statistics.median(s[key] for s in steps)
     for side in ("ours", "ours_instrumented", "ours_eager"):
         if side in out and "trl" in out:
             out[f"ratio_trl_over_{side}"] = {"speed": out["trl"]["s_per_step"] / out[side]["s_per_step"],
@@ -296,6 +305,11 @@ def markdown(result: dict[str, object]) -> str:
             lengths = {tuple(r.get("completion_lengths", [])) for r in result["runs"] if r["side"] == side}
             lines.append(f"| {side} | {m['s_per_step']:.3f} | {m['s_per_step_min']:.3f} | {m['peak_mib']:.0f} | "
                          f"{phases} | {' '.join('–'.join(f'{x:.0f}' for x in t) for t in sorted(lengths) if t)} |")
+    per_instrument = {k: v for k, v in summary.get("ours_instrumented", {}).items() if k.startswith("time_")}
+    if per_instrument:
+        base = summary["ours_instrumented"]["s_per_step"] - summary["ours_instrumented"]["instrumentation"]
+        lines += ["", "| instrument (ours_instrumented) | s/step | share of the rest of the step |", "| --- | --- | --- |"]
+        lines += [f"| {k[5:]} | {v:.4f} | {v / base:.1%} |" for k, v in per_instrument.items()]
     lines.append("")
     for side in ("ours", "ours_instrumented", "ours_eager"):
         if f"ratio_trl_over_{side}" in summary:
@@ -305,7 +319,7 @@ def markdown(result: dict[str, object]) -> str:
         met = "met" if summary["ours"]["s_per_step"] <= GOAL_S else "not met"
         lines.append(f"- Goal ≤ {GOAL_S} s/step for ours: {met} ({summary['ours']['s_per_step']:.3f}).")
     lines += [f"- {r['side']} failed: {r['error'].strip().splitlines()[-1]}" for r in result["runs"] if "error" in r]
-    lines += ["", "ours: `run.compile = true` (merged LoRA + static KV cache + torch.compile for sampling), no "
+    lines += ["", "ours: `run.compile = true` (merged LoRA, one CUDA-graph replay per sampled token), no "
               "instrument; ours_instrumented: the same with the default instruments; ours_eager: "
               "`run.compile = false`. Peak memory: " + result["peak_of"] + f". Versions: {result['versions']}.", ""]
     return "\n".join(lines)

@@ -80,10 +80,14 @@ def grouped_token_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`token_logprobs` with each group's prompt encoded once; falls back to it when rows do not share prompts.
 
-    Also falls back under active dropout (see `_dropout_active`) and for one-token completions (nothing to share).
+    Shares only on the CPU. On a GPU a small model's forward is bound by kernel launches, not by the tokens
+    sharing saves, and sharing doubles the calls: on an H100 the training forward + backward of the GPU benchmark
+    took 0.55 s shared against 0.25 s plain (``benchmarks/results/profile_step.md``). Also falls back under active
+    dropout (see `_dropout_active`) and for one-token completions (nothing to share).
     """
     t = input_ids.size(1) - prompt_len
-    if t < 2 or not rows_share_prompts(input_ids, attention_mask, prompt_len, group_size) or _dropout_active(model):
+    if (t < 2 or input_ids.device.type != "cpu" or _dropout_active(model)
+            or not rows_share_prompts(input_ids, attention_mask, prompt_len, group_size)):
         return token_logprobs(model, input_ids, attention_mask, prompt_len, with_entropy=with_entropy)
     n = input_ids.size(0)
     first = torch.arange(0, n, group_size, device=input_ids.device)  # one row per group

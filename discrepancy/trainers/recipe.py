@@ -19,6 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 from discrepancy.trainers.advantages import frac_reward_zero_std, group_advantages
 from discrepancy.trainers.config import TrainConfig
+from discrepancy.trainers.decode import sample_graphed
 from discrepancy.trainers.grpo import grpo_loss
 from discrepancy.trainers.hooks import HookRunner, StepContext
 from discrepancy.trainers.logprobs import grouped_token_logprobs
@@ -135,9 +136,9 @@ def grpo_step(state: TrainState) -> StepResult:
     batch = state.prompt_rng.sample(state.examples, g.num_prompts)
     prompts = [format_prompt(ex.question) for ex in batch]
     t0 = time.perf_counter()
-    roll = sample_completions(model, tok, prompts, group_size=g.group_size, max_new_tokens=g.max_completion_length,
-                              temperature=temperature, top_p=g.top_p, min_new_tokens=g.min_completion_length,
-                              static_cache=cfg.run.compile and next(model.parameters()).is_cuda)
+    sample = sample_graphed if cfg.run.compile and next(model.parameters()).is_cuda else sample_completions
+    roll = sample(model, tok, prompts, group_size=g.group_size, max_new_tokens=g.max_completion_length,
+                  temperature=temperature, top_p=g.top_p, min_new_tokens=g.min_completion_length)
     sample_time = time.perf_counter() - t0
     rep_prompts = [p for p in prompts for _ in range(g.group_size)]
     rep_answers = [ex.answer for ex in batch for _ in range(g.group_size)]

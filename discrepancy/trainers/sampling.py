@@ -121,8 +121,13 @@ def sample_completions(
             )  # [N, P+T']
     finally:
         model.train(was_training)
-    completion_ids = out[:, prompt_ids.size(1):]  # [N, T']
-    mask, truncated = completion_mask(completion_ids, eos_id)
+    return rollouts_from_tokens(tokenizer, prompt_ids, prompt_mask, out[:, prompt_ids.size(1):])
+
+
+def rollouts_from_tokens(tokenizer: PreTrainedTokenizerBase, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                         completion_ids: torch.Tensor) -> Rollouts:
+    """`Rollouts` from sampled tokens ``[N, T]``: masks up to the first EOS, padding after it, decoded texts."""
+    mask, truncated = completion_mask(completion_ids, tokenizer.eos_token_id)
     completion_ids = torch.where(mask.bool(), completion_ids, tokenizer.pad_token_id)  # [N, T] clean padding
     texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
     return Rollouts(prompt_ids, prompt_mask, completion_ids, mask, truncated, texts)

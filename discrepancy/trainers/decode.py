@@ -1,0 +1,146 @@
+"""Sampling on a GPU with the decode step captured in a CUDA graph: one graph replay per generated token.
+
+Why by hand instead of ``generate(cache_implementation="static")``: `generate` compiles the model's forward, but each
+token still runs its Python loop around it (input preparation, logits processors, stopping criteria, keyword
+plumbing), and for a small model that loop, not the GPU, sets the pace (profiled in
+``benchmarks/results/profile_step.md``). Here the loop is only: replay the captured forward, temperature, optional
+nucleus filter and a multinomial draw. The model, cache and mask code are still transformers' own (``StaticCache``,
+the model's forward, compiled by ``torch.compile(mode="reduce-overhead")``); only the loop is ours.
+
+Same distribution as `generate` with ``do_sample=True, top_k=0``: softmax of logits / temperature, optionally
+restricted to the nucleus, EOS forbidden before ``min_new_tokens``. Rows are the G completions of each prompt in turn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from transformers import PreTrainedTokenizerBase, StaticCache, TopPLogitsWarper
+
+from discrepancy.modeling.lora import merged_adapter
+from discrepancy.trainers.logprobs import position_ids_for
+
+PAD_MULTIPLE = 64  # prompt widths rounded up to this, so a run captures a handful of graphs, not one per step
+CHECK_EVERY = 16  # tokens between checks that every row has finished (each check waits for the GPU)
+
+
+@dataclass
+class _Decoder:
+    """A static KV cache and the compiled one-token forward bound to it, for one (rows, length) shape."""
+
+    cache: StaticCache
+    mask: torch.Tensor  # [N, L] attention mask, refilled in place each call (a static graph input)
+    step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    warm: bool = False  # a whole call has run: the graph is compiled and captured
+
+
+def _decoder(model: torch.nn.Module, rows: int, length: int, compile_step: bool) -> _Decoder:
+    """The decoder for this shape, built once per model: a graph is captured once and replayed every step after."""
+    # Kept on the model itself: the compiled step refers to the model, so a weak-keyed table would never let go.
+    per_model: dict[tuple[int, int], _Decoder] = model.__dict__.setdefault("_graphed_decoders", {})
+    key = (rows, length)
+    if key not in per_model:
+        device = next(model.parameters()).device
+        cache = StaticCache(config=model.config, max_cache_len=length)
+        mask = torch.ones(rows, length, dtype=torch.long, device=device)
+
+        def one_token(token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+            out = model(input_ids=token, attention_mask=mask, position_ids=position, past_key_values=cache,
+                        use_cache=True, logits_to_keep=1)
+            return out.logits[:, -1].float()  # [N, V]
+
+        step = torch.compile(one_token, mode="reduce-overhead", fullgraph=True, dynamic=False) if compile_step \
+            else one_token
+        per_model[key] = _Decoder(cache, mask, step)
+    return per_model[key]
+
+
+def _draw(logits: torch.Tensor, temperature: float, top_p: float, forbid: int | None, greedy: bool) -> torch.Tensor:
+    """Next token ``[N]`` from fp32 logits ``[N, V]``; ``forbid`` is a token id that may not be drawn (EOS)."""
+    if forbid is not None:
+        logits[:, forbid] = float("-inf")
+    if greedy:
+        return logits.argmax(-1)
+    scores = logits / temperature
+    if top_p < 1.0:
+        scores = TopPLogitsWarper(top_p)(None, scores)  # transformers' own nucleus filter
+    return torch.multinomial(torch.softmax(scores, dim=-1), 1).squeeze(1)
+
+
+@torch.no_grad()
+def decode_tokens(
+    model: torch.nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    eos_id: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    min_new_tokens: int = 0,
+    greedy: bool = False,
+    compile_step: bool | None = None,
+) -> torch.Tensor:
+    """Completion tokens ``[N, T]`` after left-padded prompts ``[N, P]`` (T ≤ ``max_new_tokens``: stops early once
+    every row has drawn EOS; tokens after a row's EOS are arbitrary, mask them). ``model`` is a plain causal LM
+    (merge an adapter first). ``compile_step`` defaults to "on CUDA"; off, the same loop runs eagerly (CPU, tests).
+    """
+    n, p = prompt_ids.shape
+    device = prompt_ids.device
+    compile_step = device.type == "cuda" if compile_step is None else compile_step
+    dec = _decoder(model, n, p + max_new_tokens, compile_step)
+    dec.cache.reset()
+    dec.mask[:, :p].copy_(prompt_mask)  # prompt padding off; every generated position on (causality hides the rest)
+    dec.mask[:, p:].fill_(1)
+    # Prefill runs eagerly: one call per step, and a compiled prefill would need a graph per prompt width.
+    out = model(input_ids=prompt_ids, attention_mask=dec.mask, position_ids=position_ids_for(prompt_mask),
+                past_key_values=dec.cache, use_cache=True, logits_to_keep=1)
+    tokens = torch.empty(n, max_new_tokens, dtype=torch.long, device=device)  # [N, T]
+    positions = prompt_mask.long().sum(1, keepdim=True) + torch.arange(max_new_tokens, device=device)  # [N, T]
+    finished = torch.zeros(n, dtype=torch.bool, device=device)
+    logits = out.logits[:, -1].float()
+    # Once warm, dynamo's guards are skipped: checking them on every token cost more than the GPU's work (1.2 ms
+    # of 4.6 ms per token on an H100). Nothing they guard changes between calls: same model, cache, mask, shapes.
+    with torch.compiler.set_stance(skip_guard_eval_unsafe=dec.warm and compile_step):
+        for i in range(max_new_tokens):
+            tokens[:, i] = _draw(logits, temperature, top_p, eos_id if i < min_new_tokens else None, greedy)
+            finished |= tokens[:, i] == eos_id
+            if i + 1 == max_new_tokens or ((i + 1) % CHECK_EVERY == 0 and bool(finished.all())):
+                break
+            logits = dec.step(tokens[:, i : i + 1], positions[:, i : i + 1])
+    dec.warm = dec.warm or i >= 3  # cudagraph trees: a warm-up run, a recording, then replays
+    return tokens[:, : i + 1]
+
+
+def sample_graphed(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    *,
+    group_size: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    min_new_tokens: int = 0,
+) -> Any:
+    """`sample_completions` through `decode_tokens`, with the LoRA weights merged: the same `Rollouts`."""
+    from discrepancy.trainers.sampling import rollouts_from_tokens
+
+    device = next(model.parameters()).device
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False,
+                    pad_to_multiple_of=PAD_MULTIPLE)
+    prompt_ids = enc["input_ids"].repeat_interleave(group_size, dim=0).to(device)  # [N, P]
+    prompt_mask = enc["attention_mask"].repeat_interleave(group_size, dim=0).to(device)  # [N, P]
+    was_training = model.training
+    model.eval()
+    try:
+        with merged_adapter(model):
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            completion_ids = decode_tokens(base, prompt_ids, prompt_mask, max_new_tokens=max_new_tokens,
+                                           eos_id=tokenizer.eos_token_id, temperature=temperature, top_p=top_p,
+                                           min_new_tokens=min_new_tokens)
+    finally:
+        model.train(was_training)
+    return rollouts_from_tokens(tokenizer, prompt_ids, prompt_mask, completion_ids)

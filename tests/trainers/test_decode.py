@@ -1,0 +1,75 @@
+"""The graph-captured decode loop against transformers `generate`: same tokens greedily, same distribution sampled."""
+
+from __future__ import annotations
+
+import torch
+
+from discrepancy.modeling import attach_lora
+from discrepancy.trainers.decode import decode_tokens, sample_graphed
+from discrepancy.trainers.sampling import completion_mask
+
+
+def _prompts(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def test_greedy_tokens_equal_generate_with_left_padding(tiny_tokenizer, tiny_model):
+    tiny_model.eval()
+    ids, mask = _prompts(tiny_tokenizer, ["3+4\n", "12-5+1\n", "7\n"])  # three widths: left padding differs
+    ours = decode_tokens(tiny_model, ids, mask, max_new_tokens=12, eos_id=tiny_tokenizer.eos_token_id, greedy=True,
+                         min_new_tokens=12)
+    ref = tiny_model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=12,
+                              min_new_tokens=12, eos_token_id=tiny_tokenizer.eos_token_id,
+                              pad_token_id=tiny_tokenizer.pad_token_id)[:, ids.size(1):]
+    assert ours.shape == ref.shape == (3, 12)
+    assert torch.equal(ours, ref)
+    # A second call reuses the same cache: stale keys from the first must not leak in.
+    again = decode_tokens(tiny_model, ids, mask, max_new_tokens=12, eos_id=tiny_tokenizer.eos_token_id,
+                          greedy=True, min_new_tokens=12)
+    assert torch.equal(again, ref)
+
+
+def test_sampled_first_token_follows_softmax_of_logits_over_temperature(tiny_tokenizer, tiny_model):
+    tiny_model.eval()
+    ids, mask = _prompts(tiny_tokenizer, ["3+4\n"])
+    n, temperature = 4000, 0.7
+    ids, mask = ids.repeat(n, 1), mask.repeat(n, 1)
+    torch.manual_seed(0)
+    first = decode_tokens(tiny_model, ids, mask, max_new_tokens=1, eos_id=tiny_tokenizer.eos_token_id,
+                          temperature=temperature)[:, 0]
+    with torch.no_grad():
+        logits = tiny_model(input_ids=ids[:1], attention_mask=mask[:1]).logits[0, -1]
+    p = torch.softmax(logits / temperature, -1)
+    freq = torch.bincount(first, minlength=p.numel()).float() / n
+    se = (p * (1 - p) / n).sqrt()
+    assert ((freq - p).abs() <= 5 * se + 1e-3).all()  # every token's frequency within 5 standard errors
+
+
+def test_min_new_tokens_forbids_eos_and_early_stop_masks(tiny_tokenizer, tiny_model):
+    ids, mask = _prompts(tiny_tokenizer, ["1+1\n"])
+    eos = tiny_tokenizer.eos_token_id
+    # EOS made the likeliest token everywhere: only the minimum length holds it back.
+    tiny_model.lm_head.register_forward_hook(lambda mod, inp, out: out.index_fill(-1, torch.tensor([eos]), 1e4))
+    out = decode_tokens(tiny_model, ids.repeat(5, 1), mask.repeat(5, 1), max_new_tokens=40, eos_id=eos,
+                        min_new_tokens=3)
+    assert (out[:, :3] != eos).all() and (out[:, 3] == eos).all()
+    assert out.size(1) == 16  # every row finished: stopped at the first check after EOS
+
+
+def test_sample_graphed_rollouts_and_lora_restored(tiny_tokenizer, tiny_model):
+    model = attach_lora(tiny_model, 2, 4.0, ["q_proj", "v_proj"])
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    roll = sample_graphed(model, tiny_tokenizer, ["3+4\n", "12-5+1\n"], group_size=3, max_new_tokens=6)
+    assert roll.prompt_ids.shape[0] == 6 and roll.prompt_ids.size(1) % 64 == 0
+    mask, truncated = completion_mask(roll.completion_ids, tiny_tokenizer.eos_token_id)
+    assert torch.equal(mask, roll.completion_mask) and torch.equal(truncated, roll.truncated)
+    for row in range(6):
+        real = roll.prompt_ids[row][roll.prompt_mask[row].bool()]
+        assert tiny_tokenizer.decode(real) == ["3+4\n", "12-5+1\n"][row // 3]
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # merge undone bit for bit
