@@ -68,5 +68,5 @@ def ratio_quantiles(
     if log_ratio.numel() == 0:
         return {name: math.nan for name in names}
     # float64: a ratio overflows only for |log ratio| > 709, where inf is the honest value of that tail anyway.
-    values = torch.quantile(log_ratio.exp(), torch.tensor(qs, dtype=torch.float64)).tolist()
+    values = torch.quantile(log_ratio.exp(), torch.tensor(qs, dtype=torch.float64, device=log_ratio.device)).tolist()
     return dict(zip(names, values, strict=True))

@@ -21,7 +21,7 @@ from discrepancy.instrumentation.drift import (
     realised_kl,
 )
 from discrepancy.instrumentation.lora_fold import bypassed_lora
-from discrepancy.instrumentation.lora_norms import find_lora_modules, lora_delta_norm
+from discrepancy.instrumentation.lora_norms import find_lora_modules, lora_delta_norms
 
 if TYPE_CHECKING:  # the trainer imports the instrumentation, never the other way round at run time
     from discrepancy.trainers.hooks import StepContext
@@ -86,7 +86,7 @@ class StartPolicyKL:
         if self._start_is_reference is not None:
             return
         modules = find_lora_modules(ctx.model)
-        zero = bool(modules) and all(lora_delta_norm(m.lora_a, m.lora_b, m.scaling) == 0.0 for m in modules)
+        zero = bool(modules) and bool((lora_delta_norms(modules) == 0.0).all())
         self._start_is_reference = zero and hasattr(ctx.model, "disable_adapter")
         if not self._start_is_reference:
             self._theta0 = {n: p.detach().clone() for n, p in ctx.params.items()}

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from discrepancy.instrumentation.lora_norms import find_lora_modules, lora_delta_norm, lora_grad_norm
+from discrepancy.instrumentation.lora_norms import find_lora_modules, lora_delta_norm, lora_delta_norms, lora_grad_norms
 
 from instr_models import make_lora_model, token_nll
 
@@ -32,14 +32,20 @@ def test_modules_of_a_peft_model_match_peft_delta_weight() -> None:
         assert ours.scaling == 3.0
         ref = float(torch.linalg.matrix_norm(layer.get_delta_weight("default").double()))
         assert math.isclose(lora_delta_norm(ours.lora_a, ours.lora_b, ours.scaling), ref, rel_tol=1e-5)
+    batched = lora_delta_norms(modules)  # stacked by shape: the same numbers as one module at a time
+    single = [lora_delta_norm(m.lora_a, m.lora_b, m.scaling) for m in modules]
+    assert all(math.isclose(x, y, rel_tol=1e-12) for x, y in zip(batched, single, strict=True))
 
 
 def test_grad_norm_per_module_adds_up_to_total() -> None:
     model = make_lora_model()
     modules = find_lora_modules(model)
-    assert math.isnan(lora_grad_norm(modules[0]))
+    assert all(math.isnan(v) for v in lora_grad_norms(modules))
     ids = torch.randint(8, 90, (2, 10), generator=torch.Generator().manual_seed(0))
     token_nll(model, ids).backward()
     total = math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in model.parameters() if p.requires_grad))
-    per_module = [lora_grad_norm(m) for m in modules]
+    per_module = lora_grad_norms(modules)
     assert math.isclose(math.sqrt(sum(v * v for v in per_module)), total, rel_tol=1e-9)
+    for m, v in zip(modules, per_module, strict=True):  # each module against its own two gradients
+        own = math.sqrt(float(m.lora_a.grad.double().pow(2).sum()) + float(m.lora_b.grad.double().pow(2).sum()))
+        assert math.isclose(v, own, rel_tol=1e-12)
