@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -50,12 +51,13 @@ def profile_table(fn: Callable[[], Any], rows: int = 12) -> dict[str, Any]:
     with profile(activities=acts) as prof:
         fn()
         _sync()
-    events = prof.key_averages()
-    table = events.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60)
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60)
     kernels = [e for e in prof.events() if getattr(e, "device_type", None) is not None
                and str(e.device_type).endswith("CUDA")]
-    gpu_us = sum(e.self_device_time_total for e in events) if torch.cuda.is_available() else 0.0
-    return {"table": table, "gpu_ms": gpu_us / 1e3, "kernels": len(kernels)}
+    # The footer's total: summing the rows instead counts every kernel twice (its own row and its launcher's).
+    footer = re.search(r"Self CUDA time total: ([0-9.]+)(ms|us|s)", table)
+    gpu_ms = float(footer.group(1)) * {"s": 1e3, "ms": 1.0, "us": 1e-3}[footer.group(2)] if footer else 0.0
+    return {"table": table, "gpu_ms": gpu_ms, "kernels": len(kernels)}
 
 
 def main() -> None:
@@ -168,18 +170,6 @@ def main() -> None:
         secs = timed(ref_forward(fn), warm, reps)
         report(name, {"s": statistics.median(secs), **profile_table(ref_forward(fn))})
 
-    # ---- compiled decoder layers for the training forward (regional compile, shapes fixed) -----------------------
-    if "train_compiled" not in skip and cuda:
-        model.train()
-        t0 = time.perf_counter()
-        for layer in model.get_base_model().model.layers:
-            layer.compile(dynamic=False)
-        try:
-            secs = timed(train(token_logprobs), 2, reps)
-            report("train_plain_compiled_layers", {"s": statistics.median(secs), "with_compile_s":
-                                                   time.perf_counter() - t0, **profile_table(train(token_logprobs))})
-        except Exception as exc:  # noqa: BLE001 - an experiment: report and go on
-            report("train_plain_compiled_layers", {"error": repr(exc)[:2000]})
     (out_dir / "profile_step.md").write_text("\n\n".join(
         f"## {k}\n\n" + json.dumps({a: b for a, b in v.items() if a != "table"}) + "\n\n```\n" + v.get("table", "")
         + "\n```" for k, v in results.items()))
