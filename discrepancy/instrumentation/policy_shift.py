@@ -20,7 +20,7 @@ from discrepancy.instrumentation.drift import (
     ratio_quantiles,
     realised_kl,
 )
-from discrepancy.instrumentation.lora_fold import bypassed_lora
+from discrepancy.modeling.lora_fold import bypassed_lora
 from discrepancy.instrumentation.lora_norms import find_lora_modules, lora_delta_norms
 
 if TYPE_CHECKING:  # the trainer imports the instrumentation, never the other way round at run time

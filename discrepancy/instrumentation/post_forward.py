@@ -12,23 +12,10 @@ trainer's own forward (`forward_batch`) processes every row in full.
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 from torch import nn
 
-_DROPOUT: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
-
-
-def has_active_dropout(model: torch.nn.Module) -> bool:
-    """Whether a train-mode forward of `model` is random (a Dropout layer or attention dropout with p > 0).
-
-    Cached per model: walking every submodule each step costs more than some of the measurements.
-    """
-    if model not in _DROPOUT:
-        attn = float(getattr(getattr(model, "config", None), "attention_dropout", 0.0) or 0.0)
-        _DROPOUT[model] = attn > 0.0 or any(isinstance(m, torch.nn.Dropout) and m.p > 0.0 for m in model.modules())
-    return _DROPOUT[model]
+from discrepancy.modeling.modes import deterministic_mode
 
 
 def groups_share_prompts(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
@@ -89,13 +76,7 @@ def group_chunks(n_rows: int, group_size: int, completion_len: int, vocab_size: 
 def batch_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
                    group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`shared_prompt_logprobs` over the whole batch in memory-bounded chunks of whole groups, in eval mode."""
-    was_training = model.training
-    # Dropout off: a measurement, not a training forward. Switching modes walks every submodule (≈ 10 ms each way
-    # on a LoRA model, a tenth of a tiny step), so it is skipped when no dropout is active: the forward is the same.
-    toggle = was_training and has_active_dropout(model)
-    if toggle:
-        model.eval()
-    try:
+    with deterministic_mode(model):  # dropout off: a measurement, not a training forward
         n, t = input_ids.shape[0], input_ids.shape[1] - prompt_len
         vocab = int(getattr(getattr(model, "config", None), "vocab_size", 0) or 2**17)
         logp = torch.zeros(n, t, device=input_ids.device)  # [N, T]
@@ -104,7 +85,4 @@ def batch_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
             sl = slice(rows[0], rows[-1] + 1)
             logp[sl], ent[sl] = shared_prompt_logprobs(model, input_ids[sl], attention_mask[sl], prompt_len,
                                                        group_size)
-    finally:
-        if toggle:
-            model.train(was_training)
     return logp, ent

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
-from discrepancy.instrumentation.lora_fold import folded_lora
-from discrepancy.instrumentation.post_forward import batch_logprobs, groups_share_prompts, has_active_dropout
+from discrepancy.modeling.lora_fold import folded_lora
+from discrepancy.instrumentation.post_forward import batch_logprobs, groups_share_prompts
+from discrepancy.modeling.modes import has_active_dropout
 
 if TYPE_CHECKING:  # the trainer imports the instrumentation, never the other way round at run time
     from discrepancy.trainers.hooks import StepContext

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from discrepancy.errors import ConfigError
+from discrepancy.modeling.lora_fold import folded_lora
 
 
 @dataclass(frozen=True)
@@ -85,37 +86,23 @@ def load_lora_state(model: torch.nn.Module, state: dict[str, np.ndarray | torch.
         raise KeyError(f"adapter tensors not in the model: {unexpected[:3]}")
 
 
-def _merge_targets(model: torch.nn.Module) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
-    """(parameter, bit-exact copy) for every base-layer weight and bias that a merge may change."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    saved = []
-    for module in model.modules():
-        if isinstance(module, BaseTunerLayer):
-            base = module.get_base_layer()
-            for name in ("weight", "bias"):  # the bias only changes with lora_bias, but it costs little to keep
-                param = getattr(base, name, None)
-                if isinstance(param, torch.Tensor):
-                    saved.append((param, param.detach().clone()))
-    return saved
-
-
 @contextmanager
 def merged_adapter(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """Temporarily merge the LoRA weights into the base layers (plain matmuls: ~2× faster generation).
 
     On exit, even when the body raises, the adapter is unmerged and the base weights are restored bit for bit, so
     training always sees the unmerged adapter on the untouched base. A model without an adapter passes through.
-
-    Why a copy instead of peft's unmerge alone: ``unmerge_adapter`` subtracts the ΔW that ``merge_adapter`` added,
-    and in bf16 (W + ΔW) − ΔW ≠ W after rounding. The base weights are frozen and also serve as the KL reference,
-    so that residue would accumulate over a run (measured: 54 % of the targeted bf16 base weights changed after
-    100 merge/unmerge cycles). The copy costs memory the size of the targeted base weights for the duration of
-    sampling; unmerge still runs first to reset peft's merged flags.
+    Plain LoRA linear layers are folded by `lora_fold.folded_lora` (any float dtype, restored from a copy); other
+    adapter layouts go through peft's `merge_adapter`/`unmerge_adapter`, also restored from a copy, because in bf16
+    (W + ΔW) − ΔW ≠ W after rounding (measured: 54 % of the targeted bf16 base weights changed after 100 cycles).
     """
     if not hasattr(model, "merge_adapter"):
         yield model
         return
+    with folded_lora(model, exact=False) as folded:
+        if folded:
+            yield model
+            return
     saved = _merge_targets(model)
     try:
         model.merge_adapter()
@@ -127,3 +114,18 @@ def merged_adapter(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
             with torch.no_grad():
                 for param, copy in saved:
                     param.data.copy_(copy)  # exact: overwrite the rounding residue of the subtraction
+
+
+def _merge_targets(model: torch.nn.Module) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
+    """(parameter, bit-exact copy) for every base-layer weight and bias that peft's merge may change."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    saved = []
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            base = module.get_base_layer()
+            for name in ("weight", "bias"):  # the bias only changes with lora_bias, but it costs little to keep
+                param = getattr(base, name, None)
+                if isinstance(param, torch.Tensor):
+                    saved.append((param, param.detach().clone()))
+    return saved

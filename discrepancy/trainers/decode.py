@@ -20,6 +20,7 @@ import torch
 from transformers import PreTrainedTokenizerBase, StaticCache, TopPLogitsWarper
 
 from discrepancy.modeling.lora import merged_adapter
+from discrepancy.modeling.modes import deterministic_mode
 from discrepancy.trainers.logprobs import position_ids_for
 
 PAD_MULTIPLE = 64  # prompt widths rounded up to this, so a run captures a handful of graphs, not one per step
@@ -133,14 +134,10 @@ def sample_graphed(
                     pad_to_multiple_of=PAD_MULTIPLE)
     prompt_ids = enc["input_ids"].repeat_interleave(group_size, dim=0).to(device)  # [N, P]
     prompt_mask = enc["attention_mask"].repeat_interleave(group_size, dim=0).to(device)  # [N, P]
-    was_training = model.training
-    model.eval()
-    try:
+    with deterministic_mode(model):
         with merged_adapter(model):
             base = model.get_base_model() if hasattr(model, "get_base_model") else model
             completion_ids = decode_tokens(base, prompt_ids, prompt_mask, max_new_tokens=max_new_tokens,
                                            eos_id=tokenizer.eos_token_id, temperature=temperature, top_p=top_p,
                                            min_new_tokens=min_new_tokens)
-    finally:
-        model.train(was_training)
     return rollouts_from_tokens(tokenizer, prompt_ids, prompt_mask, completion_ids)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from discrepancy.modeling.modes import has_active_dropout
+
 
 def position_ids_for(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions that skip left padding ``[N, L]``, as ``generate`` computes them for left-padded prompts."""
@@ -64,8 +66,6 @@ def _dropout_active(model: torch.nn.Module) -> bool:
     """A train-mode forward with dropout would draw one mask per prompt instead of one per row: not the same."""
     if not model.training:
         return False
-    from discrepancy.instrumentation.post_forward import has_active_dropout  # lazy: that package imports this one
-
     return has_active_dropout(model)
 
 

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from discrepancy.modeling.lora_fold import adapter_disabled
+from discrepancy.modeling.modes import deterministic_mode
 from discrepancy.trainers.advantages import frac_reward_zero_std, group_advantages
 from discrepancy.trainers.config import TrainConfig
 from discrepancy.trainers.decode import sample_graphed
@@ -170,7 +172,7 @@ def grpo_step(state: TrainState) -> StepResult:
     old_store = old_logp if old_logp is not None else torch.zeros_like(loss_mask, dtype=torch.float32)  # [N, T]
     ref_logp = None
     if beta > 0:
-        with model.disable_adapter():  # the reference is the base model: same weights, adapter off
+        with adapter_disabled(model):  # the reference is the base model: same weights, adapter off
             ref_logp = _forward_no_grad(model, input_ids, attn, plen, micro, g.group_size)  # [N, T]
 
     def loss_from_logp(logp: torch.Tensor) -> float:
@@ -225,7 +227,8 @@ def _policy_update(state: TrainState, ctx: StepContext, *, fixed_old: bool, beta
     cfg, model, metrics = state.cfg, state.model, ctx.metrics
     plen = ctx.input_ids.size(1) - ctx.completion_mask.size(1)
     params = list(ctx.params.values())
-    model.train()
+    if not model.training:  # the call walks every submodule: only when needed
+        model.train()
     for it in range(cfg.grpo.inner_iterations):
         ctx.iteration = it
         state.optimizer.zero_grad(set_to_none=True)
@@ -313,9 +316,7 @@ def _forward_no_grad(model: torch.nn.Module, input_ids: torch.Tensor, attn: torc
 
     Micro-batches are whole groups, so each prompt goes through the network once (`grouped_token_logprobs`).
     """
-    was_training = model.training
-    model.eval()  # dropout off: a measurement, not a training forward
-    try:
+    with deterministic_mode(model):  # dropout off: a measurement, not a training forward
         n, t = input_ids.size(0), input_ids.size(1) - plen
         logp = torch.zeros(n, t, device=input_ids.device)  # [N, T]
         ent = torch.zeros(n, t, device=input_ids.device)  # [N, T]
@@ -325,8 +326,6 @@ def _forward_no_grad(model: torch.nn.Module, input_ids: torch.Tensor, attn: torc
             logp[rows] = lp.float()
             if en is not None:
                 ent[rows] = en
-    finally:
-        model.train(was_training)
     return (logp, ent) if with_entropy else logp
 
 

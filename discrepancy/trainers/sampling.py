@@ -14,6 +14,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from discrepancy.modeling.lora import merged_adapter
+from discrepancy.modeling.modes import deterministic_mode
 
 STATIC_PAD_MULTIPLE = 64
 
@@ -87,7 +88,7 @@ def sample_completions(
 
     ``min_new_tokens = max_new_tokens`` suppresses EOS (fixed-length completions, for benchmarks).
     ``static_cache`` uses a static KV cache, which transformers compiles with ``torch.compile`` (GPU only: on CPU the
-    compile costs more than it saves). The model's train/eval mode is restored afterwards.
+    compile costs more than it saves). Dropout is off while sampling (`deterministic_mode`).
     """
     device = next(model.parameters()).device
     # With a static cache every new prompt width means a new compiled graph: pad widths to a multiple of 64 so a
@@ -99,9 +100,7 @@ def sample_completions(
     eos_id = tokenizer.eos_token_id
     # A static cache is allocated and compiled inside `generate`: it does not take a prefilled dynamic cache.
     share = not static_cache and group_size > 1 and prompt_ids.size(1) > 1
-    was_training = model.training
-    model.eval()
-    try:
+    with deterministic_mode(model):
         with merged_adapter(model):
             cache = _shared_prompt_cache(model, enc["input_ids"].to(device), enc["attention_mask"].to(device),
                                          group_size) if share else None
@@ -119,8 +118,6 @@ def sample_completions(
                 pad_token_id=tokenizer.pad_token_id,
                 cache_implementation="static" if static_cache else None,
             )  # [N, P+T']
-    finally:
-        model.train(was_training)
     return rollouts_from_tokens(tokenizer, prompt_ids, prompt_mask, out[:, prompt_ids.size(1):])
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from discrepancy.instrumentation import InstrumentationConfig, build_instruments
-from discrepancy.instrumentation.lora_fold import bypassed_lora, folded_lora
+from discrepancy.modeling.lora_fold import bypassed_lora, folded_lora
 from discrepancy.instrumentation.post_forward import batch_logprobs
 from discrepancy.modeling.lora import merged_adapter
 

@@ -1,15 +1,19 @@
-"""Fold the LoRA update into the base weights for the length of one no-grad measurement forward (float32 only).
+"""Fold the LoRA update into the base weights for the length of a no-grad block, and restore them bit for bit.
 
-An unmerged peft LoRA layer runs three matmuls plus a scale and an add per call; on the tiny model those small ops
-and their Python overhead are a quarter of the measurement forward. Folding W ← W + s·B·A and marking the layer as
-merged (peft's own `merged_adapters` flag, which makes its forward call the base layer alone) removes them.
+An unmerged peft LoRA layer runs three matmuls plus a scale and an add per call; on small models those ops and their
+Python overhead are a large share of a forward. Folding W ← W + s·B·A and marking the layer as merged (peft's own
+`merged_adapters` flag, which makes its forward call the base layer alone) removes them. Sampling
+(`merged_adapter`) and the instruments' measurement forwards both use it.
 
-Why not `discrepancy.modeling.merged_adapter`: it goes through peft's `merge_adapter`/`unmerge_adapter` (delta
-computed twice, plus checks on every module) and costs about as much as it saves on the tiny recipe (measured in
-benchmarks/results/instrumentation.md). Here the restore is the same bit-exact copy of the saved base weights, and
-the fold is one in-place `addmm_` per layer. Only float32 base and adapter weights are folded: in bf16 the folded
-forward would differ from the unmerged one by bf16 rounding, which a measurement must not add; other layouts
-(DoRA and other variants, several active adapters, conv layers, a disabled or already merged adapter) run unfolded.
+Why not peft's `merge_adapter`/`unmerge_adapter`: they walk every submodule and compute the delta twice (as much as
+they save on the tiny recipe, measured in benchmarks/results/instrumentation.md), and the unmerge subtracts the delta
+again, which in bf16 does not give W back (W + ΔW − ΔW is rounded twice; the frozen base is also the KL reference).
+Here the fold is one in-place update per layer and the restore a copy of the saved base weights.
+
+``exact=True`` (measurements) folds only float32 base and adapter weights: in bf16 the folded forward would differ
+from the unmerged one by bf16 rounding, which a measurement must not add. ``exact=False`` (sampling) folds any
+floating dtype, rounding W + ΔW once as peft's merge does. Other layouts (DoRA and other variants, several active
+adapters, conv layers, a disabled or already merged adapter) are not folded.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ import torch
 from torch import nn
 
 
-def _foldable(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, str] | None:
-    """(base weight, B, A, scaling, adapter name) of a plain float32 LoRA linear layer, else None."""
+def _foldable(module: nn.Module, exact: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, str] | None:
+    """(base weight, B, A, scaling, adapter name) of a plain LoRA linear layer (float32 when ``exact``), else None."""
     lora_a = getattr(module, "lora_A", None)
     if not isinstance(lora_a, nn.ModuleDict) or not hasattr(module, "get_base_layer"):
         return None
@@ -37,7 +41,10 @@ def _foldable(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
         return None
     if getattr(module, "fan_in_fan_out", False) or getattr(module, "lora_bias", {}).get(name, False):
         return None
-    if any(w.dtype != torch.float32 for w in (base.weight, a.weight, b.weight)):
+    weights = (base.weight, a.weight, b.weight)
+    if exact and any(w.dtype != torch.float32 for w in weights):
+        return None
+    if not all(w.dtype.is_floating_point for w in weights):  # quantised layers are not folded
         return None
     return base.weight, b.weight, a.weight, float(module.scaling[name]), name
 
@@ -56,14 +63,14 @@ def _lora_layers(model: nn.Module) -> list[nn.Module]:
     return _LORA_LAYERS[model]
 
 
-def fold_plan(model: nn.Module) -> list[tuple[nn.Module, tuple]] | None:
+def fold_plan(model: nn.Module, exact: bool = True) -> list[tuple[nn.Module, tuple]] | None:
     """The LoRA layers to fold, or None when folding does not apply (no LoRA, or any layer not foldable/idle)."""
     plan = []
     for module in _lora_layers(model):
         # A disabled adapter computes the base model (folding would change that), a merged one is already folded.
         if getattr(module, "disable_adapters", False) or getattr(module, "merged", False):
             return None
-        parts = _foldable(module)
+        parts = _foldable(module, exact)
         if parts is None:
             return None
         plan.append((module, parts))
@@ -71,13 +78,13 @@ def fold_plan(model: nn.Module) -> list[tuple[nn.Module, tuple]] | None:
 
 
 @contextmanager
-def folded_lora(model: nn.Module) -> Iterator[bool]:
+def folded_lora(model: nn.Module, exact: bool = True) -> Iterator[bool]:
     """Within the block the model's LoRA layers run folded (yields True) or, when not applicable, unchanged (False).
 
     On exit, even on error, every base weight is restored bit for bit from a copy and the merged flag is cleared.
     For no-grad forwards only: the folded weight is not the trained parametrisation.
     """
-    plan = fold_plan(model)
+    plan = fold_plan(model, exact)
     if plan is None:
         yield False
         return
@@ -86,7 +93,10 @@ def folded_lora(model: nn.Module) -> Iterator[bool]:
         with torch.no_grad():
             for module, (weight, b, a, scaling, name) in plan:
                 saved.append((module, weight, weight.clone()))
-                weight.addmm_(b, a, alpha=scaling)  # W [out, in] += s · B [out, r] @ A [r, in]
+                if weight.dtype == b.dtype == a.dtype:
+                    weight.addmm_(b, a, alpha=scaling)  # W [out, in] += s · B [out, r] @ A [r, in]
+                else:  # e.g. bf16 base, fp32 adapter: ΔW in the adapter's precision, rounded once into W
+                    weight.add_((scaling * (b @ a)).to(weight.dtype))
                 module.merged_adapters.append(name)  # peft's forward now calls the base layer alone
         yield True
     finally:
@@ -101,10 +111,11 @@ def bypassed_lora(model: nn.Module) -> Iterator[bool]:
     """Within the block the LoRA layers compute the base model (yields True), like peft's `disable_adapter`.
 
     Marks each layer merged without touching a weight, so peft's forward calls the base layer alone: the same
-    computation as under `disable_adapter`, without its walk over every submodule (which cost about a quarter of
-    the forward on the tiny recipe). Yields False and changes nothing where `fold_plan` does not apply.
+    computation as under `disable_adapter`, without its walk over every submodule and its model-status report
+    (about 9 ms a step on the tiny recipe, 4 % of the step). Any dtype: no weight changes. Yields False and changes
+    nothing where `fold_plan` does not apply.
     """
-    plan = fold_plan(model)
+    plan = fold_plan(model, exact=False)
     if plan is None:
         yield False
         return
@@ -115,3 +126,15 @@ def bypassed_lora(model: nn.Module) -> Iterator[bool]:
     finally:
         for module, _ in plan:
             module.merged_adapters.clear()
+
+
+@contextmanager
+def adapter_disabled(model: nn.Module) -> Iterator[nn.Module]:
+    """The base model within the block (the KL reference): `bypassed_lora` where it applies, else peft's
+    `disable_adapter`. A model without an adapter passes through."""
+    with bypassed_lora(model) as bypassed:
+        if bypassed or not hasattr(model, "disable_adapter"):
+            yield model
+            return
+    with model.disable_adapter():
+        yield model
