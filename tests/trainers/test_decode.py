@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from discrepancy.modeling import attach_lora
@@ -73,3 +74,27 @@ def test_sample_graphed_rollouts_and_lora_restored(tiny_tokenizer, tiny_model):
         assert tiny_tokenizer.decode(real) == ["3+4\n", "12-5+1\n"][row // 3]
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # merge undone bit for bit
+
+
+@pytest.mark.slow
+def test_compiled_step_with_guards_skipped_tracks_in_place_weight_changes(tiny_tokenizer):
+    """The compiled path (inductor on CPU; the CUDA-graph capture itself needs a GPU): the same tokens as the eager
+    loop on every call, also after the weights change in place, as they do between sampling steps (once warm, the
+    guards are skipped, so a stale graph would go unnoticed)."""
+    from discrepancy.modeling import build_tiny_model
+
+    eager, compiled = (build_tiny_model(tiny_tokenizer, seed=0).eval() for _ in range(2))
+    ids, mask = _prompts(tiny_tokenizer, ["3+4\n", "12-5+1\n"])
+    kw = dict(max_new_tokens=8, eos_id=tiny_tokenizer.eos_token_id, greedy=True, min_new_tokens=8)
+    gen, wants = torch.Generator().manual_seed(0), []
+    for _ in range(2):
+        for _ in range(2):  # the second call of each round runs with the guards skipped
+            want = decode_tokens(eager, ids, mask, compile_step=False, **kw)
+            assert torch.equal(decode_tokens(compiled, ids, mask, compile_step=True, **kw), want)
+        wants.append(want)
+        with torch.no_grad():
+            for a, b in zip(eager.parameters(), compiled.parameters(), strict=True):
+                noise = 0.5 * a.abs().mean() * torch.randn(a.shape, generator=gen)
+                a.add_(noise)
+                b.add_(noise)
+    assert not torch.equal(wants[0], wants[1])  # the change matters: stale weights would have been caught
