@@ -29,7 +29,7 @@ CHECK_EVERY = 16  # tokens between checks that every row has finished (each chec
 
 @dataclass
 class _Decoder:
-    """A static KV cache and the compiled one-token forward bound to it, for one (rows, length) shape."""
+    """A static KV cache and the (compiled) one-token forward bound to it, for one (rows, length) shape."""
 
     cache: StaticCache
     mask: torch.Tensor  # [N, L] attention mask, refilled in place each call (a static graph input)
@@ -40,8 +40,8 @@ class _Decoder:
 def _decoder(model: torch.nn.Module, rows: int, length: int, compile_step: bool) -> _Decoder:
     """The decoder for this shape, built once per model: a graph is captured once and replayed every step after."""
     # Kept on the model itself: the compiled step refers to the model, so a weak-keyed table would never let go.
-    per_model: dict[tuple[int, int], _Decoder] = model.__dict__.setdefault("_graphed_decoders", {})
-    key = (rows, length)
+    per_model: dict[tuple[int, int, bool], _Decoder] = model.__dict__.setdefault("_graphed_decoders", {})
+    key = (rows, length, compile_step)
     if key not in per_model:
         device = next(model.parameters()).device
         cache = StaticCache(config=model.config, max_cache_len=length)
