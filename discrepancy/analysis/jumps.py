@@ -119,9 +119,7 @@ def _standardise(d: np.ndarray, x: np.ndarray, w: int) -> np.ndarray:
         return z
     _, dscale = blockwise_mad_scale(np.diff(x), 16 * w)  # [n-1]
     sigma = np.append(dscale, dscale[-1]) / np.sqrt(2.0)  # [n] noise scale at each step
-    # Guard: an exactly constant stretch has MAD 0; a tiny floor lets only real level changes stand out.
-    floor = max(1e-300, 1e-9 * float(np.max(np.abs(x))))  # relative to the values: rounding is not a jump
-    se = np.maximum(sigma[ok] * np.sqrt(8.0 / w), floor)  # [k]
+    se = np.maximum(sigma[ok], noise_floor(x)) * np.sqrt(8.0 / w)  # [k]
     centre = blockwise_mad_scale(d[ok], 16 * w)[0]
     r = (d[ok] - centre) / se
     kappa = MAD_TO_SIGMA * float(np.median(np.abs(r - np.median(r))))
@@ -130,6 +128,23 @@ def _standardise(d: np.ndarray, x: np.ndarray, w: int) -> np.ndarray:
     kappa = max(kappa, KAPPA_MIN)
     z[ok] = r / kappa
     return z
+
+
+def noise_floor(x: np.ndarray) -> float:
+    """Smallest noise scale σ̂ may take for series ``x``: the quantisation noise of its own resolution.
+
+    An exactly constant stretch has MAD 0. For series on a lattice (token counts, shares of a batch of 64,
+    means of 0/1 rewards) that is the rule, and a move of one lattice step is resolution, not a 10⁸-σ event. The
+    resolution q is the smallest non-zero change the series ever makes; uniform rounding to a grid of q has noise
+    q/√12. Continuous series have a tiny q, so their floor stays relative to their values (rounding is not a jump).
+    """
+    finite = x[np.isfinite(x)]
+    if finite.size == 0:
+        return 1e-300
+    moves = np.abs(np.diff(finite))
+    moves = moves[moves > 0]
+    resolution = float(moves.min()) / np.sqrt(12.0) if moves.size else 0.0
+    return max(1e-300, 1e-9 * float(np.max(np.abs(finite))), resolution)
 
 
 KAPPA_MIN = 0.5

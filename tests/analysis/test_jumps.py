@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from discrepancy.analysis.jumps import JumpDetector, detect_jumps, line_jump_statistic
+from discrepancy.analysis.jumps import KAPPA_MIN, JumpDetector, detect_jumps, line_jump_statistic
 from discrepancy.analysis.metrics import f1_margin
 from discrepancy.analysis.synthetic import benchmark_suite
 
@@ -64,6 +64,26 @@ def test_constant_and_short_series():
     y = 0.05 * rng.standard_normal(50)
     y[25:] += 1.0
     assert detect_jumps(y) == [25]  # the shortest runs the issue names (50 points) still resolve a clear jump
+
+
+def test_lattice_series_z_scores_count_in_quantisation_noise():
+    """Token counts and batch shares: long exactly constant stretches (MAD 0). Real jumps stay found, but their
+    z-scores are measured against the series' own resolution q (noise q/√12), not a 1e-9 floor that gave ~1e8."""
+    y = np.full(400, 24.0)
+    y[250:] = 12.0  # completions shrink from 24 to 12 tokens; the only move, so q = 12
+    res = JumpDetector().fit(y).predict()
+    assert res.indices == [250]
+    # Closed form on a noise-free step: d = −12 over an SE of (12/√12)·√(8/w), divided by the smallest κ allowed.
+    assert res.z_scores[0] == pytest.approx(-12.0 / (np.sqrt(8.0 / res.window) * 12.0 / np.sqrt(12.0)) / KAPPA_MIN,
+                                            rel=0.05)
+    share = np.full(400, 10 / 64)  # a share of 64 completions that moves by single completions
+    share[[50, 51, 180]] += 1 / 64
+    share[300:] += 8 / 64
+    res = JumpDetector().fit(share).predict()
+    assert res.indices == [300]
+    assert 10 < abs(res.z_scores[0]) < 1e3  # eight lattice steps: clearly a jump, on a sane scale
+    rng = np.random.default_rng(7)  # integer noise of ±1 token around a level: no jump
+    assert detect_jumps(np.round(20 + rng.normal(0, 0.8, 600))) == []
 
 
 def test_multivariate_jump_in_one_column():
