@@ -30,6 +30,14 @@ class BiasCorrectedEWMA:
             self._t += 1
         return self.value
 
+    def state_dict(self) -> dict[str, float]:
+        """The running state (for checkpoints: a resumed run continues the same average)."""
+        return {"m": self._m, "t": self._t}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        """Continue from a `state_dict`."""
+        self._m, self._t = float(state["m"]), int(state["t"])
+
     @property
     def value(self) -> float:
         """The current bias-corrected average (NaN before the first finite value)."""

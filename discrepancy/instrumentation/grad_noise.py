@@ -18,7 +18,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -137,6 +137,15 @@ class GradNoise:
         self._s = BiasCorrectedEWMA(beta)
         self._g2 = BiasCorrectedEWMA(beta)
         self._warned = False
+
+    def state_dict(self) -> dict[str, Any]:
+        """The two EWMAs: a resumed run continues them instead of restarting the averages."""
+        return {"noise_trace": self._s.state_dict(), "grad_sq": self._g2.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a `state_dict`."""
+        self._s.load_state_dict(state["noise_trace"])
+        self._g2.load_state_dict(state["grad_sq"])
 
     def series(self) -> dict[str, str]:
         """Raw and smoothed noise-scale series."""

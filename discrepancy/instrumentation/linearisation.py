@@ -12,7 +12,7 @@ import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -96,6 +96,16 @@ class Linearisation:
         self.probe_size = probe_size
         self._probe: ProbeBatch | None = None
 
+    def state_dict(self) -> dict[str, Any]:
+        """The fixed probe batch: a resumed run keeps measuring on the same rows."""
+        p = self._probe
+        return {"probe": None if p is None else [t.detach().cpu() for t in (p.input_ids, p.attention_mask,
+                                                                              p.completion_mask)]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a `state_dict` (the probe moves to the model's device at its first use)."""
+        self._probe = None if state["probe"] is None else ProbeBatch(*state["probe"])
+
     def series(self) -> dict[str, str]:
         """One series, written on due steps only."""
         return {"lin_error": "N_t = ‖Δf_obs − JΔθ‖/‖Δf_obs‖ on a fixed probe batch (log-probs), every K steps"}
@@ -108,6 +118,9 @@ class Linearisation:
         if self._probe is None:
             n = self.probe_size
             self._probe = ProbeBatch(ctx.input_ids[:n], ctx.attention_mask[:n], ctx.completion_mask[:n])
+        elif self._probe.input_ids.device != ctx.input_ids.device:  # restored from a checkpoint, on the CPU
+            self._probe = ProbeBatch(*(t.to(ctx.input_ids.device) for t in (
+                self._probe.input_ids, self._probe.attention_mask, self._probe.completion_mask)))
         if self._due(ctx):
             step_cache.remember_params(ctx)
 

@@ -7,7 +7,7 @@ forward of their own.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -80,6 +80,16 @@ class StartPolicyKL:
     def series(self) -> dict[str, str]:
         """One series."""
         return {"kl_start": "KL(π_new‖π_start) on the rollout tokens (k3), π_start = the policy at step 1"}
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the starting policy is: a resumed run measures drift from the same start, not from the resume."""
+        theta0 = None if self._theta0 is None else {n: t.detach().cpu() for n, t in self._theta0.items()}
+        return {"start_is_reference": self._start_is_reference, "theta0": theta0}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a `state_dict` (θ_0 moves to the model's device at its first use)."""
+        self._start_is_reference = state["start_is_reference"]
+        self._theta0 = state["theta0"]
 
     def on_before_optimizer(self, ctx: StepContext) -> None:
         """At the first step, decide what the starting policy is (parameters are still θ_0 here)."""

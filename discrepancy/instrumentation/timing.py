@@ -71,6 +71,15 @@ class Timed:
             self._clock.add(self.key, self._clock.timer() - t0)
         return out
 
+    def state_dict(self) -> Any:
+        """The inner instrument's checkpoint state (None when it keeps none)."""
+        return self.inner.state_dict() if hasattr(self.inner, "state_dict") else None
+
+    def load_state_dict(self, state: Any) -> None:
+        """Restore the inner instrument's checkpoint state."""
+        if state is not None and hasattr(self.inner, "load_state_dict"):
+            self.inner.load_state_dict(state)
+
     def on_micro_backward(self, ctx: StepContext, k: int) -> dict[str, Any]:
         return self._run("on_micro_backward", ctx, k)
 

@@ -39,6 +39,7 @@ def save_checkpoint(run_path: str | Path, state: TrainState) -> Path:
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "prompt_rng": state.prompt_rng.getstate(),
         "python_rng": random.getstate(),
+        "instruments": state.hooks.state_dict(),  # running averages, start policy, probe batch
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
@@ -63,6 +64,7 @@ def load_checkpoint(run_path: str | Path, state: TrainState) -> None:
         torch.cuda.set_rng_state_all(payload["cuda_rng"])
     state.prompt_rng.setstate(_as_rng_state(payload["prompt_rng"]))
     random.setstate(_as_rng_state(payload["python_rng"]))
+    state.hooks.load_state_dict(payload.get("instruments", []))  # absent in checkpoints of older versions
     state.step = int(payload["step"])
     state.bad_steps = int(payload["bad_steps"])
 

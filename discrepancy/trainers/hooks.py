@@ -113,6 +113,29 @@ class HookRunner:
                 out.update(inst.arrays())
         return out
 
+    def state_dict(self) -> list[tuple[str, Any]]:
+        """(class name, state) of every instrument, for checkpoints; state is None for stateless ones."""
+        return [(_name(inst), inst.state_dict() if hasattr(inst, "state_dict") else None)
+                for inst in self.instruments]
+
+    def load_state_dict(self, states: list[tuple[str, Any]]) -> None:
+        """Restore instrument states saved by `state_dict`, matched by position and class name.
+
+        A resumed run may attach other instruments than the original: those without a saved state start fresh,
+        with one warning, instead of silently receiving another instrument's state.
+        """
+        fresh = []
+        for i, inst in enumerate(self.instruments):
+            saved = states[i] if i < len(states) else None
+            if saved is None or saved[0] != _name(inst):
+                if hasattr(inst, "state_dict") and inst.state_dict() is not None:
+                    fresh.append(_name(inst))
+            elif saved[1] is not None and hasattr(inst, "load_state_dict"):
+                inst.load_state_dict(saved[1])
+        if fresh:
+            warnings.warn(f"resumed without saved state for {', '.join(fresh)}: their running averages restart",
+                          RuntimeWarning, stacklevel=2)
+
     def call(self, hook: str, ctx: StepContext, *args: Any) -> dict[str, Any]:
         """Run ``hook`` on every instrument that implements it; return the merged results."""
         merged: dict[str, Any] = {}
@@ -139,3 +162,8 @@ class HookRunner:
                 stacklevel=2,
             )
         return {name: math.nan for name in inst.series()}
+
+
+def _name(inst: Any) -> str:
+    """An instrument's name: its key when timed, else its class."""
+    return str(getattr(inst, "key", type(inst).__name__))

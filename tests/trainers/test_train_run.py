@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -126,6 +128,32 @@ def test_resume_continues_where_it_stopped(fast_train_config, tmp_path):
     for key in final_a:
         np.testing.assert_allclose(final_b[key], final_a[key], atol=1e-6)
     assert set(final_a) == set(lora_state_names(tmp_path / "full.h5"))
+
+
+def test_resume_continues_the_instruments_running_state(fast_train_config, tmp_path):
+    """Bias-corrected EWMAs, KL to the start policy and the linearisation probe continue across a resume: the
+    resumed run records what the uninterrupted one does (before, the averages restarted at the resume)."""
+    cfg = apply_overrides(fast_train_config, [
+        "run.steps=6", "instruments.linearisation_every=2", "instruments.ewma_beta=0.5",
+        'rewards.names=["test_train_run:digit_share"]', "rewards.weights=[1.0]",  # varies from the first step
+    ])
+    train_run(cfg, tmp_path / "full.h5")
+    train_run(cfg, tmp_path / "part.h5", stop_at=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_run(cfg, tmp_path / "part.h5", resume=True)
+    assert not [w for w in caught if "restart" in str(w.message)]  # every state was found in the checkpoint
+    cols = ["noise_trace_ewma", "grad_sq_ewma", "b_simple_ewma", "kl_start", "lin_error"]
+    with open_run(tmp_path / "full.h5") as a, open_run(tmp_path / "part.h5") as b:
+        full, part = a.series()[cols], b.series()[cols]
+    assert (full.loc[4:, ["noise_trace_ewma", "kl_start"]] > 0).all().all()  # something to continue
+    assert full["lin_error"].notna().sum() == 3
+    np.testing.assert_allclose(part.to_numpy(), full.to_numpy(), rtol=1e-4, atol=1e-7)
+
+
+def digit_share(prompts: list[str], completions: list[str], answers: list[str]) -> list[float]:
+    """A reward that differs between completions of a random model (so gradients are not zero)."""
+    return [sum(ch.isdigit() for ch in c) / max(1, len(c)) for c in completions]
 
 
 def lora_state_names(path):
