@@ -88,6 +88,9 @@ class StepContext:
     metrics: dict[str, float] = field(default_factory=dict)  # the step's metrics so far (read-only by convention)
     optimizer: torch.optim.Optimizer | None = None
     lr: float = math.nan  # learning rate used by this step's optimizer update
+    beta: float = 0.0  # KL weight of this step
+    num_items: float = math.nan  # completion tokens in the whole generation batch (the dapo normaliser)
+    fixed_old: bool = False  # π_old's log-probs were computed before the update (μ > 1)
     cache: dict[str, Any] = field(default_factory=dict)  # shared scratch space between instruments, per step
 
 

@@ -26,7 +26,7 @@ from discrepancy.trainers.grpo import grpo_loss
 from discrepancy.trainers.hooks import HookRunner, StepContext
 from discrepancy.trainers.logprobs import grouped_token_logprobs
 from discrepancy.trainers.rewards import RewardSpec, score_completions
-from discrepancy.trainers.sampling import sample_completions
+from discrepancy.trainers.sampling import Rollouts, sample_completions
 from discrepancy.trainers.schedules import beta_at, lr_at, temperature_at
 from discrepancy.trainers.tasks import Example, format_prompt
 
@@ -123,40 +123,47 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def grpo_step(state: TrainState) -> StepResult:
-    """Run one GRPO step on ``state`` (advances ``state.step``) and return its measurements."""
-    cfg, g, model, tok = state.cfg, state.cfg.grpo, state.model, state.tokenizer
-    step = state.step + 1
-    t_start = time.perf_counter()
-    temperature = temperature_at(step, state.total_steps, cfg.schedule.temperature, cfg.schedule.temperature_end)
-    beta = beta_at(step, state.total_steps, g.beta, cfg.schedule.beta_end)
-    lr = lr_at(step, state.total_steps, cfg.optim.lr, warmup=cfg.optim.warmup_steps, decay=cfg.optim.decay,
-               min_ratio=cfg.optim.min_lr_ratio)
-    _set_lr(state.optimizer, lr)
+@dataclass
+class ScoredRollouts:
+    """One step's sampled completions with their rewards: what sampling and scoring hand to the update."""
 
-    # ---- sample: G completions per prompt from π_old (LoRA merged for speed) -----------------------------------
+    roll: Rollouts
+    prompts: list[str]  # [N] each prompt repeated G times, group by group
+    prompt_ids: list[str]  # [N]
+    total: np.ndarray  # [N] weighted total reward
+    components: dict[str, np.ndarray]  # [N] each
+    rewards: torch.Tensor  # [N] total reward on the model's device
+    advantages: torch.Tensor  # [N] float32
+    sample_time: float
+    score_time: float
+
+
+def sample_and_score(state: TrainState, temperature: float) -> ScoredRollouts:
+    """Draw the step's prompts, sample G completions each from π_old (LoRA merged for speed) and score them."""
+    g, model = state.cfg.grpo, state.model
     batch = state.prompt_rng.sample(state.examples, g.num_prompts)
     prompts = [format_prompt(ex.question) for ex in batch]
     t0 = time.perf_counter()
-    sample = sample_graphed if cfg.run.compile and next(model.parameters()).is_cuda else sample_completions
-    roll = sample(model, tok, prompts, group_size=g.group_size, max_new_tokens=g.max_completion_length,
+    sample = sample_graphed if state.cfg.run.compile and next(model.parameters()).is_cuda else sample_completions
+    roll = sample(model, state.tokenizer, prompts, group_size=g.group_size, max_new_tokens=g.max_completion_length,
                   temperature=temperature, top_p=g.top_p, min_new_tokens=g.min_completion_length)
     sample_time = time.perf_counter() - t0
     rep_prompts = [p for p in prompts for _ in range(g.group_size)]
     rep_answers = [ex.answer for ex in batch for _ in range(g.group_size)]
-    rep_ids = [ex.prompt_id for ex in batch for _ in range(g.group_size)]
 
-    # ---- score: rule-based rewards, weighted sum and components -------------------------------------------------
+    # Rule-based rewards (weighted sum and components), then advantages relative to the group.
     t0 = time.perf_counter()
     total, components = score_completions(state.rewards, rep_prompts, roll.completions, rep_answers)  # [N]
-    device = roll.completion_ids.device
-    rewards = torch.as_tensor(total, dtype=torch.float32, device=device)  # [N]
-
-    # ---- advantages: relative to the group ----------------------------------------------------------------------
+    rewards = torch.as_tensor(total, dtype=torch.float32, device=roll.completion_ids.device)  # [N]
     advantages = group_advantages(rewards, g.group_size, scale=g.scale_rewards).to(torch.float32)  # [N]
-    score_time = time.perf_counter() - t0
+    return ScoredRollouts(roll, rep_prompts, [ex.prompt_id for ex in batch for _ in range(g.group_size)],
+                          np.asarray(total), components, rewards, advantages, sample_time, time.perf_counter() - t0)
 
-    # ---- old / reference log-probs ------------------------------------------------------------------------------
+
+def step_context(state: TrainState, scored: ScoredRollouts, step: int, beta: float, lr: float) -> StepContext:
+    """What the update and the instruments share: the batch, masks, micro-batches, π_old / reference log-probs,
+    and closures that evaluate the full-batch loss exactly as training normalises it."""
+    cfg, g, model, roll = state.cfg, state.cfg.grpo, state.model, scored.roll
     input_ids, attn = roll.input_ids, roll.attention_mask  # [N, P+T]
     plen = roll.prompt_ids.size(1)
     loss_mask = roll.completion_mask.clone()  # [N, T]
@@ -165,11 +172,10 @@ def grpo_step(state: TrainState) -> StepResult:
     num_items = float(loss_mask.sum())  # dapo normaliser: completion tokens of the whole generation batch
     micro = micro_batches(g.num_prompts, g.group_size, g.micro_batch_groups)
     weights = micro_weights(loss_mask, micro, g.loss_type)
-    old_logp = None
-    if g.inner_iterations > 1:
-        old_logp = _forward_no_grad(model, input_ids, attn, plen, micro, g.group_size)  # [N, T]
-    # π_old of every row; with μ = 1 it is filled in by the training forward itself (the policy that sampled).
-    old_store = old_logp if old_logp is not None else torch.zeros_like(loss_mask, dtype=torch.float32)  # [N, T]
+    # π_old of every row: fixed before the update when μ > 1; with μ = 1 the training forward fills it in.
+    fixed_old = g.inner_iterations > 1
+    old_logp = (_forward_no_grad(model, input_ids, attn, plen, micro, g.group_size) if fixed_old
+                else torch.zeros_like(loss_mask, dtype=torch.float32))  # [N, T]
     ref_logp = None
     if beta > 0:
         with adapter_disabled(model):  # the reference is the base model: same weights, adapter off
@@ -179,8 +185,8 @@ def grpo_step(state: TrainState) -> StepResult:
         """Full-batch training loss for log-probs [N, T], with exactly the training normalisation."""
         total_loss = 0.0
         for rows, w in zip(micro, weights):
-            loss_k, _ = _micro_loss(cfg, logp[rows], old_store[rows], _rows(ref_logp, rows),
-                                    advantages[rows], loss_mask[rows], beta, num_items)
+            loss_k, _ = _micro_loss(cfg, logp[rows], old_logp[rows], _rows(ref_logp, rows),
+                                    scored.advantages[rows], loss_mask[rows], beta, num_items)
             total_loss += w * float(loss_k)
         return total_loss
 
@@ -188,43 +194,62 @@ def grpo_step(state: TrainState) -> StepResult:
         return _forward_no_grad(model, input_ids, attn, plen, micro, g.group_size,  # type: ignore[return-value]
                                 with_entropy=True)
 
-    ctx = StepContext(
+    return StepContext(
         step=step, iteration=0, model=model, params=state.params, input_ids=input_ids, attention_mask=attn,
-        completion_mask=loss_mask, old_logp=old_store, ref_logp=ref_logp, advantages=advantages, rewards=rewards,
-        group_ids=torch.arange(g.num_prompts, device=device).repeat_interleave(g.group_size), group_size=g.group_size,
-        micro_batches=micro, micro_weights=weights, batch_loss=lambda: loss_from_logp(forward_batch()[0]),
-        forward_batch=forward_batch, loss_from_logp=loss_from_logp, completions=roll.completions,
-        reward_components=components, optimizer=state.optimizer, lr=lr,
+        completion_mask=loss_mask, old_logp=old_logp, ref_logp=ref_logp, advantages=scored.advantages,
+        rewards=scored.rewards, group_ids=torch.arange(g.num_prompts, device=input_ids.device).repeat_interleave(
+            g.group_size), group_size=g.group_size, micro_batches=micro, micro_weights=weights,
+        batch_loss=lambda: loss_from_logp(forward_batch()[0]), forward_batch=forward_batch,
+        loss_from_logp=loss_from_logp, completions=roll.completions, reward_components=scored.components,
+        optimizer=state.optimizer, lr=lr, fixed_old=fixed_old, num_items=num_items, beta=beta,
     )
+
+
+def grpo_step(state: TrainState) -> StepResult:
+    """Run one GRPO step on ``state`` (advances ``state.step``) and return its measurements."""
+    cfg, g = state.cfg, state.cfg.grpo
+    step = state.step + 1
+    t_start = time.perf_counter()
+    temperature = temperature_at(step, state.total_steps, cfg.schedule.temperature, cfg.schedule.temperature_end)
+    beta = beta_at(step, state.total_steps, g.beta, cfg.schedule.beta_end)
+    lr = lr_at(step, state.total_steps, cfg.optim.lr, warmup=cfg.optim.warmup_steps, decay=cfg.optim.decay,
+               min_ratio=cfg.optim.min_lr_ratio)
+    _set_lr(state.optimizer, lr)
+
+    scored = sample_and_score(state, temperature)  # sample from π_old, rewards, group advantages
+    ctx = step_context(state, scored, step, beta, lr)  # π_old / reference log-probs, loss closures
 
     # ---- policy update: μ inner iterations × micro-batches, gradient accumulation ------------------------------
     metrics: dict[str, Any] = {}
     ctx.metrics = metrics
     t0 = time.perf_counter()
-    _policy_update(state, ctx, fixed_old=old_logp is not None, beta=beta, num_items=num_items)
+    _policy_update(state, ctx)
     train_time = time.perf_counter() - t0
     state.step = step
     state.bad_steps = state.bad_steps + 1 if metrics.get("skipped") else 0
 
     # ---- measure ------------------------------------------------------------------------------------------------
-    metrics.update(_rollout_metrics(roll.completion_mask, roll.truncated, rewards, advantages, components,
-                                    ctx.entropy, loss_mask, g.group_size))
-    metrics.update(lr=lr, temperature=temperature, beta=beta, sample_time=sample_time, score_time=score_time,
-                   train_time=train_time, skipped=metrics.get("skipped", 0.0), step_time=time.perf_counter() - t_start)
+    roll = scored.roll
+    metrics.update(_rollout_metrics(roll.completion_mask, roll.truncated, scored.rewards, scored.advantages,
+                                    scored.components, ctx.entropy, ctx.completion_mask, g.group_size))
+    metrics.update(lr=lr, temperature=temperature, beta=beta, sample_time=scored.sample_time,
+                   score_time=scored.score_time, train_time=train_time, skipped=metrics.get("skipped", 0.0),
+                   step_time=time.perf_counter() - t_start)
     arrays = {k: np.asarray(v) for k, v in metrics.items() if isinstance(v, np.ndarray)}
     scalars = {k: float(v) for k, v in metrics.items() if not isinstance(v, np.ndarray)}
-    fields = {"reward": total, "advantage": advantages.cpu().numpy(),
-              "length": roll.completion_mask.sum(1).cpu().numpy().astype(float), **components}
-    return StepResult(scalars, arrays, rep_ids, rep_prompts, roll.completions, fields)
+    fields = {"reward": scored.total, "advantage": scored.advantages.cpu().numpy(),
+              "length": roll.completion_mask.sum(1).cpu().numpy().astype(float), **scored.components}
+    return StepResult(scalars, arrays, scored.prompt_ids, scored.prompts, roll.completions, fields)
 
 
-def _policy_update(state: TrainState, ctx: StepContext, *, fixed_old: bool, beta: float, num_items: float) -> None:
+def _policy_update(state: TrainState, ctx: StepContext) -> None:
     """μ optimizer steps on the step's rollouts, each accumulating the gradient over the micro-batches.
 
-    ``fixed_old``: π_old's log-probs were computed before the update (μ > 1); otherwise the first forward is
+    ``ctx.fixed_old``: π_old's log-probs were computed before the update (μ > 1); otherwise the first forward is
     π_old itself and fills ``ctx.old_logp``. Metrics (loss stats, grad norm, instruments') go to ``ctx.metrics``.
     """
     cfg, model, metrics = state.cfg, state.model, ctx.metrics
+    fixed_old, beta, num_items = ctx.fixed_old, ctx.beta, ctx.num_items
     plen = ctx.input_ids.size(1) - ctx.completion_mask.size(1)
     params = list(ctx.params.values())
     if not model.training:  # the call walks every submodule: only when needed
