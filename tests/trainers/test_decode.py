@@ -98,3 +98,10 @@ def test_compiled_step_with_guards_skipped_tracks_in_place_weight_changes(tiny_t
                 a.add_(noise)
                 b.add_(noise)
     assert not torch.equal(wants[0], wants[1])  # the change matters: stale weights would have been caught
+    # A second shape gets its own cache and graph; once both are warm, the guards that are still checked must
+    # pick the right one for each call.
+    wide_ids, wide_mask = _prompts(tiny_tokenizer, ["12+34-5*6\n", "7\n"])
+    for _ in range(3):
+        for i, m in ((ids, mask), (wide_ids, wide_mask)):
+            want = decode_tokens(eager, i, m, compile_step=False, **kw)
+            assert torch.equal(decode_tokens(compiled, i, m, compile_step=True, **kw), want)
