@@ -11,7 +11,7 @@ With --unfolded a third variant, instruments on but `fold_lora=false`, runs in e
 LoRA into the base weights for the measurement forwards is measured side by side too.
 
 Run: .venv/bin/python benchmarks/bench_instrumentation.py [--steps 8] [--sft 30] [--pairs 3] [--beta 0 --tag beta0]
-     [--unfolded]
+     [--unfolded] [--set grpo.max_completion_length=64 --tag long]
      (writes benchmarks/results/instrumentation.json and .md)
 """
 
@@ -36,10 +36,11 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def one_run(instrumented: bool, steps: int, sft: int, beta: float, workdir: Path,
-            icfg: InstrumentationConfig | None = None) -> dict[str, Any]:
+            icfg: InstrumentationConfig | None = None, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """Train once; return per-step CPU and wall seconds (step 1 dropped as warm-up) and the metric rows."""
     cfg = apply_overrides(TrainConfig(), [f"run.steps={steps}", f"sft.steps={sft}", "run.device=cpu",
-                                          "run.checkpoint_every=0", "run.threads=1", f"grpo.beta={beta}"])
+                                          "run.checkpoint_every=0", "run.threads=1", f"grpo.beta={beta}",
+                                          *overrides])
     instruments: list[Any] = []
     attach = run_mod.attach_lora
 
@@ -128,7 +129,8 @@ def _unfolded_summary(unfolded: list[dict[str, Any]], on: list[dict[str, Any]],
 def to_markdown(res: dict[str, Any], args: argparse.Namespace) -> str:
     lines = [
         f"# Instrumentation overhead, CPU tiny recipe (steps {args.steps}, sft {args.sft}, β {args.beta}, "
-        f"1 torch thread, 2 shared cores, {args.pairs} A-B pairs; medians over steps)",
+        f"1 torch thread, 2 shared cores, {args.pairs} A-B pairs; medians over steps"
+        + (f"; {', '.join(args.overrides)}" if args.overrides else "") + ")",
         "",
         "| | off | on | overhead |",
         "|---|---|---|---|",
@@ -170,6 +172,8 @@ def main() -> None:
     ap.add_argument("--beta", type=float, default=0.02, help="KL weight (0 makes kl_start pay for a forward)")
     ap.add_argument("--pairs", type=int, default=3, help="number of off/on pairs")
     ap.add_argument("--tag", default="", help="suffix of the result files")
+    ap.add_argument("--set", dest="overrides", action="append", default=[],
+                    help="extra config override for both variants, e.g. grpo.max_completion_length=64 (repeatable)")
     ap.add_argument("--unfolded", action="store_true",
                     help="add a third variant per pair with instruments.fold_lora=false (A B C A B C ...)")
     args = ap.parse_args()
@@ -179,7 +183,8 @@ def main() -> None:
         variants = ("off", "on", "on_unfolded") if args.unfolded else ("off", "on")
         for variant in variants * args.pairs:
             icfg = InstrumentationConfig(fold_lora=variant != "on_unfolded")
-            runs.append((variant, one_run(variant != "off", args.steps, args.sft, args.beta, Path(tmp), icfg)))
+            runs.append((variant, one_run(variant != "off", args.steps, args.sft, args.beta, Path(tmp), icfg,
+                                          tuple(args.overrides))))
     res = summarise(runs)
     res["settings"] = vars(args)
     RESULTS.mkdir(exist_ok=True)
