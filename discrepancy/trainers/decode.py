@@ -14,7 +14,7 @@ restricted to the nucleus, EOS forbidden before ``min_new_tokens``. Rows are the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from transformers import PreTrainedTokenizerBase, StaticCache, TopPLogitsWarper
@@ -22,8 +22,8 @@ from transformers import PreTrainedTokenizerBase, StaticCache, TopPLogitsWarper
 from discrepancy.modeling.lora import merged_adapter
 from discrepancy.modeling.modes import deterministic_mode
 from discrepancy.trainers.logprobs import position_ids_for
+from discrepancy.trainers.sampling import Rollouts, encode_groups, rollouts_from_tokens
 
-PAD_MULTIPLE = 64  # prompt widths rounded up to this, so a run captures a handful of graphs, not one per step
 CHECK_EVERY = 16  # tokens between checks that every row has finished (each check waits for the GPU)
 
 
@@ -125,15 +125,10 @@ def sample_graphed(
     temperature: float = 1.0,
     top_p: float = 1.0,
     min_new_tokens: int = 0,
-) -> Any:
+) -> Rollouts:
     """`sample_completions` through `decode_tokens`, with the LoRA weights merged: the same `Rollouts`."""
-    from discrepancy.trainers.sampling import rollouts_from_tokens
-
-    device = next(model.parameters()).device
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False,
-                    pad_to_multiple_of=PAD_MULTIPLE)
-    prompt_ids = enc["input_ids"].repeat_interleave(group_size, dim=0).to(device)  # [N, P]
-    prompt_mask = enc["attention_mask"].repeat_interleave(group_size, dim=0).to(device)  # [N, P]
+    _, prompt_ids, prompt_mask = encode_groups(tokenizer, prompts, group_size, next(model.parameters()).device,
+                                               static=True)
     with deterministic_mode(model):
         with merged_adapter(model):
             base = model.get_base_model() if hasattr(model, "get_base_model") else model

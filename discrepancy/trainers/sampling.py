@@ -71,6 +71,18 @@ def _shared_prompt_cache(model: torch.nn.Module, ids: torch.Tensor, mask: torch.
     return cache
 
 
+def encode_groups(tokenizer: PreTrainedTokenizerBase, prompts: list[str], group_size: int, device: torch.device,
+                  static: bool = False) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """The prompts left-padded once each (the tokenizer's encoding) and repeated G times, group by group: ids and
+    mask ``[N, P]`` on ``device``. ``static``: widths padded to a multiple of 64, because with a static cache every
+    new width means a new compiled graph; a run then compiles a handful of shapes instead of one per step."""
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False,
+                    pad_to_multiple_of=STATIC_PAD_MULTIPLE if static else None)
+    prompt_ids = enc["input_ids"].repeat_interleave(group_size, dim=0).to(device)  # [N, P]
+    prompt_mask = enc["attention_mask"].repeat_interleave(group_size, dim=0).to(device)  # [N, P]
+    return enc, prompt_ids, prompt_mask
+
+
 @torch.no_grad()
 def sample_completions(
     model: torch.nn.Module,
@@ -91,12 +103,7 @@ def sample_completions(
     compile costs more than it saves). Dropout is off while sampling (`deterministic_mode`).
     """
     device = next(model.parameters()).device
-    # With a static cache every new prompt width means a new compiled graph: pad widths to a multiple of 64 so a
-    # run compiles a handful of shapes instead of one per step.
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False,
-                    pad_to_multiple_of=STATIC_PAD_MULTIPLE if static_cache else None)
-    prompt_ids = enc["input_ids"].repeat_interleave(group_size, dim=0).to(device)  # [N, P]
-    prompt_mask = enc["attention_mask"].repeat_interleave(group_size, dim=0).to(device)  # [N, P]
+    enc, prompt_ids, prompt_mask = encode_groups(tokenizer, prompts, group_size, device, static=static_cache)
     eos_id = tokenizer.eos_token_id
     # A static cache is allocated and compiled inside `generate`: it does not take a prefilled dynamic cache.
     share = not static_cache and group_size > 1 and prompt_ids.size(1) > 1
