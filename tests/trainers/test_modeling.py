@@ -167,3 +167,24 @@ def test_lora_target_typo_is_a_config_error(tiny_model):
 
     with pytest.raises(ConfigError, match=r"'lora.target_modules': \['c_attn'\].*q_proj"):
         attach_lora(tiny_model, 2, 4.0, ["q_proj", "c_attn"])
+
+
+def test_merged_adapter_falls_back_to_peft_for_layouts_it_cannot_fold(tiny_model):
+    """DoRA layers are not plain LoRA: the fold declines them and peft's own merge runs, restored bit for bit."""
+    from peft import LoraConfig, get_peft_model
+
+    from discrepancy.modeling.lora_fold import fold_plan
+
+    model = get_peft_model(tiny_model, LoraConfig(r=2, lora_alpha=4.0, target_modules=["q_proj", "v_proj"],
+                                                  use_dora=True)).eval()
+    _randomise_lora_b(model)
+    assert fold_plan(model, exact=False) is None
+    before = _base_weights(model)
+    ids = torch.tensor([[9, 10, 11, 12, 13, 14]])
+    with torch.no_grad():
+        unmerged = model(ids).logits
+        with merged_adapter(model):
+            assert any(not torch.equal(p, before[n]) for n, p in _base_weights(model).items())  # really merged
+            merged = model(ids).logits
+    assert torch.allclose(merged, unmerged, atol=1e-5)
+    assert all(torch.equal(p, before[n]) for n, p in _base_weights(model).items())
