@@ -45,7 +45,7 @@ class _ProbeLogp(nn.Module):
 
         p = self.probe
         prompt_len = p.input_ids.shape[1] - p.completion_mask.shape[1]
-        return token_logprobs(self.model, p.input_ids, p.attention_mask, prompt_len)[0]  # [n, T]
+        return token_logprobs(self.model, p.input_ids, p.attention_mask, prompt_len, lean=False)[0]  # [n, T] (jvp)
 
 
 @contextlib.contextmanager

@@ -37,7 +37,7 @@ def shared_prompt_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_
     Rows must come group by group with identical prompts inside a group (`groups_share_prompts`); the caller puts
     the model in eval mode.
     """
-    from discrepancy.trainers.logprobs import position_ids_for  # lazy: the trainer imports this package
+    from discrepancy.trainers.logprobs import _logp_entropy, position_ids_for  # lazy: the trainer imports this
 
     n = input_ids.shape[0]
     first = torch.arange(0, n, group_size, device=input_ids.device)  # one row per group
@@ -50,10 +50,8 @@ def shared_prompt_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_
     tail = model(input_ids=input_ids[:, prompt_len:-1], attention_mask=attention_mask[:, :-1],
                  position_ids=pos[:, prompt_len:-1], past_key_values=cache, use_cache=False)
     first_logits = head.logits[:, -1:].repeat_interleave(group_size, dim=0)  # [N, 1, V] predicts token P
-    logits = torch.cat([first_logits, tail.logits], dim=1).float()  # [N, T, V]
-    logsm = torch.log_softmax(logits, dim=-1)  # [N, T, V]
-    logp = logsm.gather(-1, input_ids[:, prompt_len:].unsqueeze(-1)).squeeze(-1)  # [N, T]
-    entropy = -(logsm.exp() * logsm).sum(-1)  # [N, T]
+    logits = torch.cat([first_logits, tail.logits], dim=1)  # [N, T, V]
+    logp, entropy = _logp_entropy(logits, input_ids[:, prompt_len:], with_entropy=True)  # fp32 [N, T] each
     return logp, entropy
 
 

@@ -10,6 +10,8 @@ given tokens and no gradients.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from discrepancy.modeling.modes import has_active_dropout
@@ -20,16 +22,72 @@ def position_ids_for(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # [N, L]
 
 
-def _logp_entropy(logits: torch.Tensor, targets: torch.Tensor,
-                  with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log π(targets) ``[N, T]`` from logits ``[N, T, V]`` (cast to fp32 first), and the detached entropy."""
-    logsm = torch.log_softmax(logits.float(), dim=-1)  # [N, T, V]
-    logp = logsm.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [N, T]
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            entropy = -(logsm.exp() * logsm).sum(-1)  # [N, T]
-    return logp, entropy
+#: fp32 elements of logits handled at once (64 MiB): with a large vocabulary the full [N, T, V] fp32 copy is the
+#: largest tensor of the step (0.8 GB for 32 × 128 tokens over 49k words), so it is never formed whole.
+CHUNK_ELEMENTS = 2**24
+
+
+class _TargetLogprob(torch.autograd.Function):
+    """log softmax(logits)[target] per row, in fp32, from logits of any float dtype, chunk by chunk.
+
+    Written by hand because autograd's own log_softmax keeps its fp32 [M, V] output for the backward. Here the
+    backward recomputes softmax from the logits the model produced (which exist anyway) and the saved
+    log-sum-exp, so the only [M, V] tensors are the logits and their gradient, in the model's dtype.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:  # [M, V], [M] -> [M]
+        m, v = logits.shape
+        step = max(1, CHUNK_ELEMENTS // max(v, 1))
+        out = torch.empty(m, dtype=torch.float32, device=logits.device)  # [M]
+        lse = torch.empty(m, dtype=torch.float32, device=logits.device)  # [M]
+        for a in range(0, m, step):
+            lg = logits[a : a + step].float()  # [c, V]
+            lse[a : a + step] = torch.logsumexp(lg, dim=-1)
+            out[a : a + step] = lg.gather(-1, targets[a : a + step, None]).squeeze(-1) - lse[a : a + step]
+        ctx.save_for_backward(logits, targets, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:  # [M] -> [M, V]
+        logits, targets, lse = ctx.saved_tensors
+        m, v = logits.shape
+        step = max(1, CHUNK_ELEMENTS // max(v, 1))
+        grad = torch.empty_like(logits)  # [M, V]
+        for a in range(0, m, step):
+            g = grad_out[a : a + step, None].float()  # [c, 1]
+            d = (logits[a : a + step].float() - lse[a : a + step, None]).exp_().mul_(-g)  # −g·softmax [c, V]
+            d.scatter_add_(-1, targets[a : a + step, None], g)  # + g at the target: d log p_y / d logits
+            grad[a : a + step] = d
+        return grad, None
+
+
+@torch.no_grad()
+def _entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of softmax(logits) per row ``[M]`` in fp32, chunk by chunk (detached: logged, never trained on)."""
+    m, v = logits.shape
+    step = max(1, CHUNK_ELEMENTS // max(v, 1))
+    out = torch.empty(m, dtype=torch.float32, device=logits.device)
+    for a in range(0, m, step):
+        logsm = torch.log_softmax(logits[a : a + step].float(), dim=-1)  # [c, V]
+        out[a : a + step] = -(logsm.exp() * logsm).sum(-1)
+    return out
+
+
+def _logp_entropy(logits: torch.Tensor, targets: torch.Tensor, with_entropy: bool,
+                  lean: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log π(targets) ``[N, T]`` from logits ``[N, T, V]`` in fp32, and the detached entropy.
+
+    ``lean`` avoids an fp32 copy of all logits (`_TargetLogprob`); ``lean=False`` is plain autograd, for
+    torch.func transforms (jvp), which a hand-written autograd.Function does not support without more code.
+    """
+    n, t, v = logits.shape
+    flat = logits.reshape(n * t, v)  # [N·T, V]
+    if lean:
+        logp = _TargetLogprob.apply(flat, targets.reshape(n * t)).view(n, t)  # [N, T]
+    else:
+        logp = torch.log_softmax(flat.float(), dim=-1).gather(-1, targets.reshape(n * t, 1)).view(n, t)
+    return logp, (_entropy(flat).view(n, t) if with_entropy else None)
 
 
 def token_logprobs(
@@ -39,16 +97,17 @@ def token_logprobs(
     prompt_len: int,
     *,
     with_entropy: bool = False,
+    lean: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log π(token) ``[N, T]`` of the completion tokens ``input_ids[:, prompt_len:]``, and optionally entropies.
 
     Logits are cast to fp32 before the softmax so bf16 models give log-probs precise enough for ratios near 1.
-    The entropy is detached (it is logged, never trained on).
+    The entropy is detached (it is logged, never trained on). ``lean=False``: plain autograd (see `_logp_entropy`).
     """
     out = model(input_ids=input_ids, attention_mask=attention_mask,
                 position_ids=position_ids_for(attention_mask), use_cache=False)
     logits = out.logits[:, prompt_len - 1:-1]  # [N, T, V] predictions of the completion tokens
-    return _logp_entropy(logits, input_ids[:, prompt_len:], with_entropy)
+    return _logp_entropy(logits, input_ids[:, prompt_len:], with_entropy, lean)
 
 
 def rows_share_prompts(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
