@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import threading
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,6 +208,9 @@ def train_run(cfg: TrainConfig, out: str | Path = "run.h5", *, resume: bool = Fa
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     rank, world, device = launch_state(cfg)
+    if cfg.run.compile and device.type != "cuda" and rank == 0:
+        warnings.warn("run.compile applies to CUDA devices only (graph-captured sampling); on the CPU it is ignored",
+                      RuntimeWarning, stacklevel=2)
     _barrier(world)  # every rank has checked `out` before rank 0 creates anything
     progress = progress if rank == 0 else None
     seed_everything(cfg.run.seed)  # same seed on every rank: identical base, cold start and LoRA init

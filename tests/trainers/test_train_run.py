@@ -222,3 +222,10 @@ def test_batch_loss_in_the_hooks_equals_the_training_loss(fast_train_config, tmp
     assert min(check.adv) > 0  # the policy term is live, not only the KL term
     assert len(check.gaps) == 2 and max(check.gaps) < 1e-6
     assert max(check.moved) > 1e-6
+
+
+def test_compile_on_cpu_warns_and_trains_as_usual(fast_train_config, tmp_path):
+    cfg = apply_overrides(fast_train_config, ["run.steps=1", "sft.steps=0", "run.compile=true"])
+    with pytest.warns(RuntimeWarning, match="run.compile applies to CUDA"):
+        summary = train_run(cfg, tmp_path / "run.h5", instruments=[])
+    assert summary.status == "finished" and summary.steps == 1
