@@ -24,7 +24,7 @@ FAMILY_FILES = {
     "rewards": "rewards", "losses and D_t/ρ": "losses", "gradient noise": "gradient_noise",
     "KL and entropy": "kl_entropy", "lengths": "lengths", "other": "other",
 }
-MAX_ROWS = 16  # panels per figure; a family with more signals is cut (the tables still list everything)
+MAX_ROWS = 16  # panels per figure; a family with more signals continues in <family>_2.png, <family>_3.png, ...
 PLOT_POINTS = 1000  # x positions per line: ~2 per pixel column of a panel at DPI (no line needs more)
 DPI = 80
 BAND = 0.72  # share of a row that its signal's values use; the rest holds the row title and a gap
@@ -192,14 +192,21 @@ def _title(name: str, row: pd.Series) -> str:
     return f"{name}: {row.n_jumps} jump(s), {row.n_plateaus} plateau(s), jump fraction {row.jump_fraction:.2f}"
 
 
-def family_figure(res: AnalysisResult, family: str, out: Path) -> Path | None:
-    """Draw one family's PNG (linear-step panel left, log-step panel right); None when it has no analysed signal."""
+def family_pages(res: AnalysisResult, family: str) -> int:
+    """How many figures a family needs at `MAX_ROWS` signals each (0 when it has no analysed signal)."""
+    return -(-int((res.signals["family"] == family).sum()) // MAX_ROWS)
+
+
+def family_figure(res: AnalysisResult, family: str, out: Path, page: int = 0) -> Path | None:
+    """Draw one page of a family's PNG (linear-step panel left, log-step panel right); None when it has no signal
+    there. Page 0 is ``<family>.png``, page k ``<family>_<k+1>.png``."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    names = [s for s in res.signals.loc[res.signals["family"] == family, "signal"]][:MAX_ROWS]
+    every = [s for s in res.signals.loc[res.signals["family"] == family, "signal"]]
+    names = every[page * MAX_ROWS : (page + 1) * MAX_ROWS]
     if not names:
         return None
     steps = res.series.index.to_numpy(dtype=np.float64)
@@ -219,8 +226,10 @@ def family_figure(res: AnalysisResult, family: str, out: Path) -> Path | None:
     axes[0, 0].set_xlabel("step")
     axes[0, 1].set_xlabel(("step + 1" if shift else "step") + " (log scale)")
     _legend(fig)
-    fig.text(0.01, 1 - 0.08 / height, family, fontsize=12, ha="left", va="top")
-    path = out / f"{FAMILY_FILES.get(family, 'other')}.png"
+    pages = family_pages(res, family)
+    fig.text(0.01, 1 - 0.08 / height, family + (f" ({page + 1}/{pages})" if pages > 1 else ""), fontsize=12,
+             ha="left", va="top")
+    path = out / (FAMILY_FILES.get(family, "other") + (f"_{page + 1}" if page else "") + ".png")
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
@@ -242,13 +251,14 @@ def _legend(fig) -> None:  # noqa: ANN001
 _SHARED: AnalysisResult | None = None  # the result a forked worker draws from (inherited, never pickled)
 
 
-def _draw_shared(job: tuple[str, Path]) -> Path | None:
+def _draw_shared(job: tuple[str, Path, int]) -> Path | None:
     assert _SHARED is not None
-    return family_figure(_SHARED, job[0], job[1])
+    return family_figure(_SHARED, *job)
 
 
 def all_figures(res: AnalysisResult, out: Path, workers: int | None = None) -> list[Path]:
-    """One PNG per family present in the analysis, in the fixed family order.
+    """One PNG per family present in the analysis, in the fixed family order; a family with more than `MAX_ROWS`
+    signals continues on further pages.
 
     Drawing is matplotlib's per-axes work (~50–90 ms of CPU per panel, two panels per signal), so with several
     families and cores the figures are drawn in forked worker processes: they inherit the result instead of
@@ -260,8 +270,8 @@ def all_figures(res: AnalysisResult, out: Path, workers: int | None = None) -> l
     import os
 
     out.mkdir(parents=True, exist_ok=True)
-    families = [f for f in FAMILY_FILES if (res.signals["family"] == f).any()]
-    workers = min(len(families), workers or os.cpu_count() or 1)
+    jobs = [(f, out, page) for f in FAMILY_FILES for page in range(family_pages(res, f))]  # fixed family order
+    workers = min(len(jobs), workers or os.cpu_count() or 1)
     if workers > 1 and "fork" in mp.get_all_start_methods():
         import matplotlib
 
@@ -270,13 +280,18 @@ def all_figures(res: AnalysisResult, out: Path, workers: int | None = None) -> l
 
         _SHARED = res
         try:
-            # largest family first, so the last figure to start is a small one (workers finish together)
-            order = sorted(families, key=lambda f: -int((res.signals["family"] == f).sum()))
+            # largest figure first, so the last one to start is a small one (workers finish together)
+            order = sorted(jobs, key=lambda job: -_page_rows(res, job[0], job[2]))
             with mp.get_context("fork").Pool(workers) as pool:
-                drawn = dict(zip(order, pool.map(_draw_shared, [(f, out) for f in order], chunksize=1)))
-            paths = [drawn[f] for f in families]
+                drawn = dict(zip(order, pool.map(_draw_shared, order, chunksize=1)))
+            paths = [drawn[job] for job in jobs]
         finally:
             _SHARED = None
     else:
-        paths = [family_figure(res, f, out) for f in families]
+        paths = [family_figure(res, *job) for job in jobs]
     return [p for p in paths if p is not None]
+
+
+def _page_rows(res: AnalysisResult, family: str, page: int) -> int:
+    """Signals drawn on one page of a family."""
+    return min(MAX_ROWS, int((res.signals["family"] == family).sum()) - page * MAX_ROWS)

@@ -43,3 +43,22 @@ def test_band_limits_ignore_a_spike_and_clip_to_the_row():
 def test_step_labels():
     assert [_step_label(v) for v in (0, 500, 2_000, 250_000, 1_000_000, 1_500_000)] == [
         "0", "500", "2k", "250k", "1M", "1.5M"]
+
+
+def test_a_family_over_max_rows_continues_on_further_pages(tmp_path):
+    import pandas as pd
+    from matplotlib.image import imread
+
+    from discrepancy.analysis.pipeline import analyze_series
+    from discrepancy.analysis.plots import MAX_ROWS, all_figures
+
+    rng = np.random.default_rng(2)
+    n_signals = MAX_ROWS + 3
+    frame = pd.DataFrame({f"custom_{i}": rng.standard_normal(300) for i in range(n_signals)},
+                         index=pd.Index(np.arange(300), name="step"))
+    res = analyze_series(frame)
+    assert (res.signals["family"] == "other").sum() == n_signals
+    paths = all_figures(res, tmp_path, workers=1)
+    assert [p.name for p in paths] == ["other.png", "other_2.png"]  # every signal drawn: 16 + 3 panels
+    heights = [imread(p).shape[0] for p in paths]
+    assert heights[0] > 3 * heights[1]  # 16 rows against 3
