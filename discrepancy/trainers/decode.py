@@ -17,32 +17,44 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase, StaticCache, TopPLogitsWarper
 
 from discrepancy.modeling.lora import merged_adapter
 from discrepancy.modeling.modes import deterministic_mode
 from discrepancy.trainers.logprobs import position_ids_for
-from discrepancy.trainers.sampling import Rollouts, encode_groups, rollouts_from_tokens
+from discrepancy.trainers.sampling import STATIC_PAD_MULTIPLE, Rollouts, encode_groups, rollouts_from_tokens
 
 CHECK_EVERY = 16  # tokens between checks that every row has finished (each check waits for the GPU)
 
 
 @dataclass
 class _Decoder:
-    """A static KV cache and the (compiled) one-token forward bound to it, for one (rows, length) shape."""
+    """A static KV cache of ``length`` positions and the (compiled) one-token forward bound to it."""
 
     cache: StaticCache
     mask: torch.Tensor  # [N, L] attention mask, refilled in place each call (a static graph input)
     step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     warm: bool = False  # a whole call has run: the graph is compiled and captured
 
+    @property
+    def length(self) -> int:
+        return self.mask.size(1)
+
 
 def _decoder(model: torch.nn.Module, rows: int, length: int, compile_step: bool) -> _Decoder:
-    """The decoder for this shape, built once per model: a graph is captured once and replayed every step after."""
+    """The model's decoder for ``rows`` rows with room for at least ``length`` positions.
+
+    One per model and row count: shorter prompts are left-padded into it, and a call that needs more room replaces
+    it by a larger one (rounded up to 64 positions). So a run holds one static cache and compiles once per growth
+    of the longest prompt, however its prompt widths vary; a cache per width would hold gigabytes on a large model.
+    """
     # Kept on the model itself: the compiled step refers to the model, so a weak-keyed table would never let go.
-    per_model: dict[tuple[int, int, bool], _Decoder] = model.__dict__.setdefault("_graphed_decoders", {})
-    key = (rows, length, compile_step)
-    if key not in per_model:
+    per_model: dict[tuple[int, bool], _Decoder] = model.__dict__.setdefault("_graphed_decoders", {})
+    key = (rows, compile_step)
+    if key not in per_model or per_model[key].length < length:
+        per_model.pop(key, None)  # the old cache goes before the new one is allocated
+        length = -(-length // STATIC_PAD_MULTIPLE) * STATIC_PAD_MULTIPLE
         device = next(model.parameters()).device
         cache = StaticCache(config=model.config, max_cache_len=length)
         mask = torch.ones(rows, length, dtype=torch.long, device=device)
@@ -92,6 +104,10 @@ def decode_tokens(
     device = prompt_ids.device
     compile_step = device.type == "cuda" if compile_step is None else compile_step
     dec = _decoder(model, n, p + max_new_tokens, compile_step)
+    if dec.length - max_new_tokens > p:  # left-pad into the cache's prompt width; positions come from the mask
+        pad = dec.length - max_new_tokens - p
+        prompt_ids, prompt_mask = F.pad(prompt_ids, (pad, 0)), F.pad(prompt_mask, (pad, 0))
+        p += pad
     dec.cache.reset()
     dec.mask[:, :p].copy_(prompt_mask)  # prompt padding off; every generated position on (causality hides the rest)
     dec.mask[:, p:].fill_(1)

@@ -31,6 +31,23 @@ def test_greedy_tokens_equal_generate_with_left_padding(tiny_tokenizer, tiny_mod
     assert torch.equal(again, ref)
 
 
+def test_one_cache_per_model_grows_and_left_pads_shorter_prompts(tiny_tokenizer, tiny_model):
+    tiny_model.eval()
+    eos = tiny_tokenizer.eos_token_id
+    kw = dict(do_sample=False, max_new_tokens=6, min_new_tokens=6, eos_token_id=eos,
+              pad_token_id=tiny_tokenizer.pad_token_id)
+    narrow = _prompts(tiny_tokenizer, ["3+4\n", "7\n"])
+    wide = _prompts(tiny_tokenizer, ["1+2+3+4+5+6+7+8+9+10+11+12+13+14+15+16+17+18+19+20+21+22+23+24+25\n", "7\n"])
+    for ids, mask in (narrow, wide, narrow):  # grows at the wide call; the narrow one is then padded into it
+        ours = decode_tokens(tiny_model, ids, mask, max_new_tokens=6, eos_id=eos, greedy=True, min_new_tokens=6)
+        ref = tiny_model.generate(input_ids=ids, attention_mask=mask, **kw)[:, ids.size(1):]
+        assert torch.equal(ours, ref)
+    decoders = tiny_model.__dict__["_graphed_decoders"]
+    assert len(decoders) == 1  # one static cache, however the widths vary
+    (dec,) = decoders.values()
+    assert dec.length % 64 == 0 and dec.length >= wide[0].size(1) + 6 > 64
+
+
 def test_sampled_first_token_follows_softmax_of_logits_over_temperature(tiny_tokenizer, tiny_model):
     tiny_model.eval()
     ids, mask = _prompts(tiny_tokenizer, ["3+4\n"])
