@@ -270,6 +270,10 @@ def all_figures(res: AnalysisResult, out: Path, workers: int | None = None) -> l
     import os
 
     out.mkdir(parents=True, exist_ok=True)
+    for stem in set(FAMILY_FILES.values()):  # pages of an earlier analysis in this folder that this one may not redraw
+        for old in out.glob(f"{stem}_*.png"):
+            if old.stem[len(stem) + 1 :].isdigit():
+                old.unlink()
     jobs = [(f, out, page) for f in FAMILY_FILES for page in range(family_pages(res, f))]  # fixed family order
     workers = min(len(jobs), workers or os.cpu_count() or 1)
     if workers > 1 and "fork" in mp.get_all_start_methods():

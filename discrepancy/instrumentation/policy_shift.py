@@ -87,7 +87,7 @@ class StartPolicyKL:
         return {"start_is_reference": self._start_is_reference, "theta0": theta0}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a `state_dict` (θ_0 moves to the model's device at its first use)."""
+        """Continue from a `state_dict` (θ_0 moves to the parameters' device at its first use)."""
         self._start_is_reference = state["start_is_reference"]
         self._theta0 = state["theta0"]
 
@@ -113,6 +113,8 @@ class StartPolicyKL:
                 return ctx.ref_logp
             return self._reference_forward(ctx)
         assert self._theta0 is not None
+        if any(t.device != ctx.params[n].device for n, t in self._theta0.items()):  # restored from a checkpoint
+            self._theta0 = {n: t.to(ctx.params[n].device) for n, t in self._theta0.items()}
         return _forward_at(ctx, self._theta0, self.shared_prompts, self.fold_lora)
 
     def _reference_forward(self, ctx: StepContext) -> torch.Tensor:

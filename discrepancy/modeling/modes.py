@@ -16,14 +16,25 @@ _DROPOUT: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDict
 
 
 def has_active_dropout(model: torch.nn.Module) -> bool:
-    """Whether a train-mode forward of `model` is random (a Dropout layer or attention dropout with p > 0).
+    """Whether a train-mode forward of `model` is random (a Dropout layer with p > 0, or a config that asks for
+    dropout or router jitter).
 
     Cached per model: walking every submodule each step costs more than some of the measurements.
     """
     if model not in _DROPOUT:
-        attn = float(getattr(getattr(model, "config", None), "attention_dropout", 0.0) or 0.0)
-        _DROPOUT[model] = attn > 0.0 or any(isinstance(m, torch.nn.Dropout) and m.p > 0.0 for m in model.modules())
+        _DROPOUT[model] = _config_randomness(getattr(model, "config", None)) or any(
+            isinstance(m, torch.nn.Dropout) and m.p > 0.0 for m in model.modules())
     return _DROPOUT[model]
+
+
+def _config_randomness(config: object) -> bool:
+    """A config that turns on train-only randomness outside `nn.Dropout` modules: functional dropout
+    (``attention_dropout``, ``hidden_dropout``, ...) or MoE router jitter (``router_jitter_noise``)."""
+    if config is None:
+        return False
+    values = config.to_dict() if hasattr(config, "to_dict") else vars(config)
+    return any(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+               for k, v in values.items() if "dropout" in k or "jitter" in k)
 
 
 @contextmanager

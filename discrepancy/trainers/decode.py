@@ -13,6 +13,7 @@ restricted to the nucleus, EOS forbidden before ``min_new_tokens``. Rows are the
 
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass
 from typing import Callable
 
@@ -23,7 +24,9 @@ from transformers import PreTrainedTokenizerBase, StaticCache, TopPLogitsWarper
 from discrepancy.modeling.lora import merged_adapter
 from discrepancy.modeling.modes import deterministic_mode
 from discrepancy.trainers.logprobs import position_ids_for
-from discrepancy.trainers.sampling import STATIC_PAD_MULTIPLE, Rollouts, encode_groups, rollouts_from_tokens
+from discrepancy.trainers.sampling import (
+    STATIC_PAD_MULTIPLE, Rollouts, encode_groups, rollouts_from_tokens, sample_completions,
+)
 
 CHECK_EVERY = 16  # tokens between checks that every row has finished (each check waits for the GPU)
 
@@ -64,8 +67,11 @@ def _decoder(model: torch.nn.Module, rows: int, length: int, compile_step: bool)
                         use_cache=True, logits_to_keep=1)
             return out.logits[:, -1].float()  # [N, V]
 
-        step = torch.compile(one_token, mode="reduce-overhead", fullgraph=True, dynamic=False) if compile_step \
-            else one_token
+        # dynamo caches compiled code per code object, at most 8 entries: every decoder of every model would share
+        # `one_token`'s and hit that limit after 8 shapes. A copy of the code object per decoder avoids it.
+        own = types.FunctionType(one_token.__code__.replace(), one_token.__globals__, one_token.__name__,
+                                 one_token.__defaults__, one_token.__closure__)
+        step = torch.compile(own, mode="reduce-overhead", fullgraph=True, dynamic=False) if compile_step else own
         per_model[key] = _Decoder(cache, mask, step)
     return per_model[key]
 
@@ -102,6 +108,8 @@ def decode_tokens(
     """
     n, p = prompt_ids.shape
     device = prompt_ids.device
+    if max_new_tokens < 1:
+        return torch.empty(n, 0, dtype=torch.long, device=device)
     compile_step = device.type == "cuda" if compile_step is None else compile_step
     dec = _decoder(model, n, p + max_new_tokens, compile_step)
     if dec.length - max_new_tokens > p:  # left-pad into the cache's prompt width; positions come from the mask
@@ -114,21 +122,23 @@ def decode_tokens(
     # Prefill runs eagerly: one call per step, and a compiled prefill would need a graph per prompt width.
     out = model(input_ids=prompt_ids, attention_mask=dec.mask, position_ids=position_ids_for(prompt_mask),
                 past_key_values=dec.cache, use_cache=True, logits_to_keep=1)
-    tokens = torch.empty(n, max_new_tokens, dtype=torch.long, device=device)  # [N, T]
-    positions = prompt_mask.long().sum(1, keepdim=True) + torch.arange(max_new_tokens, device=device)  # [N, T]
+    # Time-major [T, N]: the step's inputs tokens[i] / positions[i] are then contiguous [N] rows whose strides do not
+    # depend on T (a [N, T] column slice would make the compiled graph specialise on T).
+    tokens = torch.empty(max_new_tokens, n, dtype=torch.long, device=device)  # [T, N]
+    positions = prompt_mask.long().sum(1) + torch.arange(max_new_tokens, device=device)[:, None]  # [T, N]
     finished = torch.zeros(n, dtype=torch.bool, device=device)
     logits = out.logits[:, -1].float()
     # Once warm, dynamo's guards are skipped: checking them on every token cost more than the GPU's work (1.2 ms
     # of 4.6 ms per token on an H100). Nothing they guard changes between calls: same model, cache, mask, shapes.
     with torch.compiler.set_stance(skip_guard_eval_unsafe=dec.warm and compile_step):
         for i in range(max_new_tokens):
-            tokens[:, i] = _draw(logits, temperature, top_p, eos_id if i < min_new_tokens else None, greedy)
-            finished |= tokens[:, i] == eos_id
+            tokens[i] = _draw(logits, temperature, top_p, eos_id if i < min_new_tokens else None, greedy)
+            finished |= tokens[i] == eos_id
             if i + 1 == max_new_tokens or ((i + 1) % CHECK_EVERY == 0 and bool(finished.all())):
                 break
-            logits = dec.step(tokens[:, i : i + 1], positions[:, i : i + 1])
+            logits = dec.step(tokens[i].unsqueeze(1), positions[i].unsqueeze(1))  # [N, 1] each
     dec.warm = dec.warm or i >= 3  # cudagraph trees: a warm-up run, a recording, then replays
-    return tokens[:, : i + 1]
+    return tokens[: i + 1].T.contiguous()  # [N, T']
 
 
 def sample_graphed(
@@ -142,7 +152,15 @@ def sample_graphed(
     top_p: float = 1.0,
     min_new_tokens: int = 0,
 ) -> Rollouts:
-    """`sample_completions` through `decode_tokens`, with the LoRA weights merged: the same `Rollouts`."""
+    """`sample_completions` through `decode_tokens`, with the LoRA weights merged: the same `Rollouts`.
+
+    Models with sliding-window layers go to `sample_completions`: their static cache layers count positions in a
+    Python int, which a captured graph would recompile for on every token.
+    """
+    config = getattr(model, "config", None)
+    if "sliding_attention" in (getattr(config, "layer_types", None) or []):
+        return sample_completions(model, tokenizer, prompts, group_size=group_size, max_new_tokens=max_new_tokens,
+                                  temperature=temperature, top_p=top_p, min_new_tokens=min_new_tokens)
     _, prompt_ids, prompt_mask = encode_groups(tokenizer, prompts, group_size, next(model.parameters()).device,
                                                static=True)
     with deterministic_mode(model):

@@ -48,6 +48,34 @@ def test_one_cache_per_model_grows_and_left_pads_shorter_prompts(tiny_tokenizer,
     assert dec.length % 64 == 0 and dec.length >= wide[0].size(1) + 6 > 64
 
 
+def test_no_new_tokens_gives_an_empty_completion(tiny_tokenizer, tiny_model):
+    ids, mask = _prompts(tiny_tokenizer, ["3+4\n"])
+    out = decode_tokens(tiny_model.eval(), ids, mask, max_new_tokens=0, eos_id=tiny_tokenizer.eos_token_id)
+    assert out.shape == (1, 0)
+
+
+def test_sliding_window_models_sample_through_generate(tiny_tokenizer):
+    """Sliding-window cache layers count positions in a Python int (a graph would recompile every token): such
+    models take `sample_completions`, so the same seed gives the very same rollouts."""
+    from transformers import Qwen2ForCausalLM
+
+    from discrepancy.modeling import tiny_model_config
+    from discrepancy.trainers.sampling import sample_completions
+
+    config = tiny_model_config(tiny_tokenizer)
+    config.use_sliding_window, config.sliding_window, config.max_window_layers = True, 8, 1
+    config.layer_types = ["full_attention", "sliding_attention"]
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config).eval()
+    assert "sliding_attention" in model.config.layer_types
+    kw = dict(group_size=2, max_new_tokens=5)
+    torch.manual_seed(0)
+    ours = sample_graphed(model, tiny_tokenizer, ["3+4\n"], **kw)
+    torch.manual_seed(0)
+    ref = sample_completions(model, tiny_tokenizer, ["3+4\n"], **kw)
+    assert torch.equal(ours.completion_ids, ref.completion_ids) and torch.equal(ours.prompt_ids, ref.prompt_ids)
+
+
 def test_sampled_first_token_follows_softmax_of_logits_over_temperature(tiny_tokenizer, tiny_model):
     tiny_model.eval()
     ids, mask = _prompts(tiny_tokenizer, ["3+4\n"])
@@ -115,10 +143,13 @@ def test_compiled_step_with_guards_skipped_tracks_in_place_weight_changes(tiny_t
                 a.add_(noise)
                 b.add_(noise)
     assert not torch.equal(wants[0], wants[1])  # the change matters: stale weights would have been caught
-    # A second shape gets its own cache and graph; once both are warm, the guards that are still checked must
-    # pick the right one for each call.
-    wide_ids, wide_mask = _prompts(tiny_tokenizer, ["12+34-5*6\n", "7\n"])
-    for _ in range(3):
-        for i, m in ((ids, mask), (wide_ids, wide_mask)):
-            want = decode_tokens(eager, i, m, compile_step=False, **kw)
-            assert torch.equal(decode_tokens(compiled, i, m, compile_step=True, **kw), want)
+    # Another row count gets its own cache and graph; once both are warm, the guards that are still checked must
+    # pick the right one for each call. A different completion length reuses a warm graph (its inputs do not
+    # depend on it), and a prompt longer than the cache grows it.
+    three = _prompts(tiny_tokenizer, ["12+34-5*6\n", "7\n", "8-1\n"])
+    long_prompt = _prompts(tiny_tokenizer, ["1+2+3+4+5+6+7+8+9+10+11+12+13+14+15+16+17+18+19+20\n", "5\n"])
+    for i, m, t in ((ids, mask, 8), three + (8,), (ids, mask, 5), three + (8,), (ids, mask, 8), long_prompt + (8,),
+                    (ids, mask, 8)):
+        args = dict(kw, max_new_tokens=t, min_new_tokens=t)
+        want = decode_tokens(eager, i, m, compile_step=False, **args)
+        assert torch.equal(decode_tokens(compiled, i, m, compile_step=True, **args), want)

@@ -188,3 +188,19 @@ def test_merged_adapter_falls_back_to_peft_for_layouts_it_cannot_fold(tiny_model
             merged = model(ids).logits
     assert torch.allclose(merged, unmerged, atol=1e-5)
     assert all(torch.equal(p, before[n]) for n, p in _base_weights(model).items())
+
+
+def test_config_dropout_and_router_jitter_count_as_train_only_randomness(tiny_tokenizer):
+    from discrepancy.modeling.modes import deterministic_mode, has_active_dropout
+
+    plain = build_tiny_model(tiny_tokenizer, seed=0).train()
+    assert not has_active_dropout(plain)
+    with deterministic_mode(plain):
+        assert plain.training  # nothing random: no switch (it walks every module)
+    for key in ("attention_dropout", "hidden_dropout", "router_jitter_noise"):
+        model = build_tiny_model(tiny_tokenizer, seed=0).train()
+        setattr(model.config, key, 0.1)
+        assert has_active_dropout(model), key
+        with deterministic_mode(model):
+            assert not model.training
+        assert model.training
