@@ -7,6 +7,8 @@ first EOS, and a completion without EOS within ``max_new_tokens`` is flagged as 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +73,29 @@ def _shared_prompt_cache(model: torch.nn.Module, ids: torch.Tensor, mask: torch.
     return cache
 
 
+@contextmanager
+def plain_generation_config(model: torch.nn.Module) -> Iterator[None]:
+    """Within the block `generate` ignores the defaults a local model ships in its ``generation_config.json``.
+
+    Many models ship defaults such as a repetition penalty or forced tokens. `generate` fills any value the call
+    leaves unset from them, so the completions would no longer be drawn from softmax(logits / T). GRPO's ratios
+    and KL assume exactly that distribution. Only the special token ids are kept.
+    """
+    from transformers import GenerationConfig
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    own = getattr(base, "generation_config", None)
+    if own is None:
+        yield
+        return
+    base.generation_config = GenerationConfig(
+        bos_token_id=own.bos_token_id, eos_token_id=own.eos_token_id, pad_token_id=own.pad_token_id)
+    try:
+        yield
+    finally:
+        base.generation_config = own
+
+
 def encode_groups(tokenizer: PreTrainedTokenizerBase, prompts: list[str], group_size: int, device: torch.device,
                   static: bool = False) -> tuple[Any, torch.Tensor, torch.Tensor]:
     """The prompts left-padded once each (the tokenizer's encoding) and repeated G times, group by group: ids and
@@ -107,7 +132,7 @@ def sample_completions(
     eos_id = tokenizer.eos_token_id
     # A static cache is allocated and compiled inside `generate`: it does not take a prefilled dynamic cache.
     share = not static_cache and group_size > 1 and prompt_ids.size(1) > 1
-    with deterministic_mode(model):
+    with deterministic_mode(model), plain_generation_config(model):
         with merged_adapter(model):
             cache = _shared_prompt_cache(model, enc["input_ids"].to(device), enc["attention_mask"].to(device),
                                          group_size) if share else None

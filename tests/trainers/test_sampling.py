@@ -156,3 +156,27 @@ def test_shared_prompt_sampling_feeds_generate_only_the_uncached_tokens(tiny_tok
     p = roll.prompt_ids.size(1)
     # Distinct prompts but their last token once, then generate's first forward: the last prompt token of all 8 rows.
     assert seen[0] == (2, p - 1) and seen[1] == (8, 1)
+
+
+def test_a_models_own_generation_defaults_do_not_change_the_sampled_policy(tiny_tokenizer, tiny_model):
+    """A local model may ship e.g. a repetition penalty in generation_config.json: sampling must still draw from
+    softmax(logits / T), the distribution GRPO's ratios assume, and leave the model's config as it was."""
+    from discrepancy.modeling import build_tiny_model
+
+    clean = build_tiny_model(tiny_tokenizer, seed=0, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
+    shipped = tiny_model  # the fixture: same seed and sizes, same weights
+    shipped.generation_config.repetition_penalty = 50.0
+    shipped.generation_config.no_repeat_ngram_size = 1
+    kw = dict(group_size=4, max_new_tokens=12, min_new_tokens=12)
+    torch.manual_seed(0)
+    ours = sample_completions(shipped, tiny_tokenizer, ["3+4\n"], **kw)
+    torch.manual_seed(0)
+    ref = sample_completions(clean, tiny_tokenizer, ["3+4\n"], **kw)
+    assert torch.equal(ours.completion_ids, ref.completion_ids)
+    assert shipped.generation_config.repetition_penalty == 50.0  # restored
+    # The defaults do bite when generate is left to apply them: no token repeats within a completion then.
+    torch.manual_seed(0)
+    raw = shipped.generate(input_ids=ours.prompt_ids, attention_mask=ours.prompt_mask, do_sample=True, top_k=0,
+                           max_new_tokens=12, min_new_tokens=12)[:, ours.prompt_ids.size(1):]
+    assert all(len(set(row.tolist())) == 12 for row in raw)
+    assert any(len(set(row.tolist())) < 12 for row in ref.completion_ids)
