@@ -24,9 +24,7 @@ from transformers import PreTrainedTokenizerBase, StaticCache, TopPLogitsWarper
 from discrepancy.modeling.lora import merged_adapter
 from discrepancy.modeling.modes import deterministic_mode
 from discrepancy.trainers.logprobs import position_ids_for
-from discrepancy.trainers.sampling import (
-    STATIC_PAD_MULTIPLE, Rollouts, encode_groups, rollouts_from_tokens, sample_completions,
-)
+from discrepancy.trainers.sampling import STATIC_PAD_MULTIPLE, Rollouts, encode_groups, rollouts_from_tokens
 
 CHECK_EVERY = 16  # tokens between checks that every row has finished (each check waits for the GPU)
 
@@ -141,6 +139,13 @@ def decode_tokens(
     return tokens[: i + 1].T.contiguous()  # [N, T']
 
 
+def graphable(model: torch.nn.Module) -> bool:
+    """Whether the graphed decode can serve ``model``: not when it has sliding-window layers, whose static cache
+    layers count positions in a Python int, which a captured graph would recompile for on every token."""
+    config = getattr(model, "config", None)
+    return "sliding_attention" not in (getattr(config, "layer_types", None) or [])
+
+
 def sample_graphed(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -154,13 +159,10 @@ def sample_graphed(
 ) -> Rollouts:
     """`sample_completions` through `decode_tokens`, with the LoRA weights merged: the same `Rollouts`.
 
-    Models with sliding-window layers go to `sample_completions`: their static cache layers count positions in a
-    Python int, which a captured graph would recompile for on every token.
+    Only for models that `graphable` accepts (a ValueError otherwise).
     """
-    config = getattr(model, "config", None)
-    if "sliding_attention" in (getattr(config, "layer_types", None) or []):
-        return sample_completions(model, tokenizer, prompts, group_size=group_size, max_new_tokens=max_new_tokens,
-                                  temperature=temperature, top_p=top_p, min_new_tokens=min_new_tokens)
+    if not graphable(model):
+        raise ValueError("models with sliding-window layers cannot use the graphed decode; use sample_completions")
     _, prompt_ids, prompt_mask = encode_groups(tokenizer, prompts, group_size, next(model.parameters()).device,
                                                static=True)
     with deterministic_mode(model):

@@ -21,7 +21,7 @@ from discrepancy.modeling.lora_fold import adapter_disabled
 from discrepancy.modeling.modes import deterministic_mode
 from discrepancy.trainers.advantages import frac_reward_zero_std, group_advantages
 from discrepancy.trainers.config import TrainConfig
-from discrepancy.trainers.decode import sample_graphed
+from discrepancy.trainers.decode import graphable, sample_graphed
 from discrepancy.trainers.grpo import grpo_loss
 from discrepancy.trainers.hooks import HookRunner, StepContext
 from discrepancy.trainers.logprobs import grouped_token_logprobs
@@ -144,7 +144,8 @@ def sample_and_score(state: TrainState, temperature: float) -> ScoredRollouts:
     batch = state.prompt_rng.sample(state.examples, g.num_prompts)
     prompts = [format_prompt(ex.question) for ex in batch]
     t0 = time.perf_counter()
-    sample = sample_graphed if state.cfg.run.compile and next(model.parameters()).is_cuda else sample_completions
+    graphed = state.cfg.run.compile and next(model.parameters()).is_cuda and graphable(model)
+    sample = sample_graphed if graphed else sample_completions
     roll = sample(model, state.tokenizer, prompts, group_size=g.group_size, max_new_tokens=g.max_completion_length,
                   temperature=temperature, top_p=g.top_p, min_new_tokens=g.min_completion_length)
     sample_time = time.perf_counter() - t0
