@@ -43,31 +43,41 @@ def timed(fn: Callable[[], Any], warmup: int, reps: int) -> list[float]:
 
 
 def profile_table(fn: Callable[[], Any], rows: int = 12) -> dict[str, Any]:
-    """One profiled call: top operators by self CPU time, GPU kernel time and kernel count."""
+    """One profiled call: top operators by self CPU time, top kernels by GPU time, GPU kernel time and count."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    cuda = torch.cuda.is_available()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=acts) as prof:
         fn()
         _sync()
-    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60)
+    averages = prof.key_averages()
+    table = averages.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60)
     kernels = [e for e in prof.events() if getattr(e, "device_type", None) is not None
                and str(e.device_type).endswith("CUDA")]
     # The footer's total: summing the rows instead counts every kernel twice (its own row and its launcher's).
     footer = re.search(r"Self CUDA time total: ([0-9.]+)(ms|us|s)", table)
     gpu_ms = float(footer.group(1)) * {"s": 1e3, "ms": 1.0, "us": 1e-3}[footer.group(2)] if footer else 0.0
-    return {"table": table, "gpu_ms": gpu_ms, "kernels": len(kernels)}
+    out = {"table": table, "gpu_ms": gpu_ms, "kernels": len(kernels)}
+    if cuda:
+        out["gpu_table"] = averages.table(sort_by="self_cuda_time_total", row_limit=18, max_name_column_width=70)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--skip", default="", help="comma list of measurements to skip")
+    parser.add_argument("--budget", type=float, default=480.0, help="seconds after which measurements are skipped")
     args = parser.parse_args()
     import torch
 
     from discrepancy.modeling import attach_lora, load_local_model
+    from discrepancy.modeling.compiled import compiled_layers
+    from discrepancy.modeling.lora_fold import adapter_disabled
+    from discrepancy.trainers import decode
+    from discrepancy.trainers.decode import sample_graphed
     from discrepancy.trainers.grpo import grpo_loss
     from discrepancy.trainers.logprobs import grouped_token_logprobs, token_logprobs
     from discrepancy.trainers.sampling import sample_completions
@@ -82,10 +92,11 @@ def main() -> None:
 
     def report(name: str, value: Any) -> None:
         results[name] = value
-        line = {k: v for k, v in value.items() if k != "table"} if isinstance(value, dict) else value
+        line = {k: v for k, v in value.items() if not k.endswith("table")} if isinstance(value, dict) else value
         print(json.dumps({name: line}), flush=True)
-        if isinstance(value, dict) and "table" in value:
-            print(value["table"], flush=True)
+        for key in ("table", "gpu_table"):
+            if isinstance(value, dict) and key in value:
+                print(value[key], flush=True)
         (out_dir / "profile_step.json").write_text(json.dumps(results, indent=1, default=str))
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -101,30 +112,48 @@ def main() -> None:
     kw = dict(group_size=setup.group, max_new_tokens=setup.length, min_new_tokens=setup.length, temperature=1.0)
     skip = set(args.skip.split(","))
 
+    t_start = time.perf_counter()
+
+    def wanted(name: str) -> bool:
+        """Measured unless skipped or past the time budget (the call must return its files in time)."""
+        if name in skip:
+            return False
+        if time.perf_counter() - t_start > args.budget:
+            report(name, {"skipped": f"past the {args.budget:.0f} s budget"})
+            return False
+        return True
+
+    def measure(name: str, fn: Callable[[], Any], per_token: bool = False) -> None:
+        t0 = time.perf_counter()
+        fn()
+        first = time.perf_counter() - t0  # compile included
+        secs = statistics.median(timed(fn, warm, reps))
+        extra = {"per_token_ms": 1e3 * secs / setup.length} if per_token else {}
+        report(name, {"first_s": first, "s": secs, **extra, **profile_table(fn)})
+
     # ---- sampling ------------------------------------------------------------------------------------------------
     for name, static in (("gen_hf_static", True), ("gen_hf_dynamic_shared", False)):
-        if name in skip:
-            continue
-        t0 = time.perf_counter()
-        roll = sample_completions(model, tok, prompts, static_cache=static, **kw)
-        first = time.perf_counter() - t0
-        secs = timed(lambda: sample_completions(model, tok, prompts, static_cache=static, **kw), warm, reps)
-        prof = profile_table(lambda: sample_completions(model, tok, prompts, static_cache=static, **kw))
-        report(name, {"first_s": first, "s": statistics.median(secs), "per_token_ms": 1e3 * statistics.median(secs)
-                      / setup.length, **prof})
-    if "gen_graph" not in skip:
+        if wanted(name):
+            measure(name, lambda: sample_completions(model, tok, prompts, static_cache=static, **kw), per_token=True)
+    base = model.get_base_model()
+
+    def gen_variant(name: str, attention: str, mode: str) -> None:
+        """The graphed decode with another attention implementation or compile mode."""
+        if not wanted(name):
+            return
+        base.__dict__.pop("_graphed_decoders", None)  # a fresh decoder, compiled with this variant's options
+        base.set_attn_implementation(attention)
+        decode.COMPILE_OPTIONS["mode"] = mode
         try:
-            from discrepancy.trainers.decode import sample_graphed
-        except ImportError as exc:
-            report("gen_graph", {"error": repr(exc)})
-        else:
-            t0 = time.perf_counter()
-            sample_graphed(model, tok, prompts, **kw)
-            first = time.perf_counter() - t0
-            secs = timed(lambda: sample_graphed(model, tok, prompts, **kw), warm, reps)
-            prof = profile_table(lambda: sample_graphed(model, tok, prompts, **kw))
-            report("gen_graph", {"first_s": first, "s": statistics.median(secs),
-                                 "per_token_ms": 1e3 * statistics.median(secs) / setup.length, **prof})
+            measure(name, lambda: sample_graphed(model, tok, prompts, **kw), per_token=True)
+        except Exception as exc:  # noqa: BLE001 - a variant that fails is reported, the others still run
+            report(name, {"error": repr(exc)[:500]})
+        finally:
+            base.set_attn_implementation("sdpa")
+            decode.COMPILE_OPTIONS["mode"] = "reduce-overhead"
+            base.__dict__.pop("_graphed_decoders", None)
+
+    gen_variant("gen_graph", "sdpa", "reduce-overhead")
 
     # ---- training forward + backward, reference forward ----------------------------------------------------------
     roll = sample_completions(model, tok, prompts, static_cache=False, **kw)
@@ -133,29 +162,29 @@ def main() -> None:
     adv = torch.randn(ids.size(0), device=ids.device)
     model.train()
 
-    def train(fn: Callable[..., Any]) -> Callable[[], None]:
+    def train(fn: Callable[..., Any], compiled: bool) -> Callable[[], None]:
         def run() -> None:
             model.zero_grad(set_to_none=True)
-            if fn is token_logprobs:
-                logp, _ = token_logprobs(model, ids, attn, plen, with_entropy=True)
-            else:
-                logp, _ = fn(model, ids, attn, plen, setup.group, with_entropy=True)
-            ref = logp.detach() - 0.01
-            loss, _ = grpo_loss(logp, None, ref, adv, mask, beta=setup.beta, kl_ratio_correction=True)
-            loss.backward()
+            with compiled_layers(model, enabled=compiled):
+                if fn is token_logprobs:
+                    logp, _ = token_logprobs(model, ids, attn, plen, with_entropy=True)
+                else:
+                    logp, _ = fn(model, ids, attn, plen, setup.group, with_entropy=True)
+                ref = logp.detach() - 0.01
+                loss, _ = grpo_loss(logp, None, ref, adv, mask, beta=setup.beta, kl_ratio_correction=True)
+                loss.backward()
 
         return run
 
-    for name, fn in (("train_grouped", grouped_token_logprobs), ("train_plain", token_logprobs)):
-        if name in skip:
-            continue
-        secs = timed(train(fn), warm, reps)
-        report(name, {"s": statistics.median(secs), **profile_table(train(fn))})
+    for name, fn, compiled in (("train_grouped", grouped_token_logprobs, False), ("train_plain", token_logprobs, False),
+                               ("train_compiled", token_logprobs, True)):
+        if wanted(name):
+            measure(name, train(fn, compiled))
 
-    def ref_forward(fn: Callable[..., Any]) -> Callable[[], None]:
+    def ref_forward(fn: Callable[..., Any], compiled: bool) -> Callable[[], None]:
         @torch.no_grad()
         def run() -> None:
-            with model.disable_adapter():
+            with adapter_disabled(model), compiled_layers(model, enabled=compiled):
                 if fn is token_logprobs:
                     token_logprobs(model, ids, attn, plen)
                 else:
@@ -163,16 +192,18 @@ def main() -> None:
 
         return run
 
-    model.eval()
-    for name, fn in (("ref_grouped", grouped_token_logprobs), ("ref_plain", token_logprobs)):
-        if name in skip:
-            continue
-        secs = timed(ref_forward(fn), warm, reps)
-        report(name, {"s": statistics.median(secs), **profile_table(ref_forward(fn))})
+    for name, fn, compiled in (("ref_grouped", grouped_token_logprobs, False), ("ref_plain", token_logprobs, False),
+                               ("ref_compiled", token_logprobs, True)):
+        if wanted(name):
+            measure(name, ref_forward(fn, compiled))
+
+    # ---- decode variants last: the autotuned compile may take minutes --------------------------------------------
+    gen_variant("gen_graph_eager_attn", "eager", "reduce-overhead")
+    gen_variant("gen_graph_autotune", "sdpa", "max-autotune")
 
     (out_dir / "profile_step.md").write_text("\n\n".join(
-        f"## {k}\n\n" + json.dumps({a: b for a, b in v.items() if a != "table"}) + "\n\n```\n" + v.get("table", "")
-        + "\n```" for k, v in results.items()))
+        f"## {k}\n\n" + json.dumps({a: b for a, b in v.items() if not a.endswith("table")}) + "\n\n```\n"
+        + v.get("table", "") + "\n" + v.get("gpu_table", "") + "\n```" for k, v in results.items()))
 
 
 if __name__ == "__main__":

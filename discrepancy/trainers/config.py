@@ -187,8 +187,8 @@ class RunConfig:
         "torch CPU threads (0 = torch's default); 1 is fastest for the tiny model, whose matrices are too small to "
         "split and which slows down badly when threads compete with other processes for the cores"))
     compile: bool = field(default=False, **_help(
-        "GPU: sampling replays a compiled CUDA graph per token (torch.compile); the first steps are slower while "
-        "it compiles"))
+        "GPU: sampling replays a compiled CUDA graph per token and the update runs compiled decoder layers "
+        "(torch.compile); the first steps are slower while it compiles"))
     snapshot_every: int = field(default=20, **_help("LoRA snapshot every N steps (and at step 0, before any update, and at the end)"))
     samples_per_step: int = field(default=4, **_help("completions recorded per step in the samples table"))
     flush_every: int = field(default=10, **_help("run-file flush interval in steps"))

@@ -13,7 +13,6 @@ restricted to the nucleus, EOS forbidden before ``min_new_tokens``. Rows are the
 
 from __future__ import annotations
 
-import types
 from dataclasses import dataclass
 from typing import Callable
 
@@ -21,11 +20,14 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase, StaticCache, TopPLogitsWarper
 
+from discrepancy.modeling.compiled import own_code
 from discrepancy.modeling.lora import merged_adapter
 from discrepancy.modeling.modes import deterministic_mode
 from discrepancy.trainers.logprobs import position_ids_for
 from discrepancy.trainers.sampling import STATIC_PAD_MULTIPLE, Rollouts, encode_groups, rollouts_from_tokens
 
+#: How the one-token step is compiled: CUDA graphs ("reduce-overhead"), one whole graph, fixed shapes.
+COMPILE_OPTIONS: dict[str, object] = {"mode": "reduce-overhead", "fullgraph": True, "dynamic": False}
 CHECK_EVERY = 16  # tokens between checks that every row has finished (each check waits for the GPU)
 
 
@@ -65,11 +67,9 @@ def _decoder(model: torch.nn.Module, rows: int, length: int, compile_step: bool)
                         use_cache=True, logits_to_keep=1)
             return out.logits[:, -1].float()  # [N, V]
 
-        # dynamo caches compiled code per code object, at most 8 entries: every decoder of every model would share
-        # `one_token`'s and hit that limit after 8 shapes. A copy of the code object per decoder avoids it.
-        own = types.FunctionType(one_token.__code__.replace(), one_token.__globals__, one_token.__name__,
-                                 one_token.__defaults__, one_token.__closure__)
-        step = torch.compile(own, mode="reduce-overhead", fullgraph=True, dynamic=False) if compile_step else own
+        # Every decoder of every model would share `one_token`'s dynamo entries (at most 8): each gets its own.
+        own = own_code(one_token)
+        step = torch.compile(own, **COMPILE_OPTIONS) if compile_step else own
         per_model[key] = _Decoder(cache, mask, step)
     return per_model[key]
 

@@ -10,6 +10,8 @@ given tokens and no gradients.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any
 
 import torch
@@ -97,6 +99,17 @@ def _logp_entropy(logits: torch.Tensor, targets: torch.Tensor, with_entropy: boo
     return logp, entropy
 
 
+def _takes_logits_to_keep(model: torch.nn.Module) -> bool:
+    """Whether the causal LM's forward accepts ``logits_to_keep`` (transformers' models do; a custom one may not)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return _forward_takes(type(base), "logits_to_keep")
+
+
+@functools.cache
+def _forward_takes(cls: type, name: str) -> bool:
+    return name in inspect.signature(cls.forward).parameters
+
+
 def token_logprobs(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
@@ -111,9 +124,13 @@ def token_logprobs(
     Logits are cast to fp32 before the softmax so bf16 models give log-probs precise enough for ratios near 1.
     The entropy is detached (it is logged, never trained on). ``lean=False``: plain autograd (see `_logp_entropy`).
     """
+    t = input_ids.size(1) - prompt_len
+    # Only the positions that predict completion tokens go through the output layer (over a large vocabulary the
+    # prompt's logits would be a third of the step's largest tensors, for nothing).
+    keep = {"logits_to_keep": t + 1} if _takes_logits_to_keep(model) else {}
     out = model(input_ids=input_ids, attention_mask=attention_mask,
-                position_ids=position_ids_for(attention_mask), use_cache=False)
-    logits = out.logits[:, prompt_len - 1:-1]  # [N, T, V] predictions of the completion tokens
+                position_ids=position_ids_for(attention_mask), use_cache=False, **keep)
+    logits = out.logits[:, -(t + 1):-1]  # [N, T, V] predictions of the completion tokens
     return _logp_entropy(logits, input_ids[:, prompt_len:], with_entropy, lean)
 
 

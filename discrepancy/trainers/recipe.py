@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from discrepancy.modeling.compiled import compiled_layers
 from discrepancy.modeling.lora_fold import adapter_disabled
 from discrepancy.modeling.modes import deterministic_mode
 from discrepancy.trainers.advantages import frac_reward_zero_std, group_advantages
@@ -138,14 +139,18 @@ class ScoredRollouts:
     score_time: float
 
 
+def _compiling(state: TrainState) -> bool:
+    """``run.compile`` on a CUDA model: graph-captured sampling and compiled layers for the update."""
+    return state.cfg.run.compile and next(state.model.parameters()).is_cuda
+
+
 def sample_and_score(state: TrainState, temperature: float) -> ScoredRollouts:
     """Draw the step's prompts, sample G completions each from π_old (LoRA merged for speed) and score them."""
     g, model = state.cfg.grpo, state.model
     batch = state.prompt_rng.sample(state.examples, g.num_prompts)
     prompts = [format_prompt(ex.question) for ex in batch]
     t0 = time.perf_counter()
-    graphed = state.cfg.run.compile and next(model.parameters()).is_cuda and graphable(model)
-    sample = sample_graphed if graphed else sample_completions
+    sample = sample_graphed if _compiling(state) and graphable(model) else sample_completions
     roll = sample(model, state.tokenizer, prompts, group_size=g.group_size, max_new_tokens=g.max_completion_length,
                   temperature=temperature, top_p=g.top_p, min_new_tokens=g.min_completion_length)
     sample_time = time.perf_counter() - t0
@@ -218,14 +223,16 @@ def grpo_step(state: TrainState) -> StepResult:
     _set_lr(state.optimizer, lr)
 
     scored = sample_and_score(state, temperature)  # sample from π_old, rewards, group advantages
-    ctx = step_context(state, scored, step, beta, lr)  # π_old / reference log-probs, loss closures
+    # Forwards and backwards from here on (reference, training, instruments) run compiled layers on a GPU.
+    with compiled_layers(state.model, enabled=_compiling(state)):
+        ctx = step_context(state, scored, step, beta, lr)  # π_old / reference log-probs, loss closures
 
-    # ---- policy update: μ inner iterations × micro-batches, gradient accumulation ------------------------------
-    metrics: dict[str, Any] = {}
-    ctx.metrics = metrics
-    t0 = time.perf_counter()
-    _policy_update(state, ctx)
-    train_time = time.perf_counter() - t0
+        # ---- policy update: μ inner iterations × micro-batches, gradient accumulation --------------------------
+        metrics: dict[str, Any] = {}
+        ctx.metrics = metrics
+        t0 = time.perf_counter()
+        _policy_update(state, ctx)
+        train_time = time.perf_counter() - t0
     state.step = step
     state.bad_steps = state.bad_steps + 1 if metrics.get("skipped") else 0
 

@@ -209,7 +209,7 @@ def train_run(cfg: TrainConfig, out: str | Path = "run.h5", *, resume: bool = Fa
         torch.set_num_threads(cfg.run.threads)
     rank, world, device = launch_state(cfg)
     if cfg.run.compile and device.type != "cuda" and rank == 0:
-        warnings.warn("run.compile applies to CUDA devices only (graph-captured sampling); on the CPU it is ignored",
+        warnings.warn("run.compile applies to CUDA devices only (graph-captured sampling, compiled layers); on the CPU it is ignored",
                       RuntimeWarning, stacklevel=2)
     _barrier(world)  # every rank has checked `out` before rank 0 creates anything
     progress = progress if rank == 0 else None

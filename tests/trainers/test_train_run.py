@@ -229,3 +229,27 @@ def test_compile_on_cpu_warns_and_trains_as_usual(fast_train_config, tmp_path):
     with pytest.warns(RuntimeWarning, match="run.compile applies to CUDA"):
         summary = train_run(cfg, tmp_path / "run.h5", instruments=[])
     assert summary.status == "finished" and summary.steps == 1
+
+
+def test_compiled_layers_in_the_update_give_the_eager_run(fast_train_config, tmp_path, monkeypatch):
+    """``run.compile`` on a GPU runs the update (reference, training, instrument forwards) through compiled layers.
+    Forced on here on the CPU, with the usual sampler, it must record the numbers of the eager run."""
+    from discrepancy.trainers import recipe
+
+    cfg = apply_overrides(fast_train_config, ["run.steps=2", "sft.steps=0", "run.snapshot_every=2",
+                                              "instruments.policy_shift=false", "instruments.kl_start=false",
+                                              "instruments.grad_noise=false", "instruments.lora_norms=false"])
+    train_run(cfg, tmp_path / "eager.h5")
+    monkeypatch.setattr(recipe, "_compiling", lambda state: True)
+    monkeypatch.setattr(recipe, "sample_graphed", recipe.sample_completions)  # same draws as the eager run
+    calls = []
+    real = recipe.compiled_layers
+    monkeypatch.setattr(recipe, "compiled_layers", lambda *a, **k: calls.append(k) or real(*a, **k))
+    train_run(cfg, tmp_path / "compiled.h5")
+    assert calls and all(k["enabled"] for k in calls)
+    with open_run(tmp_path / "eager.h5") as a, open_run(tmp_path / "compiled.h5") as b:
+        sa, sb = a.series(), b.series()
+        assert list(sa.columns) == list(sb.columns)
+        for col in sa.columns:
+            if not col.endswith("_time") and not col.startswith("time_"):
+                np.testing.assert_allclose(sb[col], sa[col], rtol=1e-3, atol=1e-6, err_msg=col)

@@ -1,0 +1,86 @@
+"""Regional compilation: the decoder layers of a model run through one `torch.compile`d function for a block.
+
+Why: on a GPU a small model's training forward and backward are bound by kernel launches, not arithmetic (an H100
+spent 0.19–0.24 s on 77 ms of kernels for the GPU benchmark's batch, ``benchmarks/results/profile_step.md``).
+Compiled, each layer's pointwise ops, the LoRA scale-and-add and the norms fuse into few kernels, forward and
+backward. All layers share one compiled function (their code is the same; dynamo lifts each layer's weights as
+inputs), so compiling costs one layer's worth, not the model's; the embedding, final norm and output layer stay
+eager. Why only within a block instead of ``layer.compile()`` for good: the graph-captured sampler
+(`discrepancy.trainers.decode`) traces the same layers into its own CUDA graph, and nested compiled layers made it
+four times slower.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+
+def own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A copy of ``fn`` with its own code object.
+
+    dynamo keeps its compiled entries per code object, at most 8 (`torch._dynamo.config.cache_size_limit`): every
+    compiled copy of one function would share them and, after 8 shapes or models, fall back or raise. A copy per
+    use gives each its own.
+    """
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList | None:
+    """The stack of repeated blocks: the `nn.ModuleList` of same-typed modules holding the most parameters."""
+    best, best_size = None, 0
+    for module in model.modules():
+        if not isinstance(module, nn.ModuleList) or len(module) < 2 or len({type(m) for m in module}) != 1:
+            continue
+        size = sum(p.numel() for p in module.parameters())
+        if size > best_size:
+            best, best_size = module, size
+    return best
+
+
+def _layer_call(layer: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    return type(layer).forward(layer, *args, **kwargs)
+
+
+def _compiled_forward(model: nn.Module) -> Callable[..., Any]:
+    """The model's compiled layer function, made once and kept on the model (it refers to no layer itself)."""
+    fn = model.__dict__.get("_compiled_layer_call")
+    if fn is None:
+        fn = torch.compile(own_code(_layer_call))  # dynamic=None: a second sequence length recompiles it dynamic
+        model.__dict__["_compiled_layer_call"] = fn
+    return fn
+
+
+def _dispatch(compiled: Callable[..., Any], layer: nn.Module) -> Callable[..., Any]:
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        # Forward-mode transforms (`torch.func.jvp`, the linearisation instrument) run the eager layer: dynamo does
+        # not trace through a function transform that is already active.
+        if torch._C._are_functorch_transforms_active():
+            return type(layer).forward(layer, *args, **kwargs)
+        return compiled(layer, *args, **kwargs)
+
+    return forward
+
+
+@contextmanager
+def compiled_layers(model: nn.Module, enabled: bool = True) -> Iterator[bool]:
+    """Within the block every decoder layer of ``model`` runs compiled (yields True); unchanged when not
+    ``enabled`` or when no layer stack is found (False). The layers' own forwards come back on exit, even on error.
+    """
+    layers = decoder_layers(model) if enabled else None
+    if layers is None or any("forward" in vars(layer) for layer in layers):  # not ours to replace (or nested)
+        yield False
+        return
+    compiled = _compiled_forward(model)
+    try:
+        for layer in layers:
+            layer.forward = _dispatch(compiled, layer)
+        yield True
+    finally:
+        for layer in layers:
+            vars(layer).pop("forward", None)
