@@ -223,7 +223,7 @@ def grpo_step(state: TrainState) -> StepResult:
     _set_lr(state.optimizer, lr)
 
     scored = sample_and_score(state, temperature)  # sample from π_old, rewards, group advantages
-    # Forwards and backwards from here on (reference, training, instruments) run compiled layers on a GPU.
+    # On a GPU the training forwards and backwards from here on run compiled layers (no-grad forwards stay eager).
     with compiled_layers(state.model, enabled=_compiling(state)):
         ctx = step_context(state, scored, step, beta, lr)  # π_old / reference log-probs, loss closures
 

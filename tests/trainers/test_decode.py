@@ -148,3 +148,41 @@ def test_compiled_step_with_guards_skipped_tracks_in_place_weight_changes(tiny_t
         args = dict(kw, max_new_tokens=t, min_new_tokens=t)
         want = decode_tokens(eager, i, m, compile_step=False, **args)
         assert torch.equal(decode_tokens(compiled, i, m, compile_step=True, **args), want)
+
+
+def test_packed_grouped_query_attention_equals_transformers_sdpa():
+    """One new token over grouped keys/values: the packed call gives transformers' own SDPA attention."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from discrepancy.trainers.decode import _packed_gqa_attention
+
+    gen = torch.Generator().manual_seed(0)
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = 3, True
+    query = torch.randn(4, 6, 1, 8, generator=gen)  # 6 query heads over 2 key/value heads
+    key, value = torch.randn(4, 2, 10, 8, generator=gen), torch.randn(4, 2, 10, 8, generator=gen)
+    mask = torch.ones(4, 1, 1, 10, dtype=torch.bool)
+    mask[0, ..., :4] = False  # a left-padded row
+    mask[2, ..., 7:] = False  # positions not yet written
+    for m in (mask, None):
+        ours, _ = _packed_gqa_attention(module, query, key, value, m, scaling=0.3)
+        ref, _ = sdpa_attention_forward(module, query, key, value, m, scaling=0.3)
+        assert ours.shape == ref.shape == (4, 1, 6, 8)
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    several = torch.randn(4, 6, 3, 8, generator=gen)  # more than one query token: transformers' path, same numbers
+    torch.testing.assert_close(_packed_gqa_attention(module, several, key, value, None, scaling=0.3)[0],
+                               sdpa_attention_forward(module, several, key, value, None, scaling=0.3)[0])
+
+
+def test_greedy_tokens_of_a_grouped_query_model_equal_generate(tiny_tokenizer):
+    from discrepancy.modeling import build_tiny_model
+
+    model = build_tiny_model(tiny_tokenizer, seed=3, hidden_size=48, num_layers=2, num_heads=6, num_kv_heads=2,
+                             intermediate_size=64).eval()
+    ids, mask = _prompts(tiny_tokenizer, ["3+4\n", "12-5+1\n"])
+    eos = tiny_tokenizer.eos_token_id
+    ours = decode_tokens(model, ids, mask, max_new_tokens=10, eos_id=eos, greedy=True, min_new_tokens=10)
+    ref = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=10, min_new_tokens=10,
+                         eos_token_id=eos, pad_token_id=tiny_tokenizer.pad_token_id)[:, ids.size(1):]
+    assert torch.equal(ours, ref)
+    assert model.config._attn_implementation == "sdpa"  # the decode's attention switch is undone

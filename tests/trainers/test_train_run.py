@@ -236,9 +236,11 @@ def test_compiled_layers_in_the_update_give_the_eager_run(fast_train_config, tmp
     Forced on here on the CPU, with the usual sampler, it must record the numbers of the eager run."""
     from discrepancy.trainers import recipe
 
-    cfg = apply_overrides(fast_train_config, ["run.steps=2", "sft.steps=0", "run.snapshot_every=2",
-                                              "instruments.policy_shift=false", "instruments.kl_start=false",
-                                              "instruments.grad_noise=false", "instruments.lora_norms=false"])
+    cfg = apply_overrides(fast_train_config, [
+        "run.steps=2", "sft.steps=0", "run.snapshot_every=2",
+        'rewards.names=["test_train_run:digit_share"]', "rewards.weights=[1.0]",  # advantages ≠ 0 from the start
+        "instruments.policy_shift=false", "instruments.kl_start=false", "instruments.grad_noise=false",
+        "instruments.lora_norms=false"])
     train_run(cfg, tmp_path / "eager.h5")
     monkeypatch.setattr(recipe, "_compiling", lambda state: True)
     monkeypatch.setattr(recipe, "sample_graphed", recipe.sample_completions)  # same draws as the eager run
@@ -250,6 +252,13 @@ def test_compiled_layers_in_the_update_give_the_eager_run(fast_train_config, tmp
     with open_run(tmp_path / "eager.h5") as a, open_run(tmp_path / "compiled.h5") as b:
         sa, sb = a.series(), b.series()
         assert list(sa.columns) == list(sb.columns)
+        off = {}
         for col in sa.columns:
             if not col.endswith("_time") and not col.startswith("time_"):
-                np.testing.assert_allclose(sb[col], sa[col], rtol=1e-3, atol=1e-6, err_msg=col)
+                assert np.array_equal(np.isnan(sb[col]), np.isnan(sa[col])), col
+                rel = np.abs(sb[col] - sa[col]) / np.maximum(np.abs(sa[col]), 1e-6)
+                off[col] = float(np.nanmax(rel)) if np.isfinite(rel).any() else 0.0
+        # D_t and κ are differences of nearly equal losses: float32 rounding of the fused kernels shows there.
+        second_order = {"disc", "kappa", "rho", "dloss_obs"}
+        assert {c: v for c, v in off.items() if v > (0.2 if c in second_order else 1e-3)} == {}
+        assert (sa["grad_norm"] > 0).all() and (sa["step_norm"] > 0).all()  # the update did something
