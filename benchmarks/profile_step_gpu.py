@@ -137,23 +137,43 @@ def main() -> None:
             measure(name, lambda: sample_completions(model, tok, prompts, static_cache=static, **kw), per_token=True)
     base = model.get_base_model()
 
-    def gen_variant(name: str, attention: str, mode: str) -> None:
+    def gen_variant(name: str, attention: str, mode: str | None) -> None:
         """The graphed decode with another attention implementation or compile mode."""
         if not wanted(name):
             return
         base.__dict__.pop("_graphed_decoders", None)  # a fresh decoder, compiled with this variant's options
         base.set_attn_implementation(attention)
-        decode.COMPILE_OPTIONS["mode"] = mode
+        if mode:
+            decode.COMPILE_OPTIONS["mode"] = mode
         try:
+            if name == "gen_graph":
+                report("graph_check", graph_check())
             measure(name, lambda: sample_graphed(model, tok, prompts, **kw), per_token=True)
         except Exception as exc:  # noqa: BLE001 - a variant that fails is reported, the others still run
             report(name, {"error": repr(exc)[:500]})
         finally:
             base.set_attn_implementation("sdpa")
-            decode.COMPILE_OPTIONS["mode"] = "reduce-overhead"
+            decode.COMPILE_OPTIONS.pop("mode", None)
             base.__dict__.pop("_graphed_decoders", None)
 
-    gen_variant("gen_graph", "sdpa", "reduce-overhead")
+    def graph_check() -> dict[str, Any]:
+        """Greedy tokens of the compiled step run plainly, then replayed from the captured CUDA graph: identical."""
+        ids = torch.full((setup.group, setup.prompt_len), 7, device=model.device)
+        ids[:, -8:] = torch.arange(8, device=model.device) + 9 + torch.arange(setup.group, device=model.device)[:, None]
+        mask = torch.ones_like(ids)
+        args = dict(max_new_tokens=setup.length, eos_id=tok.eos_token_id, greedy=True, min_new_tokens=setup.length)
+        saved, decode.WARMUP_CALLS = decode.WARMUP_CALLS, 10**9
+        try:
+            plain = decode.decode_tokens(base, ids, mask, **args)  # compiles; never captures
+        finally:
+            decode.WARMUP_CALLS = saved
+        replayed = decode.decode_tokens(base, ids, mask, **args)  # captures at its first token, then replays
+        captured = any(d.graph is not None for d in base.__dict__["_graphed_decoders"].values())
+        base.__dict__.pop("_graphed_decoders", None)
+        return {"captured": captured, "equal": bool(torch.equal(plain, replayed)),
+                "distinct_tokens": int(plain.unique().numel())}
+
+    gen_variant("gen_graph", "sdpa", None)
 
     # ---- training forward + backward, reference forward ----------------------------------------------------------
     roll = sample_completions(model, tok, prompts, static_cache=False, **kw)
@@ -198,8 +218,8 @@ def main() -> None:
             measure(name, ref_forward(fn, compiled))
 
     # ---- decode variants last: the autotuned compile may take minutes --------------------------------------------
-    gen_variant("gen_graph_eager_attn", "eager", "reduce-overhead")
-    gen_variant("gen_graph_autotune", "sdpa", "max-autotune")
+    gen_variant("gen_graph_eager_attn", "eager", None)
+    gen_variant("gen_graph_autotune", "sdpa", "max-autotune-no-cudagraphs")
 
     (out_dir / "profile_step.md").write_text("\n\n".join(
         f"## {k}\n\n" + json.dumps({a: b for a, b in v.items() if not a.endswith("table")}) + "\n\n```\n"

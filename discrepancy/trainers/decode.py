@@ -4,8 +4,9 @@ Why by hand instead of ``generate(cache_implementation="static")``: `generate` c
 token still runs its Python loop around it (input preparation, logits processors, stopping criteria, keyword
 plumbing), and for a small model that loop, not the GPU, sets the pace (profiled in
 ``benchmarks/results/profile_step.md``). Here the loop is only: replay the captured forward, temperature, optional
-nucleus filter and a multinomial draw. The model, cache and mask code are still transformers' own (``StaticCache``,
-the model's forward, compiled by ``torch.compile(mode="reduce-overhead")``); only the loop is ours.
+nucleus filter and a draw. The model, cache and mask code are still transformers' own (``StaticCache``, the model's
+forward compiled by ``torch.compile``, its attention with one change for grouped heads); the loop and the capture
+are ours.
 
 Same distribution as `generate` with ``do_sample=True, top_k=0``: softmax of logits / temperature, optionally
 restricted to the nucleus, EOS forbidden before ``min_new_tokens``. Rows are the G completions of each prompt in turn.
@@ -30,23 +31,65 @@ from discrepancy.modeling.modes import deterministic_mode
 from discrepancy.trainers.logprobs import position_ids_for
 from discrepancy.trainers.sampling import STATIC_PAD_MULTIPLE, Rollouts, encode_groups, rollouts_from_tokens
 
-#: How the one-token step is compiled: CUDA graphs ("reduce-overhead"), one whole graph, fixed shapes.
-COMPILE_OPTIONS: dict[str, object] = {"mode": "reduce-overhead", "fullgraph": True, "dynamic": False}
+#: How the one-token step is compiled: one whole graph, fixed shapes (the CUDA graph is captured by `_Decoder`).
+COMPILE_OPTIONS: dict[str, object] = {"fullgraph": True, "dynamic": False}
+WARMUP_CALLS = 2  # compiled steps run before the capture: the first compiles, the second runs warm
 CHECK_EVERY = 16  # tokens between checks that every row has finished (each check waits for the GPU)
 
 
 @dataclass
 class _Decoder:
-    """A static KV cache of ``length`` positions and the (compiled) one-token forward bound to it."""
+    """A static KV cache of ``length`` positions and the (compiled) one-token forward bound to it.
+
+    On CUDA the compiled step is captured once into a CUDA graph over fixed input and output buffers; each later
+    token is a copy into ``token``/``position`` and one replay. Captured by hand (`torch.cuda.CUDAGraph`) rather
+    than by ``torch.compile(mode="reduce-overhead")``: each call through torch.compile's entry still paid its guard
+    check, cache lookup and graph-tree bookkeeping, about 0.5 ms of CPU per token on the H100 machine, as long as the
+    GPU's work. A replay runs no Python at all.
+    """
 
     cache: StaticCache
     mask: torch.Tensor  # [N, L] attention mask, refilled in place each call (a static graph input)
     step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    warm: bool = False  # a whole call has run: the graph is compiled and captured
+    token: torch.Tensor  # [N, 1] input buffer
+    position: torch.Tensor  # [N, 1] input buffer
+    where: tuple[int, ...] = ()  # addresses of the model's parameters and buffers the graph reads
+    calls: int = 0  # steps run before capture (the compile and its warm-up)
+    graph: torch.cuda.CUDAGraph | None = None
+    logits: torch.Tensor | None = None  # [N, V] the graph's output buffer
 
     @property
     def length(self) -> int:
         return self.mask.size(1)
+
+    def __call__(self, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, V]`` after feeding ``token``/``position`` ``[N, 1]``; a view of a buffer the next call
+        overwrites (use it before then)."""
+        self.token.copy_(token)
+        self.position.copy_(position)
+        if self.graph is not None:
+            self.graph.replay()
+            return self.logits  # type: ignore[return-value]
+        if not self.token.is_cuda or self.calls < WARMUP_CALLS:
+            self.calls += 1
+            return self._warm_step()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):  # records without running: the replay below takes the step
+            self.logits = self.step(self.token, self.position)
+        self.graph = graph
+        graph.replay()
+        return self.logits
+
+    def _warm_step(self) -> torch.Tensor:
+        if not self.token.is_cuda:
+            return self.step(self.token, self.position)
+        # Before a capture the step runs on a side stream (libraries set up their per-stream state there).
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            out = self.step(self.token, self.position)
+        torch.cuda.current_stream().wait_stream(side)
+        return out
 
 
 PACKED_GQA = "discrepancy_packed_gqa"  # the attention implementation the decode step runs under
@@ -103,7 +146,10 @@ def _decoder(model: torch.nn.Module, rows: int, length: int, compile_step: bool)
     # Kept on the model itself: the compiled step refers to the model, so a weak-keyed table would never let go.
     per_model: dict[tuple[int, bool], _Decoder] = model.__dict__.setdefault("_graphed_decoders", {})
     key = (rows, compile_step)
-    if key not in per_model or per_model[key].length < length:
+    # A captured graph reads the weights where they were: if any tensor was replaced (not updated in place, as
+    # folding and training do), the decoder is rebuilt rather than replaying over freed memory.
+    where = tuple(t.data_ptr() for t in (*model.parameters(), *model.buffers()))
+    if key not in per_model or per_model[key].length < length or per_model[key].where != where:
         per_model.pop(key, None)  # the old cache goes before the new one is allocated
         length = -(-length // STATIC_PAD_MULTIPLE) * STATIC_PAD_MULTIPLE
         device = next(model.parameters()).device
@@ -118,7 +164,8 @@ def _decoder(model: torch.nn.Module, rows: int, length: int, compile_step: bool)
         # Every decoder of every model would share `one_token`'s dynamo entries (at most 8): each gets its own.
         own = own_code(one_token)
         step = torch.compile(own, **COMPILE_OPTIONS) if compile_step else own
-        per_model[key] = _Decoder(cache, mask, step)
+        buffers = [torch.zeros(rows, 1, dtype=torch.long, device=device) for _ in range(2)]
+        per_model[key] = _Decoder(cache, mask, step, *buffers, where=where)
     return per_model[key]
 
 
@@ -131,7 +178,11 @@ def _draw(logits: torch.Tensor, temperature: float, top_p: float, forbid: int | 
     scores = logits / temperature
     if top_p < 1.0:
         scores = TopPLogitsWarper(top_p)(None, scores)  # transformers' own nucleus filter
-    return torch.multinomial(torch.softmax(scores, dim=-1), 1).squeeze(1)
+    probs = torch.softmax(scores, dim=-1)  # [N, V]
+    # argmax p_i / E_i with E_i ~ Exp(1) is a draw from p (the exponential race; zero-probability ids never win):
+    # four elementwise kernels, where torch.multinomial cost 0.47 ms of CPU per call on the H100 machine.
+    race = torch.empty_like(probs).exponential_().clamp_(min=torch.finfo(probs.dtype).tiny)  # E_i > 0
+    return (probs / race).argmax(-1)
 
 
 @torch.no_grad()
@@ -164,12 +215,12 @@ def decode_tokens(
         p += pad
     with _decode_attention(model):
         return _decode(model, dec, prompt_ids, prompt_mask, p, max_new_tokens, eos_id, temperature, top_p,
-                       min_new_tokens, greedy, compile_step)
+                       min_new_tokens, greedy)
 
 
 def _decode(model: torch.nn.Module, dec: _Decoder, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, p: int,
-            max_new_tokens: int, eos_id: int, temperature: float, top_p: float, min_new_tokens: int, greedy: bool,
-            compile_step: bool) -> torch.Tensor:
+            max_new_tokens: int, eos_id: int, temperature: float, top_p: float, min_new_tokens: int,
+            greedy: bool) -> torch.Tensor:
     """`decode_tokens`' prefill and token loop, prompts already fitted to the decoder's width ``p``."""
     n, device = prompt_ids.size(0), prompt_ids.device
     dec.cache.reset()
@@ -184,16 +235,12 @@ def _decode(model: torch.nn.Module, dec: _Decoder, prompt_ids: torch.Tensor, pro
     positions = prompt_mask.long().sum(1) + torch.arange(max_new_tokens, device=device)[:, None]  # [T, N]
     finished = torch.zeros(n, dtype=torch.bool, device=device)
     logits = out.logits[:, -1].float()
-    # Once warm, dynamo's guards are skipped: checking them on every token cost more than the GPU's work (1.2 ms
-    # of 4.6 ms per token on an H100). Nothing they guard changes between calls: same model, cache, mask, shapes.
-    with torch.compiler.set_stance(skip_guard_eval_unsafe=dec.warm and compile_step):
-        for i in range(max_new_tokens):
-            tokens[i] = _draw(logits, temperature, top_p, eos_id if i < min_new_tokens else None, greedy)
-            finished |= tokens[i] == eos_id
-            if i + 1 == max_new_tokens or ((i + 1) % CHECK_EVERY == 0 and bool(finished.all())):
-                break
-            logits = dec.step(tokens[i].unsqueeze(1), positions[i].unsqueeze(1))  # [N, 1] each
-    dec.warm = dec.warm or i >= 3  # cudagraph trees: a warm-up run, a recording, then replays
+    for i in range(max_new_tokens):
+        tokens[i] = _draw(logits, temperature, top_p, eos_id if i < min_new_tokens else None, greedy)
+        finished |= tokens[i] == eos_id
+        if i + 1 == max_new_tokens or ((i + 1) % CHECK_EVERY == 0 and bool(finished.all())):
+            break
+        logits = dec(tokens[i].unsqueeze(1), positions[i].unsqueeze(1))  # [N, 1] each -> [N, V]
     return tokens[: i + 1].T.contiguous()  # [N, T']
 
 

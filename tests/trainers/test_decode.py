@@ -117,10 +117,10 @@ def test_sample_graphed_rollouts_and_lora_restored(tiny_tokenizer, tiny_model):
 
 
 @pytest.mark.slow
-def test_compiled_step_with_guards_skipped_tracks_in_place_weight_changes(tiny_tokenizer):
+def test_compiled_step_tracks_in_place_weight_changes(tiny_tokenizer):
     """The compiled path (inductor on CPU; the CUDA-graph capture itself needs a GPU): the same tokens as the eager
-    loop on every call, also after the weights change in place, as they do between sampling steps (once warm, the
-    guards are skipped, so a stale graph would go unnoticed)."""
+    loop on every call, also after the weights change in place, as they do between sampling steps (a captured
+    graph reads the weights where they are, so a stale copy would go unnoticed)."""
     from discrepancy.modeling import build_tiny_model
 
     eager, compiled = (build_tiny_model(tiny_tokenizer, seed=0).eval() for _ in range(2))
@@ -128,7 +128,7 @@ def test_compiled_step_with_guards_skipped_tracks_in_place_weight_changes(tiny_t
     kw = dict(max_new_tokens=8, eos_id=tiny_tokenizer.eos_token_id, greedy=True, min_new_tokens=8)
     gen, wants = torch.Generator().manual_seed(0), []
     for _ in range(2):
-        for _ in range(2):  # the second call of each round runs with the guards skipped
+        for _ in range(2):  # the second call of each round runs a warm step
             want = decode_tokens(eager, ids, mask, compile_step=False, **kw)
             assert torch.equal(decode_tokens(compiled, ids, mask, compile_step=True, **kw), want)
         wants.append(want)
@@ -138,9 +138,8 @@ def test_compiled_step_with_guards_skipped_tracks_in_place_weight_changes(tiny_t
                 a.add_(noise)
                 b.add_(noise)
     assert not torch.equal(wants[0], wants[1])  # the change matters: stale weights would have been caught
-    # Another row count gets its own cache and graph; once both are warm, the guards that are still checked must
-    # pick the right one for each call. A different completion length reuses a warm graph (its inputs do not
-    # depend on it), and a prompt longer than the cache grows it.
+    # Another row count gets its own cache and graph; each call must use its own. A different completion length
+    # reuses a warm graph (its inputs do not depend on it), and a prompt longer than the cache grows it.
     three = _prompts(tiny_tokenizer, ["12+34-5*6\n", "7\n", "8-1\n"])
     long_prompt = _prompts(tiny_tokenizer, ["1+2+3+4+5+6+7+8+9+10+11+12+13+14+15+16+17+18+19+20\n", "5\n"])
     for i, m, t in ((ids, mask, 8), three + (8,), (ids, mask, 5), three + (8,), (ids, mask, 8), long_prompt + (8,),
@@ -148,6 +147,25 @@ def test_compiled_step_with_guards_skipped_tracks_in_place_weight_changes(tiny_t
         args = dict(kw, max_new_tokens=t, min_new_tokens=t)
         want = decode_tokens(eager, i, m, compile_step=False, **args)
         assert torch.equal(decode_tokens(compiled, i, m, compile_step=True, **args), want)
+
+
+def test_a_replaced_weight_tensor_rebuilds_the_decoder(tiny_tokenizer, tiny_model):
+    """A captured graph reads weights by address: after a tensor is swapped out, the old decoder must not be reused."""
+    from discrepancy.trainers.decode import _decoder
+
+    tiny_model.eval()
+    ids, mask = _prompts(tiny_tokenizer, ["3+4\n", "7\n"])
+    kw = dict(max_new_tokens=6, eos_id=tiny_tokenizer.eos_token_id, greedy=True, min_new_tokens=6)
+    decode_tokens(tiny_model, ids, mask, **kw)
+    first = _decoder(tiny_model, 2, ids.size(1) + 6, False)
+    assert _decoder(tiny_model, 2, ids.size(1) + 6, False) is first  # in-place use keeps it
+    head = tiny_model.lm_head
+    head.weight = torch.nn.Parameter(head.weight.detach().flip(0).clone())  # a new tensor: other tokens win
+    assert _decoder(tiny_model, 2, ids.size(1) + 6, False) is not first
+    want = tiny_model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=6,
+                               min_new_tokens=6, eos_token_id=tiny_tokenizer.eos_token_id,
+                               pad_token_id=tiny_tokenizer.pad_token_id)[:, ids.size(1):]
+    assert torch.equal(decode_tokens(tiny_model, ids, mask, **kw), want)
 
 
 def test_packed_grouped_query_attention_equals_transformers_sdpa():
