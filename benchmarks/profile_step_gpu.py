@@ -201,6 +201,36 @@ def main() -> None:
         if wanted(name):
             measure(name, train(fn, compiled))
 
+    whole: dict[str, Any] = {}
+
+    def whole_model(mode: str, grad: bool) -> Callable[[], None]:
+        """The whole model compiled as one graph (``mode``), training forward + backward or no-grad forward."""
+        from discrepancy.trainers.logprobs import _logp_entropy, position_ids_for
+
+        fn = whole.setdefault(mode, torch.compile(base, mode=mode))
+        t = ids.size(1) - plen
+
+        def run() -> None:
+            model.zero_grad(set_to_none=True)
+            with torch.set_grad_enabled(grad):
+                out = fn(input_ids=ids, attention_mask=attn, position_ids=position_ids_for(attn), use_cache=False,
+                         logits_to_keep=t + 1)
+                logp, _ = _logp_entropy(out.logits[:, :-1], ids[:, plen:], with_entropy=grad)
+                if grad:
+                    loss, _ = grpo_loss(logp, None, logp.detach() - 0.01, adv, mask, beta=setup.beta,
+                                        kl_ratio_correction=True)
+                    loss.backward()
+
+        return run
+
+    for name, mode, grad in (("train_whole", "default", True), ("train_whole_graphs", "reduce-overhead", True),
+                             ("ref_whole_graphs", "reduce-overhead", False)):
+        if wanted(name):
+            try:
+                measure(name, whole_model(mode, grad))
+            except Exception as exc:  # noqa: BLE001 - reported; the other measurements still run
+                report(name, {"error": repr(exc)[:800]})
+
     def ref_forward(fn: Callable[..., Any], compiled: bool) -> Callable[[], None]:
         @torch.no_grad()
         def run() -> None:
