@@ -319,8 +319,8 @@ def markdown(result: dict[str, object]) -> str:
         met = "met" if summary["ours"]["s_per_step"] <= GOAL_S else "not met"
         lines.append(f"- Goal ≤ {GOAL_S} s/step for ours: {met} ({summary['ours']['s_per_step']:.3f}).")
     lines += [f"- {r['side']} failed: {r['error'].strip().splitlines()[-1]}" for r in result["runs"] if "error" in r]
-    lines += ["", "ours: `run.compile = true` (merged LoRA, one CUDA-graph replay per sampled token), no "
-              "instrument; ours_instrumented: the same with the default instruments; ours_eager: "
+    lines += ["", "ours: `run.compile = true` (merged LoRA, one CUDA-graph replay per sampled token, compiled layers in "
+              "the update), no instrument; ours_instrumented: the same with the default instruments; ours_eager: "
               "`run.compile = false`. Peak memory: " + result["peak_of"] + f". Versions: {result['versions']}.", ""]
     return "\n".join(lines)
 
