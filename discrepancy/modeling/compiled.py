@@ -33,7 +33,16 @@ def own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList | None:
-    """The stack of repeated blocks: the `nn.ModuleList` of same-typed modules holding the most parameters."""
+    """The stack of decoder blocks: the decoder's ``layers`` where the model names it (transformers' `get_decoder`,
+    which also picks the language model of a vision-language model), else the `nn.ModuleList` of same-typed modules
+    holding the most parameters (e.g. GPT-2's ``transformer.h``)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        layers = getattr(base.get_decoder(), "layers", None)
+    except (AttributeError, NotImplementedError, TypeError):
+        layers = None
+    if isinstance(layers, nn.ModuleList) and len(layers) > 0:
+        return layers
     best, best_size = None, 0
     for module in model.modules():
         if not isinstance(module, nn.ModuleList) or len(module) < 2 or len({type(m) for m in module}) != 1:

@@ -14,6 +14,7 @@ restricted to the nucleus, EOS forbidden before ``min_new_tokens``. Rows are the
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,8 +23,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface, PreTrainedTokenizerBase, StaticCache, TopPLogitsWarper
+from transformers.cache_utils import StaticLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 from discrepancy.modeling.compiled import own_code
 from discrepancy.modeling.lora import merged_adapter
@@ -54,6 +55,7 @@ class _Decoder:
     token: torch.Tensor  # [N, 1] input buffer
     position: torch.Tensor  # [N, 1] input buffer
     where: tuple[int, ...] = ()  # addresses of the model's parameters and buffers the graph reads
+    capture: bool = False  # a compiled step on CUDA: captured as a CUDA graph after its warm-up
     calls: int = 0  # steps run before capture (the compile and its warm-up)
     graph: torch.cuda.CUDAGraph | None = None
     logits: torch.Tensor | None = None  # [N, V] the graph's output buffer
@@ -70,7 +72,7 @@ class _Decoder:
         if self.graph is not None:
             self.graph.replay()
             return self.logits  # type: ignore[return-value]
-        if not self.token.is_cuda or self.calls < WARMUP_CALLS:
+        if not self.capture or self.calls < WARMUP_CALLS:
             self.calls += 1
             return self._warm_step()
         graph = torch.cuda.CUDAGraph()
@@ -81,18 +83,31 @@ class _Decoder:
         return self.logits
 
     def _warm_step(self) -> torch.Tensor:
-        if not self.token.is_cuda:
+        if not self.capture:
             return self.step(self.token, self.position)
         # Before a capture the step runs on a side stream (libraries set up their per-stream state there).
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            out = self.step(self.token, self.position)
+            out = self._checked_step() if self.calls == WARMUP_CALLS else self.step(self.token, self.position)
         torch.cuda.current_stream().wait_stream(side)
         return out
 
+    def _checked_step(self) -> torch.Tensor:
+        """The last step before the capture, refused if the compiled step would have to be compiled again.
 
-PACKED_GQA = "discrepancy_packed_gqa"  # the attention implementation the decode step runs under
+        A step that recompiles from one token to the next depends on something that changes per token outside its
+        inputs (e.g. a cache length kept in a Python int): a captured graph would freeze it and sample wrongly. Such
+        a decoder keeps running the compiled step uncaptured instead.
+        """
+        try:
+            with torch.compiler.set_stance("fail_on_recompile"):
+                return self.step(self.token, self.position)
+        except RuntimeError as err:  # dynamo refuses before any kernel runs: the step has not happened yet
+            warnings.warn(f"the decode step recompiles per token, so it is not captured as a CUDA graph: {err}",
+                          RuntimeWarning, stacklevel=2)
+            self.capture = False
+            return self.step(self.token, self.position)
 
 
 def _packed_gqa_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -113,27 +128,26 @@ def _packed_gqa_attention(module: torch.nn.Module, query: torch.Tensor, key: tor
                                       is_causal=is_causal, **kwargs)
     n, heads, _, dim = query.shape
     packed = query.reshape(n, heads // groups, groups, dim)  # query head h → (key/value head h // G, slot h % G)
+    if attention_mask is not None and attention_mask.shape[1] != 1:  # a mask per query head: packed alike
+        attention_mask = attention_mask.reshape(attention_mask.shape[0], heads // groups, groups, -1)
     out = F.scaled_dot_product_attention(packed, key, value, attn_mask=attention_mask, scale=scaling)
-    return out.reshape(n, heads, 1, value.shape[-1]).transpose(1, 2).contiguous(), None  # [N, 1, H, Dv]
-
-
-AttentionInterface.register(PACKED_GQA, _packed_gqa_attention)
-ALL_MASK_ATTENTION_FUNCTIONS.register(PACKED_GQA, sdpa_mask)
+    return out.reshape(out.shape[0], heads, 1, value.shape[-1]).transpose(1, 2).contiguous(), None  # [N, 1, H, Dv]
 
 
 @contextmanager
-def _decode_attention(model: torch.nn.Module) -> Iterator[None]:
-    """Within the block an SDPA model attends through `_packed_gqa_attention` (others are left alone)."""
-    config = model.config
-    previous = config._attn_implementation
-    if previous != "sdpa":
-        yield
-        return
-    config._attn_implementation = PACKED_GQA
+def _decode_attention() -> Iterator[None]:
+    """Within the block transformers' "sdpa" attention is `_packed_gqa_attention`.
+
+    The function is swapped in the registry rather than renaming the model's attention implementation: model code
+    that branches on the name "sdpa" (its mask, sparse or eager paths) then behaves as it always does.
+    """
+    registry = AttentionInterface._global_mapping
+    previous = registry.get("sdpa")
+    registry["sdpa"] = _packed_gqa_attention
     try:
         yield
     finally:
-        config._attn_implementation = previous
+        registry["sdpa"] = previous
 
 
 def _decoder(model: torch.nn.Module, rows: int, length: int, compile_step: bool) -> _Decoder:
@@ -165,7 +179,8 @@ def _decoder(model: torch.nn.Module, rows: int, length: int, compile_step: bool)
         own = own_code(one_token)
         step = torch.compile(own, **COMPILE_OPTIONS) if compile_step else own
         buffers = [torch.zeros(rows, 1, dtype=torch.long, device=device) for _ in range(2)]
-        per_model[key] = _Decoder(cache, mask, step, *buffers, where=where)
+        per_model[key] = _Decoder(cache, mask, step, *buffers, where=where,
+                                  capture=compile_step and device.type == "cuda")
     return per_model[key]
 
 
@@ -179,6 +194,7 @@ def _draw(logits: torch.Tensor, temperature: float, top_p: float, forbid: int | 
     if top_p < 1.0:
         scores = TopPLogitsWarper(top_p)(None, scores)  # transformers' own nucleus filter
     probs = torch.softmax(scores, dim=-1)  # [N, V]
+    torch._assert_async(torch.isfinite(probs).all(), "non-finite logits while sampling")  # no host sync on CUDA
     # argmax p_i / E_i with E_i ~ Exp(1) is a draw from p (the exponential race; zero-probability ids never win):
     # four elementwise kernels, where torch.multinomial cost 0.47 ms of CPU per call on the H100 machine.
     race = torch.empty_like(probs).exponential_().clamp_(min=torch.finfo(probs.dtype).tiny)  # E_i > 0
@@ -213,7 +229,7 @@ def decode_tokens(
         pad = dec.length - max_new_tokens - p
         prompt_ids, prompt_mask = F.pad(prompt_ids, (pad, 0)), F.pad(prompt_mask, (pad, 0))
         p += pad
-    with _decode_attention(model):
+    with _decode_attention():
         return _decode(model, dec, prompt_ids, prompt_mask, p, max_new_tokens, eos_id, temperature, top_p,
                        min_new_tokens, greedy)
 
@@ -245,10 +261,14 @@ def _decode(model: torch.nn.Module, dec: _Decoder, prompt_ids: torch.Tensor, pro
 
 
 def graphable(model: torch.nn.Module) -> bool:
-    """Whether the graphed decode can serve ``model``: not when it has sliding-window layers, whose static cache
-    layers count positions in a Python int, which a captured graph would recompile for on every token."""
-    config = getattr(model, "config", None)
-    return "sliding_attention" not in (getattr(config, "layer_types", None) or [])
+    """Whether the graphed decode can serve ``model``: only when every layer of its static cache is a plain
+    `StaticLayer`. Sliding-window and chunked layers count positions in a Python int, which a captured graph would
+    freeze (and a compiled step would recompile for on every token)."""
+    try:
+        layers = StaticCache(config=model.config, max_cache_len=1).layers
+    except Exception:  # noqa: BLE001 - a config transformers cannot build a static cache for: not graphable
+        return False
+    return all(type(layer) is StaticLayer for layer in layers)
 
 
 def sample_graphed(

@@ -94,6 +94,15 @@ def test_layers_get_their_own_forward_back_even_on_error(lora_model):
         assert not active and not any("forward" in vars(layer) for layer in layers)
 
 
+def test_layer_stack_of_a_model_without_a_layers_attribute():
+    """GPT-2 keeps its blocks in ``transformer.h``: found by the fallback (the largest list of same-typed blocks)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, bos_token_id=0,
+                                       eos_token_id=0))
+    assert decoder_layers(model) is model.transformer.h
+
+
 def test_no_layer_stack_passes_through():
     model = torch.nn.Sequential(torch.nn.Linear(3, 3))
     with compiled_layers(model) as active:

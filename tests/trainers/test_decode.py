@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
 
@@ -67,6 +69,12 @@ def test_sliding_window_models_are_not_graphable(tiny_tokenizer, tiny_model):
     config.layer_types = ["full_attention", "sliding_attention"]
     model = Qwen2ForCausalLM(config).eval()
     assert graphable(tiny_model) and not graphable(model)
+    # Mistral slides by default (no layer_types list): its static cache says so, and that is what is asked.
+    from transformers import MistralConfig
+
+    mistral = MistralConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            num_key_value_heads=1, intermediate_size=64, sliding_window=16)
+    assert not graphable(torch.nn.Module()) and not graphable(types.SimpleNamespace(config=mistral))
     with pytest.raises(ValueError, match="sliding-window"):
         sample_graphed(model, tiny_tokenizer, ["3+4\n"], group_size=2, max_new_tokens=5)
 
@@ -187,6 +195,11 @@ def test_packed_grouped_query_attention_equals_transformers_sdpa():
         ref, _ = sdpa_attention_forward(module, query, key, value, m, scaling=0.3)
         assert ours.shape == ref.shape == (4, 1, 6, 8)
         torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    per_head = mask.expand(4, 6, 1, 10).clone()
+    per_head[1, 4:, ..., :2] = False  # the second key/value head's query heads see less of row 1
+    torch.testing.assert_close(_packed_gqa_attention(module, query, key, value, per_head, scaling=0.3)[0],
+                               sdpa_attention_forward(module, query, key, value, per_head, scaling=0.3)[0],
+                               rtol=1e-5, atol=1e-6)
     several = torch.randn(4, 6, 3, 8, generator=gen)  # more than one query token: transformers' path, same numbers
     torch.testing.assert_close(_packed_gqa_attention(module, several, key, value, None, scaling=0.3)[0],
                                sdpa_attention_forward(module, several, key, value, None, scaling=0.3)[0])
@@ -203,4 +216,40 @@ def test_greedy_tokens_of_a_grouped_query_model_equal_generate(tiny_tokenizer):
     ref = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=10, min_new_tokens=10,
                          eos_token_id=eos, pad_token_id=tiny_tokenizer.pad_token_id)[:, ids.size(1):]
     assert torch.equal(ours, ref)
-    assert model.config._attn_implementation == "sdpa"  # the decode's attention switch is undone
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    assert model.config._attn_implementation == "sdpa"  # the model's own setting is never touched
+    assert AttentionInterface._global_mapping["sdpa"] is sdpa_attention_forward  # the swap is undone
+
+
+def test_non_finite_logits_stop_sampling():
+    """torch.multinomial refused NaN probabilities; the exponential race must too, not return some token."""
+    from discrepancy.trainers.decode import _draw
+
+    logits = torch.zeros(2, 5)
+    logits[1, 2] = float("nan")
+    with pytest.raises(RuntimeError, match="non-finite"):
+        _draw(logits, 1.0, 1.0, None, False)
+
+
+@pytest.mark.slow
+def test_a_step_that_recompiles_per_token_is_not_captured():
+    """A compiled step that depends on a per-token Python value would be frozen by a CUDA graph: the check before
+    the capture catches the recompile, warns, and the decoder runs uncaptured with the right numbers."""
+    from discrepancy.modeling.compiled import own_code
+    from discrepancy.trainers.decode import _Decoder
+
+    seen = {"tokens": 0}
+
+    def step(token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        seen["tokens"] += 1  # read as a constant by the compiled code: a new value means a recompile
+        return token.float() * seen["tokens"] + position
+
+    dec = _Decoder(None, torch.ones(1, 1), torch.compile(own_code(step), backend="eager"),
+                   torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long), capture=True)
+    dec.token.fill_(3)
+    assert dec.step(dec.token, dec.position).item() == 3.0  # compiled for tokens == 1
+    with pytest.warns(RuntimeWarning, match="not captured"):
+        out = dec._checked_step()
+    assert out.item() == 6.0 and not dec.capture
