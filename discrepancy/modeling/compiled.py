@@ -84,7 +84,9 @@ def compiled_layers(model: nn.Module, enabled: bool = True) -> Iterator[bool]:
     """Within the block every decoder layer of ``model`` runs compiled (yields True); unchanged when not
     ``enabled`` or when no layer stack is found (False). The layers' own forwards come back on exit, even on error.
     """
-    layers = decoder_layers(model) if enabled else None
+    if enabled and "_decoder_layers" not in model.__dict__:  # found once: the search may walk every module
+        model.__dict__["_decoder_layers"] = decoder_layers(model)
+    layers = model.__dict__["_decoder_layers"] if enabled else None
     if layers is None or any("forward" in vars(layer) for layer in layers):  # not ours to replace (or nested)
         yield False
         return
