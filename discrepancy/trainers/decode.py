@@ -22,13 +22,14 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from transformers import AttentionInterface, PreTrainedTokenizerBase, StaticCache, TopPLogitsWarper
+from transformers import AttentionInterface, PreTrainedTokenizerBase, StaticCache
 from transformers.cache_utils import StaticLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from discrepancy.modeling.compiled import own_code
 from discrepancy.modeling.lora import merged_adapter
 from discrepancy.modeling.modes import deterministic_mode
+from discrepancy.trainers.draw import draw_tokens
 from discrepancy.trainers.logprobs import position_ids_for
 from discrepancy.trainers.sampling import STATIC_PAD_MULTIPLE, Rollouts, encode_groups, rollouts_from_tokens
 
@@ -184,23 +185,6 @@ def _decoder(model: torch.nn.Module, rows: int, length: int, compile_step: bool)
     return per_model[key]
 
 
-def _draw(logits: torch.Tensor, temperature: float, top_p: float, forbid: int | None, greedy: bool) -> torch.Tensor:
-    """Next token ``[N]`` from fp32 logits ``[N, V]``; ``forbid`` is a token id that may not be drawn (EOS)."""
-    if forbid is not None:
-        logits[:, forbid] = float("-inf")
-    if greedy:
-        return logits.argmax(-1)
-    scores = logits / temperature
-    if top_p < 1.0:
-        scores = TopPLogitsWarper(top_p)(None, scores)  # transformers' own nucleus filter
-    probs = torch.softmax(scores, dim=-1)  # [N, V]
-    torch._assert_async(torch.isfinite(probs).all(), "non-finite logits while sampling")  # no host sync on CUDA
-    # argmax p_i / E_i with E_i ~ Exp(1) is a draw from p (the exponential race; zero-probability ids never win):
-    # four elementwise kernels, where torch.multinomial cost 0.47 ms of CPU per call on the H100 machine.
-    race = torch.empty_like(probs).exponential_().clamp_(min=torch.finfo(probs.dtype).tiny)  # E_i > 0
-    return (probs / race).argmax(-1)
-
-
 @torch.no_grad()
 def decode_tokens(
     model: torch.nn.Module,
@@ -252,7 +236,7 @@ def _decode(model: torch.nn.Module, dec: _Decoder, prompt_ids: torch.Tensor, pro
     finished = torch.zeros(n, dtype=torch.bool, device=device)
     logits = out.logits[:, -1].float()
     for i in range(max_new_tokens):
-        tokens[i] = _draw(logits, temperature, top_p, eos_id if i < min_new_tokens else None, greedy)
+        tokens[i] = draw_tokens(logits, temperature, top_p, eos_id if i < min_new_tokens else None, greedy)
         finished |= tokens[i] == eos_id
         if i + 1 == max_new_tokens or ((i + 1) % CHECK_EVERY == 0 and bool(finished.all())):
             break

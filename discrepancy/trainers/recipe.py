@@ -19,10 +19,12 @@ from transformers import PreTrainedTokenizerBase
 
 from discrepancy.modeling.compiled import compiled_layers
 from discrepancy.modeling.lora_fold import adapter_disabled
+from discrepancy.modeling.lora_fused import fused_lora
 from discrepancy.modeling.modes import deterministic_mode
 from discrepancy.trainers.advantages import frac_reward_zero_std, group_advantages
 from discrepancy.trainers.config import TrainConfig
 from discrepancy.trainers.decode import graphable, sample_graphed
+from discrepancy.trainers.eager_decode import sample_eager
 from discrepancy.trainers.grpo import grpo_loss
 from discrepancy.trainers.hooks import HookRunner, StepContext
 from discrepancy.trainers.logprobs import grouped_token_logprobs
@@ -144,13 +146,22 @@ def _compiling(state: TrainState) -> bool:
     return state.cfg.run.compile and next(state.model.parameters()).is_cuda
 
 
+def _sampler(state: TrainState) -> Any:
+    """The sampling function of the step's device: a CUDA-graph decode when compiling on a GPU (for models it
+    serves), our eager loop on the CPU, transformers' `generate` otherwise (a GPU without ``run.compile``)."""
+    model = state.model
+    if _compiling(state) and graphable(model):
+        return sample_graphed
+    return sample_eager if next(model.parameters()).device.type == "cpu" else sample_completions
+
+
 def sample_and_score(state: TrainState, temperature: float) -> ScoredRollouts:
     """Draw the step's prompts, sample G completions each from π_old (LoRA merged for speed) and score them."""
     g, model = state.cfg.grpo, state.model
     batch = state.prompt_rng.sample(state.examples, g.num_prompts)
     prompts = [format_prompt(ex.question) for ex in batch]
     t0 = time.perf_counter()
-    sample = sample_graphed if _compiling(state) and graphable(model) else sample_completions
+    sample = _sampler(state)
     roll = sample(model, state.tokenizer, prompts, group_size=g.group_size, max_new_tokens=g.max_completion_length,
                   temperature=temperature, top_p=g.top_p, min_new_tokens=g.min_completion_length)
     sample_time = time.perf_counter() - t0
@@ -223,8 +234,9 @@ def grpo_step(state: TrainState) -> StepResult:
     _set_lr(state.optimizer, lr)
 
     scored = sample_and_score(state, temperature)  # sample from π_old, rewards, group advantages
-    # On a GPU the training forwards and backwards from here on run compiled layers (no-grad forwards stay eager).
-    with compiled_layers(state.model, enabled=_compiling(state)):
+    # On a GPU the training forwards and backwards from here on run compiled layers (no-grad forwards stay eager);
+    # the LoRA layers' scale and sum run fused into one matmul (`fused_lora`).
+    with compiled_layers(state.model, enabled=_compiling(state)), fused_lora(state.model):
         ctx = step_context(state, scored, step, beta, lr)  # π_old / reference log-probs, loss closures
 
         # ---- policy update: μ inner iterations × micro-batches, gradient accumulation --------------------------

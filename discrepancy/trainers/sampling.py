@@ -56,13 +56,13 @@ def completion_mask(completion_ids: torch.Tensor, eos_id: int) -> tuple[torch.Te
 
 
 @torch.no_grad()
-def _shared_prompt_cache(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, group_size: int) -> Any:
+def shared_prompt_cache(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, group_size: int) -> Any:
     """KV cache of each distinct prompt but its last token, computed once and repeated ``group_size`` times.
 
     ``ids``/``mask`` ``[prompts, P]`` are the left-padded distinct prompts; the cache then covers ``[N, P-1]``
     (rows group by group). The G completions of a prompt share its tokens, so `generate`'s prefill of the
-    repeated batch would encode every prompt G times; this runs it once. The last prompt token is left to
-    `generate`, whose first forward must produce the logits of the first completion token.
+    repeated batch would encode every prompt G times; this runs it once. The last prompt token is left to the
+    decode loop, whose first forward must produce the logits of the first completion token.
     """
     from discrepancy.trainers.logprobs import position_ids_for
 
@@ -134,7 +134,7 @@ def sample_completions(
     share = not static_cache and group_size > 1 and prompt_ids.size(1) > 1
     with deterministic_mode(model), plain_generation_config(model):
         with merged_adapter(model):
-            cache = _shared_prompt_cache(model, enc["input_ids"].to(device), enc["attention_mask"].to(device),
+            cache = shared_prompt_cache(model, enc["input_ids"].to(device), enc["attention_mask"].to(device),
                                          group_size) if share else None
             out = model.generate(
                 input_ids=prompt_ids,

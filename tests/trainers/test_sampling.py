@@ -128,17 +128,17 @@ def test_shared_prompt_sampling_draws_the_tokens_of_plain_generate(tiny_tokenize
     model = _lora_with_update(tiny_model)
     prompts = ["3+4\n", "12-5+1\n", "100*2-7\n"]  # different lengths: left padding inside the shared cache
     calls = []
-    real = sampling._shared_prompt_cache
+    real = sampling.shared_prompt_cache
 
     def counting(*args, **kw):
         calls.append(args[1].shape)
         return real(*args, **kw)
 
     for kw in ({}, {"temperature": 0.7, "top_p": 0.9}, {"min_new_tokens": 10}):
-        monkeypatch.setattr(sampling, "_shared_prompt_cache", counting)
+        monkeypatch.setattr(sampling, "shared_prompt_cache", counting)
         torch.manual_seed(5)
         shared = sample_completions(model, tiny_tokenizer, prompts, group_size=4, max_new_tokens=10, **kw)
-        monkeypatch.setattr(sampling, "_shared_prompt_cache", lambda *a, **k: None)
+        monkeypatch.setattr(sampling, "shared_prompt_cache", lambda *a, **k: None)
         torch.manual_seed(5)
         plain = sample_completions(model, tiny_tokenizer, prompts, group_size=4, max_new_tokens=10, **kw)
         assert torch.equal(shared.completion_ids, plain.completion_ids)

@@ -243,7 +243,7 @@ def test_compiled_layers_in_the_update_give_the_eager_run(fast_train_config, tmp
         "instruments.lora_norms=false"])
     train_run(cfg, tmp_path / "eager.h5")
     monkeypatch.setattr(recipe, "_compiling", lambda state: True)
-    monkeypatch.setattr(recipe, "sample_graphed", recipe.sample_completions)  # same draws as the eager run
+    monkeypatch.setattr(recipe, "sample_graphed", recipe.sample_eager)  # same draws as the eager run (CPU sampler)
     calls = []
     real = recipe.compiled_layers
     monkeypatch.setattr(recipe, "compiled_layers", lambda *a, **k: calls.append(k) or real(*a, **k))

@@ -1,0 +1,124 @@
+"""The CPU decode loop against transformers: greedy tokens equal `generate`'s, every sampled step's logits equal a
+full forward of the sequence so far, the first token follows softmax(logits / T), EOS and lengths as `generate`."""
+
+from __future__ import annotations
+
+import torch
+
+import discrepancy.trainers.eager_decode as eager_decode
+from discrepancy.modeling import attach_lora
+from discrepancy.trainers.eager_decode import decode_groups, sample_eager
+from discrepancy.trainers.logprobs import position_ids_for
+from discrepancy.trainers.sampling import completion_mask
+
+PROMPTS = ["3+4\n", "12-5+1\n", "7\n"]  # three widths: left padding differs
+
+
+def _distinct(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def test_greedy_tokens_equal_generate_on_the_repeated_batch(tiny_tokenizer, tiny_model):
+    tiny_model.eval()
+    ids, mask = _distinct(tiny_tokenizer, PROMPTS)
+    g, eos = 2, tiny_tokenizer.eos_token_id
+    ours = decode_groups(tiny_model, ids, mask, g, max_new_tokens=12, eos_id=eos, min_new_tokens=12, greedy=True)
+    ref = tiny_model.generate(input_ids=ids.repeat_interleave(g, 0), attention_mask=mask.repeat_interleave(g, 0),
+                              do_sample=False, max_new_tokens=12, min_new_tokens=12, eos_token_id=eos,
+                              pad_token_id=tiny_tokenizer.pad_token_id)[:, ids.size(1):]
+    assert ours.shape == ref.shape == (6, 12)
+    assert torch.equal(ours, ref)
+
+
+def test_every_sampled_step_sees_the_logits_of_a_full_forward(tiny_tokenizer, tiny_model, monkeypatch):
+    """The shared prompt cache, positions and masks under sampling: the logits each draw got equal those of one
+    forward over prompt and completion so far, for every row and step."""
+    tiny_model.eval()
+    ids, mask = _distinct(tiny_tokenizer, PROMPTS)
+    g, t, temperature = 3, 9, 0.8
+    seen = []
+    real = eager_decode.draw_tokens
+
+    def recording(logits, *args, **kwargs):
+        seen.append(logits.clone())
+        return real(logits, *args, **kwargs)
+
+    monkeypatch.setattr(eager_decode, "draw_tokens", recording)
+    torch.manual_seed(0)
+    tokens = decode_groups(tiny_model, ids, mask, g, max_new_tokens=t, eos_id=tiny_tokenizer.eos_token_id,
+                           min_new_tokens=t, temperature=temperature)
+    full_ids = torch.cat([ids.repeat_interleave(g, 0), tokens], 1)
+    full_mask = torch.cat([mask.repeat_interleave(g, 0), torch.ones_like(tokens)], 1)
+    with torch.no_grad():
+        logits = tiny_model(input_ids=full_ids, attention_mask=full_mask,
+                            position_ids=position_ids_for(full_mask)).logits  # [N, P+T, V]
+    p = ids.size(1)
+    assert len(seen) == t and not torch.equal(tokens[0::g], tokens[1::g])  # rows of a group differ: sampled
+    for i, step_logits in enumerate(seen):
+        expect = logits[:, p - 1 + i].float()
+        finite = torch.isfinite(step_logits)  # EOS set to -inf before the minimum length
+        torch.testing.assert_close(step_logits[finite], expect[finite], rtol=1e-5, atol=1e-5)
+
+
+def test_sampled_first_token_follows_softmax_of_logits_over_temperature(tiny_tokenizer, tiny_model):
+    tiny_model.eval()
+    ids, mask = _distinct(tiny_tokenizer, ["3+4\n"])
+    n, temperature = 4000, 0.7
+    torch.manual_seed(0)
+    first = decode_groups(tiny_model, ids, mask, n, max_new_tokens=1, eos_id=tiny_tokenizer.eos_token_id,
+                          temperature=temperature)[:, 0]
+    with torch.no_grad():
+        logits = tiny_model(input_ids=ids, attention_mask=mask).logits[0, -1]
+    p = torch.softmax(logits.double() / temperature, -1)
+    freq = torch.bincount(first, minlength=p.numel()).double() / n
+    se = (p * (1 - p) / n).sqrt()
+    assert ((freq - p).abs() <= 5 * se + 1e-3).all()
+
+
+def test_min_new_tokens_holds_back_eos_and_the_loop_stops_when_all_rows_ended(tiny_tokenizer, tiny_model):
+    ids, mask = _distinct(tiny_tokenizer, ["1+1\n", "22\n"])
+    eos = tiny_tokenizer.eos_token_id
+    tiny_model.lm_head.register_forward_hook(lambda mod, inp, out: out.index_fill(-1, torch.tensor([eos]), 1e4))
+    out = decode_groups(tiny_model.eval(), ids, mask, 3, max_new_tokens=40, eos_id=eos, min_new_tokens=3)
+    assert out.shape == (6, 4)  # on the CPU every token is checked: stops right after the first EOS of all rows
+    assert (out[:, :3] != eos).all() and (out[:, 3] == eos).all()
+
+
+def test_one_token_prompts_and_no_new_tokens(tiny_tokenizer, tiny_model):
+    """A one-token prompt has nothing to share (no prompt cache); zero new tokens gives an empty completion."""
+    tiny_model.eval()
+    ids, mask = _distinct(tiny_tokenizer, ["7", "5"])
+    eos = tiny_tokenizer.eos_token_id
+    ours = decode_groups(tiny_model, ids, mask, 2, max_new_tokens=5, eos_id=eos, min_new_tokens=5, greedy=True)
+    ref = tiny_model.generate(input_ids=ids.repeat_interleave(2, 0), attention_mask=mask.repeat_interleave(2, 0),
+                              do_sample=False, max_new_tokens=5, min_new_tokens=5, eos_token_id=eos,
+                              pad_token_id=tiny_tokenizer.pad_token_id)[:, 1:]
+    assert torch.equal(ours, ref)
+    assert decode_groups(tiny_model, ids, mask, 2, max_new_tokens=0, eos_id=eos).shape == (4, 0)
+
+
+def test_sample_eager_rollouts_and_lora_restored(tiny_tokenizer, tiny_model):
+    model = attach_lora(tiny_model, 2, 4.0, ["q_proj", "v_proj"])
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    roll = sample_eager(model, tiny_tokenizer, ["3+4\n", "12-5+1\n"], group_size=3, max_new_tokens=6)
+    assert roll.prompt_ids.shape == (6, 7) and roll.completion_ids.size(0) == 6
+    mask, truncated = completion_mask(roll.completion_ids, tiny_tokenizer.eos_token_id)
+    assert torch.equal(mask, roll.completion_mask) and torch.equal(truncated, roll.truncated)
+    for row in range(6):
+        real = roll.prompt_ids[row][roll.prompt_mask[row].bool()]
+        assert tiny_tokenizer.decode(real) == ["3+4\n", "12-5+1\n"][row // 3]
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # merge undone bit for bit
+    # Greedy through the merged adapter equals greedy generate on the unmerged one (a near-zero temperature).
+    torch.manual_seed(0)
+    cold = sample_eager(model, tiny_tokenizer, ["3+4\n"], group_size=2, max_new_tokens=6, min_new_tokens=6,
+                        temperature=1e-5)
+    ref = model.generate(input_ids=cold.prompt_ids, attention_mask=cold.prompt_mask, do_sample=False,
+                         max_new_tokens=6, min_new_tokens=6, eos_token_id=tiny_tokenizer.eos_token_id,
+                         pad_token_id=tiny_tokenizer.pad_token_id)[:, cold.prompt_ids.size(1):]
+    assert torch.equal(cold.completion_ids, ref)

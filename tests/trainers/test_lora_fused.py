@@ -1,0 +1,94 @@
+"""The fused LoRA forward against peft's own: same outputs and gradients, and peft's path wherever it must apply."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from discrepancy.modeling import attach_lora
+from discrepancy.modeling.lora_fold import adapter_disabled
+from discrepancy.modeling.lora_fused import fused_lora
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _lora(model, dropout: float = 0.0):
+    model = attach_lora(model, 4, 8.0, TARGETS, dropout)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:  # B = 0 at init would hide a wrong adapter path
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    return model
+
+
+def _loss_and_grads(model, ids: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)  # dropout masks: the same draws in the same order on both paths
+    logits = model(input_ids=ids).logits
+    loss = torch.log_softmax(logits, -1)[..., 3].mean()
+    loss.backward()
+    return logits.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_outputs_and_gradients_equal_peft(tiny_model, dropout, monkeypatch):
+    from peft.tuners.lora.layer import Linear
+
+    model = _lora(tiny_model, dropout).train()
+    ids = torch.randint(4, 60, (3, 11))
+    want_logits, want_grads = _loss_and_grads(model, ids)
+    with fused_lora(model) as fused:
+        monkeypatch.setattr(Linear, "forward", lambda *a, **k: pytest.fail("fell back to peft's forward"))
+        got_logits, got_grads = _loss_and_grads(model, ids)
+        monkeypatch.undo()
+    assert fused == 2 * len(TARGETS)  # every LoRA layer of both decoder layers
+    torch.testing.assert_close(got_logits, want_logits, rtol=1e-6, atol=1e-6)
+    for got, want in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_forwards_come_back_even_after_an_error(tiny_model):
+    model = _lora(tiny_model)
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    with pytest.raises(KeyError):
+        with fused_lora(model):
+            assert "forward" in layer.__dict__
+            raise KeyError("boom")
+    assert "forward" not in layer.__dict__
+    with fused_lora(model, enabled=False) as fused:
+        assert fused == 0 and "forward" not in layer.__dict__
+
+
+def test_a_disabled_adapter_still_computes_the_base_model(tiny_model):
+    """The KL reference inside the fused block: the adapter off gives exactly the base model's logits."""
+    ids = torch.randint(4, 60, (2, 9))
+    with torch.no_grad():
+        base_logits = tiny_model(input_ids=ids).logits
+    model = _lora(tiny_model).eval()
+    with torch.no_grad(), fused_lora(model), adapter_disabled(model):
+        assert torch.equal(model(input_ids=ids).logits, base_logits)
+    with torch.no_grad(), fused_lora(model), model.disable_adapter():
+        assert torch.equal(model(input_ids=ids).logits, base_logits)
+
+
+def test_mixed_dtypes_and_variants_keep_peft_forward(tiny_model):
+    """A bf16 base under an fp32 adapter keeps peft's casts (equal outputs); a DoRA layer is not swapped at all."""
+    from peft import LoraConfig, get_peft_model
+
+    ids = torch.randint(4, 60, (2, 7))
+    model = _lora(tiny_model.to(torch.bfloat16))
+    lora_a = model.base_model.model.model.layers[0].self_attn.q_proj.lora_A["default"].weight
+    assert lora_a.dtype == torch.float32  # the adapter stays fp32 on a bf16 base
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+        with fused_lora(model):
+            assert torch.equal(model(input_ids=ids).logits, want)
+    from discrepancy.modeling import build_tiny_model
+    from discrepancy.modeling.tokenizer import build_char_tokenizer
+
+    dora = get_peft_model(build_tiny_model(build_char_tokenizer(), hidden_size=32, num_layers=1, num_heads=2,
+                                           intermediate_size=64),
+                          LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"], use_dora=True))
+    with fused_lora(dora) as fused:
+        assert fused == 0
