@@ -9,8 +9,9 @@ fixed length (EOS suppressed with ``min_new_tokens``), β = 0.04 with the adapte
 same rewards (correctness 1, format 0.25, digit share 0.1), one optimizer step per generation, fp32, no gradient
 checkpointing (TRL's default is on, which would only slow TRL down), one process, a fixed ``torch.set_num_threads``.
 
-Sides: ``ours`` (this trainer with no instrument: the like-for-like comparison), ``trl``, and ``ours_instrumented``
-(this trainer with its default instruments, which cost extra forwards TRL never does). Each side runs in its own
+Sides: ``ours`` (this trainer with no instrument: the like-for-like comparison), ``trl``, ``ours_instrumented``
+(this trainer with its default instruments, which cost extra forwards TRL never does), and ``ours_glibc_defaults``
+(``ours`` without the trainer's allocator tuning, `discrepancy.trainers.allocator`, to show its share). Each side runs in its own
 child process (so peak RSS is its own), and the parent runs them in turn, A B C A B C ..., for ``--pairs`` rounds
 because the machine is shared and noisy. A child times every step after ``--warmup`` untimed steps: wall seconds
 (``perf_counter``) and CPU seconds of the whole process (``process_time``, all threads), from one step's end to the
@@ -32,8 +33,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-SIDES = ("ours", "trl", "ours_instrumented")
-OURS = ("ours", "ours_instrumented")
+SIDES = ("ours", "trl", "ours_instrumented", "ours_glibc_defaults")
+OURS = ("ours", "ours_instrumented", "ours_glibc_defaults")
 
 
 @dataclass(frozen=True)
@@ -177,14 +178,19 @@ def matched_config(setup, steps: int):  # noqa: ANN001, ANN201 - Setup of either
     return cfg
 
 
-def run_ours(setup: Setup, steps: int, instrumented: bool = False) -> tuple[list[float], list[float]]:
+def run_ours(setup: Setup, steps: int, instrumented: bool = False,
+             allocator_tuning: bool = True) -> tuple[list[float], list[float]]:
     """Train with ``train_run`` (steps recorded to a run file) and time each step's end to the next.
 
     ``instrumented=False`` attaches no instrument (the trainer alone, what TRL compares with); ``True`` keeps the
     default instruments of ``cfg.instruments`` (D_t's post-step forward and the rest), the product's default.
+    ``allocator_tuning=False`` leaves glibc's allocator as it is (the trainer tunes it for CPU runs).
     """
+    from discrepancy.trainers import run
     from discrepancy.trainers.run import train_run
 
+    if not allocator_tuning:
+        run.keep_freed_memory = lambda: False  # this child process only
     _common(setup)  # same thread count and seeds; train_run builds the same tiny model from the same seed
     cfg = matched_config(setup, steps)
     cfg.sft.steps = 0  # TRL starts from the random model too
@@ -208,7 +214,11 @@ def run_ours(setup: Setup, steps: int, instrumented: bool = False) -> tuple[list
 def worker(side: str, setup: Setup, steps: int, warmup: int) -> dict[str, object]:
     """Run one side in this process; per-step times of the timed steps and this process's peak RSS."""
     n = steps + warmup + 1  # n + 1 step ends give n intervals
-    wall, cpu = run_trl(setup, n) if side == "trl" else run_ours(setup, n, instrumented=side == "ours_instrumented")
+    if side == "trl":
+        wall, cpu = run_trl(setup, n)
+    else:
+        wall, cpu = run_ours(setup, n, instrumented=side == "ours_instrumented",
+                             allocator_tuning=side != "ours_glibc_defaults")
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     return {"side": side, "wall_s": wall[warmup:], "cpu_s": cpu[warmup:], "peak_rss_mib": peak_kib / 1024}
 
@@ -277,7 +287,8 @@ def _markdown(result: dict[str, object]) -> str:
                          f"peak RSS ratio {r['peak_rss']:.2f}.")
     lines.append("")
     lines.append("`ours`: the trainer with no instrument; `ours_instrumented`: with the default instruments "
-                 "(D_t's post-step forward, gradient noise, drift, ...), which TRL does not do.")
+                 "(D_t's post-step forward, gradient noise, drift, ...), which TRL does not do; "
+                 "`ours_glibc_defaults`: `ours` without the trainer's allocator tuning.")
     lines += ["", f"Machine: {result['machine']}; load average at start {result['load_at_start']}.", ""]
     return "\n".join(lines)
 

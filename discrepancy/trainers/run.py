@@ -29,6 +29,7 @@ from discrepancy.modeling import (
     check_target_modules,
     load_local_model, lora_state, run_model_meta, save_local_model,
 )
+from discrepancy.trainers.allocator import keep_freed_memory
 from discrepancy.trainers.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from discrepancy.trainers.config import TrainConfig
 from discrepancy.trainers.hooks import HookRunner
@@ -208,6 +209,8 @@ def train_run(cfg: TrainConfig, out: str | Path = "run.h5", *, resume: bool = Fa
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     rank, world, device = launch_state(cfg)
+    if device.type == "cpu":
+        keep_freed_memory()  # freed activation memory is reused instead of faulted in again (glibc only)
     if cfg.run.compile and device.type != "cuda" and rank == 0:
         warnings.warn("run.compile applies to CUDA devices only (graph-captured sampling, compiled layers); on the CPU it is ignored",
                       RuntimeWarning, stacklevel=2)

@@ -92,3 +92,26 @@ def test_mixed_dtypes_and_variants_keep_peft_forward(tiny_model):
                           LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"], use_dora=True))
     with fused_lora(dora) as fused:
         assert fused == 0
+
+
+def test_merged_and_bypassed_layers_run_their_base_layer_and_give_back_any_forward(tiny_model):
+    """Folded or bypassed, a LoRA layer runs as its base layer: not registered as a submodule (the state dict keeps
+    its keys), and the forward it had before (here the fused one) comes back after the block."""
+    from discrepancy.modeling.lora_fold import bypassed_lora, folded_lora
+
+    model = _lora(tiny_model).eval()
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    keys = list(model.state_dict())
+    ids = torch.randint(4, 60, (2, 9))
+    with torch.no_grad():
+        unmerged = model(input_ids=ids).logits
+        with fused_lora(model):
+            fused_forward = layer.__dict__["forward"]
+            for block in (bypassed_lora, folded_lora):
+                with block(model) as applied:
+                    assert applied and layer.forward is layer.get_base_layer()
+                    assert list(model.state_dict()) == keys
+                    logits = model(input_ids=ids).logits
+                assert layer.__dict__["forward"] is fused_forward
+            torch.testing.assert_close(logits, unmerged, rtol=1e-5, atol=1e-5)  # the folded adapter: same model
+        assert "forward" not in layer.__dict__
