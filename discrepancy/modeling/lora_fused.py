@@ -2,15 +2,19 @@
 
 peft computes ``base(x) + lora_B(lora_A(dropout(x))) * scaling``: besides the three matmuls, the scale and the sum
 are two more passes over the output (and two more in the backward), each with its own temporary. Here the last
-matmul takes both: ``addmm(base(x), lora_A(dropout(x)), Bᵀ, alpha=scaling)``. Same operations in the same order
-(equal to peft's output to float rounding; on the CPU bit for bit), same gradients, fewer passes over memory. Side by
-side per layer, forward and backward (``benchmarks/results/lora_fused.md``): 10–35 % faster than peft's forward from
-the tiny recipe's 96 × 256 layers to a 896 × 4864 one.
+matmul takes both: ``addmm(base(x), lora_A(dropout(x)), Bᵀ, alpha=scaling)``. The same result as peft's to float
+rounding (the scale is applied to the product before the sum rather than after it), the same dropout draws in the same
+order, fewer passes over memory. Side by side per layer, forward and backward (``benchmarks/results/lora_fused.md``):
+faster than peft's forward from the tiny recipe's 96 × 256 layers to a 896 × 4864 one.
 
 Written by hand because peft has no fused path for plain LoRA. Only what is plainly LoRA is fused: one active
-adapter without a variant (DoRA and others), an `nn.Linear` base, no LoRA bias, no fan-in/fan-out transpose, and at
-call time input, base and adapter of one dtype (a bf16 base with an fp32 adapter keeps peft's casts), adapter
-neither merged nor disabled, no per-call adapter names. Anything else runs peft's own forward.
+adapter without a variant (DoRA and others), peft's own `Linear` layer (not a subclass with its own forward) over an
+`nn.Linear` base, no LoRA bias, no fan-in/fan-out transpose, and at call time input, base and adapter of one dtype (a
+bf16 base with an fp32 adapter keeps peft's casts), adapter neither merged nor disabled, no per-call adapter names,
+and no forward hook that calling ``lora_B`` as a module would have run. Anything else runs peft's own forward.
+
+While the block lasts the layers carry a bound method in their instance dict: save the model (``torch.save`` of the
+module, not its state dict) or copy it outside the block.
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ from discrepancy.modeling.lora_fold import _lora_layers
 
 def _plain_lora(module: nn.Module) -> bool:
     """Whether ``module`` is a plain LoRA linear layer that `_fused_forward` computes exactly as peft does."""
+    from peft.tuners.lora.layer import Linear
+
+    if type(module).forward is not Linear.forward:
+        return False
     active = list(getattr(module, "active_adapters", []))
     if len(active) != 1 or active[0] not in module.lora_A or getattr(module, "lora_variant", {}).get(active[0]):
         return False
@@ -41,15 +49,24 @@ def _plain_lora(module: nn.Module) -> bool:
 def _fused_forward(self: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     """``base(x) + scaling · B(A(dropout(x)))`` as one ``addmm`` after the base layer; peft's forward otherwise."""
     name = self.active_adapters[0]
-    base, a, b = self.get_base_layer(), self.lora_A[name].weight, self.lora_B[name].weight
-    if (args or kwargs or self.merged or self.disable_adapters
-            or not x.dtype == base.weight.dtype == a.dtype == b.dtype):
+    base, a, up = self.get_base_layer(), self.lora_A[name].weight, self.lora_B[name]
+    if (args or kwargs or self.merged or self.disable_adapters or _has_hooks(up)
+            or not x.dtype == base.weight.dtype == a.dtype == up.weight.dtype):
         return type(self).forward(self, x, *args, **kwargs)
-    out = base(x)  # [..., out] through the modules, so that hooks on them still run
+    b = up.weight
+    out = base(x)  # [..., out]; the base layer and lora_A run as modules, so that their hooks still run
     shape = out.shape
     down = self.lora_A[name](self.lora_dropout[name](x))  # [..., r]
     return torch.addmm(out.reshape(-1, shape[-1]), down.reshape(-1, down.shape[-1]), b.t(),
                        alpha=self.scaling[name]).view(shape)
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    """Whether calling ``module`` would run a forward hook (its own or a global one) that the fused path skips."""
+    from torch.nn.modules import module as torch_module
+
+    return bool(module._forward_hooks or module._forward_pre_hooks or torch_module._global_forward_hooks
+                or torch_module._global_forward_pre_hooks)
 
 
 @contextmanager
@@ -60,9 +77,9 @@ def fused_lora(model: nn.Module, enabled: bool = True) -> Iterator[int]:
     """
     layers = [m for m in _lora_layers(model) if _plain_lora(m)] if enabled else []
     swapped = [m for m in layers if "forward" not in m.__dict__]  # a forward already swapped in is left alone
-    for module in swapped:
-        module.forward = types.MethodType(_fused_forward, module)
     try:
+        for module in swapped:
+            module.forward = types.MethodType(_fused_forward, module)
         yield len(swapped)
     finally:
         for module in swapped:

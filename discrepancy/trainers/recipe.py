@@ -234,9 +234,10 @@ def grpo_step(state: TrainState) -> StepResult:
     _set_lr(state.optimizer, lr)
 
     scored = sample_and_score(state, temperature)  # sample from π_old, rewards, group advantages
-    # On a GPU the training forwards and backwards from here on run compiled layers (no-grad forwards stay eager);
-    # the LoRA layers' scale and sum run fused into one matmul (`fused_lora`).
-    with compiled_layers(state.model, enabled=_compiling(state)), fused_lora(state.model):
+    # Compiling, the training forwards and backwards from here on run compiled layers (no-grad forwards stay eager);
+    # otherwise the LoRA layers' scale and sum run fused into one matmul (`fused_lora`; inductor fuses them itself).
+    with compiled_layers(state.model, enabled=_compiling(state)) as compiled, fused_lora(state.model,
+                                                                                         enabled=not compiled):
         ctx = step_context(state, scored, step, beta, lr)  # π_old / reference log-probs, loss closures
 
         # ---- policy update: μ inner iterations × micro-batches, gradient accumulation --------------------------

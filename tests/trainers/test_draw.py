@@ -54,8 +54,14 @@ def test_nucleus_draws_stay_inside_the_nucleus_in_proportion():
     assert _within_5_se(freq, p, n)
 
 
-def test_zero_probability_ids_are_never_drawn_even_at_the_ends():
-    """Only the last id and the first id carry mass: the inverse CDF must not fall on the empty intervals between."""
+def test_zero_probability_ids_are_never_drawn_even_at_the_ends(monkeypatch):
+    """u at its extremes, 0 and the largest float below 1, with zero-probability ids first and last (one of them
+    forbidden): each end must land on an id that carries mass."""
+    logits = torch.tensor([[float("-inf"), 0.0, float("-inf"), 1.0, 0.0]] * 2)
+    u = torch.tensor([[0.0], [1.0 - 2.0**-24]])
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: u.clone())
+    assert draw_tokens(logits, 1.0, 1.0, 4).tolist() == [1, 3]
+    monkeypatch.undo()
     logits = torch.full((4000, 6), float("-inf"))
     logits[:, 0] = logits[:, 5] = 0.0
     tokens = draw_tokens(logits, 1.0, 1.0, None)

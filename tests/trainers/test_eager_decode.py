@@ -100,10 +100,11 @@ def test_one_token_prompts_and_no_new_tokens(tiny_tokenizer, tiny_model):
 
 def test_sample_eager_rollouts_and_lora_restored(tiny_tokenizer, tiny_model):
     model = attach_lora(tiny_model, 2, 4.0, ["q_proj", "v_proj"])
+    gen = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
-                p.normal_(0, 0.1)
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     roll = sample_eager(model, tiny_tokenizer, ["3+4\n", "12-5+1\n"], group_size=3, max_new_tokens=6)
     assert roll.prompt_ids.shape == (6, 7) and roll.completion_ids.size(0) == 6
@@ -114,6 +115,7 @@ def test_sample_eager_rollouts_and_lora_restored(tiny_tokenizer, tiny_model):
         assert tiny_tokenizer.decode(real) == ["3+4\n", "12-5+1\n"][row // 3]
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # merge undone bit for bit
+    assert not any("forward" in m.__dict__ for m in model.modules())  # every layer has its own forward back
     # Greedy through the merged adapter equals greedy generate on the unmerged one (a near-zero temperature).
     torch.manual_seed(0)
     cold = sample_eager(model, tiny_tokenizer, ["3+4\n"], group_size=2, max_new_tokens=6, min_new_tokens=6,
@@ -122,3 +124,30 @@ def test_sample_eager_rollouts_and_lora_restored(tiny_tokenizer, tiny_model):
                          max_new_tokens=6, min_new_tokens=6, eos_token_id=tiny_tokenizer.eos_token_id,
                          pad_token_id=tiny_tokenizer.pad_token_id)[:, cold.prompt_ids.size(1):]
     assert torch.equal(cold.completion_ids, ref)
+
+
+def test_a_diverged_model_stops_sampling_with_a_clear_error(tiny_tokenizer, tiny_model):
+    from discrepancy.trainers.draw import SamplingError
+
+    with torch.no_grad():
+        tiny_model.model.norm.weight.fill_(float("nan"))
+    try:
+        sample_eager(tiny_model, tiny_tokenizer, ["3+4\n"], group_size=2, max_new_tokens=4)
+    except SamplingError as err:
+        assert "diverged" in str(err)
+    else:
+        raise AssertionError("NaN logits were sampled from")
+
+
+def test_the_recipe_samples_with_the_loop_of_its_device(tiny_tokenizer, tiny_model, monkeypatch):
+    """CPU: our eager loop; compiling (forced here) with a model the graphed decode serves: the graphed decode."""
+    from types import SimpleNamespace
+
+    from discrepancy.trainers import recipe
+
+    state = SimpleNamespace(model=tiny_model, cfg=SimpleNamespace(run=SimpleNamespace(compile=True)))
+    assert recipe._sampler(state) is recipe.sample_eager  # run.compile applies to CUDA only
+    monkeypatch.setattr(recipe, "_compiling", lambda state: True)
+    assert recipe._sampler(state) is recipe.sample_graphed
+    monkeypatch.setattr(recipe, "graphable", lambda model: False)
+    assert recipe._sampler(state) is recipe.sample_eager

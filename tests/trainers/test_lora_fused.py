@@ -97,7 +97,7 @@ def test_mixed_dtypes_and_variants_keep_peft_forward(tiny_model):
 def test_merged_and_bypassed_layers_run_their_base_layer_and_give_back_any_forward(tiny_model):
     """Folded or bypassed, a LoRA layer runs as its base layer: not registered as a submodule (the state dict keeps
     its keys), and the forward it had before (here the fused one) comes back after the block."""
-    from discrepancy.modeling.lora_fold import bypassed_lora, folded_lora
+    from discrepancy.modeling.lora_fold import _merged_forward, bypassed_lora, folded_lora
 
     model = _lora(tiny_model).eval()
     layer = model.base_model.model.model.layers[0].self_attn.q_proj
@@ -109,9 +109,63 @@ def test_merged_and_bypassed_layers_run_their_base_layer_and_give_back_any_forwa
             fused_forward = layer.__dict__["forward"]
             for block in (bypassed_lora, folded_lora):
                 with block(model) as applied:
-                    assert applied and layer.forward is layer.get_base_layer()
+                    assert applied and layer.forward.__func__ is _merged_forward
                     assert list(model.state_dict()) == keys
                     logits = model(input_ids=ids).logits
                 assert layer.__dict__["forward"] is fused_forward
             torch.testing.assert_close(logits, unmerged, rtol=1e-5, atol=1e-5)  # the folded adapter: same model
         assert "forward" not in layer.__dict__
+
+
+@pytest.mark.parametrize("alpha,rslora", [(3.0, False), (5.0, True)])
+def test_any_scaling_matches_peft_to_float_rounding(tiny_tokenizer, alpha, rslora):
+    """A scale that is not a power of two (α/r = 0.75; rsLoRA's α/√r = 2.5) changes the rounding, not the result."""
+    from peft import LoraConfig, get_peft_model
+
+    from discrepancy.modeling import build_tiny_model
+
+    base = build_tiny_model(tiny_tokenizer, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=alpha, target_modules=TARGETS, use_rslora=rslora))
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    assert layer.scaling["default"] == pytest.approx(alpha / (2.0 if rslora else 4.0))
+    ids = torch.randint(4, 60, (3, 11))
+    want_logits, want_grads = _loss_and_grads(model, ids)
+    with fused_lora(model) as fused:
+        got_logits, got_grads = _loss_and_grads(model, ids)
+    assert fused == 2 * len(TARGETS)
+    torch.testing.assert_close(got_logits, want_logits, rtol=1e-5, atol=1e-5)
+    for got, want in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_forward_mode_derivatives_through_the_fused_layers(tiny_model, monkeypatch):
+    """The linearisation instrument pushes tangents of the LoRA weights through `functional_call` + `jvp`: the fused
+    forward must give peft's directional derivative."""
+    from torch.func import functional_call, jvp
+
+    from discrepancy.instrumentation.linearisation import eager_attention
+
+    model = _lora(tiny_model).eval()
+    ids = torch.randint(4, 60, (2, 7))
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    gen = torch.Generator().manual_seed(2)
+    tangents = {n: torch.randn(p.shape, generator=gen) for n, p in params.items()}
+
+    def logits(p):
+        return functional_call(model, p, (ids,)).logits
+
+    with eager_attention(model):  # torch has no forward-mode derivative of the fused CPU attention kernel
+        want = jvp(logits, (params,), (tangents,))
+        with fused_lora(model):
+            from peft.tuners.lora.layer import Linear
+
+            monkeypatch.setattr(Linear, "forward", lambda *a, **k: pytest.fail("fell back to peft's forward"))
+            got = jvp(logits, (params,), (tangents,))
+            monkeypatch.undo()
+    torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-4, atol=1e-5)
