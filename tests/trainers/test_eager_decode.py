@@ -29,6 +29,7 @@ def test_greedy_tokens_equal_generate_on_the_repeated_batch(tiny_tokenizer, tiny
                               pad_token_id=tiny_tokenizer.pad_token_id)[:, ids.size(1):]
     assert ours.shape == ref.shape == (6, 12)
     assert torch.equal(ours, ref)
+    assert not ours.is_inference()  # an ordinary tensor: later training forwards may save it for backward
 
 
 def test_every_sampled_step_sees_the_logits_of_a_full_forward(tiny_tokenizer, tiny_model, monkeypatch):
