@@ -3,7 +3,8 @@
 The CPU sampler. Around a small model's forward, `generate` spends much of each token on its own loop: input
 preparation, logits processors (each inspecting its own signature every call), stopping criteria. This loop does only
 what sampling needs: the model's forward with transformers' dynamic cache, the draw (`discrepancy.trainers.draw`) and
-the EOS bookkeeping. Measured side by side in ``benchmarks/results/sampling_cpu.md``.
+the EOS bookkeeping. The cache is written in place (`discrepancy.trainers.kv_reserve`). Measured side by side in
+``benchmarks/results/sampling_cpu.md``.
 
 Same distribution as `generate` with ``do_sample=True, top_k=0`` and no generation-config defaults (what
 `sample_completions` asks for): softmax of logits / temperature, optionally restricted to the nucleus, EOS forbidden
@@ -18,6 +19,7 @@ from transformers import PreTrainedTokenizerBase
 from discrepancy.modeling.lora import merged_adapter
 from discrepancy.modeling.modes import deterministic_mode
 from discrepancy.trainers.draw import draw_tokens
+from discrepancy.trainers.kv_reserve import reserve
 from discrepancy.trainers.logprobs import position_ids_for
 from discrepancy.trainers.sampling import Rollouts, shared_prompt_cache, encode_groups, rollouts_from_tokens
 
@@ -59,7 +61,7 @@ def _decode(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, group
     if max_new_tokens < 1:
         return tokens
     if p >= 2:  # every prompt token but the last, once per prompt, its keys and values repeated G times
-        cache = shared_prompt_cache(model, ids, mask, group_size)
+        cache = shared_prompt_cache(model, ids, mask, group_size, room=max_new_tokens)
         start = p - 1
     else:
         cache, start = None, 0
@@ -68,6 +70,8 @@ def _decode(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, group
                 position_ids=position_ids_for(rows_mask)[:, start:], past_key_values=cache, use_cache=True,
                 logits_to_keep=1)
     cache = out.past_key_values
+    if start == 0:
+        reserve(cache, max_new_tokens)  # nothing was cached before this forward: room from here on
     next_position = rows_mask.long().sum(1, keepdim=True)  # [N, 1] position of the first completion token
     finished = torch.zeros(n, dtype=torch.bool, device=ids.device)
     check_every = CHECK_EVERY_CUDA if ids.is_cuda else 1

@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase
 
 from discrepancy.modeling.lora import merged_adapter
 from discrepancy.modeling.modes import deterministic_mode
+from discrepancy.trainers.kv_reserve import reserve
 
 STATIC_PAD_MULTIPLE = 64
 
@@ -56,20 +57,23 @@ def completion_mask(completion_ids: torch.Tensor, eos_id: int) -> tuple[torch.Te
 
 
 @torch.no_grad()
-def shared_prompt_cache(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, group_size: int) -> Any:
+def shared_prompt_cache(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, group_size: int,
+                        room: int = 0) -> Any:
     """KV cache of each distinct prompt but its last token, computed once and repeated ``group_size`` times.
 
     ``ids``/``mask`` ``[prompts, P]`` are the left-padded distinct prompts; the cache then covers ``[N, P-1]``
     (rows group by group). The G completions of a prompt share its tokens, so `generate`'s prefill of the
     repeated batch would encode every prompt G times; this runs it once. The last prompt token is left to the
-    decode loop, whose first forward must produce the logits of the first completion token.
+    decode loop, whose first forward must produce the logits of the first completion token. ``room``: positions
+    reserved for the tokens to come (`discrepancy.trainers.kv_reserve`), for a loop that then writes in place.
     """
     from discrepancy.trainers.logprobs import position_ids_for
 
     out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids_for(mask)[:, :-1],
                 use_cache=True, logits_to_keep=1)
     cache = out.past_key_values
-    cache.batch_repeat_interleave(group_size)  # [prompts, ...] -> [N, ...] keys and values, group by group
+    if not (room and reserve(cache, room, repeats=group_size)):
+        cache.batch_repeat_interleave(group_size)  # [prompts, ...] -> [N, ...] keys and values, group by group
     return cache
 
 
