@@ -4,6 +4,8 @@
 - ``tiny_model``: a freshly built random tiny Qwen2 model (function-scoped: tests may wrap or train it).
 - ``fast_train_config``: a `TrainConfig` for a seconds-long run (tiny model, 2 prompts × 4 completions, 8 tokens).
 - ``bias_towards_eos``: a function ``(model, eos_id)`` that makes a tiny model emit EOS at every position.
+- ``sampled_with_lora``: a function ``(sample, tiny_model, tokenizer) -> Rollouts`` that samples through a non-zero
+  LoRA adapter with ``sample`` and checks what every sampler owes: grouped rows, masks, prompts, weights restored.
 """
 
 from __future__ import annotations
@@ -57,3 +59,35 @@ def _bias_towards_eos(model: torch.nn.Module, eos_id: int) -> None:
 def bias_towards_eos():
     """`_bias_towards_eos`: a model that ends every completion at once (for EOS and min-length tests)."""
     return _bias_towards_eos
+
+
+def _sampled_with_lora(sample, model, tokenizer):  # noqa: ANN001, ANN202
+    """Sample 2 prompts × G 3 through a non-zero LoRA adapter and check the common contract of the samplers."""
+    from discrepancy.modeling import attach_lora
+    from discrepancy.trainers.sampling import completion_mask
+
+    model = attach_lora(model, 2, 4.0, ["q_proj", "v_proj"])
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    prompts = ["3+4\n", "12-5+1\n"]
+    roll = sample(model, tokenizer, prompts, group_size=3, max_new_tokens=6)
+    assert roll.prompt_ids.size(0) == roll.completion_ids.size(0) == 6
+    mask, truncated = completion_mask(roll.completion_ids, tokenizer.eos_token_id)
+    assert torch.equal(mask, roll.completion_mask) and torch.equal(truncated, roll.truncated)
+    for row in range(6):
+        real = roll.prompt_ids[row][roll.prompt_mask[row].bool()]
+        assert tokenizer.decode(real) == prompts[row // 3]  # rows group by group
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # merge undone bit for bit
+    assert not any("forward" in m.__dict__ for m in model.modules())  # every layer has its own forward back
+    return model, roll
+
+
+@pytest.fixture()
+def sampled_with_lora():
+    """`_sampled_with_lora`: returns the LoRA model and its `Rollouts` after the checks."""
+    return _sampled_with_lora

@@ -7,9 +7,7 @@ import types
 import pytest
 import torch
 
-from discrepancy.modeling import attach_lora
 from discrepancy.trainers.decode import decode_tokens, sample_graphed
-from discrepancy.trainers.sampling import completion_mask
 
 
 def _prompts(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,22 +104,9 @@ def test_min_new_tokens_forbids_eos_and_early_stop_masks(tiny_tokenizer, tiny_mo
     assert out.size(1) == 16  # every row finished: stopped at the first check after EOS
 
 
-def test_sample_graphed_rollouts_and_lora_restored(tiny_tokenizer, tiny_model):
-    model = attach_lora(tiny_model, 2, 4.0, ["q_proj", "v_proj"])
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.1)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    roll = sample_graphed(model, tiny_tokenizer, ["3+4\n", "12-5+1\n"], group_size=3, max_new_tokens=6)
-    assert roll.prompt_ids.shape[0] == 6 and roll.prompt_ids.size(1) % 64 == 0
-    mask, truncated = completion_mask(roll.completion_ids, tiny_tokenizer.eos_token_id)
-    assert torch.equal(mask, roll.completion_mask) and torch.equal(truncated, roll.truncated)
-    for row in range(6):
-        real = roll.prompt_ids[row][roll.prompt_mask[row].bool()]
-        assert tiny_tokenizer.decode(real) == ["3+4\n", "12-5+1\n"][row // 3]
-    after = model.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)  # merge undone bit for bit
+def test_sample_graphed_rollouts_and_lora_restored(tiny_tokenizer, tiny_model, sampled_with_lora):
+    _, roll = sampled_with_lora(sample_graphed, tiny_model, tiny_tokenizer)
+    assert roll.prompt_ids.size(1) % 64 == 0  # static widths: few compiled shapes on a GPU
 
 
 @pytest.mark.slow

@@ -6,10 +6,8 @@ from __future__ import annotations
 import torch
 
 import discrepancy.trainers.eager_decode as eager_decode
-from discrepancy.modeling import attach_lora
 from discrepancy.trainers.eager_decode import decode_groups, sample_eager
 from discrepancy.trainers.logprobs import position_ids_for
-from discrepancy.trainers.sampling import completion_mask
 
 PROMPTS = ["3+4\n", "12-5+1\n", "7\n"]  # three widths: left padding differs
 
@@ -105,24 +103,9 @@ def test_one_token_prompts_and_no_new_tokens(tiny_tokenizer, tiny_model):
     assert decode_groups(tiny_model, ids, mask, 2, max_new_tokens=0, eos_id=eos).shape == (4, 0)
 
 
-def test_sample_eager_rollouts_and_lora_restored(tiny_tokenizer, tiny_model):
-    model = attach_lora(tiny_model, 2, 4.0, ["q_proj", "v_proj"])
-    gen = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    roll = sample_eager(model, tiny_tokenizer, ["3+4\n", "12-5+1\n"], group_size=3, max_new_tokens=6)
-    assert roll.prompt_ids.shape == (6, 7) and roll.completion_ids.size(0) == 6
-    mask, truncated = completion_mask(roll.completion_ids, tiny_tokenizer.eos_token_id)
-    assert torch.equal(mask, roll.completion_mask) and torch.equal(truncated, roll.truncated)
-    for row in range(6):
-        real = roll.prompt_ids[row][roll.prompt_mask[row].bool()]
-        assert tiny_tokenizer.decode(real) == ["3+4\n", "12-5+1\n"][row // 3]
-    after = model.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)  # merge undone bit for bit
-    assert not any("forward" in m.__dict__ for m in model.modules())  # every layer has its own forward back
+def test_sample_eager_rollouts_and_lora_restored(tiny_tokenizer, tiny_model, sampled_with_lora):
+    model, roll = sampled_with_lora(sample_eager, tiny_model, tiny_tokenizer)
+    assert roll.prompt_ids.shape == (6, 7)  # the tokenizer's own padding, no static widths
     # Greedy through the merged adapter equals greedy generate on the unmerged one (a near-zero temperature).
     torch.manual_seed(0)
     cold = sample_eager(model, tiny_tokenizer, ["3+4\n"], group_size=2, max_new_tokens=6, min_new_tokens=6,
