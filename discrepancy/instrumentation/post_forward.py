@@ -6,8 +6,8 @@ recipe (prompt ≈ completion length) about half the tokens go through the netwo
 forward the instrumentation adds to every step; the log-probs agree with the plain forward to float32 rounding
 (tested).
 
-Written by hand because `generate` shares prompts the same way but returns no log-probs of given tokens, and the
-trainer's own forward (`forward_batch`) processes every row in full.
+The sharing itself is the trainer's (`discrepancy.trainers.logprobs.grouped_token_logprobs`); this module adds the
+memory-bounded chunks of whole groups a measurement of the whole batch needs.
 """
 
 from __future__ import annotations
@@ -21,38 +21,25 @@ from discrepancy.modeling.modes import deterministic_mode
 def groups_share_prompts(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
                          group_size: int) -> bool:
     """True when rows g·G .. g·G+G−1 carry the same prompt tokens and mask, for every group g."""
-    n = input_ids.shape[0]
-    if group_size < 2 or n % group_size:
-        return False
-    ids = input_ids[:, :prompt_len].reshape(n // group_size, group_size, prompt_len)  # [groups, G, P]
-    mask = attention_mask[:, :prompt_len].reshape(n // group_size, group_size, prompt_len)  # [groups, G, P]
-    return bool((ids == ids[:, :1]).all()) and bool((mask == mask[:, :1]).all())
+    from discrepancy.trainers.logprobs import rows_share_prompts  # lazy: the trainer imports this module
+
+    return rows_share_prompts(input_ids, attention_mask, prompt_len, group_size)
 
 
 @torch.no_grad()
 def shared_prompt_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                            prompt_len: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """log π of the completion tokens `input_ids[:, prompt_len:]` and the token entropies, both [N, T].
+    """log π of the completion tokens `input_ids[:, prompt_len:]` and the token entropies, both [N, T]: the
+    trainer's own prompt-sharing forward (`grouped_token_logprobs`).
 
     Rows must come group by group with identical prompts inside a group (`groups_share_prompts`); the caller puts
     the model in eval mode.
     """
-    from discrepancy.trainers.logprobs import _logp_entropy, position_ids_for  # lazy: the trainer imports this
+    from discrepancy.trainers.logprobs import grouped_token_logprobs  # lazy: the trainer imports this module
 
-    n = input_ids.shape[0]
-    first = torch.arange(0, n, group_size, device=input_ids.device)  # one row per group
-    pos = position_ids_for(attention_mask)  # [N, P+T]
-    head = model(input_ids=input_ids[first, :prompt_len], attention_mask=attention_mask[first, :prompt_len],
-                 position_ids=pos[first, :prompt_len], use_cache=True, logits_to_keep=1)
-    cache = head.past_key_values
-    cache.batch_repeat_interleave(group_size)  # [groups, ...] -> [N, ...] keys and values of the prompts
-    # The completion tokens but the last one: logits at position j predict token j+1.
-    tail = model(input_ids=input_ids[:, prompt_len:-1], attention_mask=attention_mask[:, :-1],
-                 position_ids=pos[:, prompt_len:-1], past_key_values=cache, use_cache=False)
-    first_logits = head.logits[:, -1:].repeat_interleave(group_size, dim=0)  # [N, 1, V] predicts token P
-    logits = torch.cat([first_logits, tail.logits], dim=1)  # [N, T, V]
-    logp, entropy = _logp_entropy(logits, input_ids[:, prompt_len:], with_entropy=True)  # fp32 [N, T] each
-    return logp, entropy
+    logp, entropy = grouped_token_logprobs(model, input_ids, attention_mask, prompt_len, group_size,
+                                           with_entropy=True)
+    return logp, entropy  # type: ignore[return-value]
 
 
 #: Bound on the logits one measurement call may hold; the batch is cut into whole groups that fit.
