@@ -141,3 +141,23 @@ def test_the_recipe_samples_with_the_loop_of_its_device(tiny_tokenizer, tiny_mod
     assert recipe._sampler(state) is recipe.sample_graphed
     monkeypatch.setattr(recipe, "graphable", lambda model: False)
     assert recipe._sampler(state) is recipe.sample_eager
+
+
+def test_sliding_window_layers_keep_their_own_cache_and_equal_generate(tiny_tokenizer):
+    """A cache with sliding-window layers is not reserved (they trim themselves); the loop still equals `generate`."""
+    from transformers import Qwen2ForCausalLM
+
+    from discrepancy.modeling import tiny_model_config
+
+    config = tiny_model_config(tiny_tokenizer, hidden_size=32, num_heads=2, intermediate_size=64)
+    config.use_sliding_window, config.sliding_window, config.max_window_layers = True, 6, 1
+    config.layer_types = ["full_attention", "sliding_attention"]
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config).eval()
+    ids, mask = _distinct(tiny_tokenizer, ["12-5+1\n", "3+4\n"])
+    eos = tiny_tokenizer.eos_token_id
+    ours = decode_groups(model, ids, mask, 2, max_new_tokens=10, eos_id=eos, min_new_tokens=10, greedy=True)
+    ref = model.generate(input_ids=ids.repeat_interleave(2, 0), attention_mask=mask.repeat_interleave(2, 0),
+                         do_sample=False, max_new_tokens=10, min_new_tokens=10, eos_token_id=eos,
+                         pad_token_id=tiny_tokenizer.pad_token_id)[:, ids.size(1):]
+    assert torch.equal(ours, ref)
