@@ -53,6 +53,11 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList | None:
     return best
 
 
+#: Options of the shared layer function's `torch.compile`. The default mode: ``"reduce-overhead"`` (CUDA graphs per
+#: layer call) is measured by ``benchmarks/profile_step_gpu.py`` (``train_compiled_graphs``) before it is adopted.
+COMPILE_OPTIONS: dict[str, Any] = {}
+
+
 def _layer_call(layer: nn.Module, *args: Any, **kwargs: Any) -> Any:
     return type(layer).forward(layer, *args, **kwargs)
 
@@ -61,7 +66,7 @@ def _compiled_forward(model: nn.Module) -> Callable[..., Any]:
     """The model's compiled layer function, made once and kept on the model (it refers to no layer itself)."""
     fn = model.__dict__.get("_compiled_layer_call")
     if fn is None:
-        fn = torch.compile(own_code(_layer_call))  # dynamic=None: a second sequence length recompiles it dynamic
+        fn = torch.compile(own_code(_layer_call), **COMPILE_OPTIONS)  # dynamic=None: a new length recompiles dynamic
         model.__dict__["_compiled_layer_call"] = fn
     return fn
 
