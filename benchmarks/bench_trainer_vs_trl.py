@@ -1,10 +1,12 @@
 """Benchmark: this project's GRPO step vs TRL 1.16's GRPOTrainer on CPU, side by side in one run.
 
-Run: ``.venv/bin/python benchmarks/bench_trainer_vs_trl.py [--pairs 3] [--steps 5] [--threads 1]``.
-Writes ``benchmarks/results/trainer_vs_trl.json`` and ``benchmarks/results/trainer_vs_trl.md``.
+Run: ``.venv/bin/python benchmarks/bench_trainer_vs_trl.py [--pairs 3] [--steps 5] [--threads 1] [--size small]``.
+Writes ``benchmarks/results/trainer_vs_trl.json`` and ``benchmarks/results/trainer_vs_trl.md`` (``--size small``:
+``trainer_vs_trl_small.{json,md}``).
 
 Both sides train the same thing: the embedded tiny Qwen2 model built from its config (same seed, same char-level
-tokenizer), a LoRA adapter (r 8, α 16, all linear layers), the same arithmetic prompts, G completions per prompt of a
+tokenizer; ``--size small`` widens it to hidden 384, 4 layers, MLP 1024, where most LoRA layers are too large to run
+folded and take the fused path), a LoRA adapter (r 8, α 16, all linear layers), the same arithmetic prompts, G completions per prompt of a
 fixed length (EOS suppressed with ``min_new_tokens``), β = 0.04 with the adapter-disabled reference, loss "grpo", the
 same rewards (correctness 1, format 0.25, digit share 0.1), one optimizer step per generation, fp32, no gradient
 checkpointing (TRL's default is on, which would only slow TRL down), one process, a fixed ``torch.set_num_threads``.
@@ -50,6 +52,13 @@ class Setup:
     alpha: float = 16.0
     threads: int = 1
     seed: int = 0
+    hidden: int = 96  # the embedded model's defaults
+    layers: int = 2
+    heads: int = 4
+    intermediate: int = 256
+
+
+SIZES = {"tiny": {}, "small": {"hidden": 384, "layers": 4, "heads": 6, "intermediate": 1024}}
 
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -66,7 +75,8 @@ def _common(setup: Setup):
     torch.set_num_threads(setup.threads)
     torch.manual_seed(setup.seed)
     tokenizer = build_char_tokenizer()
-    model = build_tiny_model(tokenizer, seed=setup.seed)
+    model = build_tiny_model(tokenizer, seed=setup.seed, hidden_size=setup.hidden, num_layers=setup.layers,
+                             num_heads=setup.heads, intermediate_size=setup.intermediate)
     examples = arithmetic_examples(512, seed=setup.seed)
     rows = [{"prompt": format_prompt(e.question), "answer": e.answer} for e in examples]
     return tokenizer, model, rows
@@ -162,6 +172,10 @@ def matched_config(setup, steps: int):  # noqa: ANN001, ANN201 - Setup of either
     from discrepancy.trainers.config import TrainConfig
 
     cfg = TrainConfig()
+    if isinstance(setup, Setup):  # the embedded model at this benchmark's size (the GPU benchmark loads a folder)
+        m = cfg.model
+        m.hidden_size, m.num_layers, m.num_heads = setup.hidden, setup.layers, setup.heads
+        m.intermediate_size = setup.intermediate
     cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules = setup.rank, setup.alpha, list(TARGETS)
     g = cfg.grpo
     g.num_prompts, g.group_size, g.max_completion_length = setup.prompts, setup.group, setup.length
@@ -267,7 +281,8 @@ def _markdown(result: dict[str, object]) -> str:
     lines = [
         "# GRPO step: this trainer vs TRL 1.16 (CPU)",
         "",
-        f"Tiny Qwen2 (char tokenizer), LoRA r{s['rank']}, {s['prompts']} prompts × G {s['group']}, "
+        f"Tiny Qwen2 (char tokenizer; hidden {s.get('hidden', 96)}, {s.get('layers', 2)} layers, MLP "
+        f"{s.get('intermediate', 256)}), LoRA r{s['rank']}, {s['prompts']} prompts × G {s['group']}, "
         f"{s['length']} completion tokens (EOS suppressed), β {s['beta']}, {s['threads']} thread(s); "
         f"{result['pairs']} rounds (sides in turn) × {result['steps']} timed steps after {result['warmup']} warm-up; medians.",
         "",
@@ -300,6 +315,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads on both sides")
     parser.add_argument("--sides", default=",".join(SIDES), help="comma list of sides to run (default all)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="tiny", help="model size (default the embedded one)")
     parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--setup", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -307,7 +323,7 @@ def main() -> None:
         setup = Setup(**json.loads(args.setup))
         print(json.dumps(worker(args.worker, setup, args.steps, args.warmup)))
         return
-    setup = Setup(threads=args.threads)
+    setup = Setup(threads=args.threads, **SIZES[args.size])
     sides = [s for s in SIDES if s in args.sides.split(",")]
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     runs = []
@@ -326,8 +342,9 @@ def main() -> None:
         "load_at_start": " ".join(load), "summary": summarise(runs), "runs": runs,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "trainer_vs_trl.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "trainer_vs_trl.md").write_text(_markdown(result))
+    stem = "trainer_vs_trl" if args.size == "tiny" else f"trainer_vs_trl_{args.size}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{stem}.md").write_text(_markdown(result))
     print(_markdown(result))
 
 
