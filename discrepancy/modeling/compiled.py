@@ -53,8 +53,9 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList | None:
     return best
 
 
-#: Options of the shared layer function's `torch.compile`. The default mode: ``"reduce-overhead"`` (CUDA graphs per
-#: layer call) is measured by ``benchmarks/profile_step_gpu.py`` (``train_compiled_graphs``) before it is adopted.
+#: Options of the shared layer function's `torch.compile`, read when a model's function is first made (it is kept on the
+#: model). The default mode: ``"reduce-overhead"`` (CUDA graphs per layer call) is measured by
+#: ``benchmarks/profile_step_gpu.py`` (``train_compiled_graphs``) before it is adopted.
 COMPILE_OPTIONS: dict[str, Any] = {}
 
 

@@ -68,7 +68,7 @@ def _fused_forward(self: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) 
         return type(self).forward(self, x, *args, **kwargs)
     b, down_layer, dropout = up.weight, self.lora_A[name], self.lora_dropout[name]
     if (base.weight.numel() <= FOLD_MAX_ELEMENTS and base.weight.dtype == torch.float32
-            and _no_dropout(dropout, self.training) and not (_has_hooks(base) or _has_hooks(down_layer))):
+            and _no_dropout(dropout) and not (_has_hooks(base) or _has_hooks(down_layer))):
         return F.linear(x, torch.addmm(base.weight, b, a, alpha=self.scaling[name]), base.bias)
     out = base(x)  # [..., out]; the base layer and lora_A run as modules, so that their hooks still run
     shape = out.shape
@@ -77,17 +77,21 @@ def _fused_forward(self: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) 
                        alpha=self.scaling[name]).view(shape)
 
 
-def _no_dropout(dropout: nn.Module, training: bool) -> bool:
+def _no_dropout(dropout: nn.Module) -> bool:
     """Whether the adapter's dropout leaves its input unchanged (folding has no place for a dropout mask)."""
-    return isinstance(dropout, nn.Identity) or not training or (isinstance(dropout, nn.Dropout) and dropout.p == 0)
+    return (isinstance(dropout, nn.Identity) or not dropout.training
+            or (isinstance(dropout, nn.Dropout) and dropout.p == 0))
 
 
 def _has_hooks(module: nn.Module) -> bool:
-    """Whether calling ``module`` would run a forward hook (its own or a global one) that the fused path skips."""
+    """Whether calling ``module`` would run a hook (its own or a global one, forward or backward) that a path which
+    does not call it as a module would skip."""
     from torch.nn.modules import module as torch_module
 
-    return bool(module._forward_hooks or module._forward_pre_hooks or torch_module._global_forward_hooks
-                or torch_module._global_forward_pre_hooks)
+    own = (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks, module._backward_pre_hooks)
+    shared = (torch_module._global_forward_hooks, torch_module._global_forward_pre_hooks,
+              torch_module._global_backward_hooks, torch_module._global_backward_pre_hooks)
+    return any(bool(h) for h in (*own, *shared))
 
 
 @contextmanager

@@ -19,8 +19,10 @@ from transformers.cache_utils import Cache, DynamicLayer
 class ReservedLayer(DynamicLayer):
     """A `DynamicLayer` whose keys and values are views of a buffer with spare positions after them.
 
-    A write that does not fit, and any change made by `DynamicLayer`'s own methods (crop, reset, batch
-    reordering), falls back to plain dynamic behaviour: correct, just growing by concatenation again.
+    A write that does not fit, that differs from the buffer in dtype or device, or that autograd records (a later
+    write in place would invalidate what it saved), and any change made by `DynamicLayer`'s own methods (crop,
+    reset, batch reordering, offloading) fall back to plain dynamic behaviour: correct, just growing by
+    concatenation again. Meant for decoding without gradients.
     """
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int, repeats: int = 1) -> None:
@@ -36,7 +38,7 @@ class ReservedLayer(DynamicLayer):
                **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Write the new positions after the filled part and return the keys and values so far."""
         end = self.length + key_states.shape[-2]
-        if self._keys is None or end > self._keys.shape[-2] or key_states.shape[0] != self._keys.shape[0]:
+        if not self._fits(key_states, end):
             out = super().update(key_states, value_states, *args, **kwargs)
             self._rebase()
             return out
@@ -45,6 +47,12 @@ class ReservedLayer(DynamicLayer):
         self.length = end
         self.keys, self.values = self._keys[..., :end, :], self._values[..., :end, :]  # type: ignore[index]
         return self.keys, self.values
+
+    def _fits(self, key_states: torch.Tensor, end: int) -> bool:
+        buffer = self._keys
+        return (buffer is not None and end <= buffer.shape[-2] and key_states.shape[0] == buffer.shape[0]
+                and key_states.dtype == buffer.dtype and key_states.device == buffer.device
+                and not (torch.is_grad_enabled() and key_states.requires_grad))
 
     def _rebase(self) -> None:
         """The current keys and values become the buffer, with no room left."""
@@ -65,6 +73,18 @@ class ReservedLayer(DynamicLayer):
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         super().batch_select_indices(indices)
+        self._rebase()
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        super().reorder_cache(beam_idx)
+        self._rebase()
+
+    def offload(self) -> None:
+        super().offload()
+        self._rebase()
+
+    def prefetch(self) -> None:
+        super().prefetch()
         self._rebase()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from discrepancy.instrumentation.post_forward import batch_logprobs, group_chunks, groups_share_prompts
@@ -23,7 +24,9 @@ def _batch(groups: int = 3, g: int = 4, p: int = 7, t: int = 5) -> tuple[torch.T
     return ids, torch.cat([pmask.repeat_interleave(g, 0), cmask], 1)
 
 
-def test_shared_prompt_forward_equals_plain_forward() -> None:
+def test_shared_prompt_forward_equals_plain_forward(monkeypatch) -> None:
+    import discrepancy.trainers.logprobs as logprobs
+
     torch.manual_seed(0)
     model = make_lora_model().train()
     ids, attn = _batch()
@@ -31,7 +34,9 @@ def test_shared_prompt_forward_equals_plain_forward() -> None:
     with torch.no_grad():
         ref_lp, ref_ent = token_logprobs(model.eval(), ids, attn, 7, with_entropy=True)
     model.train()
-    lp, ent = batch_logprobs(model, ids, attn, 7, 4)
+    monkeypatch.setattr(logprobs, "token_logprobs", lambda *a, **k: pytest.fail("fell back to the plain forward"))
+    lp, ent = batch_logprobs(model, ids, attn, 7, 4)  # prompts shared: the plain forward never runs
+    monkeypatch.undo()
     assert model.training  # mode restored
     cmask = attn[:, 7:].bool()
     torch.testing.assert_close(lp[cmask], ref_lp[cmask], rtol=1e-6, atol=1e-5)  # float32 rounding

@@ -48,7 +48,11 @@ def test_every_sampled_step_sees_the_logits_of_a_full_forward(tiny_tokenizer, ti
 
     writes = []
     real_update = ReservedLayer.update
-    monkeypatch.setattr(ReservedLayer, "update", lambda self, *a, **k: writes.append(1) or real_update(self, *a, **k))
+    def spying(self, keys, *args, **kwargs):
+        writes.append(self._fits(keys, self.length + keys.shape[-2]))  # in place, not the concatenation fallback
+        return real_update(self, keys, *args, **kwargs)
+
+    monkeypatch.setattr(ReservedLayer, "update", spying)
     torch.manual_seed(0)
     tokens = decode_groups(tiny_model, ids, mask, g, max_new_tokens=t, eos_id=tiny_tokenizer.eos_token_id,
                            min_new_tokens=t, temperature=temperature)
@@ -59,7 +63,7 @@ def test_every_sampled_step_sees_the_logits_of_a_full_forward(tiny_tokenizer, ti
                             position_ids=position_ids_for(full_mask)).logits  # [N, P+T, V]
     p = ids.size(1)
     assert len(seen) == t and not torch.equal(tokens[0::g], tokens[1::g])  # rows of a group differ: sampled
-    assert len(writes) == t * tiny_model.config.num_hidden_layers  # every forward wrote into the reserved cache
+    assert len(writes) == t * tiny_model.config.num_hidden_layers and all(writes)  # every token written in place
     for i, step_logits in enumerate(seen):
         expect = logits[:, p - 1 + i].float()
         finite = torch.isfinite(step_logits)  # EOS set to -inf before the minimum length

@@ -52,7 +52,8 @@ def test_rows_repeated_as_batch_repeat_interleave():
 def test_dynamic_layer_methods_leave_a_consistent_cache():
     k, v = _states(4, 6, 3)
     for change in (lambda layer: layer.crop(-2), lambda layer: layer.batch_select_indices(torch.tensor([2, 0])),
-                   lambda layer: layer.batch_repeat_interleave(2), lambda layer: layer.reset()):
+                   lambda layer: layer.batch_repeat_interleave(2), lambda layer: layer.reset(),
+                   lambda layer: layer.reorder_cache(torch.tensor([3, 1, 2, 0]))):
         ours, ref = ReservedLayer(k, v, room=4), _dynamic(k, v)
         for layer in (ours, ref):
             change(layer)
@@ -76,3 +77,18 @@ def test_only_caches_of_filled_plain_dynamic_layers_are_converted(tiny_model):
     layers = list(cache.layers)
     cache.layers[1] = DynamicLayer()  # not filled: the whole cache is refused, nothing changes
     assert not reserve(cache, 4) and cache.layers[0] is layers[0]
+
+
+def test_writes_autograd_records_or_of_another_dtype_are_concatenated():
+    """In place would break a backward that saved the old view, or round new states to the buffer's dtype."""
+    k, v = _states(2, 3, 5)
+    ours, ref = ReservedLayer(k, v, room=4), _dynamic(k, v)
+    nk, nv = _states(2, 1, 6)
+    nk.requires_grad_(True)
+    out = ours.update(nk, nv)[0]
+    assert torch.equal(out, ref.update(nk, nv)[0])
+    (out * 2).sum().backward()  # the written state keeps its gradient path
+    assert torch.equal(nk.grad, torch.full_like(nk, 2.0))
+    ours, ref = ReservedLayer(k, v, room=4), _dynamic(k, v)
+    wide_k, wide_v = (x.double() for x in _states(2, 1, 7))
+    assert ours.update(wide_k, wide_v)[0].dtype == ref.update(wide_k, wide_v)[0].dtype == torch.float64
