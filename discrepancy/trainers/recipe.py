@@ -21,7 +21,7 @@ from discrepancy.modeling.compiled import compiled_layers
 from discrepancy.modeling.lora_fold import adapter_disabled
 from discrepancy.modeling.lora_fused import fused_lora
 from discrepancy.modeling.modes import deterministic_mode
-from discrepancy.trainers.advantages import frac_reward_zero_std, group_advantages
+from discrepancy.trainers.advantages import group_advantages
 from discrepancy.trainers.config import TrainConfig
 from discrepancy.trainers.decode import graphable, sample_graphed
 from discrepancy.trainers.eager_decode import sample_eager
@@ -31,6 +31,7 @@ from discrepancy.trainers.logprobs import grouped_token_logprobs
 from discrepancy.trainers.rewards import RewardSpec, score_completions
 from discrepancy.trainers.sampling import Rollouts, sample_completions
 from discrepancy.trainers.schedules import beta_at, lr_at, temperature_at
+from discrepancy.trainers.step_metrics import loss_stats, rollout_metrics
 from discrepancy.trainers.tasks import Example, format_prompt
 
 # Series every step writes (name → description); reward components add ``reward_<name>``.
@@ -251,7 +252,7 @@ def grpo_step(state: TrainState) -> StepResult:
 
     # ---- measure ------------------------------------------------------------------------------------------------
     roll = scored.roll
-    metrics.update(_rollout_metrics(roll.completion_mask, roll.truncated, scored.rewards, scored.advantages,
+    metrics.update(rollout_metrics(roll.completion_mask, roll.truncated, scored.rewards, scored.advantages,
                                     scored.components, ctx.entropy, ctx.completion_mask, g.group_size))
     metrics.update(lr=lr, temperature=temperature, beta=beta, sample_time=scored.sample_time,
                    score_time=scored.score_time, train_time=train_time, skipped=metrics.get("skipped", 0.0),
@@ -296,7 +297,7 @@ def _policy_update(state: TrainState, ctx: StepContext) -> None:
             stats_rows.append((len(rows), stats.as_dict()))
             metrics.update(state.hooks.call("on_micro_backward", ctx, k))
         ctx.logp, ctx.entropy = logp_all, ent_all
-        metrics.update(_loss_stats(stats_rows, loss_pre))
+        metrics.update(loss_stats(stats_rows, loss_pre))
         if not _all_ranks_finite(loss_pre, ctx.input_ids.device):
             # Numerical guard: a NaN/inf loss would poison the adapter and Adam's moments; skip the update.
             state.optimizer.zero_grad(set_to_none=True)
@@ -373,38 +374,3 @@ def _forward_no_grad(model: torch.nn.Module, input_ids: torch.Tensor, attn: torc
             if en is not None:
                 ent[rows] = en
     return (logp, ent) if with_entropy else logp
-
-
-def _loss_stats(stats_rows: list[tuple[int, dict[str, float]]], loss_pre: float) -> dict[str, float]:
-    """Loss stats of the micro-batches combined (token-weighted means of the per-token stats)."""
-    tokens = sum(s["num_tokens"] for _, s in stats_rows) or 1.0
-    out = {"loss": loss_pre}
-    for key in ("kl", "clip_ratio_low", "clip_ratio_high", "clip_ratio_region", "ratio_mean"):
-        out[key] = sum(s[key] * s["num_tokens"] for _, s in stats_rows) / tokens
-    n = sum(rows for rows, _ in stats_rows)
-    out["policy_loss"] = sum(s["policy_loss"] * rows / n for rows, s in stats_rows)
-    return out
-
-
-def _rollout_metrics(cmask: torch.Tensor, truncated: torch.Tensor, rewards: torch.Tensor, adv: torch.Tensor,
-                     components: dict[str, np.ndarray], entropy: torch.Tensor | None, loss_mask: torch.Tensor,
-                     group_size: int) -> dict[str, float]:
-    """Reward, length and entropy statistics of the step's rollouts."""
-    lengths = cmask.sum(1).float()  # [N]
-    r = rewards.detach().cpu().numpy()
-    out = {
-        "reward_mean": float(np.nanmean(r)) if np.isfinite(r).any() else math.nan,
-        "reward_std": float(np.nanstd(r)) if np.isfinite(r).any() else math.nan,
-        "frac_reward_zero_std": frac_reward_zero_std(rewards, group_size),
-        "advantage_abs_mean": float(adv.abs().mean()),
-        "completion_length_mean": float(lengths.mean()),
-        "completion_length_min": float(lengths.min()),
-        "completion_length_max": float(lengths.max()),
-        "truncated_frac": float(truncated.float().mean()),
-    }
-    if entropy is not None:
-        m = loss_mask.float()
-        out["entropy"] = float((entropy * m).sum() / m.sum().clamp(min=1))
-    for name, values in components.items():
-        out[f"reward_{name}"] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
-    return out

@@ -1,0 +1,46 @@
+"""Statistics of one GRPO step for its metrics row: the loss stats of the micro-batches combined, and the reward,
+length and entropy statistics of the rollouts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from discrepancy.trainers.advantages import frac_reward_zero_std
+
+
+def loss_stats(stats_rows: list[tuple[int, dict[str, float]]], loss_pre: float) -> dict[str, float]:
+    """Loss stats of the micro-batches combined (token-weighted means of the per-token stats)."""
+    tokens = sum(s["num_tokens"] for _, s in stats_rows) or 1.0
+    out = {"loss": loss_pre}
+    for key in ("kl", "clip_ratio_low", "clip_ratio_high", "clip_ratio_region", "ratio_mean"):
+        out[key] = sum(s[key] * s["num_tokens"] for _, s in stats_rows) / tokens
+    n = sum(rows for rows, _ in stats_rows)
+    out["policy_loss"] = sum(s["policy_loss"] * rows / n for rows, s in stats_rows)
+    return out
+
+
+def rollout_metrics(cmask: torch.Tensor, truncated: torch.Tensor, rewards: torch.Tensor, adv: torch.Tensor,
+                     components: dict[str, np.ndarray], entropy: torch.Tensor | None, loss_mask: torch.Tensor,
+                     group_size: int) -> dict[str, float]:
+    """Reward, length and entropy statistics of the step's rollouts."""
+    lengths = cmask.sum(1).float()  # [N]
+    r = rewards.detach().cpu().numpy()
+    out = {
+        "reward_mean": float(np.nanmean(r)) if np.isfinite(r).any() else math.nan,
+        "reward_std": float(np.nanstd(r)) if np.isfinite(r).any() else math.nan,
+        "frac_reward_zero_std": frac_reward_zero_std(rewards, group_size),
+        "advantage_abs_mean": float(adv.abs().mean()),
+        "completion_length_mean": float(lengths.mean()),
+        "completion_length_min": float(lengths.min()),
+        "completion_length_max": float(lengths.max()),
+        "truncated_frac": float(truncated.float().mean()),
+    }
+    if entropy is not None:
+        m = loss_mask.float()
+        out["entropy"] = float((entropy * m).sum() / m.sum().clamp(min=1))
+    for name, values in components.items():
+        out[f"reward_{name}"] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+    return out
