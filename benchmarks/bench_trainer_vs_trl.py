@@ -272,8 +272,17 @@ def summarise(runs: list[dict[str, object]]) -> dict[str, dict[str, float]]:
                 "wall": out["trl"]["wall_s_per_step_median"] / out[ours]["wall_s_per_step_median"],
                 "cpu": out["trl"]["cpu_s_per_step_median"] / out[ours]["cpu_s_per_step_median"],
                 "peak_rss": out["trl"]["peak_rss_mib_max"] / out[ours]["peak_rss_mib_max"],
+                "wall_paired": _paired_ratio(runs, ours),
             }
     return out
+
+
+def _paired_ratio(runs: list[dict[str, object]], ours: str) -> float:
+    """Median over rounds of TRL's median step over ours in the same round: robust to the host slowing down or
+    speeding up between rounds, which the pooled medians are not."""
+    trl = [statistics.median(r["wall_s"]) for r in runs if r["side"] == "trl"]
+    mine = [statistics.median(r["wall_s"]) for r in runs if r["side"] == ours]
+    return statistics.median(t / m for t, m in zip(trl, mine))
 
 
 def _markdown(result: dict[str, object]) -> str:
@@ -298,7 +307,8 @@ def _markdown(result: dict[str, object]) -> str:
     for ours in OURS:
         if f"ratio_trl_over_{ours}" in summary:
             r = summary[f"ratio_trl_over_{ours}"]
-            lines.append(f"Speed-up TRL / {ours}: wall {r['wall']:.2f}×, CPU {r['cpu']:.2f}×; "
+            paired = f"; median of the per-round ratios {r['wall_paired']:.2f}×" if "wall_paired" in r else ""
+            lines.append(f"Speed-up TRL / {ours}: wall {r['wall']:.2f}×, CPU {r['cpu']:.2f}×{paired}; "
                          f"peak RSS ratio {r['peak_rss']:.2f}.")
     lines.append("")
     lines.append("`ours`: the trainer with no instrument; `ours_instrumented`: with the default instruments "
