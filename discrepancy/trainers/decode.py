@@ -27,11 +27,10 @@ from transformers.cache_utils import StaticLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from discrepancy.modeling.compiled import own_code
-from discrepancy.modeling.lora import merged_adapter
-from discrepancy.modeling.modes import deterministic_mode
 from discrepancy.trainers.draw import draw_tokens
 from discrepancy.trainers.logprobs import position_ids_for
-from discrepancy.trainers.sampling import STATIC_PAD_MULTIPLE, Rollouts, encode_groups, rollouts_from_tokens
+from discrepancy.trainers.sampling import (STATIC_PAD_MULTIPLE, Rollouts, encode_groups, merged_base,
+                                           rollouts_from_tokens)
 
 #: How the one-token step is compiled: one whole graph, fixed shapes (the CUDA graph is captured by `_Decoder`).
 COMPILE_OPTIONS: dict[str, object] = {"fullgraph": True, "dynamic": False}
@@ -274,10 +273,8 @@ def sample_graphed(
         raise ValueError("models with sliding-window layers cannot use the graphed decode; use sample_completions")
     _, prompt_ids, prompt_mask = encode_groups(tokenizer, prompts, group_size, next(model.parameters()).device,
                                                static=True)
-    with deterministic_mode(model):
-        with merged_adapter(model):
-            base = model.get_base_model() if hasattr(model, "get_base_model") else model
-            completion_ids = decode_tokens(base, prompt_ids, prompt_mask, max_new_tokens=max_new_tokens,
-                                           eos_id=tokenizer.eos_token_id, temperature=temperature, top_p=top_p,
-                                           min_new_tokens=min_new_tokens)
+    with merged_base(model) as base:
+        completion_ids = decode_tokens(base, prompt_ids, prompt_mask, max_new_tokens=max_new_tokens,
+                                       eos_id=tokenizer.eos_token_id, temperature=temperature, top_p=top_p,
+                                       min_new_tokens=min_new_tokens)
     return rollouts_from_tokens(tokenizer, prompt_ids, prompt_mask, completion_ids)

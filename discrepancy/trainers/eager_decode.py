@@ -16,12 +16,11 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from discrepancy.modeling.lora import merged_adapter
-from discrepancy.modeling.modes import deterministic_mode
 from discrepancy.trainers.draw import draw_tokens
 from discrepancy.trainers.kv_reserve import reserve
 from discrepancy.trainers.logprobs import position_ids_for
-from discrepancy.trainers.sampling import Rollouts, shared_prompt_cache, encode_groups, rollouts_from_tokens
+from discrepancy.trainers.sampling import (Rollouts, encode_groups, merged_base, rollouts_from_tokens,
+                                           shared_prompt_cache)
 
 CHECK_EVERY_CUDA = 16  # tokens between checks that every row has finished, on a GPU (each check waits for it)
 
@@ -103,8 +102,7 @@ def sample_eager(
     """`sample_completions` through `decode_groups`, with the LoRA weights merged: the same `Rollouts`."""
     device = next(model.parameters()).device
     enc, prompt_ids, prompt_mask = encode_groups(tokenizer, prompts, group_size, device)
-    with deterministic_mode(model), merged_adapter(model):
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    with merged_base(model) as base:
         completion_ids = decode_groups(base, enc["input_ids"].to(device), enc["attention_mask"].to(device),
                                        group_size, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
                                        temperature=temperature, top_p=top_p, min_new_tokens=min_new_tokens)

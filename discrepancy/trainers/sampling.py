@@ -100,6 +100,14 @@ def plain_generation_config(model: torch.nn.Module) -> Iterator[None]:
         base.generation_config = own
 
 
+@contextmanager
+def merged_base(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The plain causal LM under ``model``, with the LoRA weights merged and dropout off, for our own decode loops
+    (they call the model's forward directly, not peft's wrapper)."""
+    with deterministic_mode(model), merged_adapter(model):
+        yield model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def encode_groups(tokenizer: PreTrainedTokenizerBase, prompts: list[str], group_size: int, device: torch.device,
                   static: bool = False) -> tuple[Any, torch.Tensor, torch.Tensor]:
     """The prompts left-padded once each (the tokenizer's encoding) and repeated G times, group by group: ids and
