@@ -10,8 +10,9 @@ the same saved folder: bf16 weights, fp32 LoRA r16 α32 on all seven linear laye
 64 tokens, 128 completion tokens with EOS suppressed (``min_new_tokens``), β 0.04 (reference: adapter off), loss
 "grpo", TRL 1.16's defaults otherwise, one micro-batch, no activation checkpointing, the CPU benchmark's rewards.
 Sides: ``ours`` (``run.compile = true``: sampling replays a CUDA graph per token; no instrument),
-``trl`` (its default ``generate``: unmerged LoRA, dynamic cache), ``ours_instrumented`` (default instruments), and
-and ``ours_eager`` (``run.compile = false``). Each side runs in its own process (own peak memory, own compile),
+``trl`` (its default ``generate``: unmerged LoRA, dynamic cache), ``ours_instrumented`` (default instruments),
+``ours_eager`` (``run.compile = false``, ``run.sampler = "generate"``) and ``ours_loop`` (``run.compile = false``,
+``run.sampler = "loop"``: our token loop). Each side runs in its own process (own peak memory, own compile),
 in turn, A B A B. s/step: time between step ends after ``--warmup`` untimed steps; medians. Our split: timers around
 the step's stages, each synchronising the GPU first so queued kernels count for the stage that launched them.
 On a machine with torch + CUDA alone, carry the wheels of transformers 5.23.0, peft 0.21.2, trl 1.16.0, datasets
@@ -39,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package from
 from bench_trainer_vs_trl import _intervals, matched_config, train_trl  # noqa: E402  (same folder)
 
 RESULTS = Path(__file__).parent / "results"
-SIDES = ("ours", "trl", "ours_instrumented", "ours_eager")
+SIDES = ("ours", "trl", "ours_instrumented", "ours_eager", "ours_loop")
 PHASES = ("generation", "scoring", "training", "instrumentation", "recording")
 GOAL_S = 0.35  # s/step asked of this trainer on an H100
 
@@ -184,7 +185,7 @@ def run_ours(setup: Setup, model_dir: Path, steps: int, side: str) -> tuple[list
     import torch
 
     from discrepancy.modeling.local import load_local_tokenizer
-    from discrepancy.trainers import hooks, recipe
+    from discrepancy.trainers import hooks, recipe, samplers
     from discrepancy.trainers.run import train_run
 
     cuda = torch.cuda.is_available()
@@ -192,13 +193,15 @@ def run_ours(setup: Setup, model_dir: Path, steps: int, side: str) -> tuple[list
     cfg.model.path, cfg.sft.steps = str(model_dir), 0  # dtype "auto": bf16 on GPU, fp32 on CPU
     cfg.task.max_operand = 5
     cfg.run.device, cfg.run.threads = ("cuda", 0) if cuda else ("cpu", 1)
-    cfg.run.compile = side != "ours_eager"  # static KV cache + torch.compile for sampling (GPU only)
+    cfg.run.compile = side not in ("ours_eager", "ours_loop")  # CUDA-graph sampling + compiled layers (GPU only)
+    if side in ("ours_eager", "ours_loop"):  # nothing compiled; transformers' generate or our token loop
+        cfg.run.sampler = "generate" if side == "ours_eager" else "loop"
 
     # Fixed-length completions come from the config (grpo.min_completion_length); the step's own module globals
     # are wrapped to time its phases and to fill prompts to the same 64 tokens as TRL's.
     clock = PhaseClock()
-    recipe.sample_completions = clock.wrap(recipe.sample_completions, "generation")
-    recipe.sample_graphed = clock.wrap(recipe.sample_graphed, "generation")
+    for name in ("sample_completions", "sample_graphed", "sample_eager"):  # whichever run.sampler picks
+        setattr(samplers, name, clock.wrap(getattr(samplers, name), "generation"))
     recipe.score_completions = clock.wrap(recipe.score_completions, "scoring")  # rule-based rewards
     recipe._forward_no_grad = clock.wrap(recipe._forward_no_grad, "scoring")  # reference log-probs
     hooks.HookRunner.call = clock.wrap(hooks.HookRunner.call, "instrumentation")
@@ -321,7 +324,8 @@ def markdown(result: dict[str, object]) -> str:
     lines += [f"- {r['side']} failed: {r['error'].strip().splitlines()[-1]}" for r in result["runs"] if "error" in r]
     lines += ["", "ours: `run.compile = true` (merged LoRA, one CUDA-graph replay per sampled token, compiled layers in "
               "the update), no instrument; ours_instrumented: the same with the default instruments; ours_eager: "
-              "`run.compile = false`. Peak memory: " + result["peak_of"] + f". Versions: {result['versions']}.", ""]
+              "`run.compile = false`, `run.sampler = \"generate\"`; ours_loop: `run.compile = false`, `run.sampler = \"loop\"`. "
+              "Peak memory: " + result["peak_of"] + f". Versions: {result['versions']}.", ""]
     return "\n".join(lines)
 
 

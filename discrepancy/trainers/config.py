@@ -189,6 +189,10 @@ class RunConfig:
     compile: bool = field(default=False, **_help(
         "GPU: sampling replays a compiled CUDA graph per token and the update runs compiled decoder layers "
         "(torch.compile); the first steps are slower while it compiles"))
+    sampler: Literal["auto", "generate", "loop", "graphs"] = field(default="auto", **_help(
+        "how completions are sampled: generate = transformers' generate; loop = our token loop (prompts prefilled "
+        "once, KV cache written in place); graphs = a CUDA graph replayed per token (GPU, plain static cache); "
+        "auto = graphs with run.compile on a GPU, loop on the CPU, generate otherwise"))
     snapshot_every: int = field(default=20, **_help("LoRA snapshot every N steps (and at step 0, before any update, and at the end)"))
     samples_per_step: int = field(default=4, **_help("completions recorded per step in the samples table"))
     flush_every: int = field(default=10, **_help("run-file flush interval in steps"))

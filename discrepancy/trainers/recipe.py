@@ -23,13 +23,12 @@ from discrepancy.modeling.lora_fused import fused_lora
 from discrepancy.modeling.modes import deterministic_mode
 from discrepancy.trainers.advantages import group_advantages
 from discrepancy.trainers.config import TrainConfig
-from discrepancy.trainers.decode import graphable, sample_graphed
-from discrepancy.trainers.eager_decode import sample_eager
 from discrepancy.trainers.grpo import grpo_loss
 from discrepancy.trainers.hooks import HookRunner, StepContext
 from discrepancy.trainers.logprobs import grouped_token_logprobs
 from discrepancy.trainers.rewards import RewardSpec, score_completions
-from discrepancy.trainers.sampling import Rollouts, sample_completions
+from discrepancy.trainers.samplers import pick_sampler
+from discrepancy.trainers.sampling import Rollouts
 from discrepancy.trainers.schedules import beta_at, lr_at, temperature_at
 from discrepancy.trainers.step_metrics import loss_stats, rollout_metrics
 from discrepancy.trainers.tasks import Example, format_prompt
@@ -148,12 +147,8 @@ def _compiling(state: TrainState) -> bool:
 
 
 def _sampler(state: TrainState) -> Any:
-    """The sampling function of the step's device: a CUDA-graph decode when compiling on a GPU (for models it
-    serves), our eager loop on the CPU, transformers' `generate` otherwise (a GPU without ``run.compile``)."""
-    model = state.model
-    if _compiling(state) and graphable(model):
-        return sample_graphed
-    return sample_eager if next(model.parameters()).device.type == "cpu" else sample_completions
+    """The step's sampling function (``run.sampler``; ``auto`` picks by device and ``run.compile``)."""
+    return pick_sampler(state.cfg.run.sampler, state.model, _compiling(state))
 
 
 def sample_and_score(state: TrainState, temperature: float) -> ScoredRollouts:

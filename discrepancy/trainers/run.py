@@ -35,6 +35,7 @@ from discrepancy.trainers.config import TrainConfig
 from discrepancy.trainers.hooks import HookRunner
 from discrepancy.trainers.recipe import STEP_SERIES, TrainState, grpo_step
 from discrepancy.trainers.rewards import RewardSpec
+from discrepancy.trainers.samplers import check_sampler
 from discrepancy.trainers.sft import cold_start
 from discrepancy.trainers.tasks import Example, arithmetic_examples, gsm8k_sample_path, load_gsm8k
 
@@ -151,6 +152,7 @@ def build_base(cfg: TrainConfig, prep: Prepared, out: Path, device: torch.device
         model, tokenizer = load_local_model(m.path, dtype=torch.float32)
     check_target_modules(model, cfg.lora.target_modules)  # a typo must fail before the cold start, not after
     model.to(device)
+    check_sampler(cfg.run.sampler, model)  # likewise: a sampler that cannot serve this model fails up front
     report = (lambda i, loss: progress("sft", i, cfg.sft.steps, {"loss": loss})) if progress else None
     losses = cold_start(model, tokenizer, prep.examples, steps=cfg.sft.steps, batch_size=cfg.sft.batch_size,
                         lr=cfg.sft.lr, seed=cfg.run.seed, on_step=report)
@@ -219,6 +221,7 @@ def train_run(cfg: TrainConfig, out: str | Path = "run.h5", *, resume: bool = Fa
     seed_everything(cfg.run.seed)  # same seed on every rank: identical base, cold start and LoRA init
     if resume:
         (model, tokenizer), meta, sft_losses = _load_resumed_base(cfg, out, device), {}, []
+        check_sampler(cfg.run.sampler, model)
     else:
         model, tokenizer, meta, sft_losses = build_base(cfg, prep, out, device, progress, save=rank == 0)
     model = attach_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules, cfg.lora.dropout)

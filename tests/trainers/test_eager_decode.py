@@ -3,6 +3,8 @@ full forward of the sequence so far, the first token follows softmax(logits / T)
 
 from __future__ import annotations
 
+import pytest
+
 import torch
 
 import discrepancy.trainers.eager_decode as eager_decode
@@ -133,18 +135,57 @@ def test_a_diverged_model_stops_sampling_with_a_clear_error(tiny_tokenizer, tiny
         raise AssertionError("NaN logits were sampled from")
 
 
-def test_the_recipe_samples_with_the_loop_of_its_device(tiny_tokenizer, tiny_model, monkeypatch):
-    """CPU: our eager loop; compiling (forced here) with a model the graphed decode serves: the graphed decode."""
+def test_the_recipe_samples_with_the_sampler_of_its_device(tiny_tokenizer, tiny_model, monkeypatch):
+    """``run.sampler = "auto"``. CPU: our eager loop; compiling (forced here) with a model the graphed decode serves:
+    the graphed decode; a GPU without compiling (forced here): transformers' generate."""
     from types import SimpleNamespace
 
-    from discrepancy.trainers import recipe
+    from discrepancy.trainers import recipe, samplers
 
-    state = SimpleNamespace(model=tiny_model, cfg=SimpleNamespace(run=SimpleNamespace(compile=True)))
-    assert recipe._sampler(state) is recipe.sample_eager  # run.compile applies to CUDA only
+    state = SimpleNamespace(model=tiny_model, cfg=SimpleNamespace(run=SimpleNamespace(compile=True, sampler="auto")))
+    assert recipe._sampler(state) is samplers.sample_eager  # run.compile applies to CUDA only
     monkeypatch.setattr(recipe, "_compiling", lambda state: True)
-    assert recipe._sampler(state) is recipe.sample_graphed
-    monkeypatch.setattr(recipe, "graphable", lambda model: False)
-    assert recipe._sampler(state) is recipe.sample_eager
+    assert recipe._sampler(state) is samplers.sample_graphed
+    monkeypatch.setattr(samplers, "graphable", lambda model: False)
+    assert recipe._sampler(state) is samplers.sample_eager
+    monkeypatch.setattr(recipe, "_compiling", lambda state: False)
+    monkeypatch.setattr(samplers, "_on_cuda", lambda model: True)
+    assert recipe._sampler(state) is samplers.sample_completions
+
+
+@pytest.mark.parametrize("name, expected", [("generate", "sample_completions"), ("loop", "sample_eager"),
+                                            ("graphs", "sample_graphed")])
+def test_a_named_sampler_is_used_whatever_the_device(tiny_model, monkeypatch, name, expected):
+    from types import SimpleNamespace
+
+    from discrepancy.trainers import recipe, samplers
+
+    state = SimpleNamespace(model=tiny_model, cfg=SimpleNamespace(run=SimpleNamespace(compile=False, sampler=name)))
+    assert recipe._sampler(state) is getattr(samplers, expected)
+    monkeypatch.setattr(recipe, "_compiling", lambda state: True)
+    assert recipe._sampler(state) is getattr(samplers, expected)
+
+
+def test_graphs_sampler_is_refused_where_it_cannot_serve(tiny_model, monkeypatch):
+    """On the CPU, and for a model with sliding-window layers; accepted for the tiny model on a (pretended) GPU."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from discrepancy.errors import DiscrepancyError
+    from discrepancy.trainers import samplers
+
+    for name in ("auto", "generate", "loop"):
+        samplers.check_sampler(name, tiny_model)
+    with pytest.raises(DiscrepancyError, match="needs the model on a GPU"):
+        samplers.check_sampler("graphs", tiny_model)
+    with pytest.raises(DiscrepancyError, match="must be one of"):
+        samplers.check_sampler("fast", tiny_model)
+    monkeypatch.setattr(samplers, "_on_cuda", lambda model: True)
+    samplers.check_sampler("graphs", tiny_model)
+    sliding = Qwen2ForCausalLM(Qwen2Config(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                           num_attention_heads=2, num_key_value_heads=1, use_sliding_window=True,
+                                           sliding_window=4, layer_types=["sliding_attention"] * 2))
+    with pytest.raises(DiscrepancyError, match="sliding-window"):
+        samplers.check_sampler("graphs", sliding)
 
 
 def test_sliding_window_layers_keep_their_own_cache_and_equal_generate(tiny_tokenizer):

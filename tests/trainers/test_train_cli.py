@@ -51,6 +51,16 @@ def test_unknown_reward_fails_before_training(tmp_path):
     _assert_nothing_written(tmp_path)
 
 
+def test_graphs_sampler_on_the_cpu_fails_before_training(tmp_path):
+    result = _run(["--out", str(tmp_path / "run.h5"), *FAST, "--set", "run.sampler=\"graphs\""])
+    assert result.exit_code == 1 and "needs the model on a GPU" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    _assert_nothing_written(tmp_path)
+    result = _run(["--out", str(tmp_path / "run.h5"), *FAST, "--set", "run.sampler=\"fast\""])
+    assert result.exit_code == 2 and "run.sampler" in result.output
+    _assert_nothing_written(tmp_path)
+
+
 def test_model_dir_that_is_not_a_causal_lm(tmp_path):
     from transformers import DistilBertConfig
 

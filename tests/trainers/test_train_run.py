@@ -224,6 +224,21 @@ def test_batch_loss_in_the_hooks_equals_the_training_loss(fast_train_config, tmp
     assert max(check.moved) > 1e-6
 
 
+@pytest.mark.parametrize("name, function", [("generate", "sample_completions"), ("loop", "sample_eager")])
+def test_run_sampler_picks_the_sampling_function(fast_train_config, tmp_path, monkeypatch, name, function):
+    """Every step samples with the function ``run.sampler`` names (here on the CPU, whose default is the loop)."""
+    from discrepancy.trainers import samplers
+
+    calls = []
+    real = getattr(samplers, function)
+    monkeypatch.setattr(samplers, function, lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = apply_overrides(fast_train_config, ["run.steps=2", "sft.steps=0", f'run.sampler="{name}"'])
+    train_run(cfg, tmp_path / "run.h5")
+    assert len(calls) == 2
+    with open_run(tmp_path / "run.h5") as run:
+        assert len(run.series()) == 2 and 'sampler = "' + name + '"' in run.config_toml
+
+
 def test_compile_on_cpu_warns_and_trains_as_usual(fast_train_config, tmp_path):
     cfg = apply_overrides(fast_train_config, ["run.steps=1", "sft.steps=0", "run.compile=true"])
     with pytest.warns(RuntimeWarning, match="run.compile applies to CUDA"):
@@ -234,7 +249,7 @@ def test_compile_on_cpu_warns_and_trains_as_usual(fast_train_config, tmp_path):
 def test_compiled_layers_in_the_update_give_the_eager_run(fast_train_config, tmp_path, monkeypatch):
     """``run.compile`` on a GPU runs the update (reference, training, instrument forwards) through compiled layers.
     Forced on here on the CPU, with the usual sampler, it must record the numbers of the eager run."""
-    from discrepancy.trainers import recipe
+    from discrepancy.trainers import recipe, samplers
 
     cfg = apply_overrides(fast_train_config, [
         "run.steps=2", "sft.steps=0", "run.snapshot_every=2",
@@ -243,7 +258,7 @@ def test_compiled_layers_in_the_update_give_the_eager_run(fast_train_config, tmp
         "instruments.lora_norms=false"])
     train_run(cfg, tmp_path / "eager.h5")
     monkeypatch.setattr(recipe, "_compiling", lambda state: True)
-    monkeypatch.setattr(recipe, "sample_graphed", recipe.sample_eager)  # same draws as the eager run (CPU sampler)
+    monkeypatch.setattr(samplers, "sample_graphed", samplers.sample_eager)  # same draws as the eager run (CPU sampler)
     calls = []
     real = recipe.compiled_layers
     monkeypatch.setattr(recipe, "compiled_layers", lambda *a, **k: calls.append(k) or real(*a, **k))

@@ -1,0 +1,57 @@
+"""Which sampler draws a step's completions (``run.sampler``), and the check, before any training, that the one
+asked for can serve the model.
+
+Three samplers share one signature and one result (`Rollouts`):
+- ``generate``: transformers' `generate` (`discrepancy.trainers.sampling`), the reference implementation.
+- ``loop``: our token loop (`discrepancy.trainers.eager_decode`): distinct prompts prefilled once, the KV cache
+  written in place, no logits processors. The CPU default.
+- ``graphs``: a compiled decode step replayed as a CUDA graph per token (`discrepancy.trainers.decode`), for
+  models whose cache is a plain static one. The default with ``run.compile`` on a GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from discrepancy.errors import DiscrepancyError
+from discrepancy.trainers.decode import graphable, sample_graphed
+from discrepancy.trainers.eager_decode import sample_eager
+from discrepancy.trainers.sampling import Rollouts, sample_completions
+
+Sampler = Callable[..., Rollouts]
+CHOICES = ("auto", "generate", "loop", "graphs")
+
+
+def _on_cuda(model: torch.nn.Module) -> bool:
+    return next(model.parameters()).is_cuda
+
+
+def check_sampler(name: str, model: torch.nn.Module) -> None:
+    """Raise `DiscrepancyError` (one line, with the fix) when ``run.sampler = name`` cannot serve ``model`` on its
+    device. ``auto`` always can: it picks among the others."""
+    if name not in CHOICES:
+        raise DiscrepancyError(f"run.sampler must be one of {', '.join(CHOICES)}; got {name!r}")
+    if name != "graphs":
+        return
+    if not _on_cuda(model):
+        raise DiscrepancyError('run.sampler = "graphs" replays CUDA graphs and needs the model on a GPU; '
+                               'use "auto", "loop" or "generate" on the CPU')
+    if not graphable(model):
+        raise DiscrepancyError('run.sampler = "graphs" needs a model whose cache layers are all plain static layers '
+                               '(this one has sliding-window or chunked layers); use "auto", "loop" or "generate"')
+
+
+def pick_sampler(name: str, model: torch.nn.Module, compiling: bool) -> Sampler:
+    """The sampling function for ``run.sampler = name``. ``auto``: the CUDA-graph decode when compiling on a GPU
+    and the model allows it, our loop on the CPU, `generate` on a GPU without ``run.compile``."""
+    if name == "generate":
+        return sample_completions
+    if name == "loop":
+        return sample_eager
+    if name == "graphs":
+        return sample_graphed
+    if compiling and graphable(model):
+        return sample_graphed
+    return sample_completions if _on_cuda(model) else sample_eager
