@@ -1,4 +1,5 @@
-"""Train/eval mode for forwards that must be deterministic, switched only when it changes anything.
+"""Modes a model is put in for a block: train/eval for forwards that must be deterministic (switched only when it
+changes anything), and generation free of the defaults a model folder ships.
 
 `model.eval()` and `model.train()` walk every submodule (about 2 ms each way on the tiny LoRA model, several times a
 step), yet they change a forward only through dropout. So the switch is skipped when no dropout is active.
@@ -52,3 +53,27 @@ def deterministic_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     finally:
         if toggle:
             model.train()
+
+
+@contextmanager
+def plain_generation_config(model: torch.nn.Module) -> Iterator[None]:
+    """Within the block `generate` ignores the defaults a local model ships in its ``generation_config.json``.
+
+    Many models ship defaults such as a repetition penalty, top-p or forced tokens. `generate` fills any value the
+    call leaves unset from them, so the completions would no longer be drawn from softmax(logits / T), nor greedy
+    decoding be the argmax. GRPO's ratios and KL assume exactly that distribution, and probes compare checkpoints
+    by it. Only the special token ids are kept.
+    """
+    from transformers import GenerationConfig
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    own = getattr(base, "generation_config", None)
+    if own is None:
+        yield
+        return
+    base.generation_config = GenerationConfig(
+        bos_token_id=own.bos_token_id, eos_token_id=own.eos_token_id, pad_token_id=own.pad_token_id)
+    try:
+        yield
+    finally:
+        base.generation_config = own

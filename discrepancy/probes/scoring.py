@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from discrepancy.modeling.modes import plain_generation_config
+
 if TYPE_CHECKING:  # type names only: importing transformers is slow
     from transformers import PreTrainedTokenizerBase
 
@@ -135,17 +137,18 @@ def _generate_batch(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, 
     ids, mask = pad_sequences([encode(tokenizer, p) for p in prompts], pad, left=True)  # [B, T], left-padded
     width = ids.shape[1]
     kwargs = dict(do_sample=False) if temperature == 0 else dict(do_sample=True, temperature=temperature, top_k=0)
-    out = model.generate(
-        input_ids=ids.to(device),
-        attention_mask=mask.to(device),
-        max_new_tokens=max_new_tokens,
-        num_return_sequences=num_samples,
-        pad_token_id=pad,
-        eos_token_id=tokenizer.eos_token_id,
-        stop_strings=[stop] if stop else None,
-        tokenizer=tokenizer if stop else None,
-        **kwargs,
-    )  # [B * num_samples, T + new]
+    with plain_generation_config(model):  # greedy is the argmax, sampling softmax(logits / T): no shipped defaults
+        out = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=num_samples,
+            pad_token_id=pad,
+            eos_token_id=tokenizer.eos_token_id,
+            stop_strings=[stop] if stop else None,
+            tokenizer=tokenizer if stop else None,
+            **kwargs,
+        )  # [B * num_samples, T + new]
     new = out[:, width:].tolist()  # the single device→host sync of the batch
     gens = [_decode(tokenizer, row, pad, stop) for row in new]
     return [gens[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]

@@ -16,7 +16,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from discrepancy.modeling.lora import merged_adapter
-from discrepancy.modeling.modes import deterministic_mode
+from discrepancy.modeling.modes import deterministic_mode, plain_generation_config
 from discrepancy.trainers.kv_reserve import reserve
 
 STATIC_PAD_MULTIPLE = 64
@@ -75,29 +75,6 @@ def shared_prompt_cache(model: torch.nn.Module, ids: torch.Tensor, mask: torch.T
     if not (room and reserve(cache, room, repeats=group_size)):
         cache.batch_repeat_interleave(group_size)  # [prompts, ...] -> [N, ...] keys and values, group by group
     return cache
-
-
-@contextmanager
-def plain_generation_config(model: torch.nn.Module) -> Iterator[None]:
-    """Within the block `generate` ignores the defaults a local model ships in its ``generation_config.json``.
-
-    Many models ship defaults such as a repetition penalty or forced tokens. `generate` fills any value the call
-    leaves unset from them, so the completions would no longer be drawn from softmax(logits / T). GRPO's ratios
-    and KL assume exactly that distribution. Only the special token ids are kept.
-    """
-    from transformers import GenerationConfig
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    own = getattr(base, "generation_config", None)
-    if own is None:
-        yield
-        return
-    base.generation_config = GenerationConfig(
-        bos_token_id=own.bos_token_id, eos_token_id=own.eos_token_id, pad_token_id=own.pad_token_id)
-    try:
-        yield
-    finally:
-        base.generation_config = own
 
 
 @contextmanager

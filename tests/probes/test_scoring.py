@@ -57,6 +57,25 @@ def test_batched_greedy_equals_hand_greedy(tiny_model, char_tok):
         assert g.n_tokens == 12
 
 
+def test_greedy_ignores_the_generation_defaults_a_model_ships(tiny_model, char_tok):
+    """A model folder's ``generation_config.json`` may carry a repetition penalty or forced tokens; probes decode
+    the model itself, so greedy output stays the hand argmax and the model's own config is left as it was."""
+    from transformers import GenerationConfig
+
+    own = tiny_model.generation_config
+    shipped = GenerationConfig(repetition_penalty=50.0, no_repeat_ngram_size=1, suppress_tokens=[5, 6, 7],
+                               eos_token_id=own.eos_token_id, pad_token_id=own.pad_token_id)
+    tiny_model.generation_config = shipped
+    try:
+        prompts = ["3+4\n", "12+30\n"]
+        gens = generate(tiny_model, char_tok, prompts, max_new_tokens=12, batch_size=2, stop="")
+        for (g,), p in zip(gens, prompts):
+            assert g.text == hand_greedy(tiny_model, char_tok, p, 12)
+        assert tiny_model.generation_config is shipped
+    finally:
+        tiny_model.generation_config = own
+
+
 def test_item_scores_by_hand(tiny_model, char_tok):
     items = (ProbeItem("a", "add", "3+4", "7", (Distractor("8", "numeric"), Distractor("70", "unit"))),
              ProbeItem("b", "add", "1+1", "2"),
