@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -41,10 +42,23 @@ def inspect(
             info["config_toml"] = r.config_toml
         last = {} if series is None else {k: float(v) for k, v in series.iloc[-1].items()}
     if format == "json":
-        info["last_values"] = {k: (None if v != v else v) for k, v in last.items()}
-        typer.echo(json.dumps(info, indent=2))
+        info["last_values"] = last
+        typer.echo(json.dumps(_json_safe(info), indent=2, allow_nan=False))
         return
     _print_table(info, last)
+
+
+def _json_safe(value: object) -> object:
+    """Strict JSON: NaN and ±inf (unset losses, undefined statistics) become null; numpy scalars plain numbers."""
+    if hasattr(value, "tolist") and callable(value.tolist):  # numpy scalars and arrays
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _print_table(info: dict, last: dict[str, float]) -> None:

@@ -15,6 +15,10 @@ import typer
 
 from discrepancy.errors import DiscrepancyError
 
+# What a resumed run may change: how long it runs and how, never what it trains (that is the recorded config).
+RESUME_MAY_SET = ("run.steps", "run.device", "run.threads", "run.compile", "run.sampler", "run.flush_every",
+                  "run.checkpoint_every")
+
 
 def _load_config(config: Path | None, model: Path | None, steps: int | None, seed: int | None,
                  set_: list[str], resume: bool, out: Path) -> Any:
@@ -23,9 +27,13 @@ def _load_config(config: Path | None, model: Path | None, steps: int | None, see
     from discrepancy.trainers.config import TrainConfig
 
     if resume:
-        if config is not None or model is not None:
-            raise DiscrepancyError("--resume continues a run with its own recorded config; drop --config/--model "
-                                   "(use --steps to extend it)")
+        if config is not None or model is not None or seed is not None:
+            raise DiscrepancyError("--resume continues a run with its own recorded config; drop --config/--model/"
+                                   "--seed (use --steps to extend it)")
+        fixed = [key for key in (item.split("=", 1)[0].strip() for item in set_) if key not in RESUME_MAY_SET]
+        if fixed:
+            raise DiscrepancyError(f"--resume keeps the run's recorded config; --set {fixed[0]} cannot change on "
+                                   f"resume (only {', '.join(RESUME_MAY_SET)}); start a new run to change it")
         from discrepancy.runfile import open_run
 
         with open_run(out) as run:
@@ -99,15 +107,21 @@ def train(
     from discrepancy.trainers.run import train_run
 
     bar, report = _progress_reporter()
+
+    def notify(line: str) -> None:
+        typer.echo(line, err=True)
+
     if bar is not None:
         with bar:
-            summary = train_run(cfg, out, resume=resume, progress=report, overwrite=force)
+            summary = train_run(cfg, out, resume=resume, progress=report, overwrite=force, notify=notify)
     else:
-        summary = train_run(cfg, out, resume=resume, progress=report, overwrite=force)
+        summary = train_run(cfg, out, resume=resume, progress=report, overwrite=force, notify=notify)
     if summary.rank == 0:  # under torchrun every rank runs this command; one summary is enough
         _print_summary(summary)
     if summary.status == "failed":
         raise typer.Exit(code=1)
+    if summary.status == "interrupted" and summary.stop_signal is not None:
+        raise typer.Exit(code=128 + summary.stop_signal)  # the shell's convention: 130 Ctrl-C, 143 SIGTERM
 
 
 def _print_summary(summary: Any) -> None:

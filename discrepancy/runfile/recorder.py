@@ -64,18 +64,26 @@ class Recorder:
         if not path.parent.exists():
             raise RunFileError(path, f"folder {path.parent} does not exist")
         # Declared fully in a temporary file, then renamed: a crash here never leaves a half-declared run behind.
+        if path.is_dir():
+            raise RunFileError(path, "is a folder; name the run file to write")
         tmp = path.with_name(f".{path.name}.creating")
-        with h5py.File(tmp, "w", libver="latest") as f:
-            create_layout(f, schema, config_toml=config_toml, meta=dict(meta or {}))
-            f.attrs["writer_pid"] = os.getpid()
-            f.attrs["writer_host"] = socket.gethostname()
-            f.attrs["flush_every"] = flush_every
-        os.replace(tmp, path)
+        try:
+            with h5py.File(tmp, "w", libver="latest") as f:
+                create_layout(f, schema, config_toml=config_toml, meta=dict(meta or {}))
+                f.attrs["writer_pid"] = os.getpid()
+                f.attrs["writer_host"] = socket.gethostname()
+                f.attrs["flush_every"] = flush_every
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return cls._open_for_writing(path, flush_every)
 
     @classmethod
-    def resume(cls, path: str | Path, from_step: int, *, flush_every: int = 10) -> "Recorder":
-        """Reopen a cleanly closed (or recovered) run and drop every record with step ≥ ``from_step``."""
+    def resume(cls, path: str | Path, from_step: int, *, flush_every: int = 10,
+               config_toml: str | None = None) -> "Recorder":
+        """Reopen a cleanly closed (or recovered) run and drop every record with step ≥ ``from_step``;
+        ``config_toml`` replaces the recorded config (a resumed run may run longer or elsewhere)."""
         path = Path(path)
         try:
             f = h5py.File(path, "r+", libver="latest")
@@ -88,6 +96,8 @@ class Recorder:
             f[S.STATUS_MESSAGE][()] = np.bytes_(f"resumed at step {from_step}".encode())
             f.attrs["writer_pid"] = os.getpid()
             f.attrs["writer_host"] = socket.gethostname()
+            if config_toml is not None:
+                f[S.META].attrs["config_toml"] = config_toml
         return cls._open_for_writing(path, flush_every)
 
     @classmethod

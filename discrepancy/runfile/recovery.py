@@ -46,6 +46,9 @@ def recover(path: str | Path, out: str | Path | None = None, *, in_place: bool =
     tmp = target.with_name(f".{target.name}.recovering")
     with open_run(path) as run:
         status_before = run.status
+        if in_place and status_before == "running":  # its writer is alive and would go on writing the old file
+            raise RunFileError(path, "is still being written (its writer process is alive); stop the run first, "
+                                     "or recover a copy to another path")
         n = run.num_steps
         snap_steps = run.snapshot_steps
         samples = run.samples()

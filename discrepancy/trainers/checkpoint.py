@@ -27,10 +27,12 @@ def checkpoint_path(run_path: str | Path) -> Path:
     return run_path.with_name(run_path.stem + ".ckpt.pt")
 
 
-def save_checkpoint(run_path: str | Path, state: TrainState) -> Path:
-    """Save everything needed to continue ``state`` after its last completed step."""
+def save_checkpoint(run_path: str | Path, state: TrainState, run_id: str = "") -> Path:
+    """Save everything needed to continue ``state`` after its last completed step; ``run_id`` is the identity of
+    the run file it belongs to (checked on resume)."""
     path = checkpoint_path(run_path)
     payload = {
+        "run_id": run_id,
         "step": state.step,
         "bad_steps": state.bad_steps,
         "adapter": lora_state(state.model),
@@ -47,8 +49,13 @@ def save_checkpoint(run_path: str | Path, state: TrainState) -> Path:
     return path
 
 
-def load_checkpoint(run_path: str | Path, state: TrainState) -> None:
-    """Restore adapter, optimizer, RNG states and step into ``state`` (built the same way as the original run)."""
+def load_checkpoint(run_path: str | Path, state: TrainState, *, run_id: str | None = None,
+                    last_step: int | None = None) -> None:
+    """Restore adapter, optimizer, RNG states and step into ``state`` (built the same way as the original run).
+
+    Refuses a checkpoint of another run: one whose recorded run identity differs from ``run_id``, or one ahead of
+    the run file's ``last_step`` (resuming from it would leave a gap of unrecorded steps).
+    """
     path = checkpoint_path(run_path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint to resume from (a run writes one every run.checkpoint_every "
@@ -57,8 +64,20 @@ def load_checkpoint(run_path: str | Path, state: TrainState) -> None:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets the same actionable message
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}); start a new run") from None
-    load_lora_state(state.model, payload["adapter"])
-    state.optimizer.load_state_dict(payload["optimizer"])
+    own = payload.get("run_id") or None  # absent in checkpoints of older versions
+    if run_id is not None and own is not None and own != run_id:
+        raise CheckpointError(f"{path} belongs to another run than {Path(run_path).name} (a run file with the same "
+                              "stem, or an earlier run under this name); start a new run")
+    if last_step is not None and int(payload["step"]) > last_step:
+        raise CheckpointError(f"{path} is at step {int(payload['step'])} but {Path(run_path).name} ends at step "
+                              f"{last_step}: the checkpoint is not this run's; start a new run")
+    try:
+        load_lora_state(state.model, payload["adapter"])
+        state.optimizer.load_state_dict(payload["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:  # shapes or names differ: another model or adapter
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} does not fit the run's model and adapter ({first}); resume with the run's "
+                              "own config, or start a new run") from None
     torch.set_rng_state(payload["torch_rng"])
     if payload["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(payload["cuda_rng"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import shutil
 import signal
 import threading
 import warnings
@@ -35,6 +36,9 @@ from discrepancy.trainers.config import TrainConfig
 from discrepancy.trainers.hooks import HookRunner
 from discrepancy.trainers.recipe import STEP_SERIES, TrainState, grpo_step
 from discrepancy.trainers.rewards import RewardSpec
+from discrepancy.trainers.run_files import (
+    check_new_run, commit_new_run, discard_staged, new_run_id, run_identity, staged_base_dir,
+)
 from discrepancy.trainers.samplers import check_sampler
 from discrepancy.trainers.sft import cold_start
 from discrepancy.trainers.tasks import Example, arithmetic_examples, gsm8k_sample_path, load_gsm8k
@@ -65,6 +69,7 @@ class RunSummary:
     sft_losses: list[float] = field(default_factory=list)
     metrics: list[dict[str, float]] = field(default_factory=list)
     rank: int = 0  # process rank under torchrun; only rank 0 wrote the run
+    stop_signal: int | None = None  # SIGINT / SIGTERM when a signal stopped the run early
 
 
 def prepare(cfg: TrainConfig) -> Prepared:
@@ -160,8 +165,10 @@ def build_base(cfg: TrainConfig, prep: Prepared, out: Path, device: torch.device
     lora = LoraSettings(cfg.lora.rank, cfg.lora.alpha, tuple(cfg.lora.target_modules), cfg.lora.dropout)
     if m.path is None or losses:
         base_dir = base_dir_for(out)
-        if save:
-            save_local_model(model, tokenizer, base_dir)  # the warm-started base: model_from_run needs it
+        if save:  # the warm-started base (model_from_run needs it), staged until the run file exists
+            staged = staged_base_dir(out)
+            shutil.rmtree(staged, ignore_errors=True)
+            save_local_model(model, tokenizer, staged)
         meta = run_model_meta("tiny" if m.path is None else "local", base_dir.name, lora, dtype)
     else:
         meta = run_model_meta("local", Path(m.path).resolve(), lora, dtype)
@@ -191,22 +198,20 @@ def _record_step(rec: Any, state: TrainState, result: Any, cfg: TrainConfig) -> 
 
 def train_run(cfg: TrainConfig, out: str | Path = "run.h5", *, resume: bool = False, stop_at: int | None = None,
               instruments: list[Any] | None = None, progress: ProgressFn | None = None,
-              overwrite: bool = False) -> RunSummary:
+              overwrite: bool = False, notify: Callable[[str], None] | None = None) -> RunSummary:
     """Train per ``cfg`` and write the run to ``out`` (plus ``<out>.base/`` and ``<out>.ckpt.pt``).
 
     ``resume`` continues ``out`` from its checkpoint with the same model, task and schedules (``cfg.run.steps`` may
     be larger than the original run's, to extend it). ``stop_at`` stops cleanly after that step with status
-    "interrupted" and a checkpoint, as a killed job would leave it. ``instruments`` attach to the step hooks
-    (default: those ``cfg.instruments`` enables; ``[]`` for none).
+    "interrupted" and a checkpoint, as a killed job would leave it; so do SIGTERM and a first Ctrl-C, after the step
+    in progress (``notify`` receives a line saying so). ``instruments`` attach to the step hooks (default: those
+    ``cfg.instruments`` enables; ``[]`` for none).
     """
-    from discrepancy.runfile import Recorder
-
     out = Path(out)
     if resume and not checkpoint_path(out).is_file():
         raise ResumeError(f"{out}: nothing to resume ({checkpoint_path(out)} is missing)")
-    if not resume and out.exists() and not overwrite:
-        raise ResumeError(f"{out} already exists; pass --resume to continue it, --force to overwrite it, "
-                          "or choose another --out")
+    if not resume:
+        check_new_run(out, overwrite)
     prep = prepare(cfg)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
@@ -219,8 +224,27 @@ def train_run(cfg: TrainConfig, out: str | Path = "run.h5", *, resume: bool = Fa
     _barrier(world)  # every rank has checked `out` before rank 0 creates anything
     progress = progress if rank == 0 else None
     seed_everything(cfg.run.seed)  # same seed on every rank: identical base, cold start and LoRA init
+    try:
+        state, rec, run_id, sft_losses = _start(cfg, prep, out, resume, overwrite, rank, world, device, progress,
+                                                instruments)
+    except BaseException:
+        if not resume and rank == 0:
+            discard_staged(out)  # the previous run under this name stays whole
+        raise
+    return _loop(state, rec, out if rank == 0 else None, stop_at, progress, sft_losses, run_id,
+                 notify if rank == 0 else None)
+
+
+def _start(cfg: TrainConfig, prep: Prepared, out: Path, resume: bool, overwrite: bool, rank: int, world: int,
+           device: torch.device, progress: ProgressFn | None,
+           instruments: list[Any] | None) -> tuple[TrainState, Any, str, list[float]]:
+    """Model, cold start, adapter, optimizer and the open run file: (state, recorder, run identity, SFT losses)."""
+    from discrepancy.runfile import Recorder
+
     if resume:
-        (model, tokenizer), meta, sft_losses = _load_resumed_base(cfg, out, device), {}, []
+        model, tokenizer, run_id, last_step = _load_resumed_base(cfg, out, device)
+        meta: dict[str, Any] = {}
+        sft_losses: list[float] = []
         check_sampler(cfg.run.sampler, model)
     else:
         model, tokenizer, meta, sft_losses = build_base(cfg, prep, out, device, progress, save=rank == 0)
@@ -238,34 +262,37 @@ def train_run(cfg: TrainConfig, out: str | Path = "run.h5", *, resume: bool = Fa
                        prompt_rng=random.Random(cfg.run.seed + 1 + 7919 * rank),  # ranks draw different prompts
                        total_steps=cfg.run.steps)
     if resume:
-        load_checkpoint(out, state)
+        load_checkpoint(out, state, run_id=run_id, last_step=last_step)
+    else:
+        run_id = new_run_id()
     if rank != 0:
         rec: Any = _NullRecorder()  # only rank 0 records: one writer per run file
     elif resume:
-        rec = Recorder.resume(out, state.step + 1, flush_every=cfg.run.flush_every)
+        rec = Recorder.resume(out, state.step + 1, flush_every=cfg.run.flush_every, config_toml=to_toml(cfg))
     else:
-        meta.update(task=cfg.task.name, sft_steps=cfg.sft.steps,
+        meta.update(task=cfg.task.name, sft_steps=cfg.sft.steps, run_id=run_id,
                     sft_final_loss=sft_losses[-1] if sft_losses else math.nan)
         rec = Recorder.create(out, _schema(state, prep), config_toml=to_toml(cfg), meta=meta,
                               flush_every=cfg.run.flush_every, overwrite=overwrite)
-    return _loop(state, rec, out if rank == 0 else None, stop_at, progress, sft_losses)
+        commit_new_run(out)  # the new run file exists: its base replaces the old one, the old checkpoint goes
+    return state, rec, run_id, sft_losses
 
 
 def _loop(state: TrainState, rec: Any, out: Path | None, stop_at: int | None, progress: ProgressFn | None,
-          sft_losses: list[float]) -> RunSummary:
+          sft_losses: list[float], run_id: str, notify: Callable[[str], None] | None = None) -> RunSummary:
     """The GRPO steps. ``out`` is None on ranks other than 0, which neither record nor checkpoint."""
-    save = (lambda: save_checkpoint(out, state)) if out is not None else (lambda: None)
+    save = (lambda: save_checkpoint(out, state, run_id)) if out is not None else (lambda: None)
     rows: list[dict[str, float]] = []
     last = state.cfg.run.steps if stop_at is None else min(stop_at, state.cfg.run.steps)
-    with rec, _stop_requested_by_sigterm() as stop_requested:
+    with rec, _stop_requested_by_signal(notify) as stop_requested:
         if state.step == 0:
             # Baseline before the first update (B = 0: the warm-started base), so curves over snapshots start from
             # the model GRPO began with. A resumed run already holds it.
             _snapshot(rec, state)
-        status = _steps(state, rec, last, save, progress, rows, stop_requested)
+        status = _steps(state, rec, last, save, progress, rows, lambda: stop_requested() is not None)
         status = _close(state, rec, status, save)
     rank = torch.distributed.get_rank() if out is None else 0
-    return RunSummary(out or Path(), status, state.step, sft_losses, rows, rank)
+    return RunSummary(out or Path(), status, state.step, sft_losses, rows, rank, stop_requested())
 
 
 def _snapshot(rec: Any, state: TrainState) -> None:
@@ -273,23 +300,36 @@ def _snapshot(rec: Any, state: TrainState) -> None:
 
 
 @contextmanager
-def _stop_requested_by_sigterm() -> Iterator[Callable[[], bool]]:
-    """Within the block, SIGTERM (a scheduler ending the job) only raises a flag that the loop checks between
-    steps, so the step in progress completes and the run closes "interrupted" with a checkpoint at that very step.
+def _stop_requested_by_signal(notify: Callable[[str], None] | None) -> Iterator[Callable[[], int | None]]:
+    """Within the block, SIGTERM (a scheduler ending the job) and a first Ctrl-C only raise a flag that the loop
+    checks between steps, so the step in progress completes and the run closes "interrupted" with a checkpoint at
+    that very step. A second Ctrl-C stops at once (KeyboardInterrupt: the run file still closes "interrupted").
+    The yielded function returns the signal number that asked for the stop, or None.
 
     Written here rather than using the run file's SIGTERM-to-exception helper: an exception would abort the step
     mid-update (or be swallowed by a broad ``except`` such as the instruments' guard), leaving the resume point
     at an older checkpoint.
     """
-    requested = threading.Event()
+    requested: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield requested.is_set  # handlers can only be installed from the main thread
+        yield lambda: None  # handlers can only be installed from the main thread
         return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: requested.set())
+
+    def handler(signum: int, frame: object) -> None:
+        if requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if not requested:
+            requested.append(signum)
+            if notify is not None:
+                notify(f"{signal.Signals(signum).name}: stopping after the step in progress"
+                       + (" (Ctrl-C again to stop now)" if signum == signal.SIGINT else ""))
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield requested.is_set
+        yield lambda: requested[0] if requested else None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _steps(state: TrainState, rec: Any, last: int, save: Callable[[], Any], progress: ProgressFn | None,
@@ -331,16 +371,19 @@ def _close(state: TrainState, rec: Any, status: str, save: Callable[[], Any]) ->
     return "finished"
 
 
-def _load_resumed_base(cfg: TrainConfig, out: Path, device: torch.device) -> tuple[torch.nn.Module, Any]:
-    """The base model a run trained on: its saved warm-started base, or the local model it names."""
+def _load_resumed_base(cfg: TrainConfig, out: Path, device: torch.device) -> tuple[torch.nn.Module, Any, str, int]:
+    """The base model a run trained on (its saved warm-started base, or the local model it names), with the run's
+    identity and last recorded step, which its checkpoint must match."""
     from discrepancy.runfile import open_run
 
     with open_run(out) as run:
         meta = run.meta
+        identity = run_identity(meta, run.created_utc)
+        last_step = int(run.steps[-1]) if run.num_steps else 0
     base = Path(str(meta.get("base_model_path", "")))
     if not base.is_absolute():
         base = out.parent / base
     if not base.is_dir():
         raise ResumeError(f"{out}: base model folder {base} is missing; it must stay next to the run to resume")
     model, tokenizer = load_local_model(base, dtype=_dtype(cfg, device))
-    return model.to(device), tokenizer
+    return model.to(device), tokenizer, identity, last_step

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from discrepancy.cli import app
@@ -109,8 +110,10 @@ def test_two_processes_under_torchrun_write_one_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_then_resume(tmp_path):
-    # A job killed politely (SIGTERM) leaves an "interrupted" run; --resume continues from its last checkpoint.
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_after_the_step_then_resume_continues(tmp_path, sig):
+    # A job stopped politely (SIGTERM from a scheduler, or one Ctrl-C) finishes the step in progress, checkpoints
+    # it, leaves an "interrupted" run and exits with 128 + the signal; --resume continues with no step lost.
     out = tmp_path / "run.h5"
     cmd = [_console_script(), "train", "--out", str(out), *FAST_SETTINGS, "--steps", "500",
            "--set", "run.checkpoint_every=2",
@@ -120,13 +123,15 @@ def test_sigterm_then_resume(tmp_path):
     while time.time() < deadline and not (tmp_path / "run.ckpt.pt").exists():
         time.sleep(0.2)
     time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
-    stdout, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0 and "status: interrupted" in stdout
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig and "status: interrupted" in stdout, stderr[-2000:]
+    assert "stopping after the step in progress" in stderr and "Traceback" not in stderr
     with open_run(out) as run:
         assert run.status == "interrupted"
         stopped_at = run.num_steps
     assert 2 <= stopped_at < 500
+    assert torch.load(tmp_path / "run.ckpt.pt", weights_only=True)["step"] == stopped_at  # the very last step
     more = _run(["--out", str(out), "--resume", "--steps", str(stopped_at + 2)])
     assert more.exit_code == 0, more.output
     with open_run(out) as run:

@@ -1,0 +1,73 @@
+"""The files a run keeps next to its run file, and the rules that stop one run from taking another's.
+
+``run.h5`` owns ``run.base/`` (the warm-started base model, when the run made one) and ``run.ckpt.pt`` (the resume
+point). Their names come from the run file's stem, so two run files with one stem (``a.h5`` and ``a.hdf5``) would
+share them. Hence:
+- a new run refuses side files it would overwrite, unless ``--force`` says the old run may go;
+- it stages its base under a temporary name and swaps it in (dropping the old checkpoint) only once its own run file
+  exists, so a run that fails before that leaves the previous run whole;
+- a checkpoint carries the identity of its run file and resuming checks it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from discrepancy.errors import DiscrepancyError
+from discrepancy.modeling import base_dir_for
+from discrepancy.trainers.checkpoint import checkpoint_path
+
+
+class RunFilesError(DiscrepancyError):
+    """The run file or its side files cannot be written as asked."""
+
+
+def new_run_id() -> str:
+    """A fresh identity for a run file, recorded in its metadata and in each of its checkpoints."""
+    return uuid.uuid4().hex
+
+
+def run_identity(meta: dict, created_utc: str) -> str:
+    """A run file's identity: its recorded ``run_id``, or its creation time for runs written before ids existed."""
+    return str(meta.get("run_id") or created_utc)
+
+
+def check_new_run(out: Path, overwrite: bool) -> None:
+    """Raise `RunFilesError` before any work when a new run cannot be written to ``out`` without losing data."""
+    if out.is_dir():
+        raise RunFilesError(f"{out} is a folder; --out names the run file to write, e.g. {out / 'run.h5'}")
+    if not out.parent.is_dir():
+        raise RunFilesError(f"{out}: folder {out.parent} does not exist")
+    if overwrite:
+        return
+    if out.exists():
+        raise RunFilesError(f"{out} already exists; pass --resume to continue it, --force to overwrite it, "
+                            "or choose another --out")
+    taken = [p for p in (base_dir_for(out), checkpoint_path(out)) if p.exists()]
+    if taken:
+        raise RunFilesError(f"{taken[0]} already exists and would be overwritten by the new run {out.name}: it belongs "
+                            f"to another run file named '{out.stem}.*' or to a deleted run; choose another --out, "
+                            "remove it, or pass --force")
+
+
+def staged_base_dir(out: Path) -> Path:
+    """Where a new run saves its base until its run file exists."""
+    return out.with_name(f".{base_dir_for(out).name}.creating")
+
+
+def commit_new_run(out: Path) -> None:
+    """Once the new run file exists: its staged base replaces any old one and the old run's checkpoint goes."""
+    checkpoint_path(out).unlink(missing_ok=True)
+    staged, final = staged_base_dir(out), base_dir_for(out)
+    if staged.is_dir():
+        if final.is_dir():
+            shutil.rmtree(final)
+        os.replace(staged, final)
+
+
+def discard_staged(out: Path) -> None:
+    """After a failed start: the staged base goes, everything of the previous run stays."""
+    shutil.rmtree(staged_base_dir(out), ignore_errors=True)
