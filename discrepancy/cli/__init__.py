@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -26,11 +27,18 @@ app = typer.Typer(
 )
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    """Warnings reach a command's user as one line, like errors: what happened, not where in the code."""
+    return f"warning: {message}\n"
+
+
 def _guard(func: Callable[..., Any]) -> Callable[..., Any]:
     """Map user-fixable errors to one line and an exit code; never show a traceback for them."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
         try:
             return func(*args, **kwargs)
         except DiscrepancyError as exc:

@@ -97,5 +97,8 @@ def recover(
     from discrepancy.runfile import recover as recover_run
 
     result = recover_run(run, out, in_place=in_place)
+    dropped = result.dropped_snapshot_steps
+    note = (f"; dropped the damaged snapshot{'s' if len(dropped) > 1 else ''} of step{'s' if len(dropped) > 1 else ''} "
+            f"{', '.join(map(str, dropped))}" if dropped else "")
     typer.echo(f"{result.out}: {result.num_steps} steps, {result.num_snapshots} snapshots, "
-               f"status {result.status_before} -> {result.status_after}")
+               f"status {result.status_before} -> {result.status_after}{note}")

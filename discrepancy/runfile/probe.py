@@ -34,8 +34,12 @@ def _probe_command(path: Path) -> list[str]:
     return [sys.executable, "-m", "discrepancy.runfile.probe", str(path)]
 
 
-def check_run_file(path: str | Path, timeout: float | None = None) -> None:
-    """Raise the fitting RunFileError if ``path`` is not a readable run; never hang longer than ``timeout``."""
+def check_run_file(path: str | Path, timeout: float | None = None) -> list[str]:
+    """Raise the fitting RunFileError if ``path`` is not a readable run; never hang longer than ``timeout``.
+
+    Returns the snapshot tensors whose stored bytes are damaged: the rest of the run (series, samples, other
+    tensors) stays readable, and reading a damaged snapshot raises then, naming it.
+    """
     path = Path(path)
     if not path.exists():
         raise E.RunNotFound(path, "no such file")
@@ -56,6 +60,7 @@ def check_run_file(path: str | Path, timeout: float | None = None) -> None:
     report = json.loads(lines[-1])
     if not report["ok"]:
         raise _ERRORS[report["kind"]](path, report["message"])
+    return list(report.get("damaged_snapshots", []))
 
 
 def _probe(path: str) -> dict[str, object]:
@@ -103,25 +108,37 @@ def _probe(path: str) -> dict[str, object]:
         if missing:
             return {"ok": False, "kind": "schema",
                     "message": f"lacks {', '.join(missing[:4])}: not a complete v{S.SCHEMA_VERSION} run"}
-        _walk(f)
-    return {"ok": True}
+        damaged = _walk(f, skip_damaged_under=S.SNAPSHOT_TENSORS)
+    return {"ok": True, "damaged_snapshots": damaged}
 
 
-def _walk(f: object) -> None:
-    """Touch every object: attributes, shapes, small datasets in full, the chunk index and last row of large ones."""
+def _walk(f: object, skip_damaged_under: str) -> list[str]:
+    """Touch every object: attributes, shapes, small datasets in full, the chunk index and last row of large ones.
+
+    A dataset under ``skip_damaged_under`` (the snapshot tensors) whose data fails to read is listed, not fatal: one
+    damaged snapshot must not make a run's series unreadable.
+    """
     import h5py
+
+    damaged: list[str] = []
 
     def visit(name: str, obj: object) -> None:
         dict(obj.attrs)  # type: ignore[attr-defined]
         if isinstance(obj, h5py.Dataset):
             if obj.chunks is not None:
                 obj.id.get_num_chunks()
-            if obj.size * obj.dtype.itemsize <= 64 * 2**20 or obj.ndim == 0:
-                obj[()]
-            elif obj.shape[0]:
-                obj[-1]
+            try:
+                if obj.size * obj.dtype.itemsize <= 64 * 2**20 or obj.ndim == 0:
+                    obj[()]
+                elif obj.shape[0]:
+                    obj[-1]
+            except OSError:  # checksum (fletcher32) or filter failure in the stored bytes
+                if not name.startswith(skip_damaged_under.strip("/") + "/"):
+                    raise
+                damaged.append(name.rsplit("/", 1)[-1])
 
     f.visititems(visit)  # type: ignore[attr-defined]
+    return damaged
 
 
 def main() -> None:

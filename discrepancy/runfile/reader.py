@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import tomllib
+import warnings
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -24,8 +25,12 @@ __all__ = ["Run", "open_run"]
 def open_run(path: str | Path, *, check: bool = True, timeout: float | None = None) -> "Run":
     """Open a run for reading; with ``check`` the file is first verified in a child process under ``timeout``."""
     path = Path(path)
-    if check:
-        check_run_file(path, timeout=timeout)
+    damaged = check_run_file(path, timeout=timeout) if check else []
+    if damaged:
+        warnings.warn(f"{path}: the stored bytes of {len(damaged)} LoRA snapshot tensor(s) are damaged "
+                      f"({', '.join(damaged[:3])}{', …' if len(damaged) > 3 else ''}); series and samples read as "
+                      "usual, and `discrepancy recover` writes a copy without the damaged snapshots",
+                      RuntimeWarning, stacklevel=2)
     try:
         f = h5py.File(path, "r", swmr=True)
     except OSError as exc:

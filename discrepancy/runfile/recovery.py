@@ -28,6 +28,7 @@ class RecoverResult:
     num_snapshots: int
     status_before: str
     status_after: str
+    dropped_snapshot_steps: tuple[int, ...] = ()  # snapshots left out because their stored bytes are damaged
 
 
 def recover(path: str | Path, out: str | Path | None = None, *, in_place: bool = False) -> RecoverResult:
@@ -50,7 +51,7 @@ def recover(path: str | Path, out: str | Path | None = None, *, in_place: bool =
             raise RunFileError(path, "is still being written (its writer process is alive); stop the run first, "
                                      "or recover a copy to another path")
         n = run.num_steps
-        snap_steps = run.snapshot_steps
+        snap_steps = all_snap_steps = run.snapshot_steps
         samples = run.samples()
         samples = samples[samples[S.STEP] <= (int(run.steps[-1]) if n else -1)]
         try:
@@ -64,7 +65,7 @@ def recover(path: str | Path, out: str | Path | None = None, *, in_place: bool =
                 _copy_rows(src, dst, S.SERIES, n)
                 _copy_rows(src, dst, S.ARRAYS, n)
                 _copy_samples(dst, samples, run.schema.sample_fields)
-                _copy_rows(src, dst, S.SNAPSHOT_TENSORS, len(snap_steps))
+                snap_steps = _copy_snapshots(src, dst, snap_steps)  # without any whose stored bytes are damaged
                 _put(dst[f"{S.SNAPSHOTS}/{S.STEP}"], np.asarray(snap_steps, dtype=np.int64))
                 status_after = "interrupted" if run.stored_status == "running" else run.stored_status
                 message = (f"recovered after the writer stopped; {n} steps kept" if run.stored_status == "running"
@@ -76,7 +77,8 @@ def recover(path: str | Path, out: str | Path | None = None, *, in_place: bool =
             tmp.unlink(missing_ok=True)
             raise
     os.replace(tmp, target)
-    return RecoverResult(target, n, len(snap_steps), status_before, status_after)
+    dropped = tuple(s for s in all_snap_steps if s not in set(snap_steps))
+    return RecoverResult(target, n, len(snap_steps), status_before, status_after, dropped)
 
 
 def _put(ds: h5py.Dataset, values: np.ndarray) -> None:
@@ -89,6 +91,26 @@ def _copy_rows(src: h5py.File, dst: h5py.File, group: str, n: int) -> None:
     for name, ds in src[group].items():
         if isinstance(ds, h5py.Dataset):
             _put(dst[f"{group}/{name}"], ds[:n])
+
+
+def _copy_snapshots(src: h5py.File, dst: h5py.File, steps: list[int]) -> list[int]:
+    """Copy the snapshots row by row, dropping every snapshot one of whose tensors fails to read; returns the steps
+    kept. Row by row so that one damaged chunk costs only the snapshots stored in it."""
+    tensors = [(name, ds) for name, ds in src[S.SNAPSHOT_TENSORS].items() if isinstance(ds, h5py.Dataset)]
+    kept: list[int] = []
+    rows: dict[str, list[np.ndarray]] = {name: [] for name, _ in tensors}
+    for row, step in enumerate(steps):
+        try:
+            values = {name: ds[row] for name, ds in tensors}
+        except OSError:  # checksum (fletcher32) or filter failure: this snapshot is lost
+            continue
+        kept.append(step)
+        for name, value in values.items():
+            rows[name].append(value)
+    for name, ds in tensors:
+        shape = (len(kept), *ds.shape[1:])
+        _put(dst[f"{S.SNAPSHOT_TENSORS}/{name}"], np.stack(rows[name]) if kept else np.zeros(shape, ds.dtype))
+    return kept
 
 
 def _copy_samples(dst: h5py.File, samples: "object", fields: list[str]) -> None:

@@ -110,3 +110,31 @@ def test_watchdog_refuses_a_hanging_file(tmp_path, good_run, monkeypatch):
     monkeypatch.setattr(probe, "_probe_command", lambda path: ["sleep", "30"])
     with pytest.raises(RunCorrupted, match="did not finish within 1 s"):
         open_run(good_run, timeout=1.0)
+
+
+def test_a_damaged_snapshot_leaves_the_rest_of_the_run_readable(tmp_path, good_run):
+    """Flipped bytes in one snapshot's chunk: the run opens with a warning, its series read as before, that
+    snapshot raises naming itself, and recover keeps every other snapshot."""
+    path = tmp_path / "damaged.h5"
+    shutil.copy(good_run, path)
+    with h5py.File(path, "r") as f:
+        info = f["snapshots/tensors/w"].id.get_chunk_info(1)  # the snapshot of step 10
+    data = bytearray(path.read_bytes())
+    for i in range(info.byte_offset, info.byte_offset + 16):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+    with pytest.warns(RuntimeWarning, match="1 LoRA snapshot tensor"):
+        run = open_run(path)
+    with run:
+        assert run.num_steps == 40 and float(run.series()["s3"].iloc[-1]) == 39 + 3
+        assert np.array_equal(run.snapshot(20)["w"], np.eye(4) * 20)
+        with pytest.raises(RunCorrupted, match="snapshot tensor w at step 10 is damaged"):
+            run.snapshot(10)
+    assert runner.invoke(app, ["inspect", str(path)]).exit_code == 0
+    result = runner.invoke(app, ["recover", str(path), "--out", str(tmp_path / "fixed.h5")])
+    assert result.exit_code == 0, result.output
+    assert "3 snapshots" in result.output and "dropped the damaged snapshot of step 10" in result.output
+    with open_run(tmp_path / "fixed.h5") as fixed:
+        assert fixed.snapshot_steps == [0, 20, 30] and fixed.num_steps == 40
+        assert np.array_equal(fixed.snapshot(30)["w"], np.eye(4) * 30)
