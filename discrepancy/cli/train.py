@@ -51,6 +51,37 @@ def _load_config(config: Path | None, model: Path | None, steps: int | None, see
     return apply_overrides(cfg, list(set_)) if set_ else cfg
 
 
+def annotated_toml(cfg: Any) -> str:
+    """The config as TOML a recipe file can hold, each key followed by its help; unset keys as comments."""
+    from discrepancy.config import field_help, to_toml
+
+    helps = field_help(type(cfg))
+    lines: list[str] = []
+    section = ""
+    present: set[str] = set()
+    for line in to_toml(cfg).splitlines():
+        if line.startswith("[") and line.endswith("]"):
+            if section:
+                while lines and not lines[-1]:
+                    lines.pop()
+                lines += [*_unset_keys(section, present, helps), ""]
+            section = line[1:-1]
+        elif "=" in line:
+            key = f"{section}.{line.split('=', 1)[0].strip()}"
+            present.add(key)
+            if key in helps:
+                line = f"{line}  # {helps[key]}"
+        lines.append(line)
+    if section:
+        lines += _unset_keys(section, present, helps)
+    return "\n".join(lines)
+
+
+def _unset_keys(section: str, present: set[str], helps: dict[str, str]) -> list[str]:
+    keys = [k for k in helps if k.startswith(section + ".") and k.count(".") == 1 and k not in present]
+    return [f"# {k.split('.', 1)[1]} = (unset)  # {helps[k]}" for k in keys]
+
+
 def _progress_reporter() -> tuple[Any, Any]:
     """A rich progress bar on stderr when it is a terminal; plain lines every 10 % otherwise."""
     from rich.console import Console
@@ -100,9 +131,14 @@ def train(
         "--set", help="override a config key, e.g. --set grpo.beta=0.02 (repeatable)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue --out from its checkpoint")] = False,
     force: Annotated[bool, typer.Option("--force", help="overwrite --out if it exists")] = False,
+    print_config: Annotated[bool, typer.Option(
+        "--print-config", help="print the resolved config (every --set key, its value and help) and exit")] = False,
 ) -> None:
     """Train with GRPO (cold start first) and record the run; with no arguments, the embedded tiny recipe."""
     cfg = _load_config(config, model, steps, seed, list(set_ or []), resume, out)
+    if print_config:
+        typer.echo(annotated_toml(cfg))
+        return
     _quiet_libraries()
     from discrepancy.trainers.run import train_run
 

@@ -86,6 +86,9 @@ def prepare(cfg: TrainConfig) -> Prepared:
                                f"{cfg.grpo.num_prompts}; lower grpo.num_prompts or add examples")
     if cfg.model.path is not None:
         check_local_model(cfg.model.path)
+    elif t.name == "gsm8k":
+        warnings.warn("task gsm8k on the embedded tiny model (no --model / model.path): it will not learn GSM8K; "
+                      "pass --model DIR for a real run", RuntimeWarning, stacklevel=2)
     return Prepared(examples, rewards)
 
 
