@@ -46,7 +46,11 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
 
 
 def _coerce(value: Any, tp: Any, name: str) -> Any:
-    """Check (and mildly coerce: int → float, str → Path) a value against a field type."""
+    """Check (and mildly coerce: int → float, str → Path) a value against a field type.
+
+    Booleans are refused for number fields: Python counts ``True`` as the int 1, so ``run.steps=true`` would
+    otherwise pass as one step.
+    """
     tp, optional = _strip_optional(tp)
     if value is None:
         if optional:
@@ -75,7 +79,9 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         return dict(value)
     if tp is Any:
         return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+    if tp in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"config key '{name}' must be a number ({tp.__name__}), got {_toml_value(value)}")
+    if tp is float and isinstance(value, int):
         return float(value)
     if tp is Path and isinstance(value, (str, Path)):
         return Path(value)

@@ -71,7 +71,10 @@ def load_local_model(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) from a local folder; never touches the hub.
 
-    ``dtype`` is pinned because transformers 5 otherwise loads the checkpoint's own dtype.
+    ``dtype`` is pinned because transformers 5 otherwise loads the checkpoint's own dtype. Any failure to load the
+    weights of a folder whose config passed `check_local_model` is a ModelLoadError: the weights files are damaged
+    (truncated, not safetensors) or do not fit the config, and the libraries underneath raise their own exception
+    types for that (``safetensors_rust.SafetensorError``, RuntimeError on a shape mismatch, ...).
     """
     from transformers import AutoModelForCausalLM
 
@@ -79,11 +82,20 @@ def load_local_model(
     tokenizer = load_local_tokenizer(directory)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(directory), local_files_only=True, dtype=dtype)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{directory}: could not load the model weights ({str(exc).splitlines()[0]})") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every unreadable weights file gets the same actionable message
+        raise ModelLoadError(f"{directory}: could not load the model weights ({_cause(exc)}); the weights files may "
+                             "be damaged or not match config.json") from None
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def _cause(exc: BaseException) -> str:
+    """``ExceptionType: first line of its message``, for a one-line error."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def save_local_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: str | Path) -> Path:

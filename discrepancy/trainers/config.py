@@ -15,6 +15,13 @@ from discrepancy.errors import ConfigError
 from discrepancy.instrumentation import InstrumentationConfig
 
 
+# Key/value heads of the embedded tiny model: the default ``num_kv_heads`` of `discrepancy.modeling.tiny_model_config`
+# (kept here so checking a config does not import transformers; a test keeps the two equal).
+TINY_KV_HEADS = 2
+# Seeds numpy accepts (``np.random.seed``); every other generator the run seeds accepts them too.
+MAX_SEED = 2**32 - 1
+
+
 def _help(text: str, **kw: object) -> dict[str, object]:
     return {"metadata": {"help": text}, **kw}
 
@@ -32,15 +39,21 @@ class ModelConfig:
     path: str | None = field(default=None, **_help("local Hugging Face causal-LM folder; unset = embedded tiny model"))
     dtype: Literal["auto", "float32", "bfloat16"] = field(
         default="auto", **_help("weights dtype: auto = bfloat16 on GPU, float32 on CPU"))
-    hidden_size: int = field(default=96, **_help("tiny model: hidden size"))
+    hidden_size: int = field(default=96, **_help("tiny model: hidden size (a multiple of 2 × num_heads)"))
     num_layers: int = field(default=2, **_help("tiny model: number of decoder layers"))
-    num_heads: int = field(default=4, **_help("tiny model: attention heads"))
+    num_heads: int = field(default=4, **_help("tiny model: attention heads (a multiple of its 2 key/value heads)"))
     intermediate_size: int = field(default=256, **_help("tiny model: MLP width"))
 
     def __post_init__(self) -> None:
-        _check(self.hidden_size > 0 and self.hidden_size % self.num_heads == 0, "model.hidden_size",
-               "a positive multiple of model.num_heads", self.hidden_size)
+        # What the tiny Qwen2 model can be built from: key/value heads must divide the heads, and each head's size
+        # must be even (rotary embeddings rotate pairs of dimensions). Otherwise it fails mid-run, after files exist.
+        _check(self.num_heads >= TINY_KV_HEADS and self.num_heads % TINY_KV_HEADS == 0, "model.num_heads",
+               f"a positive multiple of {TINY_KV_HEADS} (the tiny model's key/value heads)", self.num_heads)
+        _check(self.hidden_size > 0 and self.hidden_size % (2 * self.num_heads) == 0, "model.hidden_size",
+               f"a positive multiple of 2 × model.num_heads = {2 * self.num_heads} (an even size per head)",
+               self.hidden_size)
         _check(self.num_layers >= 1, "model.num_layers", "≥ 1", self.num_layers)
+        _check(self.intermediate_size >= 1, "model.intermediate_size", "≥ 1", self.intermediate_size)
 
 
 @dataclass
@@ -155,6 +168,9 @@ class RewardsConfig:
 
     def __post_init__(self) -> None:
         _check(len(self.names) >= 1, "rewards.names", "a non-empty list", self.names)
+        duplicates = sorted({n for n in self.names if self.names.count(n) > 1})
+        _check(not duplicates, "rewards.names", f"distinct names (each is its own column of the run file; "
+               f"repeated: {', '.join(duplicates)})", self.names)
         _check(len(self.weights) == len(self.names), "rewards.weights", f"{len(self.names)} numbers (one per name)",
                self.weights)
 
@@ -181,7 +197,7 @@ class RunConfig:
     """Length, seed, device and what the run file records."""
 
     steps: int = field(default=150, **_help("GRPO steps"))
-    seed: int = field(default=0, **_help("seed of every random number (same seed, same run on CPU)"))
+    seed: int = field(default=0, **_help("seed of every random number, in [0, 2**32 - 1] (same seed, same run on CPU)"))
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", **_help("auto = cuda when available"))
     threads: int = field(default=1, **_help(
         "torch CPU threads (0 = torch's default); 1 is fastest for the tiny model, whose matrices are too small to "
@@ -200,6 +216,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, "run.steps", "≥ 1", self.steps)
+        _check(0 <= self.seed <= MAX_SEED, "run.seed", f"in [0, {MAX_SEED}]", self.seed)
         _check(self.threads >= 0, "run.threads", "≥ 0", self.threads)
         _check(self.snapshot_every >= 1, "run.snapshot_every", "≥ 1", self.snapshot_every)
         _check(self.samples_per_step >= 0, "run.samples_per_step", "≥ 0", self.samples_per_step)

@@ -28,6 +28,7 @@ from fractions import Fraction
 import numpy as np
 
 from discrepancy.errors import ConfigError, DiscrepancyError
+from discrepancy.trainers.tasks import Example, format_prompt, format_solution
 
 RewardFn = Callable[[list[str], list[str], list[str]], list[float]]
 
@@ -40,6 +41,10 @@ class RewardNotFound(ConfigError):
 
 class RewardOutputError(DiscrepancyError):
     """A reward function returned something other than one number per completion."""
+
+
+class RewardFunctionError(DiscrepancyError):
+    """A reward function raised while scoring (a bug or a wrong signature in a user's reward)."""
 
 
 # ---- parsing ------------------------------------------------------------------------------------------------------
@@ -205,6 +210,57 @@ class RewardSpec:
         return cls(name=name, fn=resolve_reward(name), weight=weight)
 
 
+def _one_line(exc: BaseException) -> str:
+    """``TypeError: first line of the message``: a user's exception, fit for a one-line error."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _reward_column(spec: RewardSpec, prompts: list[str], completions: list[str], answers: list[str]) -> np.ndarray:
+    """One reward's values ``[N]`` as floats (None → NaN); a raising or malformed reward is a DiscrepancyError.
+
+    A user's reward runs inside the training step, so its exceptions are wrapped here into one line that names the
+    reward, instead of a traceback from deep in the trainer.
+    """
+    n = len(completions)
+    try:
+        values = spec.fn(prompts, completions, answers)
+    except DiscrepancyError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any error of a user's function gets the same actionable message
+        raise RewardFunctionError(
+            f"reward {spec.name!r} raised {_one_line(exc)}; a reward takes (prompts, completions, answers) lists "
+            "and returns one float per completion") from exc
+    try:
+        count = len(values)
+    except TypeError:
+        count = -1
+    if values is None or count != n:
+        got = "None" if values is None else (f"{count} values" if count >= 0 else f"a {type(values).__name__}")
+        raise RewardOutputError(f"reward {spec.name!r} returned {got} for {n} completions; return one float each")
+    try:
+        return np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)  # [N]
+    except (TypeError, ValueError) as exc:
+        raise RewardOutputError(f"reward {spec.name!r} returned a value that is not a number ({_one_line(exc)}); "
+                                "return one float (or None) per completion") from None
+
+
+def check_rewards(specs: Sequence[RewardSpec], examples: Sequence[Example]) -> None:
+    """Call every reward once on a few gold solutions, so a broken reward fails before any training or file.
+
+    The completions are the first two examples' well-formed solutions plus an empty one (a model may end at once),
+    which every reward must accept. Raises RewardFunctionError / RewardOutputError as a training step would.
+    """
+    sample = list(examples[:2])
+    if not sample:
+        return
+    prompts = [format_prompt(ex.question) for ex in sample] + [format_prompt(sample[0].question)]
+    completions = [format_solution(ex) for ex in sample] + [""]
+    answers = [ex.answer for ex in sample] + [sample[0].answer]
+    for spec in specs:
+        _reward_column(spec, prompts, completions, answers)
+
+
 def score_completions(
     specs: Sequence[RewardSpec], prompts: list[str], completions: list[str], answers: list[str]
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -218,11 +274,7 @@ def score_completions(
     components: dict[str, np.ndarray] = {}
     weighted = np.zeros((len(specs), n))  # [K, N]
     for k, spec in enumerate(specs):
-        values = spec.fn(list(prompts), list(completions), list(answers))
-        if values is None or len(values) != n:
-            got = "None" if values is None else f"{len(values)} values"
-            raise RewardOutputError(f"reward {spec.name!r} returned {got} for {n} completions; return one float each")
-        column = np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)  # [N]
+        column = _reward_column(spec, list(prompts), list(completions), list(answers))  # [N]
         components[spec.name] = column
         weighted[k] = spec.weight * column
     unscorable = np.isnan(weighted).all(axis=0) if specs else np.ones(n, dtype=bool)  # [N]

@@ -35,7 +35,7 @@ from discrepancy.trainers.checkpoint import checkpoint_path, load_checkpoint, sa
 from discrepancy.trainers.config import TrainConfig
 from discrepancy.trainers.hooks import HookRunner
 from discrepancy.trainers.recipe import STEP_SERIES, TrainState, grpo_step
-from discrepancy.trainers.rewards import RewardSpec
+from discrepancy.trainers.rewards import RewardSpec, check_rewards
 from discrepancy.trainers.run_files import (
     check_new_run, commit_new_run, discard_staged, new_run_id, run_identity, staged_base_dir,
 )
@@ -84,6 +84,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
     if len(examples) < cfg.grpo.num_prompts:
         raise DiscrepancyError(f"the task has {len(examples)} examples but grpo.num_prompts is "
                                f"{cfg.grpo.num_prompts}; lower grpo.num_prompts or add examples")
+    check_rewards(rewards, examples)  # a broken reward fails here, before the cold start or any file
     if cfg.model.path is not None:
         check_local_model(cfg.model.path)
     elif t.name == "gsm8k":

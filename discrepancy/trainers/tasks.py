@@ -121,20 +121,39 @@ def load_gsm8k(path: str | Path, limit: int | None = None) -> list[Example]:
     """Examples from a GSM8K jsonl file (``question``, ``answer`` ending in ``#### N``; commas in N are dropped).
 
     Difficulty is the number of calculator annotations (``<<…>>``) in the worked answer, at least 1; the rationale is
-    that worked answer without the annotations. Blank lines are skipped; a malformed line raises
-    :class:`DatasetError` naming the file and line number.
+    that worked answer without the annotations. Blank lines are skipped; a malformed line, or bytes that are not
+    UTF-8, raise :class:`DatasetError` naming the file and line number.
     """
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such dataset file; pass the path of a GSM8K-style .jsonl file")
     out: list[Example] = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if limit is not None and len(out) >= limit:
-                break
-            if line.strip():
-                out.append(_parse_gsm8k_line(line, path, lineno))
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for lineno, line in enumerate(handle, start=1):
+                if limit is not None and len(out) >= limit:
+                    break
+                if line.strip():
+                    out.append(_parse_gsm8k_line(line, path, lineno))
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
     return out
+
+
+def _not_utf8(path: Path) -> DatasetError:
+    """The error for a dataset file that is not UTF-8, naming the first bad line.
+
+    The text reader decodes in chunks, so its error's offset is not the file's; the (rare) failing file is read again
+    as bytes to find the line.
+    """
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        lineno = data.count(b"\n", 0, err.start) + 1
+        return DatasetError(f"{path}:{lineno}: not UTF-8 text (byte 0x{data[err.start]:02x}); save the dataset as "
+                            "UTF-8 JSON lines")
+    return DatasetError(f"{path}: not UTF-8 text; save the dataset as UTF-8 JSON lines")
 
 
 def gsm8k_sample_path() -> Path:

@@ -12,6 +12,7 @@ import pytest
 from discrepancy.errors import DiscrepancyError
 from discrepancy.trainers import rewards as R
 from discrepancy.trainers.rewards import (
+    RewardFunctionError,
     RewardNotFound,
     RewardOutputError,
     RewardSpec,
@@ -20,9 +21,11 @@ from discrepancy.trainers.rewards import (
     format_reward,
     format_soft,
     make_length_reward,
+    check_rewards,
     resolve_reward,
     score_completions,
 )
+from discrepancy.trainers.tasks import arithmetic_examples
 
 
 def _one(fn, completion: str, gold: str = "7") -> float:
@@ -149,3 +152,58 @@ def test_score_completions_rejects_wrong_length() -> None:
     bad = RewardSpec("bad", lambda p, c, a: [1.0], 1.0)
     with pytest.raises(RewardOutputError, match="'bad' returned 1 values for 2"):
         score_completions([bad], ["p", "q"], ["a", "b"], ["", ""])
+
+
+def _raises(prompts, completions, answers):
+    raise KeyError("gold")
+
+
+def test_a_raising_reward_is_one_line_naming_it() -> None:
+    specs = [RewardSpec.from_name("format"), RewardSpec("mine", _raises, 1.0)]
+    with pytest.raises(RewardFunctionError, match=r"reward 'mine' raised KeyError: 'gold'") as info:
+        score_completions(specs, ["p"], [GOOD], ["7"])
+    assert "\n" not in str(info.value) and isinstance(info.value, DiscrepancyError)
+    assert isinstance(info.value.__cause__, KeyError)  # kept for library users who debug their reward
+    wrong_signature = RewardSpec.from_name("builtins:len")
+    with pytest.raises(RewardFunctionError, match=r"'builtins:len' raised TypeError: len\(\) takes"):
+        score_completions([wrong_signature], ["p"], [GOOD], ["7"])
+
+
+def test_a_reward_s_own_discrepancy_error_passes_unchanged() -> None:
+    def picky(prompts, completions, answers):
+        raise RewardOutputError("picky says no")
+
+    with pytest.raises(RewardOutputError, match="^picky says no$"):
+        score_completions([RewardSpec("picky", picky)], ["p"], [GOOD], ["7"])
+
+
+@pytest.mark.parametrize(("returned", "message"), [
+    (3.0, "'odd' returned a float for 2 completions"),
+    (None, "'odd' returned None for 2 completions"),
+    (["x", 1.0], "'odd' returned a value that is not a number"),
+    ([[1.0], 1.0], "'odd' returned a value that is not a number"),
+])
+def test_malformed_reward_output_is_one_line(returned: object, message: str) -> None:
+    odd = RewardSpec("odd", lambda p, c, a: returned)
+    with pytest.raises(RewardOutputError, match=message) as info:
+        score_completions([odd], ["p", "q"], ["a", "b"], ["", ""])
+    assert "\n" not in str(info.value)
+
+
+def test_check_rewards_calls_each_reward_on_a_small_sample() -> None:
+    examples = arithmetic_examples(5, seed=0)
+    seen: list[tuple[int, str]] = []
+
+    def spy(prompts, completions, answers):
+        seen.append((len(completions), completions[-1]))
+        return [0.0] * len(completions)
+
+    check_rewards([RewardSpec.from_name("correctness"), RewardSpec("spy", spy)], examples)
+    assert seen == [(3, "")]  # two gold solutions and an empty completion, scored once
+    with pytest.raises(RewardFunctionError, match="'builtins:len'"):
+        check_rewards([RewardSpec.from_name("format"), RewardSpec.from_name("builtins:len")], examples)
+    empty_fails = RewardSpec("first_char", lambda p, c, a: [float(x[0] == "<") for x in c])
+    with pytest.raises(RewardFunctionError, match="'first_char' raised IndexError"):
+        check_rewards([empty_fails], examples)  # a model may end at once: "" must be scorable
+    check_rewards([RewardSpec("spy", spy)], [])  # nothing to try it on: no call, no error
+    assert len(seen) == 1

@@ -120,3 +120,19 @@ def test_malformed_lines_name_file_and_line(tmp_path: Path) -> None:
     assert [e.answer for e in load_gsm8k(path)] == ["2", "2"]  # blank lines are skipped
     with pytest.raises(DatasetError, match="no such dataset file"):
         load_gsm8k(tmp_path / "missing.jsonl")
+
+
+def test_a_file_that_is_not_utf8_names_file_and_line(tmp_path: Path) -> None:
+    good = json.dumps({"question": "1+1?", "answer": "#### 2"})
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(f"{good}\n{good}\n".encode() + '{"question": "café", "answer": "#### 3"}\n'.encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"latin1\.jsonl:3: not UTF-8 text \(byte 0xe9\)") as info:
+        load_gsm8k(path)
+    assert "\n" not in str(info.value)
+    path.write_bytes(b"\xff\xfe\n")  # a UTF-16 byte-order mark: the reviewer's case
+    with pytest.raises(DatasetError, match=r":1: not UTF-8 text \(byte 0xff\)"):
+        load_gsm8k(path)
+    # Deep in a long file, past the text reader's first chunk, the line number is still the file's.
+    path.write_bytes(f"{good}\n".encode() * 3000 + b"\x80\n")
+    with pytest.raises(DatasetError, match=r":3001: not UTF-8"):
+        load_gsm8k(path)

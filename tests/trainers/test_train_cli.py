@@ -136,3 +136,58 @@ def test_a_signal_stops_after_the_step_then_resume_continues(tmp_path, sig):
     assert more.exit_code == 0, more.output
     with open_run(out) as run:
         assert run.status == "finished" and list(run.series().index) == list(range(1, stopped_at + 3))
+
+
+def _assert_one_error_line(result, code: int, message: str) -> None:
+    """Exit ``code``, exactly one ``error:`` line holding ``message``, no traceback (CliRunner mixes the streams)."""
+    assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # the guard's exit, not a crash
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "model.num_heads=0"], "config key 'model.num_heads' must be a positive multiple of 2"),
+    (["--set", "model.num_heads=-4"], "'model.num_heads'"),
+    (["--set", "model.intermediate_size=0"], "'model.intermediate_size' must be ≥ 1"),
+    (["--set", "model.hidden_size=34"], "'model.hidden_size' must be a positive multiple of 2 × model.num_heads"),
+    (["--seed", "-1"], "'run.seed' must be in [0, 4294967295], got -1"),
+    (["--seed", "99999999999"], "'run.seed' must be in [0, 4294967295]"),
+    (["--set", 'rewards.names=["correctness","correctness"]'], "repeated: correctness"),
+    (["--set", "run.steps=true"], "'run.steps' must be a number (int), got true"),
+])
+def test_bad_config_values_fail_in_one_line_before_training(tmp_path, args, message):
+    result = _run(["--out", str(tmp_path / "run.h5"), *FAST, *args])
+    _assert_one_error_line(result, 2, message)
+    _assert_nothing_written(tmp_path)
+
+
+def test_damaged_model_weights_fail_in_one_line(tmp_path, tiny_model, tiny_tokenizer):
+    from discrepancy.modeling import save_local_model
+
+    folder = save_local_model(tiny_model, tiny_tokenizer, tmp_path / "model")
+    weights = folder / "model.safetensors"
+    with weights.open("r+b") as handle:
+        handle.truncate(weights.stat().st_size // 2)
+    result = _run(["--out", str(tmp_path / "run.h5"), *FAST, "--model", str(folder)])
+    _assert_one_error_line(result, 1, f"{folder}: could not load the model weights (SafetensorError")
+    _assert_nothing_written(tmp_path)
+
+
+def test_dataset_that_is_not_utf8_fails_in_one_line(tmp_path):
+    data = tmp_path / "g.jsonl"
+    data.write_bytes(b"\xff\xfe\n")
+    result = _run(["--out", str(tmp_path / "run.h5"), *FAST, "--set", "task.name=\"gsm8k\"",
+                   "--set", f"task.path=\"{data}\""])
+    _assert_one_error_line(result, 1, f"{data}:1: not UTF-8 text")
+    _assert_nothing_written(tmp_path)
+
+
+def test_reward_that_raises_fails_in_one_line(tmp_path):
+    # len(prompts, completions, answers) is a TypeError on the first scoring: `prepare` tries every reward on gold
+    # solutions, so the user sees one line naming the reward before anything is trained or written.
+    out = tmp_path / "run.h5"
+    result = _run(["--out", str(out), *FAST, "--set", 'rewards.names=["builtins:len","format"]'])
+    _assert_one_error_line(result, 1, "reward 'builtins:len' raised TypeError: len() takes exactly one argument")
+    _assert_nothing_written(tmp_path)  # each reward is tried on gold solutions before the cold start
