@@ -83,6 +83,9 @@ def _probe(path: str) -> dict[str, object]:
             time.sleep(0.1 if attempt else 0.0)  # locked by a live writer: retry as an SWMR reader
         except OSError as exc:
             text = str(exc).strip()
+            if "truncated" in text and 0 < attempt < 19:
+                time.sleep(0.05)  # locked by a live writer mid-flush: the file grows to its end address shortly
+                continue
             if "truncated" in text:
                 return {"ok": False, "kind": "truncated",
                         "message": "is truncated (the writer died before its first flush, or a partial copy)"}
@@ -108,15 +111,18 @@ def _probe(path: str) -> dict[str, object]:
         if missing:
             return {"ok": False, "kind": "schema",
                     "message": f"lacks {', '.join(missing[:4])}: not a complete v{S.SCHEMA_VERSION} run"}
-        damaged = _walk(f, skip_damaged_under=S.SNAPSHOT_TENSORS)
+        live = bytes(f[S.STATUS][()]) == b"running"
+        damaged = _walk(f, skip_damaged_under=S.SNAPSHOT_TENSORS, read_strings=not live)
     return {"ok": True, "damaged_snapshots": damaged}
 
 
-def _walk(f: object, skip_damaged_under: str) -> list[str]:
+def _walk(f: object, skip_damaged_under: str, read_strings: bool = True) -> list[str]:
     """Touch every object: attributes, shapes, small datasets in full, the chunk index and last row of large ones.
 
     A dataset under ``skip_damaged_under`` (the snapshot tensors) whose data fails to read is listed, not fatal: one
-    damaged snapshot must not make a run's series unreadable.
+    damaged snapshot must not make a run's series unreadable. ``read_strings=False`` (a run still being written)
+    leaves the data of variable-length string datasets unread: HDF5's SWMR mode does not cover them, so a reader
+    may see new rows before their strings; the reader retries those reads itself.
     """
     import h5py
 
@@ -127,6 +133,8 @@ def _walk(f: object, skip_damaged_under: str) -> list[str]:
         if isinstance(obj, h5py.Dataset):
             if obj.chunks is not None:
                 obj.id.get_num_chunks()
+            if not read_strings and obj.dtype.kind == "O":
+                return
             try:
                 if obj.size * obj.dtype.itemsize <= 64 * 2**20 or obj.ndim == 0:
                     obj[()]

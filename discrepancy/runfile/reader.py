@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import tomllib
 import warnings
 from pathlib import Path
@@ -20,6 +21,8 @@ from discrepancy.runfile.layout import read_schema
 from discrepancy.runfile.probe import check_run_file
 
 __all__ = ["Run", "open_run"]
+
+_TEXT_RETRIES = 8  # fresh handles tried when a live run's newest sample strings are not readable yet
 
 
 def open_run(path: str | Path, *, check: bool = True, timeout: float | None = None) -> "Run":
@@ -46,6 +49,8 @@ class Run:
         self.path = path
         try:
             self.schema: S.RunSchema = read_schema(file)
+            # Whether the writer was still writing when this view opened: then rows it appends may be half visible.
+            self._opened_live = self.stored_status == "running"
         except (KeyError, OSError, ValueError) as exc:
             file.close()
             raise RunCorrupted(path, f"has a damaged layout ({exc})") from None
@@ -172,18 +177,36 @@ class Run:
 
     def samples(self, step: int | None = None) -> pd.DataFrame:
         """Per-completion rows: step, prompt_id, prompt, completion and every sample field."""
+        for attempt in range(_TEXT_RETRIES):
+            try:
+                return self._samples(step)
+            except OSError as exc:
+                if not self._opened_live:
+                    raise RunCorrupted(self.path, f"samples cannot be read ({exc})") from None
+                # HDF5's SWMR mode does not cover variable-length data: while the writer flushes, a reader can see
+                # new rows before their strings, and this handle's view of the file end stays stale. A fresh handle
+                # sees the flush completed.
+                time.sleep(0.02 * (attempt + 1))
+                self._reopen()
+        return self._samples(step)  # still failing: the error, as a damaged file gives it
+
+    def _samples(self, step: int | None) -> pd.DataFrame:
         self.refresh()
         g = self._f[S.SAMPLES]
         n = min([g[name].shape[0] for name in (S.STEP, *S.SAMPLE_TEXT)]
                 + [ds.shape[0] for ds in self._f[S.SAMPLE_FIELDS].values()])
-        steps = self._read(g[S.STEP], n)
+        steps = g[S.STEP][:n]
         rows = slice(None) if step is None else steps == int(step)
         data: dict[str, Any] = {S.STEP: steps[rows]}
         for name in S.SAMPLE_TEXT:
-            data[name] = [_text(v) for v in self._read(g[name], n)[rows]]
+            data[name] = [_text(v) for v in g[name][:n][rows]]
         for name in self.schema.sample_fields:
-            data[name] = self._read(self._f[f"{S.SAMPLE_FIELDS}/{name}"], n)[rows]
+            data[name] = self._f[f"{S.SAMPLE_FIELDS}/{name}"][:n][rows]
         return pd.DataFrame(data)
+
+    def _reopen(self) -> None:
+        self._f.close()
+        self._f = h5py.File(self.path, "r", swmr=True)
 
     # ---- snapshots -----------------------------------------------------------------------------------------------
     @property

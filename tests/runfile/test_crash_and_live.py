@@ -6,6 +6,8 @@ import json
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,3 +115,33 @@ def test_resume_refuses_a_crashed_file_with_the_fix(tmp_path, writer):
     proc.wait()
     with pytest.raises(RunFileError, match="discrepancy recover"):
         Recorder.resume(path, from_step=2)
+
+
+@pytest.mark.slow
+def test_sample_strings_of_a_live_run_always_read(tmp_path):
+    """HDF5's SWMR mode does not cover variable-length strings: a reader can see new sample rows before their
+    strings. Opening (with the file check) and reading samples while a writer flushes every few milliseconds must
+    never fail, nor lose rows it had already seen."""
+    path = tmp_path / "live.h5"
+    script = Path(__file__).parent / "_fast_writer.py"
+    proc = subprocess.Popen([sys.executable, str(script), str(path), "12"])
+    try:
+        deadline = time.time() + 30
+        while not path.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        reads, seen = 0, 0
+        end = time.time() + 8
+        while time.time() < end and proc.poll() is None:
+            with open_run(path) as run:
+                for _ in range(4):
+                    samples = run.samples()
+                    assert len(samples) >= seen and len(samples) % 4 == 0
+                    assert all(pid == f"p{s}-{i % 4}" for i, (pid, s) in
+                               enumerate(zip(samples["prompt_id"], samples["step"])))
+                    seen = len(samples)
+                    reads += 1
+        assert reads >= 20 and seen > 0
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
