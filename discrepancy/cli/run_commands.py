@@ -71,7 +71,8 @@ def _print_table(info: dict, last: dict[str, float]) -> None:
                 "snapshot_steps", "created_utc"):
         value = info[key]
         if key == "snapshot_steps":
-            value = f"{len(value)} ({', '.join(map(str, value[:8]))}{', …' if len(value) > 8 else ''})"
+            shown = value if len(value) <= 8 else [*value[:6], "…", value[-1]]  # the last one always shows
+            value = f"{len(value)} ({', '.join(map(str, shown))})"
         head.add_row(key.replace("_", " "), str(value))
     for key, value in info["meta"].items():
         head.add_row(f"meta.{key}", str(value))

@@ -138,3 +138,15 @@ def test_a_damaged_snapshot_leaves_the_rest_of_the_run_readable(tmp_path, good_r
     with open_run(tmp_path / "fixed.h5") as fixed:
         assert fixed.snapshot_steps == [0, 20, 30] and fixed.num_steps == 40
         assert np.array_equal(fixed.snapshot(30)["w"], np.eye(4) * 30)
+
+
+def test_inspect_table_always_shows_the_last_snapshot(tmp_path):
+    path = tmp_path / "many.h5"
+    with Recorder.create(path, RunSchema(series={"a": ""}, snapshot_tensors={"w": (2,)})) as rec:
+        for step in range(0, 120, 10):
+            rec.log_step(step, {"a": 1.0})
+            rec.log_snapshot(step, {"w": np.zeros(2)})
+        rec.finish()
+    result = runner.invoke(app, ["inspect", str(path)])
+    assert result.exit_code == 0
+    assert "12 (0, 10, 20, 30, 40, 50, …, 110)" in result.output
