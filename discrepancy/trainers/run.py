@@ -12,13 +12,10 @@ import math
 import os
 import random
 import shutil
-import signal
-import threading
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -40,6 +37,7 @@ from discrepancy.trainers.run_files import (
     check_new_run, commit_new_run, discard_staged, new_run_id, run_identity, staged_base_dir,
 )
 from discrepancy.trainers.samplers import check_sampler
+from discrepancy.trainers.stopping import all_ranks_agree, stop_requested_by_signal
 from discrepancy.trainers.sft import cold_start
 from discrepancy.trainers.tasks import Example, arithmetic_examples, gsm8k_sample_path, load_gsm8k
 
@@ -288,12 +286,12 @@ def _loop(state: TrainState, rec: Any, out: Path | None, stop_at: int | None, pr
     save = (lambda: save_checkpoint(out, state, run_id)) if out is not None else (lambda: None)
     rows: list[dict[str, float]] = []
     last = state.cfg.run.steps if stop_at is None else min(stop_at, state.cfg.run.steps)
-    with rec, _stop_requested_by_signal(notify) as stop_requested:
+    with rec, stop_requested_by_signal(notify) as stop_requested:
         if state.step == 0:
             # Baseline before the first update (B = 0: the warm-started base), so curves over snapshots start from
             # the model GRPO began with. A resumed run already holds it.
             _snapshot(rec, state)
-        status = _steps(state, rec, last, save, progress, rows, lambda: stop_requested() is not None)
+        status = _steps(state, rec, last, save, progress, rows, lambda: all_ranks_agree(stop_requested(), state.model))
         status = _close(state, rec, status, save)
     rank = torch.distributed.get_rank() if out is None else 0
     return RunSummary(out or Path(), status, state.step, sft_losses, rows, rank, stop_requested())
@@ -301,39 +299,6 @@ def _loop(state: TrainState, rec: Any, out: Path | None, stop_at: int | None, pr
 
 def _snapshot(rec: Any, state: TrainState) -> None:
     rec.log_snapshot(state.step, {k: v.numpy() for k, v in lora_state(state.model).items()})
-
-
-@contextmanager
-def _stop_requested_by_signal(notify: Callable[[str], None] | None) -> Iterator[Callable[[], int | None]]:
-    """Within the block, SIGTERM (a scheduler ending the job) and a first Ctrl-C only raise a flag that the loop
-    checks between steps, so the step in progress completes and the run closes "interrupted" with a checkpoint at
-    that very step. A second Ctrl-C stops at once (KeyboardInterrupt: the run file still closes "interrupted").
-    The yielded function returns the signal number that asked for the stop, or None.
-
-    Written here rather than using the run file's SIGTERM-to-exception helper: an exception would abort the step
-    mid-update (or be swallowed by a broad ``except`` such as the instruments' guard), leaving the resume point
-    at an older checkpoint.
-    """
-    requested: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: None  # handlers can only be installed from the main thread
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        if requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        if not requested:
-            requested.append(signum)
-            if notify is not None:
-                notify(f"{signal.Signals(signum).name}: stopping after the step in progress"
-                       + (" (Ctrl-C again to stop now)" if signum == signal.SIGINT else ""))
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield lambda: requested[0] if requested else None
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def _steps(state: TrainState, rec: Any, last: int, save: Callable[[], Any], progress: ProgressFn | None,
