@@ -107,27 +107,60 @@ def line_jump_statistic(y: np.ndarray, w: int) -> np.ndarray:
 def _standardise(d: np.ndarray, x: np.ndarray, w: int) -> np.ndarray:
     """z of the jump statistic ``d`` of series ``x``; NaN where d is NaN.
 
-    Scale: the local noise σ̂(t) from first differences of x (1.4826·MAD(Δx)/√2 over blocks of 16 windows: many
-    nearly independent samples, so it follows heteroscedastic noise precisely) times √(8/w), the white-noise SE of d;
-    then one global factor κ = 1.4826·MAD(d / that SE) calibrates what theory cannot know (the running median's
-    effect on heavy-tailed noise). Centre: the local median of d, which absorbs the small bias that curvature of a
-    smooth trend leaves in the two line fits.
+    Scale: the local noise σ̂(t) from first differences of x (``local_scale``: robust over blocks of 16 windows,
+    many nearly independent samples, so it follows heteroscedastic noise) times √(8/w), the white-noise SE of d;
+    then one global factor κ = robust scale of d / that SE calibrates what theory cannot know (the running median's
+    effect on heavy-tailed noise, autocorrelation). Centre: the local median of d, which absorbs the small bias that
+    curvature of a smooth trend leaves in the two line fits.
     """
     z = np.full(d.size, np.nan)
     ok = np.isfinite(d)
     if ok.sum() < 3:
         return z
-    _, dscale = blockwise_mad_scale(np.diff(x), 16 * w)  # [n-1]
+    dx = np.diff(x)  # [n-1]
+    dscale = local_scale(dx, 16 * w)  # [n-1]
+    sparse = bool(np.any(dscale > blockwise_mad_scale(dx, 16 * w)[1]))  # MAD 0 on a noisy stretch: counts, minima
     sigma = np.append(dscale, dscale[-1]) / np.sqrt(2.0)  # [n] noise scale at each step
     se = np.maximum(sigma[ok], noise_floor(x)) * np.sqrt(8.0 / w)  # [k]
     centre = blockwise_mad_scale(d[ok], 16 * w)[0]
     r = (d[ok] - centre) / se
-    kappa = MAD_TO_SIGMA * float(np.median(np.abs(r - np.median(r))))
+    kappa = float(local_scale(r, r.size)[0])
     # Guard: κ is ~0.7–1.3 on real noise; a smaller value means the "noise" is floating-point rounding of a constant
     # (e.g. a log-bin mean), and calibrating to it would turn 1e-20 differences into huge z-scores.
-    kappa = max(kappa, KAPPA_MIN)
+    # On sparse series the running median flattens the noise into rare steps of whole lattice units, so a small κ is
+    # an artefact of the filter, not a quieter statistic: no credit below 1 there.
+    kappa = max(kappa, 1.0 if sparse else KAPPA_MIN)
     z[ok] = r / kappa
     return z
+
+
+SPARSE_SHARE = 0.1  # a block where ≥ 10 % of the values differ from its median is noisy, even when its MAD is 0
+
+
+def local_scale(v: np.ndarray, block: int) -> np.ndarray:
+    """Robust local scale of ``v`` [m] → [m]: 1.4826·MAD per block, or √(π/2)·mean|v − median| where MAD fails.
+
+    The MAD is 0 whenever more than half of the values equal the median: sparse counts (0–2 truncated completions
+    of 64 per step), a minimum that is mostly one lattice value. Their noise is still real, and a scale of 0 (or a
+    floor of the smallest move) turned ordinary moves into 5–10⁴ σ "jumps". Such a block (MAD 0 but ≥ SPARSE_SHARE
+    of its values off the median) takes the mean absolute deviation instead, the Gaussian-consistent scale that a
+    point mass does not zero out. A block with fewer moves than that (a noise-free step) keeps MAD 0, so the
+    caller's quantisation floor applies. Blocks and interpolation follow ``noise.blockwise_mad_scale``.
+    """
+    v = np.asarray(v, dtype=np.float64)
+    scale = blockwise_mad_scale(v, block)[1]
+    if np.all(scale > 0) or v.size == 0:
+        return scale
+    block = int(max(1, min(block, v.size)))
+    nb = max(1, v.size // block)
+    edges = np.append(np.arange(0, (nb - 1) * block + 1, block), v.size)  # [nb+1], last block takes the remainder
+    fallback = np.zeros(nb)
+    for b in range(nb):
+        dev = np.abs(v[edges[b] : edges[b + 1]] - np.median(v[edges[b] : edges[b + 1]]))
+        if np.mean(dev > 0) >= SPARSE_SHARE:
+            fallback[b] = np.sqrt(np.pi / 2.0) * float(np.mean(dev))
+    mids = 0.5 * (edges[:-1] + edges[1:])  # [nb]; np.interp of one block is that block's value everywhere
+    return np.maximum(scale, np.interp(np.arange(v.size), mids, fallback))
 
 
 def noise_floor(x: np.ndarray) -> float:
@@ -148,6 +181,7 @@ def noise_floor(x: np.ndarray) -> float:
 
 
 KAPPA_MIN = 0.5
+MIN_STEP_RATIO = 1.5  # a jump exceeds 1.5 × the median one-step move around it (``abrupt``)
 MAX_MISFIT = 16.0  # residual variance 16× the typical one: the window holds a level change (heavy tails reach ~9×)
 
 
@@ -163,7 +197,7 @@ def window_misfit(xf: np.ndarray, x: np.ndarray, w: int) -> np.ndarray:
     y = xf - np.median(xf)
     s2 = np.concatenate(([0.0], np.cumsum(y * y)))  # [n+1]
     rss = (s2[w:] - s2[:-w]) - sum_y**2 / w - sum_xy**2 / (w * (w * w - 1) / 12.0)
-    _, dscale = blockwise_mad_scale(np.diff(x), 16 * w)  # [n-1] local scale of differences (≈ √2 σ)
+    dscale = local_scale(np.diff(x), 16 * w)  # [n-1] local scale of differences (≈ √2 σ)
     var = np.maximum(dscale[: n - w + 1] ** 2 / 2.0, 1e-300)
     ratio = np.maximum(rss, 0.0) / (w - 2) / var  # [n-w+1]
     typical = float(np.median(ratio))
@@ -183,7 +217,9 @@ class JumpDetector:
 
     Parameters (keyword-only): ``window`` half-window w (default from n), ``threshold`` z threshold (default from n
     and w), ``spike_width`` longest outlier run removed by the running median (default 3: a one- or two-step spike
-    plus a heavy-tailed neighbour), ``confirm`` require the same jump at window 2w (default True).
+    plus a heavy-tailed neighbour), ``confirm`` require the same jump at window 2w (default True), ``log_scale``
+    search log(y + c) instead of y (True, False, or "auto": see ``use_log_scale``; sizes stay in units of y),
+    ``min_step_ratio`` a jump must exceed this many times the median one-step move |Δy| around it (0 disables).
     """
 
     def __init__(
@@ -193,8 +229,12 @@ class JumpDetector:
         threshold: float | None = None,
         spike_width: int = 3,
         confirm: bool = True,
+        log_scale: bool | str = False,
+        min_step_ratio: float = MIN_STEP_RATIO,
     ) -> None:
         self.window = window
+        self.log_scale = log_scale
+        self.min_step_ratio = min_step_ratio
         self.threshold = threshold
         self.spike_width = spike_width
         self.confirm = confirm
@@ -217,9 +257,12 @@ class JumpDetector:
         x = y2[keep]  # [n, d] gaps removed
         n, d = x.shape
         sigma = np.array([robust_sigma(x[:, j]) for j in range(d)])
+        lin = x  # [n, d] the series in its own units (sizes, jump fraction)
+        if self.log_scale is True or (self.log_scale == "auto" and all(use_log_scale(x[:, j]) for j in range(d))):
+            x = np.stack([log_transform(x[:, j]) for j in range(d)], axis=1)
         w = self.window or default_window(n)
         if n < max(MIN_POINTS, 2 * w + 1):
-            return self._result([], np.zeros((0, d)), np.zeros(0), x, sigma, w, n)
+            return self._result([], np.zeros((0, d)), np.zeros(0), lin, sigma, w, n)
         k = 2 * self.spike_width + 1
         xf = ndimage.median_filter(x, size=(k, 1), mode="nearest") if self.spike_width > 0 else x  # [n, d]
         d1 = np.stack([line_jump_statistic(xf[:, j], w) for j in range(d)], axis=1)  # [n, d]
@@ -230,7 +273,10 @@ class JumpDetector:
             peaks = self._confirmed(x, xf, peaks, z1, w, thr)
         if peaks.size:
             peaks = self._unbent(x, xf, peaks, w)
-        return self._result(list(keep[peaks]), d1[peaks], z1[peaks], x, sigma, w, n, peaks)
+        if peaks.size and self.min_step_ratio > 0:
+            peaks = peaks[abrupt(x, d1, peaks, w, self.min_step_ratio)]
+        sizes = d1[peaks] if lin is x else level_change(lin, peaks, w)
+        return self._result(list(keep[peaks]), sizes, z1[peaks], lin, sigma, w, n, peaks)
 
     @staticmethod
     def _confirmed(x: np.ndarray, xf: np.ndarray, peaks: np.ndarray, z1: np.ndarray, w: int, thr: float) -> np.ndarray:
@@ -276,6 +322,52 @@ class JumpDetector:
             window=int(w),
             n=int(n),
         )
+
+
+def abrupt(x: np.ndarray, d: np.ndarray, peaks: np.ndarray, w: int, ratio: float) -> np.ndarray:
+    """Mask of peaks whose size |d| exceeds ``ratio`` × the median one-step move |Δx| over the 2w steps around them.
+
+    An abrupt change is one no ordinary step makes. On a smooth but fast curve (an integrated quantity such as the
+    LoRA weight norm, which grows by 0.02–0.07 every step) small slope changes bend the line fits into "jumps"
+    smaller than a single ordinary increment; the noise scale from MAD(Δx) cannot see that, since the increments
+    themselves vary little. For white noise median|Δx| ≈ 0.95σ, below any jump the z threshold lets through; for
+    [n, d] input a peak is kept when any column passes.
+    """
+    n, keep = x.shape[0], np.zeros(peaks.size, dtype=bool)
+    for i, p in enumerate(peaks):
+        moves = np.abs(np.diff(x[max(0, p - w) : min(n, p + w)], axis=0))  # [≤2w-1, d]
+        moves = np.delete(moves, min(p, w) - 1, axis=0) if moves.shape[0] > 1 else moves  # not the boundary move
+        keep[i] = bool(np.any(np.abs(d[p]) > ratio * np.median(moves, axis=0)))
+    return keep
+
+
+def use_log_scale(y: np.ndarray) -> bool:
+    """Whether a series is better searched on log scale: non-negative (up to rounding), ≥ 90 % positive, and
+    spanning a ratio ≥ 10 between its 5th and 95th percentiles.
+
+    Such series (KL, losses near 0, gradient-noise traces) change multiplicatively and their noise grows with their
+    level, so on the linear scale a 10× rise looks small next to the noise after it; on log scale it is a step.
+    """
+    y = y[np.isfinite(y)]
+    if y.size == 0 or y.min() < -1e-6 * np.max(np.abs(y)) or np.mean(y > 0) < 0.9:
+        return False
+    lo, hi = np.percentile(y[y > 0], [5, 95])
+    return bool(lo > 0 and hi / lo >= 10.0)
+
+
+def log_transform(y: np.ndarray) -> np.ndarray:
+    """log(max(y, 0) + c), c = half the 5th percentile of the positive values: zeros become a finite floor."""
+    pos = y[y > 0]
+    c = 0.5 * float(np.percentile(pos, 5)) if pos.size else 1.0
+    return np.log(np.maximum(y, 0.0) + c)
+
+
+def level_change(y: np.ndarray, peaks: np.ndarray, w: int) -> np.ndarray:
+    """Signed size of each jump in units of ``y`` [n, d]: median of the w values after it − median of the w before."""
+    out = np.zeros((peaks.size, y.shape[1]))
+    for i, p in enumerate(peaks):
+        out[i] = np.median(y[p : p + w], axis=0) - np.median(y[max(0, p - w) : p], axis=0)
+    return out
 
 
 def jump_fraction(y: np.ndarray, jumps: list[int], sizes: np.ndarray, w: int) -> float:

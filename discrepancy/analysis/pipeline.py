@@ -24,15 +24,19 @@ from discrepancy.analysis.plateaus import PlateauDetector
 
 MIN_STEPS = MIN_POINTS
 FAMILIES: list[tuple[str, str]] = [  # (family, regex on the series name); first match wins, the rest is "other"
+    ("lengths", r"length|^len_|truncat"),  # first: len_correct is a length, not a reward
     ("rewards", r"reward|correct|accura|format"),
     ("losses and D_t/ρ", r"loss|^disc|^rho|kappa|lin_error|step_norm|cos_grad"),
     ("gradient noise", r"noise|grad_sq|b_simple|snr|grad_norm"),
     ("KL and entropy", r"kl|entropy"),
-    ("lengths", r"length|^len_|truncat"),
 ]
 # Per-step wall-clock timings jump with machine load (other jobs, cache, I/O), not with learning: by default they are
 # plotted under "other" but not searched for jumps or plateaus, so they never join a phase transition.
 TIMING = re.compile(r"^time_|_time$")  # per-step wall-clock series: they follow machine load
+# Schedules are set by the config (recipe.STEP_SERIES: "learning rate / sampling temperature / KL weight β of the
+# step"), not learned: a warm-up kink is the config's, not the run's. Plotted, never searched.
+SCHEDULE = re.compile(r"^(lr|learning_rate|temperature|beta)$|_schedule$")
+DERIVED_SUFFIX = "_ewma"  # X_ewma smooths X: a spike of X becomes a step of X_ewma, so only X is searched
 JUMP_COLUMNS = ["signal", "family", "step", "size", "z", "axis"]
 PLATEAU_COLUMNS = ["signal", "family", "start_step", "end_step", "level", "drop", "ended_by_jump"]
 SIGNAL_COLUMNS = ["signal", "family", "points", "sigma", "n_jumps", "n_plateaus", "jump_fraction"]
@@ -70,22 +74,29 @@ class AnalysisResult:
     def events(self) -> pd.DataFrame:
         """One table of every event: phase transitions first, then jumps, then plateaus (the ``events.csv`` rows).
 
-        size: signed jump size, or for a plateau the drop that ended it; score: |z| of a transition, z of a jump,
-        level of a plateau; axis: where a jump was seen ("log" = only on the log-step axis).
+        Columns mean the same for every kind: ``start_step`` and ``end_step`` are the first and last logged step of
+        the event, both inclusive (a jump is one step: the first of its new level; a plateau ends at its last step,
+        not at the exclusive end of the ``plateaus`` table); ``step`` is where to draw it (transition: median step of
+        its jumps; jump: its step; plateau: its start). size: signed jump size, or for a plateau the drop that ended
+        it; score: |z| of a transition, z of a jump, level of a plateau; axis: where a jump was seen ("log" = only on
+        the log-step axis); signals and n_families: the members of a transition.
         """
-        cols = ["event", "kind", "signal", "step", "end_step", "size", "score", "axis", "signals"]
-        t = self.transitions
+        cols = ["event", "kind", "signal", "step", "start_step", "end_step", "size", "score", "axis", "signals",
+                "n_families"]
+        t, j, p = self.transitions, self.jumps, self.plateaus
+        steps = self.series.index.to_numpy()
+        last = steps[np.clip(np.searchsorted(steps, p["end_step"].to_numpy(), side="left") - 1, 0, None)] \
+            if len(steps) and len(p) else p["end_step"]  # last logged step before the exclusive end
         rows = [
             pd.DataFrame({"event": t["event"], "kind": "phase_transition", "signal": "", "step": t["step"],
-                          "end_step": t["last_step"], "size": np.nan, "score": t["max_abs_z"], "axis": "",
-                          "signals": t["signals"]}),
-            pd.DataFrame({"event": "", "kind": "jump", "signal": self.jumps["signal"], "step": self.jumps["step"],
-                          "end_step": self.jumps["step"], "size": self.jumps["size"], "score": self.jumps["z"],
-                          "axis": self.jumps["axis"], "signals": ""}),
-            pd.DataFrame({"event": "", "kind": "plateau", "signal": self.plateaus["signal"],
-                          "step": self.plateaus["start_step"], "end_step": self.plateaus["end_step"],
-                          "size": self.plateaus["drop"], "score": self.plateaus["level"], "axis": "linear",
-                          "signals": ""}),
+                          "start_step": t["first_step"], "end_step": t["last_step"], "size": np.nan,
+                          "score": t["max_abs_z"], "axis": "", "signals": t["signals"], "n_families": t["n_families"]}),
+            pd.DataFrame({"event": "", "kind": "jump", "signal": j["signal"], "step": j["step"],
+                          "start_step": j["step"], "end_step": j["step"], "size": j["size"], "score": j["z"],
+                          "axis": j["axis"], "signals": "", "n_families": np.nan}),
+            pd.DataFrame({"event": "", "kind": "plateau", "signal": p["signal"], "step": p["start_step"],
+                          "start_step": p["start_step"], "end_step": np.asarray(last), "size": p["drop"],
+                          "score": p["level"], "axis": "linear", "signals": "", "n_families": np.nan}),
         ]
         rows = [r for r in rows if not r.empty]
         return pd.concat(rows, ignore_index=True)[cols] if rows else pd.DataFrame(columns=cols)
@@ -101,6 +112,7 @@ def analyze(
     min_signals: int = 3,
     min_families: int = 2,
     timing_jumps: bool = False,
+    schedule_jumps: bool = False,
 ) -> AnalysisResult:
     """Analyse a run file: see ``analyze_series``. Raises the reader's errors for a missing or damaged file."""
     from discrepancy.runfile import open_run
@@ -109,21 +121,23 @@ def analyze(
         status, config_toml, meta = run.status, run.config_toml, run.meta
         frame = run.series(signals) if run.num_steps else pd.DataFrame(columns=signals or list(run.schema.series))
     result = analyze_series(frame, smooth=smooth, log_axis=log_axis, max_points=max_points, min_signals=min_signals,
-                            min_families=min_families, timing_jumps=timing_jumps)
+                            min_families=min_families, timing_jumps=timing_jumps, schedule_jumps=schedule_jumps)
     result.path, result.status, result.config_toml, result.meta = str(path), status, config_toml, meta
     return result
 
 
 def analyze_series(  # noqa: PLR0913 - every option of the analysis
     frame: pd.DataFrame, *, smooth: int = 0, log_axis: bool = True, max_points: int = 50_000, min_signals: int = 3,
-    min_families: int = 2, timing_jumps: bool = False,
+    min_families: int = 2, timing_jumps: bool = False, schedule_jumps: bool = False,
 ) -> AnalysisResult:
     """Jumps, plateaus and phase transitions of every column of ``frame`` (index = step).
 
     ``smooth`` > 1 applies a centred running median of that many steps first. A run with fewer than MIN_STEPS
     steps gives empty tables and a note, not an error. Jumps at about the same step form a phase transition when
     they come from ≥ ``min_families`` signal families or ≥ ``min_signals`` signals (``events.group_transitions``).
-    Timing series (``TIMING``) are only plotted, with no jumps or plateaus, unless ``timing_jumps``.
+    Timing series (``TIMING``) are only plotted, with no jumps or plateaus, unless ``timing_jumps``; so are config
+    schedules (``SCHEDULE``) unless ``schedule_jumps``, and ``X_ewma`` when X itself is a column (its spikes would
+    reappear as steps). Near-identical series (``duplicate_groups``) count once toward a transition's signals.
     """
     frame = frame.astype(np.float64)  # lazy under pandas copy-on-write: no copy when the series are float64 already
     if smooth > 1:
@@ -137,6 +151,14 @@ def analyze_series(  # noqa: PLR0913 - every option of the analysis
     if skipped:
         notes.append(f"{len(skipped)} timing series ({', '.join(skipped)}) not searched for jumps or plateaus: they "
                      "follow machine load; --timing-jumps includes them")
+    schedules = [name for name in names if SCHEDULE.search(name)] if not schedule_jumps else []
+    if schedules:
+        notes.append(f"{len(schedules)} config schedule(s) ({', '.join(schedules)}) not searched for jumps or plateaus: "
+                     "the config sets them")
+    derived = [name for name in names if name.endswith(DERIVED_SUFFIX) and name[: -len(DERIVED_SUFFIX)] in names]
+    if derived:
+        notes.append(f"{len(derived)} smoothed series ({', '.join(derived)}) not searched: their raw series are")
+    skipped += schedules + derived
     for name, finite, found in _map_signals(frame, names, log_axis, max_points, set(skipped)):
         if found is None:
             notes.append(f"{name}: only {finite} finite values, skipped")
@@ -145,14 +167,52 @@ def analyze_series(  # noqa: PLR0913 - every option of the analysis
         plateaus += found[1]
         per_signal.append(found[2])
     jump_df = pd.DataFrame(jumps, columns=JUMP_COLUMNS)
+    same = duplicate_groups(frame, [n for n in names if n not in set(skipped)])
+    if same:
+        notes.append("near-identical series count once in phase transitions: "
+                     + "; ".join("=".join([rep, *dups]) for rep, dups in same.items()))
+    alias = {d: rep for rep, dups in same.items() for d in dups}
     return AnalysisResult(
         series=frame,
         jumps=jump_df.sort_values(["step", "signal"], kind="stable").reset_index(drop=True),
         plateaus=pd.DataFrame(plateaus, columns=PLATEAU_COLUMNS),
-        transitions=group_transitions(jump_df, min_signals=min_signals, min_families=min_families),
+        transitions=group_transitions(jump_df.assign(signal=jump_df["signal"].replace(alias)) if alias else jump_df,
+                                      min_signals=min_signals, min_families=min_families),
         signals=pd.DataFrame(per_signal, columns=SIGNAL_COLUMNS),
         notes=notes,
     )
+
+
+SAME_CORRELATION = 0.999  # |correlation| above this: one quantity logged twice (loss and loss_pre)
+
+
+def duplicate_groups(frame: pd.DataFrame, names: list[str], max_rows: int = 20_000) -> dict[str, list[str]]:
+    """{representative: [near-identical series]} among ``names``: same finite rows and |correlation| ≥ SAME_CORRELATION.
+
+    Two names for one quantity jump together by construction, so counting both toward a transition's minimum
+    number of signals would make one change look like two. Rows are strided down to ≤ ``max_rows`` (correlation of
+    a strided sample of ≥ 20 k rows is precise to ~1e-4). The representative is the first name in ``names``.
+    """
+    if len(names) < 2 or len(frame) < MIN_STEPS:
+        return {}
+    stride = max(1, int(np.ceil(len(frame) / max_rows)))
+    v = frame[names].to_numpy()[::stride]  # [m, k]
+    out: dict[str, list[str]] = {}
+    taken: set[int] = set()
+    for i in range(len(names)):
+        if i in taken:
+            continue
+        for j in range(i + 1, len(names)):
+            if j in taken or not np.array_equal(np.isfinite(v[:, i]), np.isfinite(v[:, j])):
+                continue
+            ok = np.isfinite(v[:, i])
+            a, b = v[ok, i], v[ok, j]
+            if a.size < MIN_STEPS or np.std(a) == 0 or np.std(b) == 0:
+                continue
+            if abs(float(np.corrcoef(a, b)[0, 1])) >= SAME_CORRELATION:
+                out.setdefault(names[i], []).append(names[j])
+                taken.add(j)
+    return out
 
 
 PARALLEL_VALUES = 2_000_000  # below this many values a pool's start (~0.1 s) costs more than it saves
@@ -202,7 +262,7 @@ def _map_signals(frame: pd.DataFrame, names: list[str], log_axis: bool, max_poin
 
 def _detect(red: Reduced, x: np.ndarray) -> tuple[JumpResult, list[int]]:
     """Jumps on a reduced series, mapped back to rows of ``x`` and refined inside their bin."""
-    res = JumpDetector().fit(red.values).predict()
+    res = JumpDetector(log_scale="auto").fit(red.values).predict()
     widths = np.diff(np.append(red.starts, red.n))  # [bins] rows per bin
     rows = [refine(x, r, int(widths[b])) if widths[b] > 1 else r
             for b, r in zip(res.indices, red.to_rows(res.indices))]
@@ -220,7 +280,7 @@ def _log_axis_rows(x: np.ndarray, max_points: int) -> list[tuple[int, float, flo
     m = x.size // 4
     while m >= 100:
         if m <= max_points:
-            res = JumpDetector().fit(x[:m]).predict()
+            res = JumpDetector(log_scale="auto").fit(x[:m]).predict()
             out += [(r, float(s), float(z)) for r, s, z in zip(res.indices, res.sizes, res.z_scores) if r < m // 2]
         m //= 4
     return out

@@ -256,6 +256,22 @@ def _draw_shared(job: tuple[str, Path, int]) -> Path | None:
     return family_figure(_SHARED, *job)
 
 
+def remove_family_pngs(out: Path) -> list[Path]:
+    """Delete the family PNGs (``<family>.png`` and pages ``<family>_<k>.png``) an earlier analysis left in ``out``.
+
+    A re-run into the same folder may draw fewer families or pages; their old files would otherwise sit next to
+    the new report as if current. Other PNGs (llc.png, probe_*.png) belong to other jobs and are kept.
+    """
+    gone = []
+    for stem in set(FAMILY_FILES.values()):
+        for old in out.glob(f"{stem}*.png"):
+            rest = old.stem[len(stem) :]
+            if rest == "" or (rest.startswith("_") and rest[1:].isdigit()):
+                old.unlink()
+                gone.append(old)
+    return gone
+
+
 def all_figures(res: AnalysisResult, out: Path, workers: int | None = None) -> list[Path]:
     """One PNG per family present in the analysis, in the fixed family order; a family with more than `MAX_ROWS`
     signals continues on further pages.
@@ -270,10 +286,7 @@ def all_figures(res: AnalysisResult, out: Path, workers: int | None = None) -> l
     import os
 
     out.mkdir(parents=True, exist_ok=True)
-    for stem in set(FAMILY_FILES.values()):  # pages of an earlier analysis in this folder that this one may not redraw
-        for old in out.glob(f"{stem}_*.png"):
-            if old.stem[len(stem) + 1 :].isdigit():
-                old.unlink()
+    remove_family_pngs(out)
     jobs = [(f, out, page) for f in FAMILY_FILES for page in range(family_pages(res, f))]  # fixed family order
     workers = min(len(jobs), workers or os.cpu_count() or 1)
     if workers > 1 and "fork" in mp.get_all_start_methods():

@@ -132,16 +132,20 @@ def report_html(res: AnalysisResult, images: list[Path], extra: str = "") -> str
 
 
 def write_outputs(res: AnalysisResult, out: Path, *, figures: bool = True) -> dict[str, Path]:
-    """Write events.csv, summary.json, the PNGs and report.html into ``out`` (created); returns their paths."""
+    """Write events.csv, summary.json, the PNGs and report.html into ``out`` (created); returns their paths (each
+    figure under ``figure:<name>``)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"events": out / "events.csv", "summary": out / "summary.json", "report": out / "report.html"}
     res.events().to_csv(paths["events"], index=False)
     paths["summary"].write_text(json.dumps(summary_dict(res), indent=2, default=str))
     images: list[Path] = []
-    if figures and res.num_steps and not res.signals.empty:
-        from discrepancy.analysis.plots import all_figures
+    if figures:
+        from discrepancy.analysis.plots import all_figures, remove_family_pngs
 
-        images = all_figures(res, out)
+        remove_family_pngs(out)  # an earlier analysis's figures must not pass for this one's
+        if res.num_steps and not res.signals.empty:
+            images = all_figures(res, out)
     extra = probe_section(out) + llc_section(out)
     paths["report"].write_text(report_html(res, images, extra), encoding="utf-8")
+    paths.update({f"figure:{img.stem}": img for img in images})
     return paths

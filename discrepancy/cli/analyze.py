@@ -32,7 +32,7 @@ def _print_table(res) -> None:  # noqa: ANN001 - AnalysisResult, imported lazily
         for r in res.signals.itertuples():
             js = res.jumps[res.jumps["signal"] == r.signal].head(4)
             first = ", ".join(f"{s}:{v:+.3g}" for s, v in zip(js["step"], js["size"]))
-            t.add_row(r.signal, r.family, str(r.n_jumps), str(r.n_plateaus), f"{r.jump_fraction:.2f}", first)
+            t.add_row(r.signal, r.family, str(r.n_jumps), str(r.n_plateaus), _fraction(r.jump_fraction), first)
         console.print(t)
 
 
@@ -66,4 +66,11 @@ def analyze(
         typer.echo(json.dumps(summary_dict(res), indent=2, default=str))
     else:
         _print_table(res)
-    typer.echo(f"wrote {paths['report']} and events.csv, summary.json, PNGs in {out}", err=True)
+    n_png = sum(1 for key in paths if key.startswith("figure:"))
+    pngs = f", {n_png} PNG{'s' if n_png != 1 else ''}" if n_png else " (no figures: too few steps or no signals)"
+    typer.echo(f"wrote {paths['report']} and events.csv, summary.json{pngs} in {out}", err=True)
+
+
+def _fraction(value: float) -> str:
+    """A share for the table; '–' where it is undefined (a series not searched, e.g. timings), as the report."""
+    return "–" if value != value else f"{value:.2f}"

@@ -24,8 +24,12 @@ def llc(
     """Estimate the weight-refined LLC at every LoRA snapshot; write llc.csv, llc.png and llc_settings.json.
 
     Settings are calibrated once and frozen across snapshots; snapshots already in llc.csv are skipped (resumable).
+    Resuming with other --chains/--draws/--burnin/--seed/probe set is refused; results of an earlier run under the
+    same name (train --force) are discarded with a notice. Each estimate gets a health verdict (negative, diverged
+    chains, chain spread, drift); unhealthy estimates are not LLCs and yield no stage boundaries.
     """
-    from discrepancy.analysis.llc_runs import llc_over_run, stage_boundaries
+    from discrepancy.analysis.llc_health import unhealthy_summary
+    from discrepancy.analysis.llc_runs import healthy_stage_boundaries, llc_over_run
 
     if not run.exists():
         raise DiscrepancyError(f"{run} not found: pass the path of a run file")
@@ -39,18 +43,33 @@ def llc(
                 progress.update(task, completed=done, total=total, description=f"LLC at step {step}")
 
         table = llc_over_run(run, out, probe_size=probe_size, num_chains=chains, num_draws=draws,
-                             num_burnin=burnin, seed=seed, on_snapshot=callback)
+                             num_burnin=burnin, seed=seed, on_snapshot=callback,
+                             notice=lambda line: typer.echo(f"note: {line}", err=True))
     finally:
         if progress is not None:
             progress.stop()
-    bounds = stage_boundaries(list(table["step"]), list(table["llc_mean"]))
+    bounds = healthy_stage_boundaries(table)
     if format == "csv":
         typer.echo(table.to_csv(index=False), nl=False)
     else:
         _print_table(table, bounds)
-    for w in table["warnings"].dropna():
-        if str(w).strip():
-            typer.echo(f"warning: {w}", err=True)
+    for step, w in zip(table["step"], table["warnings"]):
+        if isinstance(w, str) and w.strip():
+            typer.echo(f"warning: step {step}: {w}", err=True)
+    summary = unhealthy_summary(table, _probe_pairs(table, run, out))
+    if summary:
+        typer.echo(f"warning: {summary}", err=True)
+
+
+def _probe_pairs(table, run: Path, out: Path | None) -> int | None:  # noqa: ANN001 - pandas DataFrame
+    """Size of the probe set, from the settings file next to the results (for the unhealthy-estimates line)."""
+    import json
+
+    folder = out if out is not None else run.with_name(run.name + ".analysis")
+    try:
+        return int(json.loads((folder / "llc_settings.json").read_text())["probe_pairs"])
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def _progress():  # noqa: ANN202 - rich.progress.Progress, imported lazily
@@ -67,9 +86,11 @@ def _print_table(table, bounds: list[int]) -> None:  # noqa: ANN001 - pandas Dat
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title="Weight-refined LLC per snapshot")
-    for col in ("step", "LLC", "± std", "stage boundary"):
+    t = Table(title="Weight-refined LLC per snapshot",
+              caption="s.e.: standard error of the mean (std/√chains kept); chain std: spread across chains")
+    for col in ("step", "LLC", "± s.e.", "chain std", "chains kept", "health", "stage boundary"):
         t.add_column(col)
     for r in table.itertuples():
-        t.add_row(str(r.step), f"{r.llc_mean:.3g}", f"{r.llc_std:.2g}", "◆" if int(r.step) in bounds else "")
-    Console().print(t)
+        t.add_row(str(r.step), f"{r.llc_mean:.3g}", f"{r.llc_se:.2g}", f"{r.llc_std:.2g}",
+                  f"{int(r.chains_ok)}/{int(r.chains)}", str(r.health), "◆" if int(r.step) in bounds else "")
+    Console(width=max(100, Console().width)).print(t)

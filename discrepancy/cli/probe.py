@@ -34,15 +34,21 @@ def probe(
     from discrepancy.probes.at_jump import attribute_jump
     from discrepancy.probes.errors import ProbeError
     from discrepancy.probes.evaluate import ScoreSettings
-    from discrepancy.probes.run import run_probes
+    from discrepancy.probes.run import pick_device, run_probes
 
     ks = tuple(pass_k or [1])
-    if samples and max(ks) > samples:
+    if min(ks) < 1:
+        raise ProbeError(f"--pass-k {min(ks)}: k must be at least 1")
+    if (samples or pass_k) and max(ks) > samples:
         raise ProbeError(f"--pass-k {max(ks)} needs at least that many --samples (got {samples})")
+    if samples and not generate:
+        raise ProbeError("--samples needs generation: drop --no-generate, or drop --samples")
+    pick_device(device)  # an unusable device is refused before any work
     settings = ScoreSettings(batch_size=batch_size, max_new_tokens=max_new_tokens, samples=samples,
                              temperature=temperature, pass_k=ks, generate=generate)
     with _progress() as report:
-        result = run_probes(run, suite, every, out, settings, progress=report, device=device)
+        result = run_probes(run, suite, every, out, settings, progress=report, device=device,
+                            notice=lambda line: typer.echo(f"note: {line}", err=True))
     typer.echo(f"probe tables and figures in {result.out_dir}")
     if len(result.emergence):
         cols = ["suite", "skill", "kind", "step", "evidence"]

@@ -2,9 +2,10 @@
 
 Two curves per skill over the snapshot steps: the continuous score c (mean gold-answer log-prob) and exact match e.
 
-- A *change point* of c: the step with the largest single change, kept only when it stands out from the noise and
+- A *change point* of c: the step with the largest single RISE, kept only when it stands out from the noise and
   the trend (see :func:`fallback_change_point`; the analysis jump detector on curves long enough for it), and is
-  at least ``min_jump`` nats per answer token (0.1 by default).
+  at least ``min_jump`` nats per answer token (0.1 by default). A fall of the gold answer's log-prob is a skill
+  getting worse, never emergence, so only rises count.
 - A *persistent rise* of e at index j: mean(e[j:]) − mean(e[:j]) ≥ ``min_rise``, seen at two snapshots at least
   (j ≤ n − 2), with every later e ≥ mean(e[:j]) + ``min_rise``/2 (it never falls back); *sharp* when the step of
   e into j carries ≥ ``share`` of its range.
@@ -12,7 +13,11 @@ Two curves per skill over the snapshot steps: the continuous score c (mean gold-
 Classes: **genuine** = change point in c and persistent rise of e within ``tol`` snapshots of each other;
 **mirage** = sharp persistent rise of e while c has no change point (a thresholded metric of a smooth score);
 **latent** = change point in c while e has no persistent rise; **gradual** = persistent but smooth rise of e with
-smooth c; **none** = neither moves. The emergence step is the first snapshot after the rise (or after the jump).
+smooth c; **none** = neither moves. When both move but more than ``tol`` snapshots apart, the rise of e is not
+matched by a jump of c, so it is judged as if c had none (mirage when sharp, else gradual) and the evidence names
+the unmatched log-prob jump. When e was not measured (log-prob only scoring, ``--no-generate``) the verdict is latent
+or none and the evidence says exact match was not measured. The emergence step is the first snapshot after the rise
+(or after the jump).
 """
 
 from __future__ import annotations
@@ -53,8 +58,8 @@ class Emergence:
 
 
 def fallback_change_point(y: np.ndarray, z_min: float = 4.0, share_min: float = 0.5,
-                          min_size: float = 0.0) -> ChangePoint | None:
-    """The largest single step of ``y`` when it is a jump, else None.
+                          min_size: float = 0.0, rises_only: bool = False) -> ChangePoint | None:
+    """The largest single step of ``y`` (the largest rise with ``rises_only``) when it is a jump, else None.
 
     Probe curves have few points (one per snapshot), so instead of a segmentation search we test the one candidate
     that matters: the step j with the largest change. Its excess over the typical step (the median of the other
@@ -68,7 +73,10 @@ def fallback_change_point(y: np.ndarray, z_min: float = 4.0, share_min: float = 
     if y.size < 4 or not np.isfinite(y).all():
         return None  # too few snapshots to tell a jump from the trend (or a missing score)
     dy = np.diff(y)
-    j = int(np.argmax(np.abs(dy - np.median(dy))))
+    dev = dy - np.median(dy)
+    j = int(np.argmax(dev if rises_only else np.abs(dev)))
+    if rises_only and dy[j] <= 0:
+        return None  # the curve never rises more than its trend: nothing emerged
     others = np.delete(dy, j)
     trend = np.median(others)
     excess = abs(dy[j] - trend)
@@ -82,8 +90,8 @@ def fallback_change_point(y: np.ndarray, z_min: float = 4.0, share_min: float = 
     return ChangePoint(index=j + 1, size=float(dy[j]), z=float(z), share=float(share))
 
 
-def change_point(y: np.ndarray, min_size: float = 0.0) -> ChangePoint | None:
-    """Change point of a score curve.
+def change_point(y: np.ndarray, min_size: float = 0.0, rises_only: bool = False) -> ChangePoint | None:
+    """Change point of a score curve (only upward ones with ``rises_only``).
 
     Curves long enough for the analysis jump detector (``discrepancy.analysis.jumps``, SPEC §4) use it, and the
     largest detected jump is reported; shorter curves, or an installation without it, use
@@ -93,15 +101,15 @@ def change_point(y: np.ndarray, min_size: float = 0.0) -> ChangePoint | None:
     try:
         from discrepancy.analysis.jumps import MIN_POINTS, detect_jumps  # optional analysis module
     except ImportError:
-        return fallback_change_point(y, min_size=min_size)
+        return fallback_change_point(y, min_size=min_size, rises_only=rises_only)
     if y.size < MIN_POINTS or not np.isfinite(y).all():
-        return fallback_change_point(y, min_size=min_size)
+        return fallback_change_point(y, min_size=min_size, rises_only=rises_only)
     try:
         found = [int(i) for i in detect_jumps(y) if 0 < int(i) < y.size]
     except Exception as exc:  # the detector is optional here; its failure must not stop probing
         warnings.warn(f"jump detector failed on a probe curve ({exc}); using the fallback test", stacklevel=2)
-        return fallback_change_point(y, min_size=min_size)
-    found = [i for i in found if abs(y[i] - y[i - 1]) > min_size]
+        return fallback_change_point(y, min_size=min_size, rises_only=rises_only)
+    found = [i for i in found if abs(y[i] - y[i - 1]) > min_size and (y[i] > y[i - 1] or not rises_only)]
     if not found:
         return None
     idx = max(found, key=lambda i: abs(y[i] - y[i - 1]))
@@ -129,49 +137,54 @@ def em_rise(e: np.ndarray, min_rise: float = 0.25, share: float = 0.5) -> tuple[
     return j, before, after, bool(persistent), bool(sharp)
 
 
-def classify_curve(steps: np.ndarray, logprob: np.ndarray, em: np.ndarray, suite: str = "", skill: str = "",
+def classify_curve(steps: np.ndarray, logprob: np.ndarray, em: np.ndarray | None, suite: str = "", skill: str = "",
                    min_rise: float = 0.25, tol: int = 1, min_jump: float = 0.1) -> Emergence:
-    """Classify one skill from its two curves (same length, ordered by step).
+    """Classify one skill from its two curves (same length, ordered by step); see the module docstring.
 
-    ``min_jump`` (nats per answer token) is the smallest log-prob step that can count as a change point.
+    ``min_jump`` (nats per answer token) is the smallest log-prob rise that can count as a change point. ``em`` is
+    None (or all NaN) when exact match was not measured: then only latent or none can be told.
     """
     steps = np.asarray(steps, dtype=float)
-    cp = change_point(logprob, min_size=min_jump)
-    j, before, after, persistent, sharp = em_rise(em, min_rise)
+    cp = change_point(logprob, min_size=min_jump, rises_only=True)
     lp_step = steps[cp.index] if cp else np.nan
-    em_step = steps[j] if persistent else np.nan
     lp_txt = (f"log-prob jump {cp.size:+.3g} at step {lp_step:g} (z={cp.z:.3g}, {cp.share:.0%} of variation)"
-              if cp else "log-prob smooth (no change point)")
+              if cp else "log-prob smooth (no upward change point)")
+    jump = float(cp.size) if cp else np.nan
+    if em is None or not np.isfinite(np.asarray(em, dtype=float)).any():
+        kind, step = ("latent", lp_step) if cp else ("none", np.nan)
+        return Emergence(suite, skill, kind, float(step), float(lp_step), jump, np.nan, np.nan, np.nan,
+                         f"{lp_txt}; exact match not measured (scored without generation)")
+    em = np.nan_to_num(np.asarray(em, dtype=float), nan=0.0)  # a snapshot without a graded answer scores 0
+    j, before, after, persistent, sharp = em_rise(em, min_rise)
+    em_step = steps[j] if persistent else np.nan
     em_txt = (f"exact match {before:.2f}→{after:.2f} from step {em_step:g}" + (" (sharp)" if sharp else " (gradual)")
               if persistent else f"exact match flat (best rise {after - before:+.2f} < {min_rise})")
     if cp and persistent and abs(cp.index - j) <= tol:
         kind, step = "genuine", em_step
-    elif persistent and sharp and not cp:
-        kind, step = "mirage", em_step
-    elif cp and not persistent:
+    elif persistent:  # no log-prob jump, or one too far from the rise of exact match to explain it
+        kind, step = ("mirage" if sharp else "gradual"), em_step
+        if cp:
+            em_txt += f"; the log-prob jump is {abs(cp.index - j)} snapshots away, so it does not match the rise"
+    elif cp:
         kind, step = "latent", lp_step
-    elif persistent and not cp:
-        kind, step = "gradual", em_step
-    elif cp and persistent:  # both move, but at different snapshots: report the behavioural one, flag the gap
-        kind, step = "genuine", em_step
-        em_txt += f"; log-prob jump is {abs(cp.index - j)} snapshots away"
     else:
         kind, step = "none", np.nan
-    return Emergence(suite, skill, kind, float(step), float(lp_step), float(cp.size) if cp else np.nan,
-                     float(em_step), before, after, f"{lp_txt}; {em_txt}")
+    return Emergence(suite, skill, kind, float(step), float(lp_step), jump, float(em_step), before, after,
+                     f"{lp_txt}; {em_txt}")
 
 
 def classify_skills(table: pd.DataFrame, min_rise: float = 0.25, tol: int = 1, min_jump: float = 0.1) -> pd.DataFrame:
     """One row per (suite, skill) from a tidy table with columns step, suite, skill, metric, value.
 
-    Skills without exact match (log-prob only scoring) are judged on log-prob alone (latent or none).
+    Skills without exact match (log-prob only scoring) are judged on log-prob alone (latent or none), and their
+    exact-match fields stay NaN: not measured is not zero.
     """
     rows = []
     for (suite, skill), g in table.groupby(["suite", "skill"], sort=False):
-        wide = g.pivot_table(index="step", columns="metric", values="value").sort_index()
+        wide = g.pivot_table(index="step", columns="metric", values="value", dropna=False).sort_index()
         if "logprob" not in wide:
             continue
-        em = wide["exact_match"] if "exact_match" in wide else pd.Series(0.0, index=wide.index)
-        rows.append(asdict(classify_curve(wide.index.to_numpy(), wide["logprob"].to_numpy(), em.fillna(0).to_numpy(),
+        em = wide["exact_match"].to_numpy(dtype=float) if "exact_match" in wide else None
+        rows.append(asdict(classify_curve(wide.index.to_numpy(), wide["logprob"].to_numpy(), em,
                                           str(suite), str(skill), min_rise, tol, min_jump)))
     return pd.DataFrame(rows, columns=list(Emergence.__dataclass_fields__))

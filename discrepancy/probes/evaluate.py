@@ -43,6 +43,14 @@ class ScoreSettings:
     pass_k: tuple[int, ...] = (1,)  # k values reported when samples > 0
     generate: bool = True  # False = log-prob metrics only (much cheaper)
 
+    def __post_init__(self) -> None:
+        """Refuse settings that would fail only after all the scoring (pass@k with k < 1). A k above ``samples``
+        is allowed here and reported as NaN (undefined); the CLI refuses it when asked for explicitly."""
+        from discrepancy.probes.errors import ProbeError
+
+        if self.samples > 0 and min(self.pass_k, default=1) < 1:
+            raise ProbeError(f"pass@k needs k ≥ 1 (got k = {list(self.pass_k)})")
+
 
 def score_items(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, suite: Suite,
                 settings: ScoreSettings = ScoreSettings()) -> pd.DataFrame:

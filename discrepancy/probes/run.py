@@ -9,7 +9,11 @@ Everything lands in the run's analysis folder (``run.h5`` → ``run.h5.analysis/
 - ``probe_skills.png``, ``probe_units.png``; ``probe_settings.json`` (what the tables were scored with).
 
 Resumable: steps already in ``probe_skills.csv`` are skipped, and the tables are rewritten (atomically) after every
-step, so an interrupted probe continues where it stopped. Resuming with other suites or settings is refused.
+step, so an interrupted probe continues where it stopped. Resuming with other suites or settings that change the
+scores is refused (the batch size does not change them and is not compared). The run's identity is recorded in
+``probe_settings.json``: results of an earlier run under the same name (``train --force``) are discarded with a
+notice, results of another run file refused (``discrepancy.analysis.llc_resume``). The run, the device and the first
+model are checked before anything is written, so a failed call leaves no files behind.
 """
 
 from __future__ import annotations
@@ -67,10 +71,22 @@ def select_steps(snapshot_steps: list[int], every: int) -> list[int]:
 
 
 def pick_device(device: str | None = None) -> torch.device:
-    """``device`` as given, else the first CUDA device when there is one, else the CPU."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``device`` as given (checked: it must parse and exist here), else the first CUDA device when there is one, else
+    the CPU. Raises ``ProbeError`` for a device that cannot be used, before any work is done."""
+    if not device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ProbeError(f"--device {device!r} is not a torch device: use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ProbeError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ProbeError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise ProbeError(f"--device {device}: only cpu and cuda devices are supported")
+    return dev
 
 
 def default_loader(run: Any, step: int) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
@@ -83,29 +99,40 @@ def default_loader(run: Any, step: int) -> tuple[torch.nn.Module, PreTrainedToke
 def run_probes(run_path: str | Path, suites: str | Path | None = "all", every: int = 1, out: Path | None = None,
                settings: ScoreSettings = ScoreSettings(), loader: Loader = default_loader,
                progress: Progress | None = None, symmetry_items: int = 16,
-               device: str | None = None) -> ProbeResult:
+               device: str | None = None, notice: Callable[[str], None] | None = None) -> ProbeResult:
     """Score ``suites`` at every ``every``-th snapshot of the run; see the module docstring for the outputs.
 
-    ``device``: where the rebuilt model runs (default: CUDA when available, else CPU).
+    ``device``: where the rebuilt model runs (default: CUDA when available, else CPU). ``notice(line)`` receives the
+    notice that results of a re-created run were discarded (default: a Python warning).
     """
+    from discrepancy.analysis.llc_resume import run_identity
     from discrepancy.runfile import open_run
 
     loaded = resolve_suites(suites)
+    dev = pick_device(device)
+    if not Path(run_path).is_file():
+        raise ProbeError(f"{run_path} is not a run file: pass the path of a run (.h5)")
     out_dir = Path(out) if out is not None else analysis_dir(run_path)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _check_settings(out_dir, loaded, settings)
-    tables = {k: _read(out_dir / f) for k, f in FILES.items()}
-    done = set(tables["skills"]["step"].astype(int)) if len(tables["skills"]) else set()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ProbeError(f"--out {out_dir} is a file: pass a folder")
     with open_run(run_path) as run:
         steps = select_steps(list(run.snapshot_steps), every)
         if not steps:
             raise ProbeError(f"{run_path}: the run holds no LoRA snapshot to probe; train with snapshots enabled")
+        current = _settings_record(loaded, settings, run_identity(run), run_path)
+        fresh = _check_settings(out_dir, current, run_path, notice)
+        tables = {k: _read(out_dir / f) for k, f in FILES.items()}
+        done = set(tables["skills"]["step"].astype(int)) if len(tables["skills"]) else set()
         todo = [s for s in steps if s not in done]
         for i, step in enumerate(todo):
-            model, tokenizer = loader(run, step)
-            model = model.to(pick_device(device))
+            model, tokenizer = loader(run, step)  # the first load also checks the run's base model
+            model = model.to(dev)
             new = probe_model(model, tokenizer, loaded, settings, symmetry_items)
             del model  # free the weights before the next snapshot is built
+            if fresh:  # first results: only now is anything written (a failed call leaves no files)
+                out_dir.mkdir(parents=True, exist_ok=True)
+                (out_dir / SETTINGS_NAME).write_text(json.dumps(current, indent=1))
+                fresh = False
             for key, df in new.items():
                 df.insert(0, "step", step)
                 tables[key] = pd.concat([tables[key], df], ignore_index=True)
@@ -149,26 +176,55 @@ def _finish(tables: dict[str, pd.DataFrame], out_dir: Path) -> ProbeResult:
 
 
 def _llc_curve(out_dir: Path) -> pd.Series | None:
-    """The LLC curve when an LLC table (columns step, llc) sits in the same folder; None otherwise."""
+    """The LLC curve (healthy estimates of ``llc.csv`` in the same folder, column ``llc_mean``); None when there is
+    no LLC table or no healthy estimate in it: an unhealthy estimate is no LLC and is not drawn."""
     path = out_dir / "llc.csv"
     if not path.exists():
         return None
     df = pd.read_csv(path)
-    return df.set_index("step")["llc"] if {"step", "llc"} <= set(df.columns) else None
+    col = "llc_mean" if "llc_mean" in df.columns else "llc"  # "llc": tables written by hand or by older tools
+    if not {"step", col} <= set(df.columns):
+        return None
+    if "health" in df.columns:
+        df = df[df["health"].astype(str) == "ok"]
+    return df.set_index("step")[col].sort_index() if len(df) else None
 
 
-def _check_settings(out_dir: Path, suites: list[Suite], settings: ScoreSettings) -> None:
-    """Refuse to mix results scored differently into one table; record the settings on first use."""
-    current = {"suites": [s.name for s in suites], "settings": asdict(settings)}
-    current = json.loads(json.dumps(current))  # tuples → lists, as they read back
-    path = out_dir / "probe_settings.json"
-    if path.exists():
-        stored = json.loads(path.read_text())
-        if stored != current:
-            raise ProbeError(f"{out_dir} holds probe results scored with {stored}; now asked for {current}. "
-                             "Use another --out folder, or delete the probe_* files there to start over")
-        return
-    path.write_text(json.dumps(current, indent=1))
+SETTINGS_NAME = "probe_settings.json"
+UNSCORED = ("batch_size",)  # settings that change speed, not scores: never a reason to refuse a resume
+
+
+def _settings_record(suites: list[Suite], settings: ScoreSettings, identity: str, run_path: str | Path) -> dict:
+    """What the tables are scored with, as stored in ``probe_settings.json`` (JSON-normalised: tuples → lists)."""
+    scored = {k: v for k, v in asdict(settings).items() if k not in UNSCORED}
+    record = {"suites": [s.name for s in suites], "settings": scored, "run_id": identity,
+              "run_path": str(Path(run_path).resolve())}
+    return json.loads(json.dumps(record))
+
+
+def _check_settings(out_dir: Path, current: dict, run_path: str | Path,
+                    notice: Callable[[str], None] | None = None) -> bool:
+    """Refuse to mix results scored differently into one table; True when there are no results to resume (the
+    settings are then written with the first results). Results of a re-created run are discarded first."""
+    from discrepancy.analysis.llc_resume import check_run_identity
+
+    path = out_dir / SETTINGS_NAME
+    if not path.exists():
+        return True
+    stored = json.loads(path.read_text())
+    files = [path, out_dir / "probe_emergence.csv", out_dir / "probe_skills.png", out_dir / "probe_units.png",
+             *(out_dir / f for f in FILES.values())]
+    if not check_run_identity(stored, current["run_id"], run_path, out_dir, files, "probe", notice):
+        return True
+    old = {"suites": stored.get("suites"),
+           "settings": {k: v for k, v in stored.get("settings", {}).items() if k not in UNSCORED}}
+    new = {"suites": current["suites"], "settings": current["settings"]}
+    if old != new:
+        diff = [f"suites {old['suites']}→{new['suites']}"] if old["suites"] != new["suites"] else []
+        diff += [f"{k} {old['settings'].get(k)}→{v}" for k, v in new["settings"].items() if old["settings"].get(k) != v]
+        raise ProbeError(f"{out_dir} holds probe results scored with other settings ({', '.join(diff)}): use "
+                         "another --out folder, or delete the probe_* files there to start over")
+    return False
 
 
 def _read(path: Path) -> pd.DataFrame:

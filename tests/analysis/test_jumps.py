@@ -116,3 +116,34 @@ def test_benchmark_subset_meets_goals():
         hits += sum(any(abs(p - s) <= margin and all(abs(p - j) > margin for j in c.jumps) for p in pred) for s in c.spikes)
     assert np.mean(f1s) >= 0.8
     assert hits <= 0.1 * decoys
+
+
+def test_sparse_counts_have_no_jumps_and_sane_z():
+    """Shares of 0–2 of 64 per step (MAD of Δ is 0): iid noise, so no jump and no |z| near the threshold."""
+    for seed in range(8):
+        y = np.random.default_rng(seed).binomial(64, 0.012, 150) / 64.0
+        det = JumpDetector(threshold=0.0, confirm=False, min_step_ratio=0.0)  # every local maximum, to read its z
+        res = det.fit(y).predict()
+        assert detect_jumps(y) == []
+        assert np.max(np.abs(res.z_scores)) < 5.0
+
+
+def test_smooth_integrated_curve_has_no_jumps():
+    """A norm that grows by 0.02–0.07 every step (a cumulative sum of varying increments) changes no level abruptly."""
+    for seed in range(5):
+        y = np.cumsum(np.random.default_rng(seed).uniform(0.02, 0.07, 150))
+        assert detect_jumps(y) == []
+
+
+def test_multiplicative_level_change_found_on_log_scale():
+    """Median 0.05 with ×/÷ 1.6 noise, then 0.8 with ×/÷ 1.3 after step 35 (16×): found at the planted step."""
+    hits = 0
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        y = np.concatenate([0.05 * rng.lognormal(0, 0.5, 35), 0.8 * rng.lognormal(0, 0.3, 115)])
+        res = JumpDetector(log_scale="auto").fit(y).predict()
+        hits += any(abs(i - 35) <= 2 for i in res.indices)
+        assert all(abs(i - 35) <= 2 for i in res.indices)  # nothing else
+        if res.indices:
+            assert res.sizes[0] == pytest.approx(0.75, rel=0.35)  # reported in the series' own units
+    assert hits >= 8

@@ -17,7 +17,7 @@ PAIRS = [("2+3=", "5"), ("1+4=", "5"), ("3+3=", "6"), ("2+2=", "4")]
 STEPS = (0, 10, 20)
 
 
-def _tiny_run(folder: Path) -> Path:
+def _tiny_run(folder: Path, run_id: str | None = None) -> Path:
     """A run with three snapshots: B = 0 (step 0), then two trained adapters, and the probe pairs as samples."""
     from discrepancy.modeling import (
         LoraSettings, attach_lora, build_char_tokenizer, build_tiny_model, run_model_meta, save_local_model,
@@ -41,7 +41,8 @@ def _tiny_run(folder: Path) -> Path:
             snaps[step] = lora_state_numpy(model)
     schema = RunSchema(series={"loss": "loss"}, snapshot_tensors={k: v.shape for k, v in snaps[0].items()})
     path = folder / "run.h5"
-    with Recorder.create(path, schema, meta=run_model_meta("tiny", "run.base", lora)) as rec:
+    meta = run_model_meta("tiny", "run.base", lora) | ({"run_id": run_id} if run_id else {})
+    with Recorder.create(path, schema, meta=meta) as rec:
         for step in STEPS:
             rec.log_step(step, {"loss": 0.0})
             if step == 0:
@@ -106,6 +107,7 @@ def test_cli_writes_csv_to_stdout(tmp_path: Path) -> None:
                                    "--format", "csv"])
     assert res.exit_code == 0, res.output
     assert res.stdout.splitlines()[0].startswith("step,llc_mean,llc_std")
+    assert {"llc_se", "chains_ok", "health"} <= set(res.stdout.splitlines()[0].split(","))
     assert (tmp_path / "run.h5.analysis" / "llc.csv").exists()
     missing = CliRunner().invoke(app, ["llc", str(tmp_path / "nope.h5")])
     assert missing.exit_code != 0 and "not found" in missing.output

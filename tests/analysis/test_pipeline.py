@@ -88,7 +88,9 @@ def test_long_run_reduction_keeps_jump_positions():
     n = 120_000
     y = 0.05 * rng.standard_normal(n)
     y[77_777:] += 0.5
-    frame = pd.DataFrame({"loss": y, "reward_mean": -y}, index=pd.Index(np.arange(n), name="step"))  # 2 families
+    r = 0.05 * rng.standard_normal(n)  # its own noise: −y would be one quantity twice, which counts once
+    r[77_777:] -= 0.5
+    frame = pd.DataFrame({"loss": y, "reward_mean": r}, index=pd.Index(np.arange(n), name="step"))  # 2 families
     res = analyze_series(frame, max_points=20_000)  # blocks of 6 steps
     steps = sorted(res.jumps.loc[res.jumps["signal"] == "loss", "step"])
     assert any(abs(s - 77_777) <= 2 for s in steps)
@@ -122,6 +124,26 @@ def test_outputs_and_self_contained_html(run_file: Path, tmp_path: Path):
     refs = re.findall(r"""(?:src|href)\s*=\s*['"]([^'"]*)""", html)
     assert refs and all(r.startswith("data:image/png;base64,") for r in refs)
     assert "[train]" in html and "finished" in html  # config and status shown
+
+
+def test_a_rerun_with_no_figures_leaves_no_stale_ones(run_file: Path, tmp_path: Path):
+    """Re-analysing into the same folder: the figures of the earlier analysis go, and the CLI says none were drawn
+    when none were (here: a signal list that matches nothing plottable)."""
+    from typer.testing import CliRunner
+
+    from discrepancy.cli import app
+
+    out = tmp_path / "out"
+    first = write_outputs(analyze(run_file), out)
+    assert any(key.startswith("figure:") for key in first) and list(out.glob("*.png"))
+    res = analyze(run_file)
+    res.signals = res.signals.iloc[0:0]  # nothing to plot
+    second = write_outputs(res, out)
+    assert not any(key.startswith("figure:") for key in second) and not list(out.glob("*.png"))
+    result = CliRunner().invoke(app, ["analyze", str(run_file), "--out", str(out)])
+    assert result.exit_code == 0
+    drawn = re.search(r"summary.json, (\d+) PNGs in", result.output)
+    assert drawn and int(drawn.group(1)) == len(list(out.glob("*.png"))) > 0
 
 
 @pytest.mark.slow
@@ -197,3 +219,35 @@ def test_timing_series_plotted_but_not_searched_unless_asked():
     assert set(asked.jumps["signal"]) == set(frame.columns)
     assert all(abs(s - 200) <= 2 for s in asked.jumps["step"])
     assert asked.transitions.iloc[0]["n_signals"] == 4
+
+
+def test_schedules_smoothed_copies_and_duplicates_do_not_make_transitions():
+    """A warm-up kink of lr, an EWMA of a spiky series, and one quantity logged twice: no phase transition."""
+    rng = np.random.default_rng(3)
+    n = 150
+    lr = np.minimum(np.arange(1, n + 1) / 10, 1.0) * 1e-4  # warm-up: a kink set by the config
+    raw = 0.4 + 0.05 * rng.standard_normal(n)
+    raw[100] = 16.0  # one spike: the raw series drops it, its EWMA would turn it into a step
+    ewma = pd.Series(raw).ewm(alpha=0.1).mean().to_numpy()
+    loss = 0.1 * rng.standard_normal(n)
+    loss[90:] += 2.0  # a real jump, but of one quantity logged twice
+    frame = pd.DataFrame({"lr": lr, "noise_trace": raw, "noise_trace_ewma": ewma, "loss": loss, "loss_pre": loss.copy()},
+                         index=pd.Index(np.arange(1, n + 1), name="step"))
+    res = analyze_series(frame, min_signals=2)
+    assert set(res.jumps["signal"]) == {"loss", "loss_pre"}  # lr and the EWMA are not searched, the spike is no jump
+    assert res.transitions.empty  # loss and loss_pre count once
+    noisy = frame.assign(loss_pre=loss + 0.1 * rng.standard_normal(n))  # a second, independent measurement
+    assert len(analyze_series(noisy, min_signals=2).transitions) == 1
+    assert family_of("len_correct") == family_of("len_incorrect") == "lengths"
+    assert family_of("reward_correctness") == "rewards"
+
+
+def test_events_steps_are_inclusive_for_every_kind(run_file: Path):
+    res = analyze(run_file)
+    ev = res.events()
+    steps = set(res.series.index)
+    assert (ev["start_step"] <= ev["end_step"]).all() and set(ev["end_step"]) <= steps  # logged steps, inclusive
+    plats = ev[ev["kind"] == "plateau"].reset_index(drop=True)
+    assert (plats["end_step"].to_numpy() < res.plateaus["end_step"].to_numpy()).all()  # the table's end is exclusive
+    tr = ev[ev["kind"] == "phase_transition"]
+    assert (tr["n_families"] >= 1).all() and (tr["start_step"] <= tr["step"]).all()

@@ -62,3 +62,15 @@ def test_a_family_over_max_rows_continues_on_further_pages(tmp_path):
     assert [p.name for p in paths] == ["other.png", "other_2.png"]  # every signal drawn: 16 + 3 panels
     heights = [imread(p).shape[0] for p in paths]
     assert heights[0] > 3 * heights[1]  # 16 rows against 3
+
+
+def test_family_pngs_of_an_earlier_analysis_are_removed(tmp_path):
+    """Family figures and their pages go; other jobs' PNGs (llc.png, probe_*.png) and look-alikes stay."""
+    from discrepancy.analysis.plots import FAMILY_FILES, remove_family_pngs
+
+    stale = [tmp_path / f"{stem}{suffix}.png" for stem in FAMILY_FILES.values() for suffix in ("", "_2", "_13")]
+    kept = [tmp_path / name for name in ("llc.png", "probe_skills.png", "rewards_old.png", "other_x2.png")]
+    for p in stale + kept:
+        p.write_bytes(b"png")
+    assert sorted(remove_family_pngs(tmp_path)) == sorted(stale)
+    assert sorted(tmp_path.iterdir()) == sorted(kept)

@@ -46,9 +46,9 @@ def test_gradual_and_none():
     lp = np.linspace(-3, -1, 10)
     assert classify_curve(STEPS, lp, np.linspace(0, 0.9, 10)).kind == "gradual"
     assert classify_curve(STEPS, np.full(10, -2.0), np.zeros(10)).kind == "none"
-    # a drop of exact match is not emergence, and a falling log-prob jump with flat EM is still latent
+    # a drop of exact match is not emergence, and neither is a falling log-prob jump: only rises count
     v = classify_curve(STEPS, step_curve(-1, -3, 5), np.zeros(10))
-    assert v.kind == "latent" and v.logprob_jump < 0
+    assert v.kind == "none" and np.isnan(v.logprob_jump) and "no upward change point" in v.evidence
 
 
 def test_transient_rise_is_not_persistent():
@@ -86,3 +86,29 @@ def test_classify_skills_from_a_tidy_table():
     out = classify_skills(pd.DataFrame(rows)).set_index("skill")
     assert out.loc["a", "kind"] == "genuine" and out.loc["a", "step"] == 300
     assert out.loc["b", "kind"] == "none" and "smooth" in out.loc["b", "evidence"]
+
+
+def test_fallback_rises_only_ignores_falls():
+    fall = step_curve(-1.0, -3.0, 5)
+    assert fallback_change_point(fall).size == pytest.approx(-2.0)  # a change point, but downward …
+    assert fallback_change_point(fall, rises_only=True) is None  # … so no emergence candidate
+    assert fallback_change_point(-fall, rises_only=True).index == 5
+
+
+def test_logprob_jump_far_from_the_exact_match_rise_is_not_genuine():
+    lp = step_curve(-3.0, -1.0, 2)  # log-prob jumps at index 2 …
+    em = step_curve(0.0, 1.0, 7)  # … exact match rises sharply five snapshots later
+    v = classify_curve(STEPS, lp, em, tol=1)
+    assert v.kind == "mirage" and v.step == 350.0 and "5 snapshots away" in v.evidence
+    assert classify_curve(STEPS, lp, np.linspace(0, 1, 10) ** 0.5 * (np.arange(10) >= 6), tol=1).kind != "genuine"
+
+
+def test_without_exact_match_nothing_is_called_flat():
+    rows = [{"step": int(s), "suite": "s", "skill": "k", "metric": "logprob", "value": v}
+            for s, v in zip(STEPS, step_curve(-3.0, -1.0, 4))]
+    out = classify_skills(pd.DataFrame(rows)).iloc[0]
+    assert out["kind"] == "latent" and out["step"] == 200.0
+    assert np.isnan(out["em_before"]) and np.isnan(out["em_after"]) and np.isnan(out["em_rise_step"])
+    assert "not measured" in out["evidence"] and "flat" not in out["evidence"]
+    flat = classify_curve(STEPS, np.full(10, -2.0), None)
+    assert flat.kind == "none" and "not measured" in flat.evidence

@@ -49,7 +49,7 @@ def test_resume_skips_probed_steps_and_refuses_other_settings(planted):
     again = run_probes(run, str(suite), settings=SETTINGS, loader=counting_loader)
     assert calls == []
     pd.testing.assert_frame_equal(again.skills, first.skills)
-    with pytest.raises(ProbeError, match="Use another --out folder"):
+    with pytest.raises(ProbeError, match="use another --out folder"):
         run_probes(run, str(suite), settings=ScoreSettings(max_new_tokens=17), loader=counting_loader)
 
 
