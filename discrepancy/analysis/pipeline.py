@@ -157,7 +157,7 @@ def analyze_series(  # noqa: PLR0913 - every option of the analysis
                      "the config sets them")
     derived = [name for name in names if name.endswith(DERIVED_SUFFIX) and name[: -len(DERIVED_SUFFIX)] in names]
     if derived:
-        notes.append(f"{len(derived)} smoothed series ({', '.join(derived)}) not searched: their raw series are")
+        notes.append(f"{len(derived)} smoothed series ({', '.join(derived)}) not searched: their raw series are searched, and smoothing turns one spike into a level change")
     skipped += schedules + derived
     for name, finite, found in _map_signals(frame, names, log_axis, max_points, set(skipped)):
         if found is None:
