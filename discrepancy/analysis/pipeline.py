@@ -153,11 +153,12 @@ def analyze_series(  # noqa: PLR0913 - every option of the analysis
                      "follow machine load; --timing-jumps includes them")
     schedules = [name for name in names if SCHEDULE.search(name)] if not schedule_jumps else []
     if schedules:
-        notes.append(f"{len(schedules)} config schedule(s) ({', '.join(schedules)}) not searched for jumps or plateaus: "
-                     "the config sets them")
+        notes.append(f"{len(schedules)} config schedule(s) ({', '.join(schedules)}) not searched for jumps or "
+                     "plateaus: the config sets them")
     derived = [name for name in names if name.endswith(DERIVED_SUFFIX) and name[: -len(DERIVED_SUFFIX)] in names]
     if derived:
-        notes.append(f"{len(derived)} smoothed series ({', '.join(derived)}) not searched: their raw series are searched, and smoothing turns one spike into a level change")
+        notes.append(f"{len(derived)} smoothed series ({', '.join(derived)}) not searched: their raw series are "
+                     "searched, and smoothing turns one spike into a level change")
     skipped += schedules + derived
     for name, finite, found in _map_signals(frame, names, log_axis, max_points, set(skipped)):
         if found is None:
@@ -187,7 +188,7 @@ SAME_CORRELATION = 0.999  # |correlation| above this: one quantity logged twice 
 
 
 def duplicate_groups(frame: pd.DataFrame, names: list[str], max_rows: int = 20_000) -> dict[str, list[str]]:
-    """{representative: [near-identical series]} among ``names``: same finite rows and |correlation| ≥ SAME_CORRELATION.
+    """{representative: [near-identical series]} among ``names``: same finite rows, |correlation| ≥ SAME_CORRELATION.
 
     Two names for one quantity jump together by construction, so counting both toward a transition's minimum
     number of signals would make one change look like two. Rows are strided down to ≤ ``max_rows`` (correlation of
