@@ -15,10 +15,6 @@ import typer
 
 from discrepancy.errors import DiscrepancyError
 
-# What a resumed run may change: how long it runs and how, never what it trains (that is the recorded config).
-RESUME_MAY_SET = ("run.steps", "run.device", "run.threads", "run.compile", "run.sampler", "run.flush_every",
-                  "run.checkpoint_every")
-
 
 def _load_config(config: Path | None, model: Path | None, steps: int | None, seed: int | None,
                  set_: list[str], resume: bool, out: Path) -> Any:
@@ -30,6 +26,8 @@ def _load_config(config: Path | None, model: Path | None, steps: int | None, see
         if config is not None or model is not None or seed is not None:
             raise DiscrepancyError("--resume continues a run with its own recorded config; drop --config/--model/"
                                    "--seed (use --steps to extend it)")
+        from discrepancy.trainers.run_files import RESUME_MAY_SET
+
         fixed = [key for key in (item.split("=", 1)[0].strip() for item in set_) if key not in RESUME_MAY_SET]
         if fixed:
             raise DiscrepancyError(f"--resume keeps the run's recorded config; --set {fixed[0]} cannot change on "

@@ -34,7 +34,7 @@ from discrepancy.trainers.hooks import HookRunner
 from discrepancy.trainers.recipe import STEP_SERIES, TrainState, grpo_step
 from discrepancy.trainers.rewards import RewardSpec, check_rewards
 from discrepancy.trainers.run_files import (
-    check_new_run, commit_new_run, discard_staged, new_run_id, run_identity, staged_base_dir,
+    RESUME_MAY_SET, check_new_run, resume_changes, commit_new_run, discard_staged, new_run_id, run_identity, staged_base_dir,
 )
 from discrepancy.trainers.samplers import check_sampler
 from discrepancy.trainers.stopping import all_ranks_agree, stop_requested_by_signal
@@ -212,7 +212,9 @@ def train_run(cfg: TrainConfig, out: str | Path = "run.h5", *, resume: bool = Fa
     out = Path(out)
     if resume and not checkpoint_path(out).is_file():
         raise ResumeError(f"{out}: nothing to resume ({checkpoint_path(out)} is missing)")
-    if not resume:
+    if resume:
+        _check_resume_config(cfg, out)
+    else:
         check_new_run(out, overwrite)
     prep = prepare(cfg)
     if cfg.run.threads:
@@ -291,10 +293,16 @@ def _loop(state: TrainState, rec: Any, out: Path | None, stop_at: int | None, pr
             # Baseline before the first update (B = 0: the warm-started base), so curves over snapshots start from
             # the model GRPO began with. A resumed run already holds it.
             _snapshot(rec, state)
-        status = _steps(state, rec, last, save, progress, rows, lambda: all_ranks_agree(stop_requested(), state.model))
+        agreed: list[int] = []  # the signal that stopped the run, as every rank agreed on it
+
+        def stop() -> bool:
+            agreed[:] = [all_ranks_agree(stop_requested(), state.model)]
+            return agreed[0] != 0
+
+        status = _steps(state, rec, last, save, progress, rows, stop)
         status = _close(state, rec, status, save)
     rank = torch.distributed.get_rank() if out is None else 0
-    return RunSummary(out or Path(), status, state.step, sft_losses, rows, rank, stop_requested())
+    return RunSummary(out or Path(), status, state.step, sft_losses, rows, rank, (agreed or [0])[0] or None)
 
 
 def _snapshot(rec: Any, state: TrainState) -> None:
@@ -340,6 +348,20 @@ def _close(state: TrainState, rec: Any, status: str, save: Callable[[], Any]) ->
     return "finished"
 
 
+def _check_resume_config(cfg: TrainConfig, out: Path) -> None:
+    """A resumed run trains what it recorded: only how long and where it runs may differ (`RESUME_MAY_SET`)."""
+    import tomllib
+
+    from discrepancy.runfile import open_run
+
+    with open_run(out) as run:
+        recorded = run.config
+    changed = resume_changes(recorded, tomllib.loads(to_toml(cfg)))
+    if changed:
+        raise ResumeError(f"{out}: a resumed run keeps its recorded config, but {', '.join(changed[:4])} differ; "
+                          f"only {', '.join(RESUME_MAY_SET)} may change (start a new run to change the rest)")
+
+
 def _load_resumed_base(cfg: TrainConfig, out: Path, device: torch.device) -> tuple[torch.nn.Module, Any, str, int]:
     """The base model a run trained on (its saved warm-started base, or the local model it names), with the run's
     identity and last recorded step, which its checkpoint must match."""
@@ -354,5 +376,7 @@ def _load_resumed_base(cfg: TrainConfig, out: Path, device: torch.device) -> tup
         base = out.parent / base
     if not base.is_dir():
         raise ResumeError(f"{out}: base model folder {base} is missing; it must stay next to the run to resume")
-    model, tokenizer = load_local_model(base, dtype=_dtype(cfg, device))
+    recorded = str(meta.get("base_model_dtype", ""))  # the precision it trained in, whatever the device now
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(recorded) or _dtype(cfg, device)
+    model, tokenizer = load_local_model(base, dtype=dtype)
     return model.to(device), tokenizer, identity, last_step

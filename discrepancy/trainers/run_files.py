@@ -15,6 +15,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
 
 from discrepancy.errors import DiscrepancyError
 from discrepancy.modeling import base_dir_for
@@ -23,6 +24,25 @@ from discrepancy.trainers.checkpoint import checkpoint_path
 
 class RunFilesError(DiscrepancyError):
     """The run file or its side files cannot be written as asked."""
+
+
+# What a resumed run may change: how long it runs and how, never what it trains (that is the recorded config).
+RESUME_MAY_SET = ("run.steps", "run.device", "run.threads", "run.compile", "run.sampler", "run.flush_every",
+                  "run.checkpoint_every")
+
+
+def resume_changes(recorded: dict[str, Any], config: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys outside `RESUME_MAY_SET` whose value in ``config`` differs from the run's ``recorded`` config
+    (both nested dicts, as the config's TOML gives them)."""
+    changed: list[str] = []
+    for key in sorted(set(recorded) | set(config)):
+        name = f"{prefix}{key}"
+        a, b = recorded.get(key), config.get(key)
+        if isinstance(a, dict) or isinstance(b, dict):
+            changed += resume_changes(a or {}, b or {}, name + ".")
+        elif a != b and name not in RESUME_MAY_SET:
+            changed.append(name)
+    return changed
 
 
 def new_run_id() -> str:
@@ -36,11 +56,19 @@ def run_identity(meta: dict, created_utc: str) -> str:
 
 
 def check_new_run(out: Path, overwrite: bool) -> None:
-    """Raise `RunFilesError` before any work when a new run cannot be written to ``out`` without losing data."""
+    """Raise `RunFilesError` before any work when a new run cannot be written to ``out`` without losing data.
+
+    ``overwrite`` (--force) gives up the run at ``out`` and its side files, never those of another run file that
+    shares the stem and still exists.
+    """
     if out.is_dir():
         raise RunFilesError(f"{out} is a folder; --out names the run file to write, e.g. {out / 'run.h5'}")
     if not out.parent.is_dir():
         raise RunFilesError(f"{out}: folder {out.parent} does not exist")
+    owner = _other_owner(out)
+    if owner is not None:
+        raise RunFilesError(f"{base_dir_for(out).name} and {checkpoint_path(out).name} belong to {owner.name}, which "
+                            f"shares the stem '{out.stem}'; choose another --out for this run")
     if overwrite:
         return
     if out.exists():
@@ -53,6 +81,29 @@ def check_new_run(out: Path, overwrite: bool) -> None:
                             "remove it, or pass --force")
 
 
+def _other_owner(out: Path) -> Path | None:
+    """Another existing run file (``<stem>.*``, not ``out``) whose recorded base folder is ``out``'s, if any."""
+    import h5py
+
+    from discrepancy.runfile import schema as S
+
+    base = base_dir_for(out)
+    if not base.exists() and not checkpoint_path(out).exists():
+        return None
+    for other in sorted(out.parent.glob(f"{out.stem}.*")):
+        if other == out or not other.is_file() or other.name.startswith(".") or not h5py.is_hdf5(other):
+            continue
+        try:
+            with h5py.File(other, "r", swmr=True) as f:
+                recorded = f[S.META].attrs.get("base_model_path", "")
+        except (OSError, KeyError):
+            continue  # unreadable or not a run: it cannot own anything
+        recorded = recorded.decode() if isinstance(recorded, bytes) else str(recorded)
+        if recorded == base.name or Path(recorded) == base.resolve():
+            return other
+    return None
+
+
 def staged_base_dir(out: Path) -> Path:
     """Where a new run saves its base until its run file exists."""
     return out.with_name(f".{base_dir_for(out).name}.creating")
@@ -62,9 +113,9 @@ def commit_new_run(out: Path) -> None:
     """Once the new run file exists: its staged base replaces any old one and the old run's checkpoint goes."""
     checkpoint_path(out).unlink(missing_ok=True)
     staged, final = staged_base_dir(out), base_dir_for(out)
+    if final.is_dir():
+        shutil.rmtree(final)  # the replaced run's base (check_new_run made sure no other run owns it)
     if staged.is_dir():
-        if final.is_dir():
-            shutil.rmtree(final)
         os.replace(staged, final)
 
 

@@ -44,12 +44,13 @@ def stop_requested_by_signal(notify: Callable[[str], None] | None) -> Iterator[C
             signal.signal(sig, old)
 
 
-def all_ranks_agree(signum: int | None, model: torch.nn.Module) -> bool:
-    """Whether to stop now: this rank's signal, shared with every rank under torchrun. Each rank is signalled
-    separately; one stopping a step before the others would leave them waiting in a gradient all-reduce forever."""
-    stop = signum is not None
+def all_ranks_agree(signum: int | None, model: torch.nn.Module) -> int:
+    """The signal that stops the run now (0: none): this rank's, shared with every rank under torchrun, where the
+    largest signal number wins. Each rank is signalled separately; one stopping a step before the others would
+    leave them waiting in a gradient all-reduce forever, and each rank's exit code must tell that it was stopped."""
+    agreed = signum or 0
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        flag = torch.tensor([float(stop)], device=next(model.parameters()).device)
+        flag = torch.tensor([float(agreed)], device=next(model.parameters()).device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)  # a host sync, once per step
-        stop = bool(flag.item())
-    return stop
+        agreed = int(flag.item())
+    return agreed

@@ -35,11 +35,35 @@ def short(fast_train_config):
 def test_a_run_with_the_same_stem_refuses_the_others_files(short, tmp_path):
     train_run(short, tmp_path / "a.h5")
     before = _digest(tmp_path / "a.base")
-    with pytest.raises(RunFilesError, match="a.base already exists"):
+    with pytest.raises(RunFilesError, match="belong to a.h5, which shares the stem 'a'"):
         train_run(apply_overrides(short, ["run.seed=3"]), tmp_path / "a.hdf5")
     assert not (tmp_path / "a.hdf5").exists() and _digest(tmp_path / "a.base") == before
+    (tmp_path / "a.h5").unlink()  # a deleted run's leftovers: refused without --force, and the message says so
+    with pytest.raises(RunFilesError, match="a.base already exists .* or to a deleted run"):
+        train_run(apply_overrides(short, ["run.seed=3"]), tmp_path / "a.hdf5")
     with pytest.raises(RunFilesError, match="is a folder"):
         train_run(short, tmp_path, overwrite=True)
+
+
+def test_force_never_takes_the_files_of_another_existing_run(short, tmp_path):
+    train_run(short, tmp_path / "a.h5")
+    base, ckpt = _digest(tmp_path / "a.base"), (tmp_path / "a.ckpt.pt").read_bytes()
+    with pytest.raises(RunFilesError, match="belong to a.h5"):
+        train_run(apply_overrides(short, ["run.seed=3"]), tmp_path / "a.hdf5", overwrite=True)
+    assert _digest(tmp_path / "a.base") == base and (tmp_path / "a.ckpt.pt").read_bytes() == ckpt
+    assert not (tmp_path / "a.hdf5").exists()
+    (tmp_path / "a.h5").unlink()  # once the owner is gone, --force may take the name's side files
+    train_run(apply_overrides(short, ["run.seed=3"]), tmp_path / "a.hdf5", overwrite=True)
+    assert _digest(tmp_path / "a.base") != base
+
+
+def test_resume_through_python_refuses_a_changed_config(short, tmp_path):
+    out = tmp_path / "run.h5"
+    train_run(short, out)
+    with pytest.raises(run_module.ResumeError, match="optim.lr, grpo.beta differ|grpo.beta, optim.lr differ"):
+        train_run(apply_overrides(short, ["run.steps=4", "optim.lr=0.5", "grpo.beta=0.9"]), out, resume=True)
+    with open_run(out) as run:
+        assert run.config["optim"]["lr"] == short.optim.lr and run.num_steps == 2
 
 
 def test_a_forced_run_that_fails_early_leaves_the_old_run_whole(short, tmp_path, monkeypatch):
