@@ -6,8 +6,10 @@ re-creates a run under the same name, with new snapshots at possibly other steps
 the settings file next to the results (``meta["run_id"]``, a uuid of new runs; the creation time of older ones):
 
 - results of the same run are resumed;
-- results recorded for the SAME path but another identity (or before identities were recorded) belong to a run that
-  no longer exists: they are discarded, with a one-line notice, and recomputed;
+- results recorded before identities were recorded are adopted for this run when their run path is this run's (or
+  unrecorded): deleting minutes of results on an upgrade would be worse than the rare stale reuse;
+- results recorded for the SAME path but another identity belong to a run that no longer exists: they are
+  discarded, with a one-line notice, and recomputed;
 - results of another run at another path (an ``--out`` folder shared between runs) are refused, since that run
   may still exist and its results are not ours to delete.
 """
@@ -52,11 +54,12 @@ def check_run_identity(stored: dict[str, Any], identity: str, run_path: str | Pa
     if old_path is not None and Path(old_path).resolve() != Path(run_path).resolve():
         raise StaleResultsError(f"{out_dir} holds {what} results of another run ({old_path}): pass another --out "
                                 f"folder for {run_path}, or delete those files to recompute")
+    if not stored.get("run_id"):
+        return True  # recorded before run identities: adopted (the caller records the identity from now on)
     for f in files:
         Path(f).unlink(missing_ok=True)
-    why = "recorded without a run identity" if "run_id" not in stored else "of an earlier run with this name"
-    (notice or default_notice)(f"discarded the {what} results in {out_dir} ({why}; {run_path} was re-created): "
-                               "recomputing")
+    (notice or default_notice)(f"discarded the {what} results in {out_dir} (of an earlier run with this name; "
+                               f"{run_path} was re-created): recomputing")
     return False
 
 

@@ -24,7 +24,8 @@ from discrepancy.analysis.plateaus import PlateauDetector
 
 MIN_STEPS = MIN_POINTS
 FAMILIES: list[tuple[str, str]] = [  # (family, regex on the series name); first match wins, the rest is "other"
-    ("lengths", r"length|^len_|truncat"),  # first: len_correct is a length, not a reward
+    ("rewards", r"^reward"),  # first: reward_length is a reward component
+    ("lengths", r"length|^len_|truncat"),  # before rewards' patterns: len_correct is a length, not a reward
     ("rewards", r"reward|correct|accura|format"),
     ("losses and D_t/ρ", r"loss|^disc|^rho|kappa|lin_error|step_norm|cos_grad"),
     ("gradient noise", r"noise|grad_sq|b_simple|snr|grad_norm"),
@@ -188,7 +189,8 @@ SAME_CORRELATION = 0.999  # |correlation| above this: one quantity logged twice 
 
 
 def duplicate_groups(frame: pd.DataFrame, names: list[str], max_rows: int = 20_000) -> dict[str, list[str]]:
-    """{representative: [near-identical series]} among ``names``: same finite rows, |correlation| ≥ SAME_CORRELATION.
+    """{representative: [near-identical series]} among ``names``: same finite rows, |correlation| of the values and
+    of their one-step changes ≥ SAME_CORRELATION.
 
     Two names for one quantity jump together by construction, so counting both toward a transition's minimum
     number of signals would make one change look like two. Rows are strided down to ≤ ``max_rows`` (correlation of
@@ -210,10 +212,18 @@ def duplicate_groups(frame: pd.DataFrame, names: list[str], max_rows: int = 20_0
             a, b = v[ok, i], v[ok, j]
             if a.size < MIN_STEPS or np.std(a) == 0 or np.std(b) == 0:
                 continue
-            if abs(float(np.corrcoef(a, b)[0, 1])) >= SAME_CORRELATION:
+            # Levels AND steps: two different smooth trends can correlate ≥ 0.999 in level, not step by step.
+            if min(_abs_corr(a, b), _abs_corr(np.diff(a), np.diff(b))) >= SAME_CORRELATION:
                 out.setdefault(names[i], []).append(names[j])
                 taken.add(j)
     return out
+
+
+def _abs_corr(a: np.ndarray, b: np.ndarray) -> float:
+    """|Pearson correlation|; 0 when either side is constant (nothing to compare)."""
+    if np.std(a) == 0 or np.std(b) == 0:
+        return 0.0
+    return abs(float(np.corrcoef(a, b)[0, 1]))
 
 
 PARALLEL_VALUES = 2_000_000  # below this many values a pool's start (~0.1 s) costs more than it saves

@@ -83,9 +83,13 @@ def _probe(path: str) -> dict[str, object]:
             time.sleep(0.1 if attempt else 0.0)  # locked by a live writer: retry as an SWMR reader
         except OSError as exc:
             text = str(exc).strip()
-            if "truncated" in text and 0 < attempt < 19:
-                time.sleep(0.05)  # locked by a live writer mid-flush: the file grows to its end address shortly
-                continue
+            if "truncated" in text and attempt < 19:
+                # A live writer mid-flush: the file grows to its end address within moments. A truncated copy does
+                # not grow; after three looks it is reported as truncated.
+                size = os.path.getsize(path)
+                time.sleep(0.05)
+                if os.path.getsize(path) != size or attempt < 3:
+                    continue
             if "truncated" in text:
                 return {"ok": False, "kind": "truncated",
                         "message": "is truncated (the writer died before its first flush, or a partial copy)"}

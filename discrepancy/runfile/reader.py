@@ -22,7 +22,7 @@ from discrepancy.runfile.probe import check_run_file
 
 __all__ = ["Run", "open_run"]
 
-_TEXT_RETRIES = 8  # fresh handles tried when a live run's newest sample strings are not readable yet
+_TEXT_RETRIES = 12  # fresh handles tried when a live run's newest sample strings are not readable yet
 
 
 def open_run(path: str | Path, *, check: bool = True, timeout: float | None = None) -> "Run":
@@ -177,18 +177,20 @@ class Run:
 
     def samples(self, step: int | None = None) -> pd.DataFrame:
         """Per-completion rows: step, prompt_id, prompt, completion and every sample field."""
+        error: OSError | None = None
         for attempt in range(_TEXT_RETRIES):
             try:
                 return self._samples(step)
             except OSError as exc:
+                error = exc
                 if not self._opened_live:
-                    raise RunCorrupted(self.path, f"samples cannot be read ({exc})") from None
+                    break
                 # HDF5's SWMR mode does not cover variable-length data: while the writer flushes, a reader can see
                 # new rows before their strings, and this handle's view of the file end stays stale. A fresh handle
                 # sees the flush completed.
                 time.sleep(0.02 * (attempt + 1))
                 self._reopen()
-        return self._samples(step)  # still failing: the error, as a damaged file gives it
+        raise RunCorrupted(self.path, f"samples cannot be read ({error})") from None
 
     def _samples(self, step: int | None) -> pd.DataFrame:
         self.refresh()
@@ -205,8 +207,18 @@ class Run:
         return pd.DataFrame(data)
 
     def _reopen(self) -> None:
+        """A fresh handle on the file. The old one is closed first: HDF5 shares one file state between handles of a
+        process, so a second handle opened beside it would see the same stale view."""
         self._f.close()
-        self._f = h5py.File(self.path, "r", swmr=True)
+        error: OSError | None = None
+        for attempt in range(10):  # a writer mid-flush can make an open fail for a moment
+            try:
+                self._f = h5py.File(self.path, "r", swmr=True)
+                return
+            except OSError as exc:
+                error = exc
+                time.sleep(0.01 * (attempt + 1))
+        raise RunCorrupted(self.path, f"cannot be reopened ({error})") from None
 
     # ---- snapshots -----------------------------------------------------------------------------------------------
     @property

@@ -62,6 +62,9 @@ def test_run_identity_reuse_discard_refuse(tmp_path: Path) -> None:
     assert files[0].exists() and notes == []
     assert not check_run_identity(stored, "b", run, tmp_path, files, "LLC", notes.append)  # re-created run
     assert not files[0].exists() and len(notes) == 1 and "re-created" in notes[0]
+    files[0].write_text("x")  # results written before identities were recorded: adopted, never deleted
+    assert check_run_identity({"num_chains": 4}, "b", run, tmp_path, files, "LLC", notes.append)
+    assert files[0].exists() and len(notes) == 1
 
 
 def _llc(run: Path, out: Path | None = None, notes: list[str] | None = None, seen: list | None = None, **kw):

@@ -251,3 +251,16 @@ def test_events_steps_are_inclusive_for_every_kind(run_file: Path):
     assert (plats["end_step"].to_numpy() < res.plateaus["end_step"].to_numpy()).all()  # the table's end is exclusive
     tr = ev[ev["kind"] == "phase_transition"]
     assert (tr["n_families"] >= 1).all() and (tr["start_step"] <= tr["step"]).all()
+
+
+def test_duplicate_groups_join_copies_not_two_trends():
+    """A rescaled copy counts once; two separately noisy quantities sharing a trend (level correlation > 0.999)
+    stay two signals, since their step-by-step changes are unrelated."""
+    from discrepancy.analysis.pipeline import duplicate_groups
+
+    rng = np.random.default_rng(0)
+    t = np.arange(300.0)
+    frame = pd.DataFrame({"a": t + rng.normal(0, 0.5, 300), "b": 1.01 * t + rng.normal(0, 0.5, 300)})
+    frame["copy"] = -2.0 * frame["a"] + 1.0
+    assert np.corrcoef(frame["a"], frame["b"])[0, 1] > 0.999
+    assert duplicate_groups(frame, ["a", "b", "copy"]) == {"a": ["copy"]}
