@@ -30,12 +30,6 @@ class StaleResultsError(DiscrepancyError):
     """An output folder holds results of another run, which may still exist: the user picks another folder."""
 
 
-def run_identity(run: Any) -> str:
-    """The run's identity: ``meta["run_id"]`` when recorded (new runs), else its creation time (older runs)."""
-    meta = getattr(run, "meta", {}) or {}
-    return str(meta.get("run_id") or getattr(run, "created_utc", "") or "")
-
-
 def default_notice(message: str) -> None:
     """Library default for notices: a Python warning (the CLI passes a function that prints the line instead)."""
     warnings.warn(message, stacklevel=3)

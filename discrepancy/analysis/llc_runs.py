@@ -35,7 +35,7 @@ import torch
 
 from discrepancy.analysis.llc import LLCResult, estimate_llc
 from discrepancy.analysis.llc_health import HEALTH_COLUMNS, health_of, healthy_mask, with_health
-from discrepancy.analysis.llc_resume import Notice, check_run_identity, differing, run_identity
+from discrepancy.analysis.llc_resume import Notice, check_run_identity, differing
 from discrepancy.errors import DiscrepancyError
 
 CSV_NAME, SETTINGS_NAME, PNG_NAME, STAGES_NAME = "llc.csv", "llc_settings.json", "llc.png", "llc_stages.csv"
@@ -170,7 +170,7 @@ def llc_over_run(
             raise DiscrepancyError(f"{run_path} holds no LoRA snapshot: train with snapshots enabled")
         pairs = list(probe) if probe is not None else probe_pairs_from_run(run, probe_size)
         budget = dict(num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin, seed=seed)
-        identity = {"run_id": run_identity(run), "run_path": str(run_path.resolve())}
+        identity = {"run_id": run.identity, "run_path": str(run_path.resolve())}
         # refuse other sampler settings before the (slow) model load; the probe set is compared once tokenized
         _stored_settings(settings_path, out, run_path, identity["run_id"], budget, notice)
         model, tokenizer = model_from_run(run, steps[-1], dtype=torch.float32)

@@ -105,7 +105,6 @@ def run_probes(run_path: str | Path, suites: str | Path | None = "all", every: i
     ``device``: where the rebuilt model runs (default: CUDA when available, else CPU). ``notice(line)`` receives the
     notice that results of a re-created run were discarded (default: a Python warning).
     """
-    from discrepancy.analysis.llc_resume import run_identity
     from discrepancy.runfile import open_run
 
     loaded = resolve_suites(suites)
@@ -119,7 +118,7 @@ def run_probes(run_path: str | Path, suites: str | Path | None = "all", every: i
         steps = select_steps(list(run.snapshot_steps), every)
         if not steps:
             raise ProbeError(f"{run_path}: the run holds no LoRA snapshot to probe; train with snapshots enabled")
-        current = _settings_record(loaded, settings, run_identity(run), run_path)
+        current = _settings_record(loaded, settings, run.identity, run_path)
         fresh = _check_settings(out_dir, current, run_path, notice)
         tables = {k: _read(out_dir / f) for k, f in FILES.items()}
         done = set(tables["skills"]["step"].astype(int)) if len(tables["skills"]) else set()

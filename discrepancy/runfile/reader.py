@@ -123,6 +123,12 @@ class Run:
     def created_utc(self) -> str:
         return _text(self._f.attrs.get("created_utc", ""))
 
+    @property
+    def identity(self) -> str:
+        """Which run this file holds: its recorded ``run_id`` (new runs), else its creation time (older runs).
+        Checkpoints and per-snapshot analyses record it, so results of a re-created run are never mixed in."""
+        return str(self.meta.get("run_id") or self.created_utc)
+
     # ---- per-step data -------------------------------------------------------------------------------------------
     def refresh(self) -> None:
         """See the rows a live writer flushed since the last look."""

@@ -34,7 +34,7 @@ from discrepancy.trainers.hooks import HookRunner
 from discrepancy.trainers.recipe import STEP_SERIES, TrainState, grpo_step
 from discrepancy.trainers.rewards import RewardSpec, check_rewards
 from discrepancy.trainers.run_files import (
-    RESUME_MAY_SET, check_new_run, resume_changes, commit_new_run, discard_staged, new_run_id, run_identity, staged_base_dir,
+    RESUME_MAY_SET, check_new_run, resume_changes, commit_new_run, discard_staged, new_run_id, staged_base_dir,
 )
 from discrepancy.trainers.samplers import check_sampler
 from discrepancy.trainers.stopping import all_ranks_agree, stop_requested_by_signal
@@ -369,7 +369,7 @@ def _load_resumed_base(cfg: TrainConfig, out: Path, device: torch.device) -> tup
 
     with open_run(out) as run:
         meta = run.meta
-        identity = run_identity(meta, run.created_utc)
+        identity = run.identity
         last_step = int(run.steps[-1]) if run.num_steps else 0
     base = Path(str(meta.get("base_model_path", "")))
     if not base.is_absolute():

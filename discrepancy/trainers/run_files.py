@@ -6,7 +6,7 @@ share them. Hence:
 - a new run refuses side files it would overwrite, unless ``--force`` says the old run may go;
 - it stages its base under a temporary name and swaps it in (dropping the old checkpoint) only once its own run file
   exists, so a run that fails before that leaves the previous run whole;
-- a checkpoint carries the identity of its run file and resuming checks it.
+- a checkpoint carries the identity of its run file (`Run.identity`) and resuming checks it.
 """
 
 from __future__ import annotations
@@ -48,11 +48,6 @@ def resume_changes(recorded: dict[str, Any], config: dict[str, Any], prefix: str
 def new_run_id() -> str:
     """A fresh identity for a run file, recorded in its metadata and in each of its checkpoints."""
     return uuid.uuid4().hex
-
-
-def run_identity(meta: dict, created_utc: str) -> str:
-    """A run file's identity: its recorded ``run_id``, or its creation time for runs written before ids existed."""
-    return str(meta.get("run_id") or created_utc)
 
 
 def check_new_run(out: Path, overwrite: bool) -> None:
