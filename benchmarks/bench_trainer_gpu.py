@@ -110,7 +110,7 @@ PAD_TEXT = "Work it out step by step, then check the result. "
 
 def fixed_length_prompt(tokenizer, length: int):  # noqa: ANN001, ANN201
     """``format_prompt`` left-filled with plain text to exactly ``length`` tokens (one per filler character)."""
-    from discrepancy.trainers.tasks import format_prompt
+    from discrepancy.grading import format_prompt
 
     def fmt(question: str) -> str:
         text = format_prompt(question)

@@ -70,7 +70,8 @@ def _common(setup: Setup):
 
     from discrepancy.modeling.tiny import build_tiny_model
     from discrepancy.modeling.tokenizer import build_char_tokenizer
-    from discrepancy.trainers.tasks import arithmetic_examples, format_prompt
+    from discrepancy.grading import format_prompt
+    from discrepancy.trainers.tasks import arithmetic_examples
 
     torch.set_num_threads(setup.threads)
     torch.manual_seed(setup.seed)

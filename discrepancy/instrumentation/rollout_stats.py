@@ -6,19 +6,15 @@ Plain functions of tensors and strings; no model involved.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
 
+from discrepancy.grading import count_reflective
+
 if TYPE_CHECKING:  # the trainer imports the instrumentation, never the other way round at run time
     from discrepancy.trainers.hooks import StepContext
-
-#: Word stems counted as "reflective" (the self-checking vocabulary of R1-style reasoning, SPEC §6). Each stem
-#: matches at a word start with any suffix: "check" counts "checks", "checked"; "verif" counts "verify".
-REFLECTIVE_STEMS = ("wait", "hmm", "check", "recheck", "verif", "mistake", "reconsider", "actually")
-_REFLECTIVE = re.compile(r"\b(?:" + "|".join(REFLECTIVE_STEMS) + r")\w*", re.IGNORECASE)
 
 
 def advantage_stats(advantages: torch.Tensor) -> dict[str, float]:
@@ -42,11 +38,6 @@ def length_by_correctness(lengths: torch.Tensor, correct: torch.Tensor) -> dict[
     def mean_of(sel: torch.Tensor) -> float:
         return float(lengths[sel].mean()) if bool(sel.any()) else math.nan
     return {"len_correct": mean_of(ok), "len_incorrect": mean_of(~ok)}
-
-
-def count_reflective(text: str) -> int:
-    """Number of reflective words in `text` (case-insensitive, word starts only)."""
-    return len(_REFLECTIVE.findall(text))
 
 
 def reflective_rate(completions: Sequence[str], n_tokens: float) -> float:

@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from discrepancy.probes.answers import grade, reasoning_text
+from discrepancy.grading import count_reflective, grade, reasoning_text
 from discrepancy.probes.metrics import (
     brier_score,
     expected_calibration_error,
     pass_at_k,
     per_thousand,
-    reflective_count,
 )
 from discrepancy.probes.scoring import continuation_logprobs, generate
 from discrepancy.probes.suite import Suite
@@ -64,7 +63,7 @@ def score_items(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, suit
         greedy = generate(model, tokenizer, prompts, settings.max_new_tokens, settings.batch_size)
         for row, it, prompt, (g,) in zip(rows, items, prompts, greedy):
             row["exact_match"] = float(grade(g.text, it.answer, it.check, prompt))
-            row["reflective_words"] = float(reflective_count(reasoning_text(g.text)))
+            row["reflective_words"] = float(count_reflective(reasoning_text(g.text)))
             row["gen_tokens"] = float(g.n_tokens)
             row["completion"] = g.text
     if settings.generate and settings.samples > 0:

@@ -1,17 +1,11 @@
-"""Small per-item metrics: unbiased pass@k, reflective-word counts, calibration error.
+"""Small per-item metrics: unbiased pass@k, rates per 1,000 tokens, calibration error.
 
 Plain numpy: each is a line or two of arithmetic, and no library we depend on offers them in this form.
 """
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
-
-# Words that mark a model checking its own reasoning (the "aha" vocabulary of R1-style traces).
-REFLECTIVE_WORDS = ("wait", "check", "verify", "recheck", "double-check", "hmm", "mistake", "reconsider", "actually")
-_REFLECTIVE_RE = re.compile(r"(?<![\w-])(?:" + "|".join(re.escape(w) for w in REFLECTIVE_WORDS) + r")(?![\w-])", re.I)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -24,11 +18,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if n - c < k:
         return 1.0  # every k-subset contains a correct sample
     return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
-
-
-def reflective_count(text: str) -> int:
-    """Number of reflective words (``REFLECTIVE_WORDS``, whole words, any case) in ``text``."""
-    return len(_REFLECTIVE_RE.findall(text))
 
 
 def per_thousand(count: float, tokens: float) -> float:

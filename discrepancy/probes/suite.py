@@ -14,15 +14,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from discrepancy.probes.answers import normalize_answer
+from discrepancy.grading import ANSWER_LEAD, PROMPT_TEMPLATE, answers_match
 from discrepancy.probes.errors import SuiteError
 
-# The prompt template of the trainer's tasks, kept here as our own copy of the text: probes read runs and must not
-# import the trainer (data flows one way). A suite header may override both strings.
-DEFAULT_TEMPLATE = "{question}\nReply <think>..</think><answer>..</answer>\n"
-# Text between the prompt and the gold answer when the gold answer is teacher-forced: an empty reasoning block and
-# the opening answer tag, so every checkpoint is scored on the same continuation whatever it would have reasoned.
-DEFAULT_ANSWER_LEAD = "<think></think><answer>"
+# The prompt template of the trainer's tasks (`discrepancy.grading`); a suite header may override it. The answer
+# lead-in goes between the prompt and a teacher-forced gold answer: an empty reasoning block and the opening answer
+# tag, so every checkpoint is scored on the same continuation whatever it would have reasoned.
+DEFAULT_TEMPLATE = PROMPT_TEMPLATE
+DEFAULT_ANSWER_LEAD = ANSWER_LEAD
 
 CHECKS = ("answer", "format")
 DISTRACTOR_KINDS = ("numeric", "unit", "semantic", "other")
@@ -192,7 +191,7 @@ def _parse_distractors(path: Path, lineno: int, raw: Any, gold: str) -> tuple[Di
         kind = d.get("kind", "other")
         if kind not in DISTRACTOR_KINDS or set(d) - {"text", "kind"}:
             raise SuiteError(path, lineno, f"distractor kind must be one of {list(DISTRACTOR_KINDS)}, keys text/kind")
-        if normalize_answer(d["text"]) == normalize_answer(gold):
-            raise SuiteError(path, lineno, f"distractor {d['text']!r} equals the gold answer after normalisation")
+        if answers_match(d["text"], gold):
+            raise SuiteError(path, lineno, f"distractor {d['text']!r} equals the gold answer under the grading rules")
         out.append(Distractor(d["text"], kind))
     return tuple(out)

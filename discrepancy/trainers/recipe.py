@@ -31,7 +31,8 @@ from discrepancy.trainers.samplers import pick_sampler
 from discrepancy.trainers.sampling import Rollouts
 from discrepancy.trainers.schedules import beta_at, lr_at, temperature_at
 from discrepancy.trainers.step_metrics import loss_stats, rollout_metrics
-from discrepancy.trainers.tasks import Example, format_prompt
+from discrepancy.grading import format_prompt
+from discrepancy.trainers.tasks import Example
 
 # Series every step writes (name → description); reward components add ``reward_<name>``.
 STEP_SERIES: dict[str, str] = {

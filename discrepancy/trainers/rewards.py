@@ -3,16 +3,14 @@
 A reward is any callable ``(prompts: list[str], completions: list[str], answers: list[str]) -> list[float]`` with one
 value per completion; ``None`` or NaN marks a completion the reward cannot score. Built-ins:
 
-- ``correctness``: 1.0 when the single ``<answer>…</answer>`` holds the gold answer (compared as exact numbers:
-  "1,234" = "1234", "$18" = "18 dollars" = "18", "3.0" = "3", "-5" = "−5", "1/2" = "0.5"; gold answers that are not
-  numbers are compared as case- and whitespace-normalised text), else 0.0.
-- ``format``: 1.0 for exactly ``<think>…</think><answer>…</answer>`` (whitespace allowed around and between the
-  two blocks, no tag inside a block, a non-blank answer), else 0.0.
+- ``correctness``: 1.0 when the single ``<answer>…</answer>`` holds the gold answer, else 0.0.
+- ``format``: 1.0 for exactly ``<think>…</think><answer>…</answer>``, else 0.0.
 - ``format_soft``: partial credit for ``format``, 0.25 for each of: one well-formed think block, one well-formed
   answer block, think before answer, nothing but whitespace outside the blocks.
 - ``length``: 0 up to ``LENGTH_TARGET_CHARS`` characters, then −(excess / target), floored at −1
   (``make_length_reward`` builds the same penalty for another target).
 
+What counts as a correct answer and as the format is `discrepancy.grading`, the yardstick the skill probes use too.
 Users' own rewards are named ``"package.module:function"`` and imported by :func:`resolve_reward`.
 """
 
@@ -20,15 +18,14 @@ from __future__ import annotations
 
 import importlib
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
 
 from discrepancy.errors import ConfigError, DiscrepancyError
-from discrepancy.trainers.tasks import Example, format_prompt, format_solution
+from discrepancy.grading import answers_match, extract_answer, format_credit, format_ok, format_prompt
+from discrepancy.trainers.tasks import Example, format_solution
 
 RewardFn = Callable[[list[str], list[str], list[str]], list[float]]
 
@@ -47,106 +44,22 @@ class RewardFunctionError(DiscrepancyError):
     """A reward function raised while scoring (a bug or a wrong signature in a user's reward)."""
 
 
-# ---- parsing ------------------------------------------------------------------------------------------------------
-
-_TAG = re.compile(r"</?(?:think|answer)>")
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-_STRICT = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.DOTALL)
-# A number: digits with optional thousands commas (groups of exactly three) or plain digits, an optional decimal part.
-_NUM = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+"
-_NUMBER = re.compile(
-    rf"""\s*(?P<sign>[-+\u2212]?)\s*[$€£]?\s*(?P<sign2>[-+\u2212]?)\s*
-         (?P<num>{_NUM})(?:\s*/\s*(?P<den>{_NUM}))?
-         \s*(?P<unit>[^\d\s][^\d]*)?\s*""",
-    re.VERBOSE,
-)
-_UNIT = re.compile(r"[A-Za-z%°$€£][A-Za-z%°$€£\s.]*|\.")  # trailing units / words / a full stop, no digits
-
-
-def extract_answer(completion: str) -> str | None:
-    """The stripped text of the one ``<answer>…</answer>`` block; None when there is none, or more than one.
-
-    Two answer blocks (or a nested ``<answer>``) make the answer ambiguous, and rewarding either would pay a model
-    for listing several guesses, so both give None.
-    """
-    if completion.count("<answer>") != 1 or completion.count("</answer>") != 1:
-        return None
-    match = _ANSWER.search(completion)
-    return match.group(1).strip() if match else None
-
-
-def parse_number(text: str) -> Fraction | None:
-    """The exact value of a number written as a person would ("$1,234.50", "-3", "1/2", "7 apples"); else None."""
-    match = _NUMBER.fullmatch(text)
-    if match is None or (match.group("sign") and match.group("sign2")):
-        return None
-    unit = match.group("unit")
-    if unit is not None and not _UNIT.fullmatch(unit):
-        return None
-    value = Fraction(match.group("num").replace(",", ""))
-    if match.group("den") is not None:
-        den = Fraction(match.group("den").replace(",", ""))
-        if den == 0:
-            return None
-        value /= den
-    sign = match.group("sign") or match.group("sign2")
-    return -value if sign in ("-", "\u2212") else value
-
-
-def answers_match(predicted: str, gold: str) -> bool:
-    """Numeric equality when the gold answer is a number, else normalised text equality."""
-    gold_value = parse_number(gold)
-    if gold_value is None:
-        return " ".join(predicted.lower().split()) == " ".join(gold.lower().split())
-    return parse_number(predicted) == gold_value
-
-
 # ---- built-in rewards ---------------------------------------------------------------------------------------------
 
 
 def correctness(prompts: list[str], completions: list[str], answers: list[str]) -> list[float]:
-    """1.0 when the completion's single answer block equals the gold answer (numerically when it is a number)."""
-    out = []
-    for completion, gold in zip(completions, answers, strict=True):
-        predicted = extract_answer(completion)
-        out.append(1.0 if predicted is not None and answers_match(predicted, gold) else 0.0)
-    return out
-
-
-def _strict_format(completion: str) -> bool:
-    match = _STRICT.fullmatch(completion)
-    if match is None:
-        return False
-    think, answer = match.group(1), match.group(2)
-    return not _TAG.search(think) and not _TAG.search(answer) and bool(answer.strip())
+    """1.0 when the completion's single answer block is the gold answer (`discrepancy.grading.answers_match`)."""
+    return [1.0 if answers_match(extract_answer(c), gold) else 0.0 for c, gold in zip(completions, answers, strict=True)]
 
 
 def format_reward(prompts: list[str], completions: list[str], answers: list[str]) -> list[float]:
     """1.0 for exactly ``<think>…</think><answer>…</answer>`` with nothing outside but whitespace, else 0.0."""
-    return [1.0 if _strict_format(c) else 0.0 for c in completions]
-
-
-def _soft_format(completion: str) -> float:
-    score = 0.0
-    spans = {}
-    for tag in ("think", "answer"):
-        opens, closes = completion.count(f"<{tag}>"), completion.count(f"</{tag}>")
-        start, end = completion.find(f"<{tag}>"), completion.find(f"</{tag}>")
-        if opens == 1 and closes == 1 and start < end:
-            score += 0.25
-            spans[tag] = (start, end + len(f"</{tag}>"))
-    if len(spans) == 2:
-        (t0, t1), (a0, a1) = spans["think"], spans["answer"]
-        if t1 <= a0:
-            score += 0.25
-            outside = completion[:t0] + completion[t1:a0] + completion[a1:]
-            score += 0.25 if not outside.strip() else 0.0
-    return score
+    return [1.0 if format_ok(c, p) else 0.0 for p, c in zip(prompts, completions, strict=True)]
 
 
 def format_soft(prompts: list[str], completions: list[str], answers: list[str]) -> list[float]:
     """Partial credit in quarters: one think block, one answer block, in order, nothing outside (see module doc)."""
-    return [_soft_format(c) for c in completions]
+    return [format_credit(c, p) for p, c in zip(prompts, completions, strict=True)]
 
 
 def make_length_reward(target_chars: int) -> RewardFn:

@@ -13,7 +13,8 @@ from typing import Callable
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from discrepancy.trainers.tasks import Example, format_prompt, format_solution
+from discrepancy.grading import format_prompt
+from discrepancy.trainers.tasks import Example, format_solution
 
 
 def sft_batch(

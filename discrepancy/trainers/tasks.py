@@ -1,7 +1,7 @@
 """Training tasks: a synthetic arithmetic task with difficulty levels and a GSM8K loader.
 
-Both yield :class:`Example` rows. The prompt a model sees is ``format_prompt(question)``; the cold-start SFT target
-is ``format_solution(example)``. The prompt is deliberately short: the default model reads characters, and every
+Both yield :class:`Example` rows. The prompt a model sees is ``discrepancy.grading.format_prompt(question)``; the
+cold-start SFT target is ``format_solution(example)``. The prompt is deliberately short: the default model reads characters, and every
 prompt character costs in every forward pass of training.
 """
 
@@ -15,8 +15,8 @@ from importlib import resources
 from pathlib import Path
 
 from discrepancy.errors import DiscrepancyError
+from discrepancy.grading import format_completion
 
-PROMPT_TEMPLATE = "{question}\nReply <think>..</think><answer>..</answer>\n"
 
 
 class DatasetError(DiscrepancyError):
@@ -38,14 +38,9 @@ class Example:
     rationale: str = ""
 
 
-def format_prompt(question: str) -> str:
-    """The prompt for ``question``: the question and a one-line request for think/answer blocks."""
-    return PROMPT_TEMPLATE.format(question=question)
-
-
 def format_solution(example: Example) -> str:
     """A well-formed target completion, e.g. ``<think>3+4=7</think><answer>7</answer>``."""
-    return f"<think>{example.rationale}</think><answer>{example.answer}</answer>"
+    return format_completion(example.rationale, example.answer)
 
 
 # ---- arithmetic ---------------------------------------------------------------------------------------------------

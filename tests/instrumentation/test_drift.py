@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from discrepancy.instrumentation.drift import entropy_change_pred, kl_to_start, ratio_quantiles, realised_kl
+from discrepancy.grading import count_reflective
 from discrepancy.instrumentation.rollout_stats import (
     advantage_stats,
-    count_reflective,
     length_by_correctness,
     reflective_rate,
 )
@@ -76,7 +76,7 @@ def test_rollout_statistics_by_hand() -> None:
 
 def test_reflective_words_counted_at_word_starts() -> None:
     text = "Wait, let me check. Checked: 3+4=7. Hmm, I verified it; no mistakes. A checkpoint? await."
-    # wait, check, Checked, Hmm, verified, mistakes, checkpoint (a 'check' word start) -> 7; 'await' is not.
-    assert count_reflective(text) == 7
-    assert math.isclose(reflective_rate([text, "7"], n_tokens=500), 14.0)
+    # wait, check, Checked, Hmm, verified, mistakes -> 6 (`discrepancy.grading`); 'checkpoint', 'await' are not.
+    assert count_reflective(text) == 6
+    assert math.isclose(reflective_rate([text, "7"], n_tokens=500), 12.0)
     assert math.isnan(reflective_rate([], n_tokens=0))

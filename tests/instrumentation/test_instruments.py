@@ -97,7 +97,8 @@ def test_kl_to_start_with_a_nonzero_initial_adapter_swaps_theta0_back_and_restor
                 p.copy_(theta0[n])
         start = tok_logp(model, truths[-1].ctx.input_ids, 4)[0]
     expected = kl_to_start(new, start, truths[-1].ctx.completion_mask)
-    assert math.isclose(truths[-1].row["kl_start"], expected, rel_tol=1e-6)
+    # The instrument's forward folds LoRA into the weights: float32 rounding of a KL of ~6e-3 reaches a few 1e-6.
+    assert math.isclose(truths[-1].row["kl_start"], expected, rel_tol=1e-5)
 
 
 def test_lora_norms_report_per_module_arrays() -> None:

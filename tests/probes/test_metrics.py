@@ -12,7 +12,6 @@ from discrepancy.probes.metrics import (
     expected_calibration_error,
     pass_at_k,
     per_thousand,
-    reflective_count,
 )
 
 
@@ -46,8 +45,5 @@ def test_calibration_by_hand():
     assert np.isnan(expected_calibration_error(np.array([]), np.array([])))
 
 
-def test_reflective_words():
-    text = "Wait, let me check. 3+4=7. Verify: yes. Checking again... waiting? double-check it; WAIT"
-    # wait, check, verify, double-check, WAIT; 'Checking' and 'waiting' are other words
-    assert reflective_count(text) == 5
+def test_rate_per_thousand_tokens():
     assert per_thousand(5, 250) == 20.0 and np.isnan(per_thousand(0, 0))

@@ -79,6 +79,6 @@ def test_empty_and_unknown_suites(tmp_path):
 
 def test_default_template_is_the_trainers_prompt():
     """Probes keep their own copy of the trainer's prompt (no import of the trainer): the copies must agree."""
-    from discrepancy.trainers.tasks import format_prompt
+    from discrepancy.grading import format_prompt
 
     assert DEFAULT_TEMPLATE.format(question="7-2+5") == format_prompt("7-2+5")

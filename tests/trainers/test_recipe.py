@@ -11,7 +11,8 @@ from discrepancy.trainers.grpo import grpo_loss
 from discrepancy.trainers.recipe import micro_batches, micro_weights
 from discrepancy.trainers.schedules import beta_at, lr_at, temperature_at
 from discrepancy.trainers.sft import sft_batch, sft_loss
-from discrepancy.trainers.tasks import Example, format_prompt, format_solution
+from discrepancy.grading import format_prompt
+from discrepancy.trainers.tasks import Example, format_solution
 
 
 def test_micro_batches_are_whole_groups():

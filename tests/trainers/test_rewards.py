@@ -17,7 +17,6 @@ from discrepancy.trainers.rewards import (
     RewardOutputError,
     RewardSpec,
     correctness,
-    extract_answer,
     format_reward,
     format_soft,
     make_length_reward,
@@ -33,23 +32,6 @@ def _one(fn, completion: str, gold: str = "7") -> float:
 
 
 GOOD = "<think>3+4=7</think><answer>7</answer>"
-
-
-@pytest.mark.parametrize(
-    ("completion", "expected"),
-    [
-        ("<think>x</think><answer> 42 </answer>", "42"),
-        ("text <answer>-3</answer> more", "-3"),
-        ("<answer></answer>", ""),
-        ("<answer>1</answer><answer>2</answer>", None),  # duplicated: ambiguous
-        ("<answer><answer>1</answer></answer>", None),  # nested
-        ("<answer>1", None),  # unclosed
-        ("</answer>1<answer>", None),  # reversed tags
-        ("no tags at all", None),
-    ],
-)
-def test_extract_answer(completion: str, expected: str | None) -> None:
-    assert extract_answer(completion) == expected
 
 
 @pytest.mark.parametrize(

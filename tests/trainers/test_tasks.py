@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from discrepancy.errors import DiscrepancyError
-from discrepancy.trainers.rewards import correctness, format_reward, parse_number
+from discrepancy.grading import format_prompt, parse_number
+from discrepancy.trainers.rewards import correctness, format_reward
 from discrepancy.trainers.tasks import (
     DatasetError,
     Example,
     arithmetic_examples,
-    format_prompt,
     format_solution,
     gsm8k_sample_path,
     load_gsm8k,
