@@ -64,7 +64,7 @@ def bias_towards_eos():
 def _sampled_with_lora(sample, model, tokenizer):  # noqa: ANN001, ANN202
     """Sample 2 prompts × G 3 through a non-zero LoRA adapter and check the common contract of the samplers."""
     from discrepancy.modeling import attach_lora
-    from discrepancy.trainers.sampling import completion_mask
+    from discrepancy.rollout.rollouts import completion_mask
 
     model = attach_lora(model, 2, 4.0, ["q_proj", "v_proj"])
     gen = torch.Generator().manual_seed(3)

@@ -106,6 +106,17 @@ def _progress_reporter() -> tuple[Any, Any]:
     return bar, report
 
 
+def _tune_process(cfg: Any) -> None:
+    """Process-wide speed settings, which only a command may change (a library call must leave its process as it
+    found it): on a device where it pays, freed memory is kept for reuse (`trainers.allocator`)."""
+    from discrepancy.modeling.devices import freed_memory_tuning_pays
+    from discrepancy.trainers.allocator import keep_freed_memory
+    from discrepancy.trainers.setup import resolve_device
+
+    if freed_memory_tuning_pays(resolve_device(cfg.run.device)):
+        keep_freed_memory()  # freed activation memory is reused instead of faulted in again (glibc only)
+
+
 def _quiet_libraries() -> None:
     """Library progress bars and deprecation chatter would bury our own progress on stderr."""
     import warnings
@@ -138,6 +149,7 @@ def train(
         typer.echo(annotated_toml(cfg))
         return
     _quiet_libraries()
+    _tune_process(cfg)
     from discrepancy.trainers.run import train_run
 
     bar, report = _progress_reporter()

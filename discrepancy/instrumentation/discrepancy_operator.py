@@ -11,14 +11,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
-
 import torch
 
-from discrepancy.instrumentation import step_cache
-
-if TYPE_CHECKING:  # the trainer imports the instrumentation, never the other way round at run time
-    from discrepancy.trainers.hooks import StepContext
+from discrepancy.instrumentation.hooks import Instrument, StepContext
+from discrepancy.instrumentation.shared import last_micro_batch
 
 #: ρ_t is undefined when the predicted change is this small relative to the loss itself (SPEC §2).
 RHO_GUARD = 1e-3
@@ -114,7 +110,7 @@ SERIES = {
 }
 
 
-class DiscrepancyOperator:
+class DiscrepancyOperator(Instrument):
     """Records D_t, ρ_t and their companions every step (SPEC §2).
 
     ΔL_pred needs ∇L_pre itself: the gradient of this process's own batch loss, before clipping rescales it and
@@ -122,9 +118,9 @@ class DiscrepancyOperator:
     `.grad` right after the last micro-batch's backward, so it is copied there (one adapter-sized copy).
     """
 
-    def __init__(self, shared_prompts: bool = True, fold_lora: bool = True) -> None:
-        self.shared_prompts = shared_prompts
-        self.fold_lora = fold_lora
+    needs = ("theta_before", "loss_before", "post_step")
+
+    def __init__(self) -> None:
         self._grad: dict[str, torch.Tensor] | None = None
 
     def series(self) -> dict[str, str]:
@@ -133,26 +129,20 @@ class DiscrepancyOperator:
 
     def on_micro_backward(self, ctx: StepContext, k: int) -> None:
         """At the last micro-batch, copy the full, unclipped, not yet averaged gradient."""
-        if step_cache.last_micro_batch(ctx, k):
+        if last_micro_batch(ctx, k):
             self._grad = {n: _grad(p).clone() for n, p in ctx.params.items()}
-
-    def on_before_optimizer(self, ctx: StepContext) -> None:
-        """Fix L_pre and copy θ_t before the optimizer moves the weights."""
-        step_cache.loss_before_step(ctx)
-        step_cache.remember_params(ctx)
 
     def on_after_optimizer(self, ctx: StepContext) -> dict[str, float]:
         """Form Δθ, read the shared post-step loss, and compute the row."""
-        theta_t = step_cache.params_before_step(ctx)
+        theta_t = ctx.shared.get("theta_before")
         names = list(theta_t)
         deltas = [ctx.params[n].detach() - theta_t[n] for n in names]
         # Fallback without a micro-batch hook call: the (possibly clipped) gradient still in `.grad`.
         own = self._grad or {}
         grads = [own[n] if n in own else _grad(ctx.params[n]) for n in names]
         self._grad = None
-        post = step_cache.post_step(ctx, self.shared_prompts, self.fold_lora)
-        pre = step_cache.loss_before_step(ctx)
-        return step_discrepancy(pre, post.loss, grads, deltas).as_metrics()
+        post = ctx.shared.get("post_step")
+        return step_discrepancy(ctx.shared.get("loss_before"), post.loss, grads, deltas).as_metrics()
 
 
 def _grad(p: torch.Tensor) -> torch.Tensor:

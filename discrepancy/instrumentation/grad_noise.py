@@ -18,14 +18,13 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from discrepancy.instrumentation.ewma import BiasCorrectedEWMA
+from discrepancy.instrumentation.hooks import Instrument, StepContext
 
-if TYPE_CHECKING:  # the trainer imports the instrumentation, never the other way round at run time
-    from discrepancy.trainers.hooks import StepContext
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,7 @@ SERIES = {
 }
 
 
-class GradNoise:
+class GradNoise(Instrument):
     """Ŝ, |G|², B_simple per step from the gradient-accumulation micro-batches, raw and smoothed (SPEC §3).
 
     The EWMAs advance once per step (at the first inner iteration), so μ > 1 does not count a step μ times.
@@ -155,11 +154,11 @@ class GradNoise:
         """Peel micro-batch k's own gradient off the accumulated `.grad`."""
         if k == 0:
             self._acc.reset()
-        self._acc.add(list(ctx.params.values()), ctx.micro_weights[k])
+        self._acc.add(list(ctx.params.values()), ctx.batch.micro_weights[k])
 
     def on_before_optimizer(self, ctx: StepContext) -> dict[str, float]:
         """Estimate from the K micro-batches of this step (b = prompt groups per micro-batch)."""
-        k = len(ctx.micro_batches)
+        k = len(ctx.batch.micro_batches)
         if k < 2 and not self._warned:
             self._warned = True
             warnings.warn(
@@ -168,7 +167,7 @@ class GradNoise:
                 RuntimeWarning,
                 stacklevel=2,
             )
-        groups = [len(rows) / ctx.group_size for rows in ctx.micro_batches]
+        groups = [len(rows) / ctx.batch.group_size for rows in ctx.batch.micro_batches]
         raw = self._acc.stats(sum(groups) / max(len(groups), 1))
         if ctx.iteration == 0:
             self._s.update(raw.noise_trace)

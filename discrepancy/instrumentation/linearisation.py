@@ -1,6 +1,6 @@
-"""Linearisation error of a step on a fixed probe batch (SPEC §2, optional, every K steps).
+"""Linearisation error of a step on fixed rows of the first step's rollouts (SPEC §2, optional, every K steps).
 
-N_t = ‖Δf_obs − J_f Δθ‖ / ‖Δf_obs‖, with f the completion-token log-probabilities of a probe batch as a function
+N_t = ‖Δf_obs − J_f Δθ‖ / ‖Δf_obs‖, with f the completion-token log-probabilities of those rows as a function
 of the trainable parameters, Δf_obs = f(θ_{t+1}) − f(θ_t) and J_f Δθ from one forward-mode product
 (`torch.func.jvp`, which also returns f(θ_t)). N ≈ 0: the network is locally linear along the step (lazy regime);
 N ≈ 1: the step left the linear model. Costs one jvp (≈ 2–3 forwards) and one forward on due steps.
@@ -12,19 +12,17 @@ import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from discrepancy.instrumentation import step_cache
-
-if TYPE_CHECKING:  # the trainer imports the instrumentation, never the other way round at run time
-    from discrepancy.trainers.hooks import StepContext
+from discrepancy.instrumentation.hooks import Instrument, StepContext
+from discrepancy.modeling.logprobs import token_logprobs
 
 
 @dataclass(frozen=True)
-class ProbeBatch:
+class FixedRows:
     """The fixed rows the error is measured on (taken from the first step's rollouts)."""
 
     input_ids: torch.Tensor  # [n, P+T]
@@ -32,18 +30,16 @@ class ProbeBatch:
     completion_mask: torch.Tensor  # [n, T]
 
 
-class _ProbeLogp(nn.Module):
-    """f(θ): completion log-probs of the probe batch, as a module so `functional_call` can substitute θ."""
+class _RowsLogp(nn.Module):
+    """f(θ): completion log-probs of the fixed rows, as a module so `functional_call` can substitute θ."""
 
-    def __init__(self, model: nn.Module, probe: ProbeBatch) -> None:
+    def __init__(self, model: nn.Module, rows: FixedRows) -> None:
         super().__init__()
         self.model = model
-        self.probe = probe
+        self.rows = rows
 
     def forward(self) -> torch.Tensor:
-        from discrepancy.trainers.logprobs import token_logprobs  # lazy: the trainer imports this package
-
-        p = self.probe
+        p = self.rows
         prompt_len = p.input_ids.shape[1] - p.completion_mask.shape[1]
         return token_logprobs(self.model, p.input_ids, p.attention_mask, prompt_len, lean=False)[0]  # [n, T] (jvp)
 
@@ -68,16 +64,16 @@ def eager_attention(model: nn.Module) -> Iterator[None]:
 
 
 def linearisation_error(
-    model: nn.Module, probe: ProbeBatch, theta_t: dict[str, torch.Tensor], theta_next: dict[str, torch.Tensor]
+    model: nn.Module, rows: FixedRows, theta_t: dict[str, torch.Tensor], theta_next: dict[str, torch.Tensor]
 ) -> float:
     """N_t for parameters moving from `theta_t` to `theta_next` (dicts over the model's trainable names)."""
     from torch.func import functional_call, jvp
 
-    f = _ProbeLogp(model, probe)
+    f = _RowsLogp(model, rows)
     names = list(theta_t)
     tangent = {f"model.{n}": (theta_next[n] - theta_t[n]).detach() for n in names}
     primal = {f"model.{n}": theta_t[n].detach() for n in names}
-    mask = probe.completion_mask.to(torch.float64)  # [n, T]
+    mask = rows.completion_mask.to(torch.float64)  # [n, T]
     with eager_attention(model):
         f_t, jdelta = jvp(lambda p: functional_call(f, p, ()), (primal,), (tangent,))  # [n, T], [n, T]
         with torch.no_grad():
@@ -88,51 +84,52 @@ def linearisation_error(
     return float(resid.norm()) / denom if denom > 0 else math.nan
 
 
-class Linearisation:
-    """Records `lin_error` every `every` steps on the first `probe_size` rollouts of step 1 (NaN in between)."""
+class Linearisation(Instrument):
+    """Records `lin_error` every `every` steps on the first `size` rollouts of step 1 (NaN in between)."""
 
-    def __init__(self, every: int, probe_size: int = 8) -> None:
+    needs = ("theta_before",)
+
+    def __init__(self, every: int, size: int = 8) -> None:
         self.every = every
-        self.probe_size = probe_size
-        self._probe: ProbeBatch | None = None
+        self.size = size
+        self._rows: FixedRows | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        """The fixed probe batch: a resumed run keeps measuring on the same rows."""
-        p = self._probe
-        return {"probe": None if p is None else [t.detach().cpu() for t in (p.input_ids, p.attention_mask,
-                                                                              p.completion_mask)]}
+        """The fixed rows: a resumed run keeps measuring on the same ones."""
+        r = self._rows
+        return {"rows": None if r is None else [t.detach().cpu() for t in (r.input_ids, r.attention_mask,
+                                                                             r.completion_mask)]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a `state_dict` (the probe moves to the model's device at its first use)."""
-        self._probe = None if state["probe"] is None else ProbeBatch(*state["probe"])
+        """Continue from a `state_dict` (the rows move to the model's device at their first use)."""
+        rows = state["rows"] if "rows" in state else state["probe"]  # "probe": checkpoints of earlier versions
+        self._rows = None if rows is None else FixedRows(*rows)
 
     def series(self) -> dict[str, str]:
         """One series, written on due steps only."""
-        return {"lin_error": "N_t = ‖Δf_obs − JΔθ‖/‖Δf_obs‖ on a fixed probe batch (log-probs), every K steps"}
+        return {"lin_error": "N_t = ‖Δf_obs − JΔθ‖/‖Δf_obs‖ on fixed rows of step 1 (log-probs), every K steps"}
 
     def _due(self, ctx: StepContext) -> bool:
         return ctx.step % self.every == 0 and ctx.iteration == 0
 
     def on_before_optimizer(self, ctx: StepContext) -> None:
-        """Fix the probe batch at the first call and copy θ_t on due steps."""
-        if self._probe is None:
-            n = self.probe_size
-            self._probe = ProbeBatch(ctx.input_ids[:n], ctx.attention_mask[:n], ctx.completion_mask[:n])
-        elif self._probe.input_ids.device != ctx.input_ids.device:  # restored from a checkpoint, on the CPU
-            self._probe = ProbeBatch(*(t.to(ctx.input_ids.device) for t in (
-                self._probe.input_ids, self._probe.attention_mask, self._probe.completion_mask)))
-        if self._due(ctx):
-            step_cache.remember_params(ctx)
+        """Fix the rows at the first call."""
+        b, n = ctx.batch, self.size
+        if self._rows is None:
+            self._rows = FixedRows(b.input_ids[:n], b.attention_mask[:n], b.completion_mask[:n])
+        elif self._rows.input_ids.device != b.input_ids.device:  # restored from a checkpoint, on the CPU
+            self._rows = FixedRows(*(t.to(b.input_ids.device) for t in (
+                self._rows.input_ids, self._rows.attention_mask, self._rows.completion_mask)))
 
     def on_after_optimizer(self, ctx: StepContext) -> dict[str, float] | None:
         """N_t between the θ_t copy and the current weights, in eval mode."""
-        if not self._due(ctx) or self._probe is None:
+        if not self._due(ctx) or self._rows is None:
             return None
-        theta_t = step_cache.params_before_step(ctx)
+        theta_t = ctx.shared.get("theta_before")
         theta_next = {n: p.detach() for n, p in ctx.params.items()}
         was_training = ctx.model.training
         ctx.model.eval()  # dropout off: a measurement, not a training forward
         try:
-            return {"lin_error": linearisation_error(ctx.model, self._probe, theta_t, theta_next)}
+            return {"lin_error": linearisation_error(ctx.model, self._rows, theta_t, theta_next)}
         finally:
             ctx.model.train(was_training)

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from discrepancy.instrumentation import step_cache
+from discrepancy.instrumentation.hooks import Instrument, StepContext
+from discrepancy.instrumentation.shared import last_micro_batch
 from discrepancy.runfile import ArraySpec
 
-if TYPE_CHECKING:  # the trainer imports the instrumentation, never the other way round at run time
-    from discrepancy.trainers.hooks import StepContext
 
 
 @dataclass(frozen=True)
@@ -104,7 +102,7 @@ def short_label(name: str) -> str:
     return name
 
 
-class LoraNorms:
+class LoraNorms(Instrument):
     """Per adapted module, every step: ‖(α/r)BA‖_F at θ_{t+1} and the unclipped gradient norm at θ_t."""
 
     def __init__(self, model: nn.Module, adapter: str = "default") -> None:
@@ -129,7 +127,7 @@ class LoraNorms:
 
     def on_micro_backward(self, ctx: StepContext, k: int) -> None:
         """At the last micro-batch `.grad` is the full, still unclipped gradient."""
-        if step_cache.last_micro_batch(ctx, k):
+        if last_micro_batch(ctx, k):
             self._grad = lora_grad_norms(self._modules)
 
     def on_after_optimizer(self, ctx: StepContext) -> dict[str, float | np.ndarray]:

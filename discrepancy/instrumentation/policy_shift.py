@@ -1,17 +1,16 @@
 """Instruments that read the policy after the step: realised KL, entropy change, ratios, KL to the start.
 
-All but the KL to the start read the one shared post-step forward (`step_cache.post_step`), so they add no
-forward of their own.
+Both read the one shared post-step forward (``ctx.shared.post_step``), so they add no forward of their own but the
+KL to the start's reference forward when β = 0.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from discrepancy.instrumentation import step_cache
 from discrepancy.instrumentation.drift import (
     RATIO_QUANTILES,
     entropy_change_pred,
@@ -20,19 +19,16 @@ from discrepancy.instrumentation.drift import (
     ratio_quantiles,
     realised_kl,
 )
-from discrepancy.modeling.lora_fold import bypassed_lora
+from discrepancy.instrumentation.hooks import Instrument, StepContext
 from discrepancy.instrumentation.lora_norms import find_lora_modules, lora_delta_norms
+from discrepancy.instrumentation.shared import measurement_forward
+from discrepancy.modeling.lora_fold import bypassed_lora
 
-if TYPE_CHECKING:  # the trainer imports the instrumentation, never the other way round at run time
-    from discrepancy.trainers.hooks import StepContext
 
-
-class PolicyShift:
+class PolicyShift(Instrument):
     """How far this step moved the policy on its own rollout tokens (SPEC §2, 'for free' part)."""
 
-    def __init__(self, shared_prompts: bool = True, fold_lora: bool = True) -> None:
-        self.shared_prompts = shared_prompts
-        self.fold_lora = fold_lora
+    needs = ("post_step",)
 
     def series(self) -> dict[str, str]:
         """Realised KL, entropy change observed vs predicted, and importance-ratio quantiles."""
@@ -48,30 +44,33 @@ class PolicyShift:
 
     def on_after_optimizer(self, ctx: StepContext) -> dict[str, float]:
         """Compare the shared post-step forward with the sampling policy and the θ_t forward."""
-        post = step_cache.post_step(ctx, self.shared_prompts, self.fold_lora)
-        mask = ctx.completion_mask
+        post, b = ctx.shared.get("post_step"), ctx.batch
+        mask = b.completion_mask
         h_post = masked_mean(post.entropy, mask)
         h_pre = masked_mean(ctx.entropy, mask) if ctx.entropy is not None else math.nan
-        logp_t = ctx.logp if ctx.logp is not None else ctx.old_logp  # [N, T] log π at θ_t
+        logp_t = ctx.logp if ctx.logp is not None else b.old_logp  # [N, T] log π at θ_t
         return {
-            "kl_realised": realised_kl(post.logp, ctx.old_logp, mask),
+            "kl_realised": realised_kl(post.logp, b.old_logp, mask),
             "entropy_post": h_post,
             "entropy_change_obs": h_post - h_pre,
-            "entropy_change_pred": entropy_change_pred(logp_t, ctx.advantages, mask),
-            **ratio_quantiles(post.logp, ctx.old_logp, mask),
+            "entropy_change_pred": entropy_change_pred(logp_t, b.advantages, mask),
+            **ratio_quantiles(post.logp, b.old_logp, mask),
         }
 
 
-class StartPolicyKL:
+class StartPolicyKL(Instrument):
     """KL(π_{θ_{t+1}}‖π_start) on the rollout tokens, measured after the step so it is not 0 at step 1.
 
     When every LoRA update ΔW is zero at the first step (peft's B = 0 initialisation), the starting policy *is*
     the reference (adapter disabled): the step's `ref_logp` is reused when β > 0, and one adapter-disabled forward
     is made when β = 0 (there is no `ref_logp` then, and recording 0 would hide all drift). Otherwise (an adapter
-    that starts non-zero, or no LoRA at all) θ_0 is kept and swapped in for one forward.
+    that starts non-zero, or no LoRA at all) θ_0 is kept and swapped in for one forward. ``shared_prompts`` and
+    ``fold_lora`` shape that forward as in `measurement_forward`.
     """
 
-    def __init__(self, shared_prompts: bool = True, fold_lora: bool = True) -> None:
+    needs = ("post_step",)
+
+    def __init__(self, shared_prompts: bool | None = None, fold_lora: bool = True) -> None:
         self.shared_prompts = shared_prompts
         self.fold_lora = fold_lora
         self._theta0: dict[str, torch.Tensor] | None = None
@@ -103,14 +102,14 @@ class StartPolicyKL:
 
     def on_after_optimizer(self, ctx: StepContext) -> dict[str, float]:
         """k3 of the shared post-step log-probs against the starting policy's."""
-        post = step_cache.post_step(ctx, self.shared_prompts, self.fold_lora)
-        return {"kl_start": kl_to_start(post.logp, self._start_logp(ctx), ctx.completion_mask)}
+        post = ctx.shared.get("post_step")
+        return {"kl_start": kl_to_start(post.logp, self._start_logp(ctx), ctx.batch.completion_mask)}
 
     def _start_logp(self, ctx: StepContext) -> torch.Tensor:
         """log π_start of the rollout tokens [N, T]."""
         if self._start_is_reference:
-            if ctx.ref_logp is not None:
-                return ctx.ref_logp
+            if ctx.batch.ref_logp is not None:
+                return ctx.batch.ref_logp
             return self._reference_forward(ctx)
         assert self._theta0 is not None
         if any(t.device != ctx.params[n].device for n, t in self._theta0.items()):  # restored from a checkpoint
@@ -122,24 +121,24 @@ class StartPolicyKL:
         if self.fold_lora:
             with bypassed_lora(ctx.model) as bypassed:
                 if bypassed:
-                    return step_cache.measurement_forward(ctx, self.shared_prompts, False)[0]
+                    return measurement_forward(ctx, self.shared_prompts, False)[0]
         with ctx.model.disable_adapter():
-            return step_cache.measurement_forward(ctx, self.shared_prompts, self.fold_lora)[0]
+            return measurement_forward(ctx, self.shared_prompts, self.fold_lora)[0]
 
 
 @torch.no_grad()
-def _forward_at(ctx: StepContext, theta: dict[str, torch.Tensor], shared_prompts: bool,
+def _forward_at(ctx: StepContext, theta: dict[str, torch.Tensor], shared_prompts: bool | None,
                 fold_lora: bool) -> torch.Tensor:
     """log-probs [N, T] with the trainable parameters temporarily set to `theta`, restored even on error.
 
-    Swapping values in place (rather than `functional_call`) because the measurement forward may be the trainer's
-    own closure over the live model; the finally-block guarantees training resumes from the right weights.
+    Swapping values in place (rather than `functional_call`) because the measurement forward runs the live peft
+    model (folded LoRA included); the finally-block guarantees training resumes from the right weights.
     """
     saved = {n: p.detach().clone() for n, p in ctx.params.items()}
     try:
         for n, p in ctx.params.items():
             p.copy_(theta[n])
-        return step_cache.measurement_forward(ctx, shared_prompts, fold_lora)[0]
+        return measurement_forward(ctx, shared_prompts, fold_lora)[0]
     finally:
         for n, p in ctx.params.items():
             p.copy_(saved[n])

@@ -1,8 +1,8 @@
 """Which measurements a run takes: `InstrumentationConfig` (one switch each) and `build_instruments`.
 
 The trainer builds the list once, before step 1 (the run file's schema is declared from it), and hands it to its
-`HookRunner`. Order matters only where instruments share work: the discrepancy operator comes first so that it
-pays for, and its time series shows, the shared post-step forward; the timing summary comes last.
+`HookRunner`. The provider of the measurements the chosen instruments share comes first (`shared.with_shared`), the
+timing summary last.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from torch import nn
 from discrepancy.errors import ConfigError
 from discrepancy.instrumentation.discrepancy_operator import DiscrepancyOperator
 from discrepancy.instrumentation.grad_noise import GradNoise
+from discrepancy.instrumentation.hooks import Instrument
 from discrepancy.instrumentation.linearisation import Linearisation
 from discrepancy.instrumentation.lora_norms import LoraNorms
 from discrepancy.instrumentation.policy_shift import PolicyShift, StartPolicyKL
 from discrepancy.instrumentation.rollout_stats import RolloutStats
+from discrepancy.instrumentation.shared import SharedMeasurements, needed
 from discrepancy.instrumentation.timing import InstrumentTime, StepClock, Timed
 
 
@@ -67,20 +69,21 @@ class InstrumentationConfig:
                 f"config key 'instruments.linearisation_probe' must be ≥ 1, got {self.linearisation_probe!r}")
 
 
-def build_instruments(
-    cfg: InstrumentationConfig, model: nn.Module, *, timer: Callable[[], float] = time.perf_counter
-) -> list[Any]:
+def build_instruments(cfg: InstrumentationConfig, model: nn.Module, *, share_prompts: bool | None = None,
+                      timer: Callable[[], float] = time.perf_counter) -> list[Instrument]:
     """The enabled instruments for `model` (the peft-wrapped model to be trained), in hook order.
 
-    `timer` clocks the `time_<name>` series (wall time by default).
+    ``share_prompts``: the run's decision for measurement forwards (`instruments.shared_prompt_forward` and the
+    device policy; None: the device policy alone). `timer` clocks the `time_<name>` series (wall time by default).
     """
-    chosen: list[tuple[str, Any]] = []
+    share = False if not cfg.shared_prompt_forward else share_prompts
+    chosen: list[tuple[str, Instrument]] = []
     if cfg.discrepancy:
-        chosen.append(("discrepancy", DiscrepancyOperator(cfg.shared_prompt_forward, cfg.fold_lora)))
+        chosen.append(("discrepancy", DiscrepancyOperator()))
     if cfg.policy_shift:
-        chosen.append(("policy_shift", PolicyShift(cfg.shared_prompt_forward, cfg.fold_lora)))
+        chosen.append(("policy_shift", PolicyShift()))
     if cfg.kl_start:
-        chosen.append(("kl_start", StartPolicyKL(cfg.shared_prompt_forward, cfg.fold_lora)))
+        chosen.append(("kl_start", StartPolicyKL(share, cfg.fold_lora)))
     if cfg.grad_noise:
         chosen.append(("grad_noise", GradNoise(beta=cfg.ewma_beta)))
     if cfg.lora_norms:
@@ -91,6 +94,9 @@ def build_instruments(
         chosen.append(("rollout_stats", RolloutStats(cfg.correct_reward, cfg.correct_threshold)))
     if cfg.linearisation_every > 0:
         chosen.append(("linearisation", Linearisation(cfg.linearisation_every, cfg.linearisation_probe)))
+    need = needed(inst for _, inst in chosen)
+    if need:  # the provider of what the chosen instruments share runs before them
+        chosen.insert(0, ("shared", SharedMeasurements(need, share, cfg.fold_lora)))
     if not cfg.timing:
         return [inst for _, inst in chosen]
     clock = StepClock(timer)

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
 from discrepancy.grading import count_reflective
+from discrepancy.instrumentation.hooks import Instrument, StepContext
 
-if TYPE_CHECKING:  # the trainer imports the instrumentation, never the other way round at run time
-    from discrepancy.trainers.hooks import StepContext
 
 
 def advantage_stats(advantages: torch.Tensor) -> dict[str, float]:
@@ -47,7 +45,7 @@ def reflective_rate(completions: Sequence[str], n_tokens: float) -> float:
     return 1000.0 * sum(count_reflective(c) for c in completions) / n_tokens
 
 
-class RolloutStats:
+class RolloutStats(Instrument):
     """Advantage statistics, length by correctness and reflective-word rate of the step's rollouts.
 
     A completion counts as correct when its unweighted reward component `correct_reward` exceeds
@@ -73,13 +71,13 @@ class RolloutStats:
 
     def on_before_optimizer(self, ctx: StepContext) -> dict[str, float]:
         """Statistics of the rollouts (identical for every inner iteration)."""
-        lengths = ctx.completion_mask.sum(-1)  # [N]
-        out = advantage_stats(ctx.advantages)
-        comp = ctx.reward_components.get(self.correct_reward)
+        lengths = ctx.batch.completion_mask.sum(-1)  # [N]
+        out = advantage_stats(ctx.batch.advantages)
+        comp = ctx.batch.reward_components.get(self.correct_reward)
         if comp is None:
             out.update(len_correct=math.nan, len_incorrect=math.nan)
         else:
             correct = torch.as_tensor(comp) > self.correct_threshold  # [N]
             out.update(length_by_correctness(lengths.cpu(), correct))
-        out["reflective_per_1k"] = reflective_rate(ctx.completions, float(lengths.sum()))
+        out["reflective_per_1k"] = reflective_rate(ctx.batch.completions, float(lengths.sum()))
         return out

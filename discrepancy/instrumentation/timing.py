@@ -2,8 +2,8 @@
 
 `Timed` wraps one instrument and adds its own series `time_<key>` (seconds spent in its hooks this step);
 `InstrumentTime` reports the sum over all wrapped instruments as `instrument_time`. Both report at
-`on_after_optimizer`, so the registry puts `InstrumentTime` last. The shared post-step forward is charged to the
-first instrument that asks for it (the discrepancy operator when it is on).
+`on_after_optimizer`, so the registry puts `InstrumentTime` last. The measurements instruments share (the post-step
+forward above all) have their own key, ``shared``.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:  # the trainer imports the instrumentation, never the other way round at run time
-    from discrepancy.trainers.hooks import StepContext
+from discrepancy.instrumentation.hooks import Instrument, Metrics, StepContext
+from discrepancy.runfile.schema import ArraySpec
 
 
 @dataclass
@@ -35,16 +35,17 @@ class StepClock:
 
 def _sync(ctx: StepContext) -> None:
     # Device sync: without it GPU work launched by an instrument would be billed to whoever syncs next.
-    if ctx.input_ids.is_cuda:
-        torch.cuda.synchronize(ctx.input_ids.device)
+    if ctx.batch.input_ids.is_cuda:
+        torch.cuda.synchronize(ctx.batch.input_ids.device)
 
 
-class Timed:
-    """An instrument plus the time its hooks take; forwards every hook the inner instrument implements."""
+class Timed(Instrument):
+    """An instrument plus the time its hooks take; forwards every hook, its needs and what it provides."""
 
-    def __init__(self, key: str, inner: Any, clock: StepClock) -> None:
+    def __init__(self, key: str, inner: Instrument, clock: StepClock) -> None:
         self.key = key
         self.inner = inner
+        self.needs, self.provides = inner.needs, inner.provides
         self._clock = clock
         self._time_name = f"time_{key}"
 
@@ -52,20 +53,17 @@ class Timed:
         """The inner series plus this instrument's time."""
         return {**self.inner.series(), self._time_name: f"seconds spent in the {self.key} instrument this step"}
 
-    def arrays(self) -> dict[str, Any]:
-        """The inner array specs, if any."""
-        return self.inner.arrays() if hasattr(self.inner, "arrays") else {}
+    def arrays(self) -> dict[str, ArraySpec]:
+        """The inner array specs."""
+        return self.inner.arrays()
 
-    def _run(self, hook: str, ctx: StepContext, *args: Any) -> dict[str, Any]:
-        fn = getattr(self.inner, hook, None)
-        if fn is None:
-            return {}
+    def _run(self, ctx: StepContext, call: Callable[[], Metrics | None]) -> Metrics:
         t0 = self._clock.timer()
         try:
-            out = fn(ctx, *args) or {}
+            out = call() or {}
             _sync(ctx)
         except Exception as exc:
-            # Name the wrapped measurement: the trainer's one-time warning only sees this wrapper's class.
+            # Name the wrapped measurement: the runner's one-time warning only sees this wrapper's class.
             raise RuntimeError(f"{self.key}: {type(exc).__name__}: {exc}") from exc
         finally:
             self._clock.add(self.key, self._clock.timer() - t0)
@@ -73,25 +71,24 @@ class Timed:
 
     def state_dict(self) -> Any:
         """The inner instrument's checkpoint state (None when it keeps none)."""
-        return self.inner.state_dict() if hasattr(self.inner, "state_dict") else None
+        return self.inner.state_dict()
 
     def load_state_dict(self, state: Any) -> None:
         """Restore the inner instrument's checkpoint state."""
-        if state is not None and hasattr(self.inner, "load_state_dict"):
-            self.inner.load_state_dict(state)
+        self.inner.load_state_dict(state)
 
-    def on_micro_backward(self, ctx: StepContext, k: int) -> dict[str, Any]:
-        return self._run("on_micro_backward", ctx, k)
+    def on_micro_backward(self, ctx: StepContext, k: int) -> Metrics:
+        return self._run(ctx, lambda: self.inner.on_micro_backward(ctx, k))
 
-    def on_before_optimizer(self, ctx: StepContext) -> dict[str, Any]:
-        return self._run("on_before_optimizer", ctx)
+    def on_before_optimizer(self, ctx: StepContext) -> Metrics:
+        return self._run(ctx, lambda: self.inner.on_before_optimizer(ctx))
 
-    def on_after_optimizer(self, ctx: StepContext) -> dict[str, Any]:
-        out = self._run("on_after_optimizer", ctx)
+    def on_after_optimizer(self, ctx: StepContext) -> Metrics:
+        out = self._run(ctx, lambda: self.inner.on_after_optimizer(ctx))
         return {**out, self._time_name: self._clock.spent.get(self.key, 0.0)}
 
 
-class InstrumentTime:
+class InstrumentTime(Instrument):
     """Reports the step's total instrument time and starts the next step's count (registered last)."""
 
     def __init__(self, clock: StepClock) -> None:

@@ -7,7 +7,7 @@ Compiled, each layer's pointwise ops, the LoRA scale-and-add and the norms fuse 
 backward. All layers share one compiled function (their code is the same; dynamo lifts each layer's weights as
 inputs), so compiling costs one layer's worth, not the model's; the embedding, final norm and output layer stay
 eager. Why only within a block instead of ``layer.compile()`` for good: the graph-captured sampler
-(`discrepancy.trainers.decode`) traces the same layers into its own CUDA graph, and nested compiled layers made it
+(`discrepancy.rollout.graphs`) traces the same layers into its own CUDA graph, and nested compiled layers made it
 four times slower.
 """
 
@@ -53,23 +53,14 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList | None:
     return best
 
 
-#: Options of the shared layer function's `torch.compile`, read when a model's function is first made (it is kept on the
-#: model). The default mode: ``"reduce-overhead"`` (CUDA graphs per layer call) is measured by
+#: Options of the shared layer function's `torch.compile`, read when a `CompiledLayers` first makes its function.
+#: The default mode: ``"reduce-overhead"`` (CUDA graphs per layer call) is measured by
 #: ``benchmarks/profile_step_gpu.py`` (``train_compiled_graphs``) before it is adopted.
 COMPILE_OPTIONS: dict[str, Any] = {}
 
 
 def _layer_call(layer: nn.Module, *args: Any, **kwargs: Any) -> Any:
     return type(layer).forward(layer, *args, **kwargs)
-
-
-def _compiled_forward(model: nn.Module) -> Callable[..., Any]:
-    """The model's compiled layer function, made once and kept on the model (it refers to no layer itself)."""
-    fn = model.__dict__.get("_compiled_layer_call")
-    if fn is None:
-        fn = torch.compile(own_code(_layer_call), **COMPILE_OPTIONS)  # dynamic=None: a new length recompiles dynamic
-        model.__dict__["_compiled_layer_call"] = fn
-    return fn
 
 
 def _dispatch(compiled: Callable[..., Any], layer: nn.Module) -> Callable[..., Any]:
@@ -85,22 +76,41 @@ def _dispatch(compiled: Callable[..., Any], layer: nn.Module) -> Callable[..., A
     return forward
 
 
+class CompiledLayers:
+    """The decoder layers of one model and the one compiled function they all run: found and made once (a run's
+    speed plan holds it for the run), swapped in for the length of a block by `active`."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.layers = decoder_layers(model)  # the search may walk every module: once
+        self._fn: Callable[..., Any] | None = None
+
+    def function(self) -> Callable[..., Any]:
+        """The shared compiled layer function (compiled at first use; it refers to no layer itself)."""
+        if self._fn is None:
+            self._fn = torch.compile(own_code(_layer_call), **COMPILE_OPTIONS)  # dynamic=None: a new length
+        return self._fn  # recompiles dynamic
+
+    @contextmanager
+    def active(self, enabled: bool = True) -> Iterator[bool]:
+        """Within the block every decoder layer runs compiled (yields True); unchanged when not ``enabled``, when no
+        layer stack was found, or when a layer's forward is already replaced (False). The layers' own forwards come
+        back on exit, even on error."""
+        layers = self.layers if enabled else None
+        if layers is None or any("forward" in vars(layer) for layer in layers):  # not ours to replace (or nested)
+            yield False
+            return
+        compiled = self.function()
+        try:
+            for layer in layers:
+                layer.forward = _dispatch(compiled, layer)
+            yield True
+        finally:
+            for layer in layers:
+                vars(layer).pop("forward", None)
+
+
 @contextmanager
 def compiled_layers(model: nn.Module, enabled: bool = True) -> Iterator[bool]:
-    """Within the block every decoder layer of ``model`` runs compiled (yields True); unchanged when not
-    ``enabled`` or when no layer stack is found (False). The layers' own forwards come back on exit, even on error.
-    """
-    if enabled and "_decoder_layers" not in model.__dict__:  # found once: the search may walk every module
-        model.__dict__["_decoder_layers"] = decoder_layers(model)
-    layers = model.__dict__["_decoder_layers"] if enabled else None
-    if layers is None or any("forward" in vars(layer) for layer in layers):  # not ours to replace (or nested)
-        yield False
-        return
-    compiled = _compiled_forward(model)
-    try:
-        for layer in layers:
-            layer.forward = _dispatch(compiled, layer)
-        yield True
-    finally:
-        for layer in layers:
-            vars(layer).pop("forward", None)
+    """`CompiledLayers(model).active(enabled)` for one block (a caller that enters many keeps a `CompiledLayers`)."""
+    with CompiledLayers(model).active(enabled) as active:
+        yield active

@@ -7,7 +7,8 @@ those blocks for reuse; on the tiny recipe the training forward and backward ran
 (A/B in separate processes, ``benchmarks/results/trainer_vs_trl.md``), at the same peak RSS. PyTorch's CPU tuning
 guides get the same effect by preloading jemalloc or tcmalloc; ``mallopt`` needs no other library and no restart.
 
-Process-wide and permanent, and only glibc's allocator: `train_run` calls it for CPU runs; elsewhere it does nothing.
+Process-wide and permanent, and only glibc's allocator: `discrepancy train` calls it for CPU runs (a library call
+never changes its process); elsewhere it does nothing.
 glibc keeps up to the trim threshold free per allocation arena, so a process with many threads that allocate may hold
 more memory than before (measured only on the 2-core machine, where peak RSS did not change).
 """

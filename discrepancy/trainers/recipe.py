@@ -2,7 +2,8 @@
 forward/backward → clip → optimizer step → measure.
 
 `grpo_step` returns what the step measured; the loop around it (`discrepancy.trainers.run`) records it. Instruments
-attach through `discrepancy.trainers.hooks` at the micro-batch backward and around the optimizer step.
+attach through `discrepancy.instrumentation.hooks` at the micro-batch backward and around the optimizer step. How the
+step is made fast (sampler, compiled layers, fused LoRA, shared prompts) is the run's `SpeedPlan`, decided once.
 """
 
 from __future__ import annotations
@@ -17,21 +18,18 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from discrepancy.modeling.compiled import compiled_layers
-from discrepancy.modeling.lora_fold import adapter_disabled
-from discrepancy.modeling.lora_fused import fused_lora
-from discrepancy.modeling.modes import deterministic_mode
-from discrepancy.trainers.advantages import group_advantages
-from discrepancy.trainers.config import TrainConfig
-from discrepancy.trainers.grpo import grpo_loss
-from discrepancy.trainers.hooks import HookRunner, StepContext
-from discrepancy.trainers.logprobs import grouped_token_logprobs
-from discrepancy.trainers.rewards import RewardSpec, score_completions
-from discrepancy.trainers.samplers import pick_sampler
-from discrepancy.trainers.sampling import Rollouts
-from discrepancy.trainers.schedules import beta_at, lr_at, temperature_at
-from discrepancy.trainers.step_metrics import loss_stats, rollout_metrics
 from discrepancy.grading import format_prompt
+from discrepancy.instrumentation.hooks import HookRunner, StepBatch, StepContext
+from discrepancy.modeling.logprobs import batch_logprobs, grouped_token_logprobs
+from discrepancy.modeling.lora_fold import adapter_disabled
+from discrepancy.rollout.rollouts import Rollouts
+from discrepancy.trainers.advantages import group_advantages
+from discrepancy.trainers.config import GRPOConfig, TrainConfig
+from discrepancy.trainers.grpo import grpo_loss
+from discrepancy.trainers.rewards import RewardSpec, score_completions
+from discrepancy.trainers.schedules import beta_at, lr_at, temperature_at
+from discrepancy.trainers.speed import SpeedPlan
+from discrepancy.trainers.step_metrics import loss_stats, rollout_metrics
 from discrepancy.trainers.tasks import Example
 
 # Series every step writes (name → description); reward components add ``reward_<name>``.
@@ -74,6 +72,7 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     examples: list[Example]
     rewards: list[RewardSpec]
+    plan: SpeedPlan  # how the step is made fast on this device (`trainers.speed`)
     hooks: HookRunner = field(default_factory=HookRunner)
     prompt_rng: random.Random = field(default_factory=random.Random)
     step: int = 0
@@ -142,25 +141,15 @@ class ScoredRollouts:
     score_time: float
 
 
-def _compiling(state: TrainState) -> bool:
-    """``run.compile`` on a CUDA model: graph-captured sampling and compiled layers for the update."""
-    return state.cfg.run.compile and next(state.model.parameters()).is_cuda
-
-
-def _sampler(state: TrainState) -> Any:
-    """The step's sampling function (``run.sampler``; ``auto`` picks by device and ``run.compile``)."""
-    return pick_sampler(state.cfg.run.sampler, state.model, _compiling(state))
-
-
 def sample_and_score(state: TrainState, temperature: float) -> ScoredRollouts:
     """Draw the step's prompts, sample G completions each from π_old (LoRA merged for speed) and score them."""
     g, model = state.cfg.grpo, state.model
     batch = state.prompt_rng.sample(state.examples, g.num_prompts)
     prompts = [format_prompt(ex.question) for ex in batch]
     t0 = time.perf_counter()
-    sample = _sampler(state)
-    roll = sample(model, state.tokenizer, prompts, group_size=g.group_size, max_new_tokens=g.max_completion_length,
-                  temperature=temperature, top_p=g.top_p, min_new_tokens=g.min_completion_length)
+    roll = state.plan.sample(model, state.tokenizer, prompts, group_size=g.group_size,
+                             max_new_tokens=g.max_completion_length, temperature=temperature, top_p=g.top_p,
+                             min_new_tokens=g.min_completion_length)
     sample_time = time.perf_counter() - t0
     rep_prompts = [p for p in prompts for _ in range(g.group_size)]
     rep_answers = [ex.answer for ex in batch for _ in range(g.group_size)]
@@ -174,49 +163,71 @@ def sample_and_score(state: TrainState, temperature: float) -> ScoredRollouts:
                           np.asarray(total), components, rewards, advantages, sample_time, time.perf_counter() - t0)
 
 
-def step_context(state: TrainState, scored: ScoredRollouts, step: int, beta: float, lr: float) -> StepContext:
-    """What the update and the instruments share: the batch, masks, micro-batches, π_old / reference log-probs,
-    and closures that evaluate the full-batch loss exactly as training normalises it."""
-    cfg, g, model, roll = state.cfg, state.cfg.grpo, state.model, scored.roll
+@dataclass(frozen=True)
+class GRPOBatchLoss:
+    """The step's GRPO loss, micro-batch by micro-batch or over the whole batch with exactly the training
+    normalisation (`micro_weights`). The instruments receive it as their `BatchLoss`."""
+
+    grpo: GRPOConfig
+    batch: StepBatch
+    beta: float
+    num_items: float  # completion tokens in the whole generation batch (the dapo normaliser)
+
+    def micro(self, logp: torch.Tensor, rows: list[int], on_policy: bool = False) -> tuple[torch.Tensor, Any]:
+        """The loss of micro-batch ``rows`` for its log-probs ``[n_k, T]`` (its own normalisation) and its stats;
+        ``on_policy``: π_old is this very forward (μ = 1), so the ratio is 1 and its gradient the policy gradient."""
+        g, b = self.grpo, self.batch
+        old = None if on_policy else b.old_logp[rows]
+        ref = None if b.ref_logp is None else b.ref_logp[rows]
+        return grpo_loss(logp, old, ref, b.advantages[rows], b.completion_mask[rows], loss_type=g.loss_type,
+                         eps_low=g.eps_low, eps_high=g.eps_high, beta=self.beta,
+                         kl_ratio_correction=g.kl_ratio_correction, max_completion_length=g.max_completion_length,
+                         num_items=self.num_items)
+
+    def __call__(self, logp: torch.Tensor) -> float:
+        """Full-batch training loss for log-probs ``[N, T]`` (no grad)."""
+        b = self.batch
+        return sum(w * float(self.micro(logp[rows], rows)[0]) for rows, w in zip(b.micro_batches, b.micro_weights))
+
+
+@dataclass(frozen=True)
+class Update:
+    """How the step's update runs: the loss, and whether π_old was fixed before it (μ > 1)."""
+
+    loss: GRPOBatchLoss
+    fixed_old: bool
+
+
+def step_context(state: TrainState, scored: ScoredRollouts, step: int, beta: float) -> tuple[StepContext, Update]:
+    """What the update and the instruments share: the batch with its masks, micro-batches, π_old / reference
+    log-probs, and the loss exactly as training normalises it."""
+    g, model, roll, plan = state.cfg.grpo, state.model, scored.roll, state.plan
     input_ids, attn = roll.input_ids, roll.attention_mask  # [N, P+T]
     plen = roll.prompt_ids.size(1)
     loss_mask = roll.completion_mask.clone()  # [N, T]
     if g.mask_truncated:
         loss_mask = loss_mask * (~roll.truncated).long().unsqueeze(1)  # [N, T]
-    num_items = float(loss_mask.sum())  # dapo normaliser: completion tokens of the whole generation batch
     micro = micro_batches(g.num_prompts, g.group_size, g.micro_batch_groups)
-    weights = micro_weights(loss_mask, micro, g.loss_type)
+
+    def forward() -> torch.Tensor:  # [N, T] no grad, eval mode, micro-batch by micro-batch
+        return batch_logprobs(model, input_ids, attn, plen, g.group_size, chunks=micro, share=plan.share_prompts,
+                              with_entropy=False)[0]
+
     # π_old of every row: fixed before the update when μ > 1; with μ = 1 the training forward fills it in.
     fixed_old = g.inner_iterations > 1
-    old_logp = (_forward_no_grad(model, input_ids, attn, plen, micro, g.group_size) if fixed_old
-                else torch.zeros_like(loss_mask, dtype=torch.float32))  # [N, T]
+    old_logp = forward() if fixed_old else torch.zeros_like(loss_mask, dtype=torch.float32)  # [N, T]
     ref_logp = None
     if beta > 0:
         with adapter_disabled(model):  # the reference is the base model: same weights, adapter off
-            ref_logp = _forward_no_grad(model, input_ids, attn, plen, micro, g.group_size)  # [N, T]
-
-    def loss_from_logp(logp: torch.Tensor) -> float:
-        """Full-batch training loss for log-probs [N, T], with exactly the training normalisation."""
-        total_loss = 0.0
-        for rows, w in zip(micro, weights):
-            loss_k, _ = _micro_loss(cfg, logp[rows], old_logp[rows], _rows(ref_logp, rows),
-                                    scored.advantages[rows], loss_mask[rows], beta, num_items)
-            total_loss += w * float(loss_k)
-        return total_loss
-
-    def forward_batch() -> tuple[torch.Tensor, torch.Tensor]:
-        return _forward_no_grad(model, input_ids, attn, plen, micro, g.group_size,  # type: ignore[return-value]
-                                with_entropy=True)
-
-    return StepContext(
-        step=step, iteration=0, model=model, params=state.params, input_ids=input_ids, attention_mask=attn,
-        completion_mask=loss_mask, old_logp=old_logp, ref_logp=ref_logp, advantages=scored.advantages,
-        rewards=scored.rewards, group_ids=torch.arange(g.num_prompts, device=input_ids.device).repeat_interleave(
-            g.group_size), group_size=g.group_size, micro_batches=micro, micro_weights=weights,
-        batch_loss=lambda: loss_from_logp(forward_batch()[0]), forward_batch=forward_batch,
-        loss_from_logp=loss_from_logp, completions=roll.completions, reward_components=scored.components,
-        optimizer=state.optimizer, lr=lr, fixed_old=fixed_old, num_items=num_items, beta=beta,
-    )
+            ref_logp = forward()  # [N, T]
+    batch = StepBatch(input_ids=input_ids, attention_mask=attn, completion_mask=loss_mask, old_logp=old_logp,
+                      ref_logp=ref_logp, advantages=scored.advantages, group_size=g.group_size, micro_batches=micro,
+                      micro_weights=micro_weights(loss_mask, micro, g.loss_type), completions=roll.completions,
+                      reward_components=scored.components)
+    loss = GRPOBatchLoss(g, batch, beta, num_items=float(loss_mask.sum()))
+    ctx = StepContext(step=step, iteration=0, model=model, params=state.params, batch=batch, loss=loss,
+                      share_prompts=plan.share_prompts)
+    return ctx, Update(loss, fixed_old)
 
 
 def grpo_step(state: TrainState) -> StepResult:
@@ -231,17 +242,13 @@ def grpo_step(state: TrainState) -> StepResult:
     _set_lr(state.optimizer, lr)
 
     scored = sample_and_score(state, temperature)  # sample from π_old, rewards, group advantages
-    # Compiling, the training forwards and backwards from here on run compiled layers (no-grad forwards stay eager);
-    # otherwise the LoRA layers' scale and sum run fused into one matmul (`fused_lora`; inductor fuses them itself).
-    with compiled_layers(state.model, enabled=_compiling(state)) as compiled, fused_lora(state.model,
-                                                                                         enabled=not compiled):
-        ctx = step_context(state, scored, step, beta, lr)  # π_old / reference log-probs, loss closures
+    metrics: dict[str, Any] = {}
+    with state.plan.training_forwards(state.model):  # compiled layers or fused LoRA (no-grad forwards stay eager)
+        ctx, update = step_context(state, scored, step, beta)  # π_old / reference log-probs, the loss
 
         # ---- policy update: μ inner iterations × micro-batches, gradient accumulation --------------------------
-        metrics: dict[str, Any] = {}
-        ctx.metrics = metrics
         t0 = time.perf_counter()
-        _policy_update(state, ctx)
+        _policy_update(state, ctx, update, metrics)
         train_time = time.perf_counter() - t0
     state.step = step
     state.bad_steps = state.bad_steps + 1 if metrics.get("skipped") else 0
@@ -249,7 +256,7 @@ def grpo_step(state: TrainState) -> StepResult:
     # ---- measure ------------------------------------------------------------------------------------------------
     roll = scored.roll
     metrics.update(rollout_metrics(roll.completion_mask, roll.truncated, scored.rewards, scored.advantages,
-                                    scored.components, ctx.entropy, ctx.completion_mask, g.group_size))
+                                    scored.components, ctx.entropy, ctx.batch.completion_mask, g.group_size))
     metrics.update(lr=lr, temperature=temperature, beta=beta, sample_time=scored.sample_time,
                    score_time=scored.score_time, train_time=train_time, skipped=metrics.get("skipped", 0.0),
                    step_time=time.perf_counter() - t_start)
@@ -260,41 +267,37 @@ def grpo_step(state: TrainState) -> StepResult:
     return StepResult(scalars, arrays, scored.prompt_ids, scored.prompts, roll.completions, fields)
 
 
-def _policy_update(state: TrainState, ctx: StepContext) -> None:
+def _policy_update(state: TrainState, ctx: StepContext, update: Update, metrics: dict[str, Any]) -> None:
     """μ optimizer steps on the step's rollouts, each accumulating the gradient over the micro-batches.
 
-    ``ctx.fixed_old``: π_old's log-probs were computed before the update (μ > 1); otherwise the first forward is
-    π_old itself and fills ``ctx.old_logp``. Metrics (loss stats, grad norm, instruments') go to ``ctx.metrics``.
+    ``update.fixed_old``: π_old's log-probs were computed before the update (μ > 1); otherwise the first forward is
+    π_old itself and fills ``batch.old_logp``. Metrics (loss stats, grad norm, instruments') go to ``metrics``.
     """
-    cfg, model, metrics = state.cfg, state.model, ctx.metrics
-    fixed_old, beta, num_items = ctx.fixed_old, ctx.beta, ctx.num_items
-    plen = ctx.input_ids.size(1) - ctx.completion_mask.size(1)
+    cfg, model, b = state.cfg, state.model, ctx.batch
     params = list(ctx.params.values())
     if not model.training:  # the call walks every submodule: only when needed
         model.train()
     for it in range(cfg.grpo.inner_iterations):
         ctx.iteration = it
         state.optimizer.zero_grad(set_to_none=True)
-        logp_all = torch.zeros_like(ctx.completion_mask, dtype=torch.float32)  # [N, T]
+        logp_all = torch.zeros_like(b.completion_mask, dtype=torch.float32)  # [N, T]
         ent_all = torch.zeros_like(logp_all)  # [N, T]
         loss_pre, stats_rows = 0.0, []
-        for k, (rows, w) in enumerate(zip(ctx.micro_batches, ctx.micro_weights)):
+        for k, (rows, w) in enumerate(zip(b.micro_batches, b.micro_weights)):
             # Each prompt once per group, its keys/values shared by the G completions (exact; gradients included).
-            logp, ent = grouped_token_logprobs(model, ctx.input_ids[rows], ctx.attention_mask[rows], plen,
-                                               ctx.group_size, with_entropy=True)  # [n_k, T]
-            loss_k, stats = _micro_loss(cfg, logp, ctx.old_logp[rows] if fixed_old else None,
-                                        _rows(ctx.ref_logp, rows), ctx.advantages[rows], ctx.completion_mask[rows],
-                                        beta, num_items)
+            logp, ent = grouped_token_logprobs(model, b.input_ids[rows], b.attention_mask[rows], b.prompt_len,
+                                               b.group_size, with_entropy=True, share=ctx.share_prompts)  # [n_k, T]
+            loss_k, stats = update.loss.micro(logp, rows, on_policy=not update.fixed_old)
             (w * loss_k).backward()
             logp_all[rows], ent_all[rows] = logp.detach(), ent
-            if not fixed_old:
-                ctx.old_logp[rows] = logp.detach()  # μ = 1: π_old is the policy of this very forward
+            if not update.fixed_old:
+                b.old_logp[rows] = logp.detach()  # μ = 1: π_old is the policy of this very forward
             loss_pre += w * float(loss_k.detach())  # device sync per micro-batch; the loss is logged anyway
             stats_rows.append((len(rows), stats.as_dict()))
-            metrics.update(state.hooks.call("on_micro_backward", ctx, k))
+            metrics.update(state.hooks.on_micro_backward(ctx, k))
         ctx.logp, ctx.entropy = logp_all, ent_all
         metrics.update(loss_stats(stats_rows, loss_pre))
-        if not _all_ranks_finite(loss_pre, ctx.input_ids.device):
+        if not _all_ranks_finite(loss_pre, b.input_ids.device):
             # Numerical guard: a NaN/inf loss would poison the adapter and Adam's moments; skip the update.
             state.optimizer.zero_grad(set_to_none=True)
             metrics["skipped"] = 1.0
@@ -302,9 +305,9 @@ def _policy_update(state: TrainState, ctx: StepContext) -> None:
         _average_gradients_across_ranks(params)
         clip = cfg.grpo.grad_clip if cfg.grpo.grad_clip > 0 else math.inf
         metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, clip))
-        metrics.update(state.hooks.call("on_before_optimizer", ctx))
+        metrics.update(state.hooks.on_before_optimizer(ctx))
         state.optimizer.step()
-        metrics.update(state.hooks.call("on_after_optimizer", ctx))
+        metrics.update(state.hooks.on_after_optimizer(ctx))
 
 
 def _distributed() -> bool:
@@ -336,37 +339,3 @@ def _average_gradients_across_ranks(params: list[torch.nn.Parameter]) -> None:
             p.grad = torch.zeros_like(p)
         torch.distributed.all_reduce(p.grad)  # sum over ranks (a sync point)
         p.grad.div_(world)
-
-
-def _rows(t: torch.Tensor | None, rows: list[int]) -> torch.Tensor | None:
-    """Rows of an optional tensor."""
-    return None if t is None else t[rows]
-
-
-def _micro_loss(cfg: TrainConfig, logp: torch.Tensor, old: torch.Tensor | None, ref: torch.Tensor | None,
-                adv: torch.Tensor, mask: torch.Tensor, beta: float, num_items: float) -> tuple[torch.Tensor, Any]:
-    """The GRPO loss of one micro-batch (its own normalisation; `micro_weights` combines them)."""
-    g = cfg.grpo
-    return grpo_loss(logp, old, ref, adv, mask, loss_type=g.loss_type, eps_low=g.eps_low, eps_high=g.eps_high,
-                     beta=beta, kl_ratio_correction=g.kl_ratio_correction,
-                     max_completion_length=g.max_completion_length, num_items=num_items)
-
-
-@torch.no_grad()
-def _forward_no_grad(model: torch.nn.Module, input_ids: torch.Tensor, attn: torch.Tensor, plen: int,
-                     micro: list[list[int]], group_size: int, with_entropy: bool = False) -> Any:
-    """Log-probs ``[N, T]`` (and entropies) with the current weights, in eval mode, micro-batch by micro-batch.
-
-    Micro-batches are whole groups, so each prompt goes through the network once (`grouped_token_logprobs`).
-    """
-    with deterministic_mode(model):  # dropout off: a measurement, not a training forward
-        n, t = input_ids.size(0), input_ids.size(1) - plen
-        logp = torch.zeros(n, t, device=input_ids.device)  # [N, T]
-        ent = torch.zeros(n, t, device=input_ids.device)  # [N, T]
-        for rows in micro:
-            lp, en = grouped_token_logprobs(model, input_ids[rows], attn[rows], plen, group_size,
-                                            with_entropy=with_entropy)
-            logp[rows] = lp.float()
-            if en is not None:
-                ent[rows] = en
-    return (logp, ent) if with_entropy else logp

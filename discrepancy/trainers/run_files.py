@@ -17,8 +17,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import h5py
+
 from discrepancy.errors import DiscrepancyError
 from discrepancy.modeling import base_dir_for
+from discrepancy.runfile import open_run
 from discrepancy.trainers.checkpoint import checkpoint_path
 
 
@@ -78,10 +81,6 @@ def check_new_run(out: Path, overwrite: bool) -> None:
 
 def _other_owner(out: Path) -> Path | None:
     """Another existing run file (``<stem>.*``, not ``out``) whose recorded base folder is ``out``'s, if any."""
-    import h5py
-
-    from discrepancy.runfile import schema as S
-
     base = base_dir_for(out)
     if not base.exists() and not checkpoint_path(out).exists():
         return None
@@ -89,11 +88,10 @@ def _other_owner(out: Path) -> Path | None:
         if other == out or not other.is_file() or other.name.startswith(".") or not h5py.is_hdf5(other):
             continue
         try:
-            with h5py.File(other, "r", swmr=True) as f:
-                recorded = f[S.META].attrs.get("base_model_path", "")
-        except (OSError, KeyError):
+            with open_run(other) as run:
+                recorded = str(run.meta.get("base_model_path", ""))
+        except DiscrepancyError:
             continue  # unreadable or not a run: it cannot own anything
-        recorded = recorded.decode() if isinstance(recorded, bytes) else str(recorded)
         if recorded == base.name or Path(recorded) == base.resolve():
             return other
     return None

@@ -12,7 +12,7 @@ import torch
 
 import discrepancy.trainers.run as run_mod
 from discrepancy.config import apply_overrides
-from discrepancy.instrumentation import InstrumentationConfig, build_instruments
+from discrepancy.instrumentation import Instrument, InstrumentationConfig, build_instruments
 from discrepancy.modeling import model_from_run
 from discrepancy.runfile import open_run
 from discrepancy.trainers.config import TrainConfig
@@ -23,7 +23,7 @@ SNAPSHOT_STEP = 5
 PROBE = torch.tensor([[1, 20, 30, 40, 50, 60, 70, 80]])
 
 
-class LogitsAt:
+class LogitsAt(Instrument):
     """Test-only instrument: logits of a fixed input from the live model right after step `step`."""
 
     def __init__(self, step: int) -> None:

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import torch
 
-from discrepancy.instrumentation import InstrumentationConfig, build_instruments
+from discrepancy.instrumentation import Instrument, InstrumentationConfig, build_instruments
 from discrepancy.instrumentation.discrepancy_operator import DiscrepancyOperator
 from discrepancy.instrumentation.drift import kl_to_start
 from discrepancy.instrumentation.grad_noise import GradNoise, noise_from_micro_grads
@@ -36,7 +36,7 @@ def test_discrepancy_uses_unclipped_gradient_and_true_post_loss() -> None:
         assert math.isfinite(t.row["rho"])
     last = truths[-1]  # its weights are still in the model: recompute L_post with a plain full forward
     with torch.no_grad():
-        post = last.ctx.loss_from_logp(tok_logp(model.eval(), last.ctx.input_ids, 4)[0])
+        post = last.ctx.loss(tok_logp(model.eval(), last.ctx.batch.input_ids, 4)[0])
     # The instrument's forward encodes each prompt once per group: equal up to float32 rounding.
     assert math.isclose(last.row["loss_post"], post, rel_tol=1e-5, abs_tol=1e-8)
 
@@ -72,12 +72,12 @@ def test_kl_to_start_is_positive_at_step_one_for_beta_zero_and_matches_reference
     model = make_lora_model(random_b=False)  # peft's B = 0 start: the starting policy is the adapter-off model
     truths = drive(model, [PolicyShift(), StartPolicyKL()], steps=1, beta=0.0, lr=5e-2, clip=1.0)
     t = truths[0]
-    assert t.ctx.ref_logp is None
+    assert t.ctx.batch.ref_logp is None
     with torch.no_grad():
-        new = tok_logp(model.eval(), t.ctx.input_ids, 4)[0]
+        new = tok_logp(model.eval(), t.ctx.batch.input_ids, 4)[0]
         with model.disable_adapter():
-            start = tok_logp(model, t.ctx.input_ids, 4)[0]
-    expected = kl_to_start(new, start, t.ctx.completion_mask)
+            start = tok_logp(model, t.ctx.batch.input_ids, 4)[0]
+    expected = kl_to_start(new, start, t.ctx.batch.completion_mask)
     assert expected > 0
     assert math.isclose(t.row["kl_start"], expected, rel_tol=1e-6)
     assert t.row["kl_realised"] > 0  # recorded although β = 0
@@ -91,12 +91,12 @@ def test_kl_to_start_with_a_nonzero_initial_adapter_swaps_theta0_back_and_restor
     final = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     assert all(torch.equal(final[n], b) for n, b in zip(final, truths[-1].theta_next))  # weights restored
     with torch.no_grad():
-        new = tok_logp(model.eval(), truths[-1].ctx.input_ids, 4)[0]
+        new = tok_logp(model.eval(), truths[-1].ctx.batch.input_ids, 4)[0]
         for n, p in model.named_parameters():
             if n in theta0:
                 p.copy_(theta0[n])
-        start = tok_logp(model, truths[-1].ctx.input_ids, 4)[0]
-    expected = kl_to_start(new, start, truths[-1].ctx.completion_mask)
+        start = tok_logp(model, truths[-1].ctx.batch.input_ids, 4)[0]
+    expected = kl_to_start(new, start, truths[-1].ctx.batch.completion_mask)
     # The instrument's forward folds LoRA into the weights: float32 rounding of a KL of ~6e-3 reaches a few 1e-6.
     assert math.isclose(truths[-1].row["kl_start"], expected, rel_tol=1e-5)
 
@@ -128,23 +128,27 @@ def test_registry_switches_and_every_declared_series_is_written() -> None:
     assert build_instruments(off, model) == []
 
 
-def test_loss_pre_falls_back_to_an_eval_forward_when_dropout_is_active() -> None:
+def test_loss_pre_falls_back_to_an_eval_forward_when_dropout_is_active(monkeypatch) -> None:
     from types import SimpleNamespace
 
-    from discrepancy.instrumentation.step_cache import loss_before_step
+    from discrepancy.instrumentation import shared
+
+    train_logp, eval_logp = torch.zeros(1, 1), torch.ones(1, 1)
+    monkeypatch.setattr(shared, "batch_logprobs", lambda *a, **k: (eval_logp, None))  # the eval-mode forward
 
     def ctx(p: float) -> SimpleNamespace:
-        return SimpleNamespace(model=torch.nn.Sequential(torch.nn.Dropout(p)), logp=torch.zeros(1, 1), cache={},
-                               iteration=0, loss_from_logp=lambda lp: 1.0, batch_loss=lambda: 2.0)
+        batch = SimpleNamespace(input_ids=None, attention_mask=None, prompt_len=0, group_size=1, micro_batches=[[0]])
+        return SimpleNamespace(model=torch.nn.Sequential(torch.nn.Dropout(p)), logp=train_logp, batch=batch,
+                               share_prompts=True, loss=lambda lp: 1.0 if lp is train_logp else 2.0)
 
-    assert loss_before_step(ctx(0.0)) == 1.0  # the training forward is deterministic: reuse its log-probs
-    assert loss_before_step(ctx(0.1)) == 2.0  # train-mode dropout: pay for the deterministic forward
+    assert shared.loss_at_theta_t(ctx(0.0)) == 1.0  # the training forward is deterministic: reuse its log-probs
+    assert shared.loss_at_theta_t(ctx(0.1)) == 2.0  # train-mode dropout: pay for the deterministic forward
 
 
 def test_a_failing_measurement_becomes_nan_with_one_warning_naming_it() -> None:
     from discrepancy.instrumentation.timing import InstrumentTime, StepClock, Timed
 
-    class Broken:
+    class Broken(Instrument):
         def series(self) -> dict[str, str]:
             return {"broken_value": "never computed"}
 

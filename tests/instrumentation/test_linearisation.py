@@ -7,25 +7,25 @@ import math
 import torch
 from torch.func import functional_call
 
-from discrepancy.instrumentation.linearisation import ProbeBatch, linearisation_error
+from discrepancy.instrumentation.linearisation import FixedRows, linearisation_error
 
 from instr_models import make_lora_model
 
 
-def _probe() -> ProbeBatch:
+def _probe() -> FixedRows:
     ids = torch.randint(8, 90, (3, 10), generator=torch.Generator().manual_seed(0))
     cmask = torch.ones(3, 6, dtype=torch.long)
     cmask[0, 4:] = 0
-    return ProbeBatch(ids, torch.ones_like(ids), cmask)
+    return FixedRows(ids, torch.ones_like(ids), cmask)
 
 
-def _f(model: torch.nn.Module, probe: ProbeBatch, theta: dict[str, torch.Tensor]) -> torch.Tensor:
+def _f(model: torch.nn.Module, probe: FixedRows, theta: dict[str, torch.Tensor]) -> torch.Tensor:
     logits = functional_call(model, theta, (), {"input_ids": probe.input_ids}).logits[:, 3:-1]  # [n, T, V]
     lp = torch.log_softmax(logits, -1).gather(-1, probe.input_ids[:, 4:, None]).squeeze(-1)  # [n, T]
     return lp * probe.completion_mask
 
 
-def _setup(seed: int, scale: float) -> tuple[torch.nn.Module, ProbeBatch, dict, dict]:
+def _setup(seed: int, scale: float) -> tuple[torch.nn.Module, FixedRows, dict, dict]:
     """A float64 LoRA model, its probe batch, the trainable parameters θ and a random step Δθ of ``scale``."""
     torch.manual_seed(0)
     model = make_lora_model().double()

@@ -74,7 +74,7 @@ def test_bad_values_are_config_errors(override, message):
 
 
 def test_gsm8k_recipe_prepares_the_shipped_sample():
-    from discrepancy.trainers.run import prepare
+    from discrepancy.trainers.setup import prepare
 
     prep = prepare(load_toml(TrainConfig, RECIPES / "gsm8k.toml"))
     assert len(prep.examples) == 200 and [s.name for s in prep.rewards] == ["correctness", "format"]

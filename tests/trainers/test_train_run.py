@@ -13,12 +13,13 @@ from discrepancy.config import apply_overrides
 from discrepancy.modeling import load_base_for_run, lora_state, model_from_run
 from discrepancy.runfile import open_run
 from discrepancy.trainers.recipe import STEP_SERIES
+from discrepancy.instrumentation import Instrument
 from discrepancy.trainers.run import train_run
 
 pytestmark = pytest.mark.slow
 
 
-class _Capture:
+class _Capture(Instrument):
     """An instrument that keeps the live model's logits on a fixed input after each optimizer step."""
 
     def __init__(self, ids: torch.Tensor) -> None:
@@ -183,31 +184,36 @@ def test_non_finite_losses_skip_updates_and_fail_the_run(fast_train_config, tmp_
     assert all(np.all(v == 0) for k, v in snap.items() if "lora_B" in k)
 
 
-class _LossCheck:
+class _LossCheck(Instrument):
     """Recomputes the full-batch loss through the hook context before and after the optimizer step."""
 
     def __init__(self) -> None:
-        self.gaps: list[float] = []
+        self.pres: list[float] = []
         self.moved: list[float] = []
         self.adv: list[float] = []
 
     def series(self) -> dict[str, str]:
         return {}
 
+    @staticmethod
+    def _batch_loss(ctx) -> float:
+        from discrepancy.instrumentation.shared import measurement_forward
+
+        return ctx.loss(measurement_forward(ctx, share_prompts=False, fold_lora=False)[0])  # no grad, whole batch
+
     def on_before_optimizer(self, ctx):
-        self.pre = ctx.batch_loss()
-        self.adv.append(float(ctx.advantages.abs().sum()))
-        self.gaps.append(abs(self.pre - ctx.metrics["loss"]))
+        self.pres.append(self._batch_loss(ctx))
+        self.adv.append(float(ctx.batch.advantages.abs().sum()))
         return {}
 
     def on_after_optimizer(self, ctx):
-        self.moved.append(abs(ctx.batch_loss() - self.pre))
+        self.moved.append(abs(self._batch_loss(ctx) - self.pres[-1]))
         return {}
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
 def test_batch_loss_in_the_hooks_equals_the_training_loss(fast_train_config, tmp_path, monkeypatch, loss_type):
-    # L_pre recomputed by ctx.batch_loss() (no grad, whole batch) must equal the loss the step trained on
+    # L_pre recomputed from a no-grad forward of the whole batch must equal the loss the step trained on
     # (accumulated over micro-batches of unequal token counts); after the update it must differ.
     import discrepancy.trainers.recipe as recipe
 
@@ -219,19 +225,23 @@ def test_batch_loss_in_the_hooks_equals_the_training_loss(fast_train_config, tmp
     check = _LossCheck()
     cfg = apply_overrides(fast_train_config, [f"grpo.loss_type=\"{loss_type}\"", "run.steps=2", "optim.lr=0.05"])
     train_run(cfg, tmp_path / "run.h5", instruments=[check])
+    with open_run(tmp_path / "run.h5") as run:
+        trained = run.series()["loss"].to_numpy()  # the loss each step trained on, as recorded
+    gaps = np.abs(np.array(check.pres) - trained)
     assert min(check.adv) > 0  # the policy term is live, not only the KL term
-    assert len(check.gaps) == 2 and max(check.gaps) < 1e-6
+    assert len(gaps) == 2 and max(gaps) < 1e-6
     assert max(check.moved) > 1e-6
 
 
 @pytest.mark.parametrize("name, function", [("generate", "sample_completions"), ("loop", "sample_eager")])
 def test_run_sampler_picks_the_sampling_function(fast_train_config, tmp_path, monkeypatch, name, function):
     """Every step samples with the function ``run.sampler`` names (here on the CPU, whose default is the loop)."""
-    from discrepancy.trainers import samplers
+    from discrepancy.rollout import samplers
 
     calls = []
-    real = getattr(samplers, function)
-    monkeypatch.setattr(samplers, function, lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = samplers.SAMPLERS[name]
+    monkeypatch.setitem(samplers.SAMPLERS, name, lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert real.__name__ == function
     cfg = apply_overrides(fast_train_config, ["run.steps=2", "sft.steps=0", f'run.sampler="{name}"'])
     train_run(cfg, tmp_path / "run.h5")
     assert len(calls) == 2
@@ -249,7 +259,8 @@ def test_compile_on_cpu_warns_and_trains_as_usual(fast_train_config, tmp_path):
 def test_compiled_layers_in_the_update_give_the_eager_run(fast_train_config, tmp_path, monkeypatch):
     """``run.compile`` on a GPU runs the update (reference, training, instrument forwards) through compiled layers.
     Forced on here on the CPU, with the usual sampler, it must record the numbers of the eager run."""
-    from discrepancy.trainers import recipe, samplers
+    from discrepancy.modeling.compiled import CompiledLayers
+    from discrepancy.trainers import speed
 
     cfg = apply_overrides(fast_train_config, [
         "run.steps=2", "sft.steps=0", "run.snapshot_every=2",
@@ -257,13 +268,13 @@ def test_compiled_layers_in_the_update_give_the_eager_run(fast_train_config, tmp
         "instruments.policy_shift=false", "instruments.kl_start=false", "instruments.grad_noise=false",
         "instruments.lora_norms=false"])
     train_run(cfg, tmp_path / "eager.h5")
-    monkeypatch.setattr(recipe, "_compiling", lambda state: True)
-    monkeypatch.setattr(samplers, "sample_graphed", samplers.sample_eager)  # same draws as the eager run (CPU sampler)
+    monkeypatch.setattr(speed, "compiling_pays", lambda device: True)
+    monkeypatch.setattr(speed, "resolve_sampler", lambda *a: "loop")  # same draws as the eager run (CPU sampler)
     calls = []
-    real = recipe.compiled_layers
-    monkeypatch.setattr(recipe, "compiled_layers", lambda *a, **k: calls.append(k) or real(*a, **k))
-    train_run(cfg, tmp_path / "compiled.h5")
-    assert calls and all(k["enabled"] for k in calls)
+    real = CompiledLayers.active
+    monkeypatch.setattr(CompiledLayers, "active", lambda self, *a, **k: calls.append(a) or real(self, *a, **k))
+    train_run(apply_overrides(cfg, ["run.compile=true"]), tmp_path / "compiled.h5")
+    assert len(calls) == 2  # every update ran with the compiled layers swapped in
     with open_run(tmp_path / "eager.h5") as a, open_run(tmp_path / "compiled.h5") as b:
         sa, sb = a.series(), b.series()
         assert list(sa.columns) == list(sb.columns)

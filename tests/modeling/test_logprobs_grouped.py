@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from discrepancy.modeling import attach_lora
-from discrepancy.trainers.logprobs import grouped_token_logprobs, rows_share_prompts, token_logprobs
+from discrepancy.modeling.logprobs import grouped_token_logprobs, rows_share_prompts, token_logprobs
 
 G = 3
 

@@ -125,7 +125,7 @@ def _perturb_lora(model: torch.nn.Module, gen: torch.Generator) -> None:
 
 
 def test_bf16_sample_update_cycles_leave_the_base_weights_bit_identical(tiny_tokenizer, tiny_model):
-    from discrepancy.trainers.sampling import sample_completions
+    from discrepancy.rollout.generate import sample_completions
 
     torch.manual_seed(0)
     targets = ["q_proj", "v_proj", "down_proj"]

@@ -2,8 +2,8 @@
 
 The CPU sampler. Around a small model's forward, `generate` spends much of each token on its own loop: input
 preparation, logits processors (each inspecting its own signature every call), stopping criteria. This loop does only
-what sampling needs: the model's forward with transformers' dynamic cache, the draw (`discrepancy.trainers.draw`) and
-the EOS bookkeeping. The cache is written in place (`discrepancy.trainers.kv_reserve`). Measured side by side in
+what sampling needs: the model's forward with transformers' dynamic cache, the draw (`discrepancy.rollout.draw`) and
+the EOS bookkeeping. The cache is written in place (`discrepancy.rollout.kv_reserve`). Measured side by side in
 ``benchmarks/results/sampling_cpu.md``.
 
 Same distribution as `generate` with ``do_sample=True, top_k=0`` and no generation-config defaults (what
@@ -16,14 +16,11 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from discrepancy.trainers.draw import draw_tokens
-from discrepancy.trainers.kv_reserve import reserve
-from discrepancy.trainers.logprobs import position_ids_for
-from discrepancy.trainers.sampling import (Rollouts, encode_groups, merged_base, rollouts_from_tokens,
+from discrepancy.rollout.draw import DrawRule
+from discrepancy.rollout.kv_reserve import reserve
+from discrepancy.modeling.logprobs import position_ids_for
+from discrepancy.rollout.rollouts import (Rollouts, encode_groups, merged_base, rollouts_from_tokens,
                                            shared_prompt_cache)
-
-CHECK_EVERY_CUDA = 16  # tokens between checks that every row has finished, on a GPU (each check waits for it)
-
 
 @torch.no_grad()
 def decode_groups(
@@ -45,15 +42,16 @@ def decode_groups(
     """
     # Inference mode: no autograd bookkeeping at all (version counters, view tracking), 5 % of the loop's time on the
     # tiny recipe; the tokens leave it as an ordinary tensor (a clone made outside).
+    rule = DrawRule(max_new_tokens, eos_id, temperature, top_p, min_new_tokens, greedy)
     with torch.inference_mode():
-        tokens = _decode(model, ids, mask, group_size, max_new_tokens, eos_id, temperature, top_p, min_new_tokens,
-                         greedy)
+        tokens = _decode(model, ids, mask, group_size, rule)
     return tokens.clone()
 
 
-def _decode(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, group_size: int, max_new_tokens: int,
-            eos_id: int, temperature: float, top_p: float, min_new_tokens: int, greedy: bool) -> torch.Tensor:
+def _decode(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, group_size: int,
+            rule: DrawRule) -> torch.Tensor:
     """`decode_groups`' prefill and token loop."""
+    max_new_tokens = rule.max_new_tokens
     rows_mask = mask.repeat_interleave(group_size, dim=0)  # [N, P]
     n, p = rows_mask.shape
     tokens = torch.empty(n, max(max_new_tokens, 0), dtype=torch.long, device=ids.device)  # [N, T]
@@ -73,11 +71,11 @@ def _decode(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, group
         reserve(cache, max_new_tokens)  # nothing was cached before this forward: room from here on
     next_position = rows_mask.long().sum(1, keepdim=True)  # [N, 1] position of the first completion token
     finished = torch.zeros(n, dtype=torch.bool, device=ids.device)
-    check_every = CHECK_EVERY_CUDA if ids.is_cuda else 1
+    check_every = rule.finish_check_every(ids.device)
     logits = out.logits[:, -1].float()  # [N, V]
     for i in range(max_new_tokens):
-        tokens[:, i] = draw_tokens(logits, temperature, top_p, eos_id if i < min_new_tokens else None, greedy)
-        finished |= tokens[:, i] == eos_id
+        tokens[:, i] = rule.next_tokens(logits, i)
+        finished |= tokens[:, i] == rule.eos_id
         if i + 1 == max_new_tokens or ((i + 1) % check_every == 0 and bool(finished.all())):
             break
         out = model(input_ids=tokens[:, i : i + 1], attention_mask=full_mask[:, : p + i + 1],

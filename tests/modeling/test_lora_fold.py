@@ -7,11 +7,11 @@ import torch
 
 from discrepancy.instrumentation import InstrumentationConfig, build_instruments
 from discrepancy.modeling.lora_fold import bypassed_lora, folded_lora
-from discrepancy.instrumentation.post_forward import batch_logprobs
+from discrepancy.modeling.logprobs import batch_logprobs
 from discrepancy.modeling.lora import merged_adapter
 
 from instr_models import drive, make_lora_model
-from test_post_forward import _batch
+from test_batch_logprobs import _batch
 
 
 def _base_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:

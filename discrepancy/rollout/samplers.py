@@ -1,11 +1,11 @@
 """Which sampler draws a step's completions (``run.sampler``), and the check, before any training, that the one
-asked for can serve the model.
+asked for can serve the model. A run decides once, in its speed plan (`discrepancy.trainers.speed`).
 
 Three samplers share one signature and one result (`Rollouts`):
-- ``generate``: transformers' `generate` (`discrepancy.trainers.sampling`), the reference implementation.
-- ``loop``: our token loop (`discrepancy.trainers.eager_decode`): distinct prompts prefilled once, the KV cache
+- ``generate``: transformers' `generate` (`discrepancy.rollout.generate`), the reference implementation.
+- ``loop``: our token loop (`discrepancy.rollout.loop`): distinct prompts prefilled once, the KV cache
   written in place, no logits processors. The CPU default.
-- ``graphs``: a compiled decode step replayed as a CUDA graph per token (`discrepancy.trainers.decode`), for
+- ``graphs``: a compiled decode step replayed as a CUDA graph per token (`discrepancy.rollout.graphs`), for
   models whose cache is a plain static one. The default with ``run.compile`` on a GPU.
 """
 
@@ -16,9 +16,10 @@ from typing import Callable
 import torch
 
 from discrepancy.errors import DiscrepancyError
-from discrepancy.trainers.decode import graphable, sample_graphed
-from discrepancy.trainers.eager_decode import sample_eager
-from discrepancy.trainers.sampling import Rollouts, sample_completions
+from discrepancy.rollout.graphs import graphable, sample_graphed
+from discrepancy.rollout.loop import sample_eager
+from discrepancy.rollout.generate import sample_completions
+from discrepancy.rollout.rollouts import Rollouts
 
 Sampler = Callable[..., Rollouts]
 CHOICES = ("auto", "generate", "loop", "graphs")
@@ -43,15 +44,14 @@ def check_sampler(name: str, model: torch.nn.Module) -> None:
                                '(this one has sliding-window or chunked layers); use "auto", "loop" or "generate"')
 
 
-def pick_sampler(name: str, model: torch.nn.Module, compiling: bool) -> Sampler:
-    """The sampling function for ``run.sampler = name``. ``auto``: the CUDA-graph decode when compiling on a GPU
-    and the model allows it, our loop on the CPU, `generate` on a GPU without ``run.compile``."""
-    if name == "generate":
-        return sample_completions
-    if name == "loop":
-        return sample_eager
-    if name == "graphs":
-        return sample_graphed
+SAMPLERS: dict[str, Sampler] = {"generate": sample_completions, "loop": sample_eager, "graphs": sample_graphed}
+
+
+def resolve_sampler(name: str, model: torch.nn.Module, compiling: bool) -> str:
+    """The sampler ``run.sampler = name`` means for ``model`` (a key of `SAMPLERS`). ``auto``: the CUDA-graph decode
+    when compiling on a GPU and the model allows it, our loop on the CPU, `generate` on a GPU without compiling."""
+    if name != "auto":
+        return name
     if compiling and graphable(model):
-        return sample_graphed
-    return sample_completions if _on_cuda(model) else sample_eager
+        return "graphs"
+    return "generate" if _on_cuda(model) else "loop"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import discrepancy.trainers.logprobs as lp
+import discrepancy.modeling.logprobs as lp
 
 
 def _reference(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

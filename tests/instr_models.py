@@ -10,7 +10,7 @@ from peft import LoraConfig, get_peft_model
 from discrepancy.modeling.tiny import build_tiny_model
 from discrepancy.modeling.tokenizer import build_char_tokenizer
 from discrepancy.trainers.grpo import grpo_loss
-from discrepancy.trainers.hooks import HookRunner, StepContext
+from discrepancy.instrumentation import HookRunner, StepBatch, StepContext, with_shared
 
 # One thread: the tiny model gains nothing from more, and the 2 shared cores are oversubscribed otherwise.
 torch.set_num_threads(1)
@@ -66,7 +66,7 @@ def drive(model: torch.nn.Module, instruments: list, *, steps: int = 2, groups: 
           beta: float = 0.0, seed: int = 0) -> list[StepTruth]:
     """Run `steps` GRPO-shaped steps on random rollouts with AdamW and gradient clipping, calling the hooks."""
     gen = torch.Generator().manual_seed(seed)
-    runner = HookRunner(instruments)
+    runner = HookRunner(with_shared(instruments))
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     opt = torch.optim.AdamW(params.values(), lr=lr, weight_decay=0.0)
     n = groups * group_size
@@ -91,18 +91,11 @@ def drive(model: torch.nn.Module, instruments: list, *, steps: int = 2, groups: 
             return sum(w * float(grpo_loss(lp[r], _o[r], None if _r is None else _r[r], _a[r], _m[r],
                                            beta=beta)[0]) for r, w in zip(micro, weights))
 
-        def forward_batch(_ids=ids) -> tuple[torch.Tensor, torch.Tensor]:
-            with torch.no_grad():
-                return tok_logp(model, _ids, plen)
-
-        ctx = StepContext(
-            step=step, iteration=0, model=model, params=params, input_ids=ids, attention_mask=torch.ones_like(ids),
-            completion_mask=cmask, old_logp=old, ref_logp=ref, advantages=adv, rewards=rewards,
-            group_ids=torch.arange(groups).repeat_interleave(group_size), group_size=group_size,
-            micro_batches=micro, micro_weights=weights, batch_loss=lambda: loss_from_logp(forward_batch()[0]),
-            forward_batch=forward_batch, loss_from_logp=loss_from_logp,
-            completions=["wait, check it"] * n, reward_components={"correctness": (rewards > 0).float().numpy()},
-        )
+        batch = StepBatch(input_ids=ids, attention_mask=torch.ones_like(ids), completion_mask=cmask, old_logp=old,
+                          ref_logp=ref, advantages=adv, group_size=group_size, micro_batches=micro,
+                          micro_weights=weights, completions=["wait, check it"] * n,
+                          reward_components={"correctness": (rewards > 0).float().numpy()})
+        ctx = StepContext(step=step, iteration=0, model=model, params=params, batch=batch, loss=loss_from_logp)
         truth = StepTruth(ctx=ctx)
         opt.zero_grad(set_to_none=True)
         logp_all, ent_all = torch.zeros(n, tlen), torch.zeros(n, tlen)
@@ -114,15 +107,15 @@ def drive(model: torch.nn.Module, instruments: list, *, steps: int = 2, groups: 
             truth.micro_grads.append(torch.cat([g.flatten() for g in own]))
             (w * loss_k).backward()
             logp_all[rows], ent_all[rows] = lp.detach(), ent
-            truth.row.update(runner.call("on_micro_backward", ctx, k))
+            truth.row.update(runner.on_micro_backward(ctx, k))
         ctx.logp, ctx.entropy = logp_all, ent_all
         truth.loss_pre = loss_from_logp(logp_all)
         truth.raw_grads = [p.grad.clone() for p in params.values()]
         truth.theta_t = [p.detach().clone() for p in params.values()]
         torch.nn.utils.clip_grad_norm_(list(params.values()), clip)
-        truth.row.update(runner.call("on_before_optimizer", ctx))
+        truth.row.update(runner.on_before_optimizer(ctx))
         opt.step()
-        truth.row.update(runner.call("on_after_optimizer", ctx))
+        truth.row.update(runner.on_after_optimizer(ctx))
         truth.theta_next = [p.detach().clone() for p in params.values()]
         out.append(truth)
     return out

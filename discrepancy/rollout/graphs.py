@@ -27,15 +27,15 @@ from transformers.cache_utils import StaticLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from discrepancy.modeling.compiled import own_code
-from discrepancy.trainers.draw import draw_tokens
-from discrepancy.trainers.logprobs import position_ids_for
-from discrepancy.trainers.sampling import (STATIC_PAD_MULTIPLE, Rollouts, encode_groups, merged_base,
+from discrepancy.modeling.devices import compiling_pays
+from discrepancy.rollout.draw import CHECK_EVERY_ACCELERATOR, DrawRule
+from discrepancy.modeling.logprobs import position_ids_for
+from discrepancy.rollout.rollouts import (STATIC_PAD_MULTIPLE, Rollouts, encode_groups, merged_base,
                                            rollouts_from_tokens)
 
 #: How the one-token step is compiled: one whole graph, fixed shapes (the CUDA graph is captured by `_Decoder`).
 COMPILE_OPTIONS: dict[str, object] = {"fullgraph": True, "dynamic": False}
 WARMUP_CALLS = 2  # compiled steps run before the capture: the first compiles, the second runs warm
-CHECK_EVERY = 16  # tokens between checks that every row has finished (each check waits for the GPU)
 
 
 @dataclass
@@ -150,38 +150,50 @@ def _decode_attention() -> Iterator[None]:
         registry["sdpa"] = previous
 
 
-def _decoder(model: torch.nn.Module, rows: int, length: int, compile_step: bool) -> _Decoder:
-    """The model's decoder for ``rows`` rows with room for at least ``length`` positions.
+class Decoders:
+    """The graphed decoders of a model, one per (row count, compiled or not), each with room for the longest prompt
+    seen so far. Whoever samples many times keeps one (a run's speed plan does), so the static caches are allocated
+    and the steps compiled once per growth, not per call; it is dropped with its owner."""
 
-    One per model and row count: shorter prompts are left-padded into it, and a call that needs more room replaces
-    it by a larger one (rounded up to 64 positions). So a run holds one static cache and compiles once per growth
-    of the longest prompt, however its prompt widths vary; a cache per width would hold gigabytes on a large model.
-    """
-    # Kept on the model itself: the compiled step refers to the model, so a weak-keyed table would never let go.
-    per_model: dict[tuple[int, bool], _Decoder] = model.__dict__.setdefault("_graphed_decoders", {})
-    key = (rows, compile_step)
-    # A captured graph reads the weights where they were: if any tensor was replaced (not updated in place, as
-    # folding and training do), the decoder is rebuilt rather than replaying over freed memory.
-    where = tuple(t.data_ptr() for t in (*model.parameters(), *model.buffers()))
-    if key not in per_model or per_model[key].length < length or per_model[key].where != where:
-        per_model.pop(key, None)  # the old cache goes before the new one is allocated
-        length = -(-length // STATIC_PAD_MULTIPLE) * STATIC_PAD_MULTIPLE
-        device = next(model.parameters()).device
-        cache = StaticCache(config=model.config, max_cache_len=length)
-        mask = torch.ones(rows, length, dtype=torch.long, device=device)
+    def __init__(self) -> None:
+        self.by_key: dict[tuple[int, bool], _Decoder] = {}
 
-        def one_token(token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-            out = model(input_ids=token, attention_mask=mask, position_ids=position, past_key_values=cache,
-                        use_cache=True, logits_to_keep=1)
-            return out.logits[:, -1].float()  # [N, V]
+    def get(self, model: torch.nn.Module, rows: int, length: int, compile_step: bool) -> _Decoder:
+        """The decoder for ``rows`` rows with room for at least ``length`` positions.
 
-        # Every decoder of every model would share `one_token`'s dynamo entries (at most 8): each gets its own.
-        own = own_code(one_token)
-        step = torch.compile(own, **COMPILE_OPTIONS) if compile_step else own
-        buffers = [torch.zeros(rows, 1, dtype=torch.long, device=device) for _ in range(2)]
-        per_model[key] = _Decoder(cache, mask, step, *buffers, where=where,
-                                  capture=compile_step and device.type == "cuda")
-    return per_model[key]
+        Shorter prompts are left-padded into it, and a call that needs more room replaces it by a larger one
+        (rounded up to 64 positions): one static cache, whatever the prompt widths; a cache per width would hold
+        gigabytes on a large model.
+        """
+        key = (rows, compile_step)
+        # A captured graph reads the weights where they were: if any tensor was replaced (not updated in place, as
+        # folding and training do), or the model is another one, the decoder is rebuilt rather than replaying over
+        # freed memory.
+        where = tuple(t.data_ptr() for t in (*model.parameters(), *model.buffers()))
+        old = self.by_key.get(key)
+        if old is None or old.length < length or old.where != where:
+            self.by_key.pop(key, None)  # the old cache goes before the new one is allocated
+            self.by_key[key] = _new_decoder(model, rows, -(-length // STATIC_PAD_MULTIPLE) * STATIC_PAD_MULTIPLE,
+                                            compile_step, where)
+        return self.by_key[key]
+
+
+def _new_decoder(model: torch.nn.Module, rows: int, length: int, compile_step: bool,
+                 where: tuple[int, ...]) -> _Decoder:
+    device = next(model.parameters()).device
+    cache = StaticCache(config=model.config, max_cache_len=length)
+    mask = torch.ones(rows, length, dtype=torch.long, device=device)
+
+    def one_token(token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        out = model(input_ids=token, attention_mask=mask, position_ids=position, past_key_values=cache,
+                    use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1].float()  # [N, V]
+
+    # Every decoder of every model would share `one_token`'s dynamo entries (at most 8): each gets its own.
+    own = own_code(one_token)
+    step = torch.compile(own, **COMPILE_OPTIONS) if compile_step else own
+    buffers = [torch.zeros(rows, 1, dtype=torch.long, device=device) for _ in range(2)]
+    return _Decoder(cache, mask, step, *buffers, where=where, capture=compile_step and device.type == "cuda")
 
 
 @torch.no_grad()
@@ -197,31 +209,31 @@ def decode_tokens(
     min_new_tokens: int = 0,
     greedy: bool = False,
     compile_step: bool | None = None,
+    decoders: Decoders | None = None,
 ) -> torch.Tensor:
     """Completion tokens ``[N, T]`` after left-padded prompts ``[N, P]`` (T ≤ ``max_new_tokens``: stops early once
     every row has drawn EOS; tokens after a row's EOS are arbitrary, mask them). ``model`` is a plain causal LM
-    (merge an adapter first). ``compile_step`` defaults to "on CUDA"; off, the same loop runs eagerly (CPU, tests).
+    (merge an adapter first). ``compile_step`` defaults to `devices.compiling_pays`; off, the same loop runs eagerly
+    (CPU, tests). ``decoders``: keep one across calls to reuse their caches and compiled steps (default: new ones).
     """
     n, p = prompt_ids.shape
     device = prompt_ids.device
     if max_new_tokens < 1:
         return torch.empty(n, 0, dtype=torch.long, device=device)
-    compile_step = device.type == "cuda" if compile_step is None else compile_step
-    dec = _decoder(model, n, p + max_new_tokens, compile_step)
+    compile_step = compiling_pays(device) if compile_step is None else compile_step
+    dec = (decoders or Decoders()).get(model, n, p + max_new_tokens, compile_step)
     if dec.length - max_new_tokens > p:  # left-pad into the cache's prompt width; positions come from the mask
         pad = dec.length - max_new_tokens - p
         prompt_ids, prompt_mask = F.pad(prompt_ids, (pad, 0)), F.pad(prompt_mask, (pad, 0))
-        p += pad
+    rule = DrawRule(max_new_tokens, eos_id, temperature, top_p, min_new_tokens, greedy)
     with _decode_attention():
-        return _decode(model, dec, prompt_ids, prompt_mask, p, max_new_tokens, eos_id, temperature, top_p,
-                       min_new_tokens, greedy)
+        return _decode(model, dec, prompt_ids, prompt_mask, rule)
 
 
-def _decode(model: torch.nn.Module, dec: _Decoder, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, p: int,
-            max_new_tokens: int, eos_id: int, temperature: float, top_p: float, min_new_tokens: int,
-            greedy: bool) -> torch.Tensor:
-    """`decode_tokens`' prefill and token loop, prompts already fitted to the decoder's width ``p``."""
-    n, device = prompt_ids.size(0), prompt_ids.device
+def _decode(model: torch.nn.Module, dec: _Decoder, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+            rule: DrawRule) -> torch.Tensor:
+    """`decode_tokens`' prefill and token loop, prompts already fitted to the decoder's width."""
+    (n, p), device, max_new_tokens = prompt_ids.shape, prompt_ids.device, rule.max_new_tokens
     dec.cache.reset()
     dec.mask[:, :p].copy_(prompt_mask)  # prompt padding off; every generated position on (causality hides the rest)
     dec.mask[:, p:].fill_(1)
@@ -235,9 +247,10 @@ def _decode(model: torch.nn.Module, dec: _Decoder, prompt_ids: torch.Tensor, pro
     finished = torch.zeros(n, dtype=torch.bool, device=device)
     logits = out.logits[:, -1].float()
     for i in range(max_new_tokens):
-        tokens[i] = draw_tokens(logits, temperature, top_p, eos_id if i < min_new_tokens else None, greedy)
-        finished |= tokens[i] == eos_id
-        if i + 1 == max_new_tokens or ((i + 1) % CHECK_EVERY == 0 and bool(finished.all())):
+        tokens[i] = rule.next_tokens(logits, i)
+        finished |= tokens[i] == rule.eos_id
+        # A GPU engine: finishing is checked every few tokens whatever the device (each check waits for the GPU).
+        if i + 1 == max_new_tokens or ((i + 1) % CHECK_EVERY_ACCELERATOR == 0 and bool(finished.all())):
             break
         logits = dec(tokens[i].unsqueeze(1), positions[i].unsqueeze(1))  # [N, 1] each -> [N, V]
     return tokens[: i + 1].T.contiguous()  # [N, T']
@@ -264,10 +277,11 @@ def sample_graphed(
     temperature: float = 1.0,
     top_p: float = 1.0,
     min_new_tokens: int = 0,
+    decoders: Decoders | None = None,
 ) -> Rollouts:
     """`sample_completions` through `decode_tokens`, with the LoRA weights merged: the same `Rollouts`.
 
-    Only for models that `graphable` accepts (a ValueError otherwise).
+    Only for models that `graphable` accepts (a ValueError otherwise). ``decoders``: as in `decode_tokens`.
     """
     if not graphable(model):
         raise ValueError("models with sliding-window layers cannot use the graphed decode; use sample_completions")
@@ -276,5 +290,5 @@ def sample_graphed(
     with merged_base(model) as base:
         completion_ids = decode_tokens(base, prompt_ids, prompt_mask, max_new_tokens=max_new_tokens,
                                        eos_id=tokenizer.eos_token_id, temperature=temperature, top_p=top_p,
-                                       min_new_tokens=min_new_tokens)
+                                       min_new_tokens=min_new_tokens, decoders=decoders)
     return rollouts_from_tokens(tokenizer, prompt_ids, prompt_mask, completion_ids)

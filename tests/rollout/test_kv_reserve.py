@@ -6,7 +6,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from discrepancy.trainers.kv_reserve import ReservedLayer, reserve
+from discrepancy.rollout.kv_reserve import ReservedLayer, reserve
 
 
 def _states(b: int, length: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 from discrepancy.modeling import attach_lora
-from discrepancy.trainers.logprobs import token_logprobs
-from discrepancy.trainers.sampling import completion_mask, sample_completions
+from discrepancy.modeling.logprobs import token_logprobs
+from discrepancy.rollout.generate import sample_completions
+from discrepancy.rollout.rollouts import completion_mask
 
 EOS, PAD = 2, 0
 
@@ -99,7 +100,7 @@ def test_token_logprobs_ignore_left_padding(tiny_tokenizer, tiny_model):
 def test_static_cache_path_matches_the_dynamic_cache(tiny_tokenizer, tiny_model):
     # Near-zero temperature makes sampling greedy, so both cache implementations must produce the same tokens;
     # the static path also pads prompts to a fixed width multiple (fewer shapes to compile on GPU).
-    from discrepancy.trainers.sampling import STATIC_PAD_MULTIPLE
+    from discrepancy.rollout.rollouts import STATIC_PAD_MULTIPLE
 
     prompts = ["3+4\n", "12-5+1\n"]
     kw = dict(group_size=2, max_new_tokens=6, temperature=1e-4)
@@ -123,7 +124,7 @@ def _lora_with_update(model):
 def test_shared_prompt_sampling_draws_the_tokens_of_plain_generate(tiny_tokenizer, tiny_model, monkeypatch):
     # Prompts encoded once and their cache repeated G times must give generate's own draws for the same seed:
     # the repeated-batch path (no prefilled cache) is plain transformers `generate`.
-    import discrepancy.trainers.sampling as sampling
+    import discrepancy.rollout.generate as sampling
 
     model = _lora_with_update(tiny_model)
     prompts = ["3+4\n", "12-5+1\n", "100*2-7\n"]  # different lengths: left padding inside the shared cache

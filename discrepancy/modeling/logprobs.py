@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from discrepancy.modeling.modes import has_active_dropout
+from discrepancy.modeling.devices import prompt_sharing_pays
+from discrepancy.modeling.modes import deterministic_mode, has_active_dropout
 
 
 def position_ids_for(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -160,16 +161,17 @@ def grouped_token_logprobs(
     group_size: int,
     *,
     with_entropy: bool = False,
+    share: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`token_logprobs` with each group's prompt encoded once; falls back to it when rows do not share prompts.
 
-    Shares only on the CPU. On a GPU a small model's forward is bound by kernel launches, not by the tokens
-    sharing saves, and sharing doubles the calls: on an H100 the training forward + backward of the GPU benchmark
-    took 0.55 s shared against 0.25 s plain (``benchmarks/results/profile_step.md``). Also falls back under active
-    dropout (see `_dropout_active`) and for one-token completions (nothing to share).
+    ``share``: whether to share at all (default: the device policy, `devices.prompt_sharing_pays`; a run's speed plan
+    passes its own choice). Also falls back under active dropout (see `_dropout_active`) and for one-token completions
+    (nothing to share).
     """
     t = input_ids.size(1) - prompt_len
-    if (t < 2 or input_ids.device.type != "cpu" or _dropout_active(model)
+    share = prompt_sharing_pays(input_ids.device) if share is None else share
+    if (not share or t < 2 or _dropout_active(model)
             or not rows_share_prompts(input_ids, attention_mask, prompt_len, group_size)):
         return token_logprobs(model, input_ids, attention_mask, prompt_len, with_entropy=with_entropy)
     n = input_ids.size(0)
@@ -186,3 +188,46 @@ def grouped_token_logprobs(
     first_logits = head.logits[:, -1:].repeat_interleave(group_size, dim=0)  # [N, 1, V] predicts token P
     logits = torch.cat([first_logits, tail.logits], dim=1)  # [N, T, V]
     return _logp_entropy(logits, input_ids[:, prompt_len:], with_entropy)
+
+
+#: Bound on the logits one measurement call may hold; a batch is cut into whole groups that fit (`group_chunks`).
+LOGITS_BUDGET_BYTES = 256 * 2**20
+
+
+def group_chunks(n_rows: int, group_size: int, completion_len: int, vocab_size: int,
+                 budget: int = LOGITS_BUDGET_BYTES) -> list[list[int]]:
+    """Row lists of whole groups whose float32 logits [rows, T, V] stay under `budget` (at least one group each).
+
+    Fewer, larger calls matter on small models, where each call's fixed cost rivals its arithmetic.
+    """
+    per_group = group_size * completion_len * vocab_size * 4
+    groups_per_chunk = max(1, budget // max(per_group, 1))
+    step = groups_per_chunk * group_size
+    return [list(range(r, min(n_rows, r + step))) for r in range(0, n_rows, step)]
+
+
+def vocab_size(model: torch.nn.Module) -> int:
+    """The model's vocabulary size (from its config; a generous guess for a model without one)."""
+    return int(getattr(getattr(model, "config", None), "vocab_size", 0) or 2**17)
+
+
+@torch.no_grad()
+def batch_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
+                   group_size: int, *, chunks: list[list[int]] | None = None, share: bool | None = None,
+                   with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(log π [N, T], entropy [N, T] or None) of the completion tokens at the current weights: a measurement, so no
+    grad and dropout off (`deterministic_mode`), chunk by chunk (``chunks``: row lists of whole groups; default
+    `group_chunks`), each chunk through `grouped_token_logprobs` with ``share``."""
+    with deterministic_mode(model):
+        n, t = input_ids.size(0), input_ids.size(1) - prompt_len
+        if chunks is None:
+            chunks = group_chunks(n, group_size, t, vocab_size(model))
+        logp = torch.zeros(n, t, device=input_ids.device)  # [N, T]
+        ent = torch.zeros(n, t, device=input_ids.device) if with_entropy else None  # [N, T]
+        for rows in chunks:
+            lp, en = grouped_token_logprobs(model, input_ids[rows], attention_mask[rows], prompt_len, group_size,
+                                            with_entropy=with_entropy, share=share)
+            logp[rows] = lp.float()
+            if ent is not None:
+                ent[rows] = en
+    return logp, ent

@@ -11,9 +11,9 @@ import torch
 from torch._dynamo.utils import counters
 
 from discrepancy.modeling import attach_lora, build_tiny_model
-from discrepancy.modeling.compiled import compiled_layers, decoder_layers
+from discrepancy.modeling.compiled import CompiledLayers, compiled_layers, decoder_layers
 from discrepancy.modeling.lora_fold import adapter_disabled
-from discrepancy.trainers.logprobs import token_logprobs
+from discrepancy.modeling.logprobs import token_logprobs
 
 pytestmark = pytest.mark.slow
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -39,10 +39,14 @@ def _batch(length: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, attn
 
 
+_COMPILED: dict[int, CompiledLayers] = {}  # one per model, as a run's speed plan keeps it: compiled once
+
+
 def _logp_and_grads(model, compiled: bool, length: int = 20) -> tuple[torch.Tensor, list[torch.Tensor]]:
     ids, attn = _batch(length)
     model.zero_grad(set_to_none=True)
-    with compiled_layers(model, enabled=compiled) as active:
+    layers = _COMPILED.setdefault(id(model), CompiledLayers(model))
+    with layers.active(enabled=compiled) as active:
         assert active == compiled
         logp, _ = token_logprobs(model, ids, attn, 8)
         (logp * torch.linspace(-1, 1, logp.numel()).view_as(logp)).sum().backward()

@@ -7,9 +7,9 @@ import pytest
 
 import torch
 
-import discrepancy.trainers.eager_decode as eager_decode
-from discrepancy.trainers.eager_decode import decode_groups, sample_eager
-from discrepancy.trainers.logprobs import position_ids_for
+import discrepancy.rollout.draw as draw_module
+from discrepancy.rollout.loop import decode_groups, sample_eager
+from discrepancy.modeling.logprobs import position_ids_for
 
 PROMPTS = ["3+4\n", "12-5+1\n", "7\n"]  # three widths: left padding differs
 
@@ -39,14 +39,14 @@ def test_every_sampled_step_sees_the_logits_of_a_full_forward(tiny_tokenizer, ti
     ids, mask = _distinct(tiny_tokenizer, PROMPTS)
     g, t, temperature = 3, 9, 0.8
     seen = []
-    real = eager_decode.draw_tokens
+    real = draw_module.draw_tokens
 
     def recording(logits, *args, **kwargs):
         seen.append(logits.clone())
         return real(logits, *args, **kwargs)
 
-    monkeypatch.setattr(eager_decode, "draw_tokens", recording)
-    from discrepancy.trainers.kv_reserve import ReservedLayer
+    monkeypatch.setattr(draw_module, "draw_tokens", recording)
+    from discrepancy.rollout.kv_reserve import ReservedLayer
 
     writes = []
     real_update = ReservedLayer.update
@@ -123,7 +123,7 @@ def test_sample_eager_rollouts_and_lora_restored(tiny_tokenizer, tiny_model, sam
 
 
 def test_a_diverged_model_stops_sampling_with_a_clear_error(tiny_tokenizer, tiny_model):
-    from discrepancy.trainers.draw import SamplingError
+    from discrepancy.rollout.draw import SamplingError
 
     with torch.no_grad():
         tiny_model.model.norm.weight.fill_(float("nan"))
@@ -135,35 +135,36 @@ def test_a_diverged_model_stops_sampling_with_a_clear_error(tiny_tokenizer, tiny
         raise AssertionError("NaN logits were sampled from")
 
 
-def test_the_recipe_samples_with_the_sampler_of_its_device(tiny_tokenizer, tiny_model, monkeypatch):
+def test_the_plan_samples_with_the_sampler_of_its_device(tiny_tokenizer, tiny_model, monkeypatch):
     """``run.sampler = "auto"``. CPU: our eager loop; compiling (forced here) with a model the graphed decode serves:
     the graphed decode; a GPU without compiling (forced here): transformers' generate."""
     from types import SimpleNamespace
 
-    from discrepancy.trainers import recipe, samplers
+    from discrepancy.rollout import samplers
+    from discrepancy.trainers import speed
 
-    state = SimpleNamespace(model=tiny_model, cfg=SimpleNamespace(run=SimpleNamespace(compile=True, sampler="auto")))
-    assert recipe._sampler(state) is samplers.sample_eager  # run.compile applies to CUDA only
-    monkeypatch.setattr(recipe, "_compiling", lambda state: True)
-    assert recipe._sampler(state) is samplers.sample_graphed
+    run = SimpleNamespace(compile=True, sampler="auto")
+    instruments = SimpleNamespace(shared_prompt_forward=True, fold_lora=True)
+    with pytest.warns(RuntimeWarning, match="run.compile applies to CUDA"):
+        assert speed.plan_speed(run, instruments, tiny_model).sampler == "loop"  # run.compile: CUDA only
+    monkeypatch.setattr(speed, "compiling_pays", lambda device: True)
+    plan = speed.plan_speed(run, instruments, tiny_model)
+    assert plan.sampler == "graphs" and samplers.SAMPLERS[plan.sampler] is samplers.sample_graphed
     monkeypatch.setattr(samplers, "graphable", lambda model: False)
-    assert recipe._sampler(state) is samplers.sample_eager
-    monkeypatch.setattr(recipe, "_compiling", lambda state: False)
+    assert speed.plan_speed(run, instruments, tiny_model).sampler == "loop"
+    monkeypatch.setattr(speed, "compiling_pays", lambda device: False)
     monkeypatch.setattr(samplers, "_on_cuda", lambda model: True)
-    assert recipe._sampler(state) is samplers.sample_completions
+    assert speed.plan_speed(run, instruments, tiny_model, warn=False).sampler == "generate"
+    assert samplers.SAMPLERS["generate"] is samplers.sample_completions
 
 
 @pytest.mark.parametrize("name, expected", [("generate", "sample_completions"), ("loop", "sample_eager"),
                                             ("graphs", "sample_graphed")])
 def test_a_named_sampler_is_used_whatever_the_device(tiny_model, monkeypatch, name, expected):
-    from types import SimpleNamespace
+    from discrepancy.rollout import samplers
 
-    from discrepancy.trainers import recipe, samplers
-
-    state = SimpleNamespace(model=tiny_model, cfg=SimpleNamespace(run=SimpleNamespace(compile=False, sampler=name)))
-    assert recipe._sampler(state) is getattr(samplers, expected)
-    monkeypatch.setattr(recipe, "_compiling", lambda state: True)
-    assert recipe._sampler(state) is getattr(samplers, expected)
+    assert samplers.SAMPLERS[samplers.resolve_sampler(name, tiny_model, False)] is getattr(samplers, expected)
+    assert samplers.SAMPLERS[samplers.resolve_sampler(name, tiny_model, True)] is getattr(samplers, expected)
 
 
 def test_graphs_sampler_is_refused_where_it_cannot_serve(tiny_model, monkeypatch):
@@ -171,7 +172,7 @@ def test_graphs_sampler_is_refused_where_it_cannot_serve(tiny_model, monkeypatch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from discrepancy.errors import DiscrepancyError
-    from discrepancy.trainers import samplers
+    from discrepancy.rollout import samplers
 
     for name in ("auto", "generate", "loop"):
         samplers.check_sampler(name, tiny_model)

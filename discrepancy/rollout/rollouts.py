@@ -1,4 +1,5 @@
-"""Sampling G completions per prompt with transformers ``generate``, and the completion masks GRPO needs.
+"""What every sampler shares: `Rollouts` (one step's completions with the masks GRPO needs), prompt encoding, the
+shared-prompt KV cache and the merged model our decode loops run.
 
 Rows come out ordered group by group (prompt 0's G completions, then prompt 1's, ...). Prompts are left-padded so
 every completion starts at the same column; the completion mask covers each completion up to and including its
@@ -16,8 +17,9 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from discrepancy.modeling.lora import merged_adapter
-from discrepancy.modeling.modes import deterministic_mode, plain_generation_config
-from discrepancy.trainers.kv_reserve import reserve
+from discrepancy.modeling.logprobs import position_ids_for
+from discrepancy.modeling.modes import deterministic_mode
+from discrepancy.rollout.kv_reserve import reserve
 
 STATIC_PAD_MULTIPLE = 64
 
@@ -65,10 +67,8 @@ def shared_prompt_cache(model: torch.nn.Module, ids: torch.Tensor, mask: torch.T
     (rows group by group). The G completions of a prompt share its tokens, so `generate`'s prefill of the
     repeated batch would encode every prompt G times; this runs it once. The last prompt token is left to the
     decode loop, whose first forward must produce the logits of the first completion token. ``room``: positions
-    reserved for the tokens to come (`discrepancy.trainers.kv_reserve`), for a loop that then writes in place.
+    reserved for the tokens to come (`discrepancy.rollout.kv_reserve`), for a loop that then writes in place.
     """
-    from discrepancy.trainers.logprobs import position_ids_for
-
     out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids_for(mask)[:, :-1],
                 use_cache=True, logits_to_keep=1)
     cache = out.past_key_values
@@ -95,51 +95,6 @@ def encode_groups(tokenizer: PreTrainedTokenizerBase, prompts: list[str], group_
     prompt_ids = enc["input_ids"].repeat_interleave(group_size, dim=0).to(device)  # [N, P]
     prompt_mask = enc["attention_mask"].repeat_interleave(group_size, dim=0).to(device)  # [N, P]
     return enc, prompt_ids, prompt_mask
-
-
-@torch.no_grad()
-def sample_completions(
-    model: torch.nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: list[str],
-    *,
-    group_size: int,
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    min_new_tokens: int = 0,
-    static_cache: bool = False,
-) -> Rollouts:
-    """Sample ``group_size`` completions for each prompt, with the LoRA weights merged for speed.
-
-    ``min_new_tokens = max_new_tokens`` suppresses EOS (fixed-length completions, for benchmarks).
-    ``static_cache`` uses a static KV cache, which transformers compiles with ``torch.compile`` (GPU only: on CPU the
-    compile costs more than it saves). Dropout is off while sampling (`deterministic_mode`).
-    """
-    device = next(model.parameters()).device
-    enc, prompt_ids, prompt_mask = encode_groups(tokenizer, prompts, group_size, device, static=static_cache)
-    eos_id = tokenizer.eos_token_id
-    # A static cache is allocated and compiled inside `generate`: it does not take a prefilled dynamic cache.
-    share = not static_cache and group_size > 1 and prompt_ids.size(1) > 1
-    with deterministic_mode(model), plain_generation_config(model):
-        with merged_adapter(model):
-            cache = shared_prompt_cache(model, enc["input_ids"].to(device), enc["attention_mask"].to(device),
-                                         group_size) if share else None
-            out = model.generate(
-                input_ids=prompt_ids,
-                attention_mask=prompt_mask,
-                past_key_values=cache,  # covers all prompt tokens but the last: generate runs only the rest
-                do_sample=True,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=0,  # plain temperature / nucleus sampling; transformers would otherwise default to top-k 50
-                max_new_tokens=max_new_tokens,
-                min_new_tokens=min_new_tokens,
-                eos_token_id=eos_id,
-                pad_token_id=tokenizer.pad_token_id,
-                cache_implementation="static" if static_cache else None,
-            )  # [N, P+T']
-    return rollouts_from_tokens(tokenizer, prompt_ids, prompt_mask, out[:, prompt_ids.size(1):])
 
 
 def rollouts_from_tokens(tokenizer: PreTrainedTokenizerBase, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import TopPLogitsWarper
 
-from discrepancy.trainers.draw import SamplingError, _race, draw_tokens
+from discrepancy.rollout.draw import SamplingError, _race, draw_tokens
 
 
 def _logits(v: int = 12, seed: int = 0) -> torch.Tensor:

@@ -1,12 +1,11 @@
-"""The shared-prompt measurement forward against the trainer's plain forward, with left-padded prompts."""
+"""The no-grad batch forward with shared prompts against the plain forward, with left-padded prompts."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from discrepancy.instrumentation.post_forward import batch_logprobs, group_chunks, groups_share_prompts
-from discrepancy.trainers.logprobs import token_logprobs
+from discrepancy.modeling.logprobs import batch_logprobs, group_chunks, rows_share_prompts, token_logprobs
 
 from instr_models import make_lora_model
 
@@ -25,12 +24,12 @@ def _batch(groups: int = 3, g: int = 4, p: int = 7, t: int = 5) -> tuple[torch.T
 
 
 def test_shared_prompt_forward_equals_plain_forward(monkeypatch) -> None:
-    import discrepancy.trainers.logprobs as logprobs
+    import discrepancy.modeling.logprobs as logprobs
 
     torch.manual_seed(0)
     model = make_lora_model().train()
     ids, attn = _batch()
-    assert groups_share_prompts(ids, attn, 7, 4)
+    assert rows_share_prompts(ids, attn, 7, 4)
     with torch.no_grad():
         ref_lp, ref_ent = token_logprobs(model.eval(), ids, attn, 7, with_entropy=True)
     model.train()
@@ -46,8 +45,8 @@ def test_shared_prompt_forward_equals_plain_forward(monkeypatch) -> None:
 def test_groups_with_different_prompts_are_detected() -> None:
     ids, attn = _batch()
     ids[1, 5] += 1  # row 1 of group 0 now has another prompt
-    assert not groups_share_prompts(ids, attn, 7, 4)
-    assert not groups_share_prompts(ids[:10], attn[:10], 7, 4)  # not whole groups
+    assert not rows_share_prompts(ids, attn, 7, 4)
+    assert not rows_share_prompts(ids[:10], attn[:10], 7, 4)  # not whole groups
 
 
 def test_chunks_are_whole_groups_within_the_logits_budget() -> None:

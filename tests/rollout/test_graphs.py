@@ -7,7 +7,7 @@ import types
 import pytest
 import torch
 
-from discrepancy.trainers.decode import decode_tokens, sample_graphed
+from discrepancy.rollout.graphs import Decoders, decode_tokens, sample_graphed
 
 
 def _prompts(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,10 +25,12 @@ def test_greedy_tokens_equal_generate_with_left_padding(tiny_tokenizer, tiny_mod
                               pad_token_id=tiny_tokenizer.pad_token_id)[:, ids.size(1):]
     assert ours.shape == ref.shape == (3, 12)
     assert torch.equal(ours, ref)
-    # A second call reuses the same cache: stale keys from the first must not leak in.
-    again = decode_tokens(tiny_model, ids, mask, max_new_tokens=12, eos_id=tiny_tokenizer.eos_token_id,
-                          greedy=True, min_new_tokens=12)
-    assert torch.equal(again, ref)
+    # A second call that reuses the same cache: stale keys from the first must not leak in.
+    decoders = Decoders()
+    for _ in range(2):
+        again = decode_tokens(tiny_model, ids, mask, max_new_tokens=12, eos_id=tiny_tokenizer.eos_token_id,
+                              greedy=True, min_new_tokens=12, decoders=decoders)
+        assert torch.equal(again, ref)
 
 
 def test_one_cache_per_model_grows_and_left_pads_shorter_prompts(tiny_tokenizer, tiny_model):
@@ -38,13 +40,14 @@ def test_one_cache_per_model_grows_and_left_pads_shorter_prompts(tiny_tokenizer,
               pad_token_id=tiny_tokenizer.pad_token_id)
     narrow = _prompts(tiny_tokenizer, ["3+4\n", "7\n"])
     wide = _prompts(tiny_tokenizer, ["1+2+3+4+5+6+7+8+9+10+11+12+13+14+15+16+17+18+19+20+21+22+23+24+25\n", "7\n"])
+    decoders = Decoders()
     for ids, mask in (narrow, wide, narrow):  # grows at the wide call; the narrow one is then padded into it
-        ours = decode_tokens(tiny_model, ids, mask, max_new_tokens=6, eos_id=eos, greedy=True, min_new_tokens=6)
+        ours = decode_tokens(tiny_model, ids, mask, max_new_tokens=6, eos_id=eos, greedy=True, min_new_tokens=6,
+                             decoders=decoders)
         ref = tiny_model.generate(input_ids=ids, attention_mask=mask, **kw)[:, ids.size(1):]
         assert torch.equal(ours, ref)
-    decoders = tiny_model.__dict__["_graphed_decoders"]
-    assert len(decoders) == 1  # one static cache, however the widths vary
-    (dec,) = decoders.values()
+    assert len(decoders.by_key) == 1  # one static cache, however the widths vary
+    (dec,) = decoders.by_key.values()
     assert dec.length % 64 == 0 and dec.length >= wide[0].size(1) + 6 > 64
 
 
@@ -60,7 +63,7 @@ def test_sliding_window_models_are_not_graphable(tiny_tokenizer, tiny_model):
     from transformers import Qwen2ForCausalLM
 
     from discrepancy.modeling import tiny_model_config
-    from discrepancy.trainers.decode import graphable
+    from discrepancy.rollout.graphs import graphable
 
     config = tiny_model_config(tiny_tokenizer)
     config.use_sliding_window, config.sliding_window, config.max_window_layers = True, 8, 1
@@ -144,17 +147,16 @@ def test_compiled_step_tracks_in_place_weight_changes(tiny_tokenizer):
 
 def test_a_replaced_weight_tensor_rebuilds_the_decoder(tiny_tokenizer, tiny_model):
     """A captured graph reads weights by address: after a tensor is swapped out, the old decoder must not be reused."""
-    from discrepancy.trainers.decode import _decoder
-
     tiny_model.eval()
     ids, mask = _prompts(tiny_tokenizer, ["3+4\n", "7\n"])
-    kw = dict(max_new_tokens=6, eos_id=tiny_tokenizer.eos_token_id, greedy=True, min_new_tokens=6)
+    decoders = Decoders()
+    kw = dict(max_new_tokens=6, eos_id=tiny_tokenizer.eos_token_id, greedy=True, min_new_tokens=6, decoders=decoders)
     decode_tokens(tiny_model, ids, mask, **kw)
-    first = _decoder(tiny_model, 2, ids.size(1) + 6, False)
-    assert _decoder(tiny_model, 2, ids.size(1) + 6, False) is first  # in-place use keeps it
+    first = decoders.get(tiny_model, 2, ids.size(1) + 6, False)
+    assert decoders.get(tiny_model, 2, ids.size(1) + 6, False) is first  # in-place use keeps it
     head = tiny_model.lm_head
     head.weight = torch.nn.Parameter(head.weight.detach().flip(0).clone())  # a new tensor: other tokens win
-    assert _decoder(tiny_model, 2, ids.size(1) + 6, False) is not first
+    assert decoders.get(tiny_model, 2, ids.size(1) + 6, False) is not first
     want = tiny_model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=6,
                                min_new_tokens=6, eos_token_id=tiny_tokenizer.eos_token_id,
                                pad_token_id=tiny_tokenizer.pad_token_id)[:, ids.size(1):]
@@ -165,7 +167,7 @@ def test_packed_grouped_query_attention_equals_transformers_sdpa():
     """One new token over grouped keys/values: the packed call gives transformers' own SDPA attention."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from discrepancy.trainers.decode import _packed_gqa_attention
+    from discrepancy.rollout.graphs import _packed_gqa_attention
 
     gen = torch.Generator().manual_seed(0)
     module = torch.nn.Module()
@@ -213,7 +215,7 @@ def test_a_step_that_recompiles_per_token_is_not_captured():
     """A compiled step that depends on a per-token Python value would be frozen by a CUDA graph: the check before
     the capture catches the recompile, warns, and the decoder runs uncaptured with the right numbers."""
     from discrepancy.modeling.compiled import own_code
-    from discrepancy.trainers.decode import _Decoder
+    from discrepancy.rollout.graphs import _Decoder
 
     seen = {"tokens": 0}
 

@@ -28,7 +28,7 @@ def test_gsm8k_on_the_embedded_tiny_model_warns_before_training():
 
     import pytest
 
-    from discrepancy.trainers.run import prepare
+    from discrepancy.trainers.setup import prepare
 
     cfg = apply_overrides(TrainConfig(), ['task.name="gsm8k"', "task.num_examples=20"])
     with pytest.warns(RuntimeWarning, match="will not learn GSM8K"):

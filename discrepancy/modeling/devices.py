@@ -1,0 +1,50 @@
+"""The device policy: every choice this project makes by device type, in one place, with the measurement behind it.
+
+Each function answers one question about a device; modules ask these instead of testing ``device.type`` themselves,
+so a new device type (or a new measurement) changes one line here. What a device *can* do (CUDA graphs exist only on
+CUDA) is not policy and stays where it is used.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _type(device: torch.device | str) -> str:
+    return torch.device(device).type
+
+
+def prompt_sharing_pays(device: torch.device | str) -> bool:
+    """Whether forwards should encode each prompt once per group of G completions (a KV cache over the prompts).
+
+    CPU only: there a forward costs in proportion to its tokens, and sharing halves the tiny recipe's. On a GPU a small
+    model's forward is bound by kernel launches, and sharing doubles the calls: on an H100 the GPU benchmark's training
+    forward + backward took 0.55 s shared against 0.25 s plain, and the post-step measurement 0.73 s against 0.07 s
+    (``benchmarks/results/profile_step.md``).
+    """
+    return _type(device) == "cpu"
+
+
+def host_syncs_are_cheap(device: torch.device | str) -> bool:
+    """Whether code may read a value back to Python every token (a check that every row has finished, a finite-logits
+    check, an inverse-CDF draw). On the CPU this costs nothing; on an accelerator each read waits for the device, so
+    sampling checks every 16 tokens and draws by the exponential race instead (``benchmarks/results/sampling_cpu.md``).
+    """
+    return _type(device) == "cpu"
+
+
+def compiling_pays(device: torch.device | str) -> bool:
+    """Whether ``torch.compile`` of the decode step and the training layers pays for itself: CUDA only (on the CPU the
+    compile costs more than it saves on the models this project trains)."""
+    return _type(device) == "cuda"
+
+
+def default_dtype(device: torch.device | str) -> torch.dtype:
+    """The training dtype of ``model.dtype = "auto"``: bfloat16 on CUDA, float32 elsewhere."""
+    return torch.bfloat16 if _type(device) == "cuda" else torch.float32
+
+
+def freed_memory_tuning_pays(device: torch.device | str) -> bool:
+    """Whether a run on this device gains from keeping freed memory in the process (`trainers.allocator`): CPU only,
+    where every activation tensor is process memory."""
+    return _type(device) == "cpu"

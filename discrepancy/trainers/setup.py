@@ -1,0 +1,152 @@
+"""Everything a run sets up before its first GRPO step: checked inputs, where it runs, and the base model.
+
+Everything a user can get wrong (model folder, dataset lines, reward names, config values) is checked by `prepare`
+before any training starts; `build_base` then makes the model GRPO starts from (the cold start included).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from discrepancy.errors import DiscrepancyError
+from discrepancy.modeling import (
+    LoraSettings, base_dir_for, build_char_tokenizer, build_tiny_model, check_local_model, check_target_modules,
+    load_local_model, run_model_meta, save_local_model,
+)
+from discrepancy.modeling.devices import default_dtype
+from discrepancy.rollout.samplers import check_sampler
+from discrepancy.trainers.config import TrainConfig
+from discrepancy.trainers.rewards import RewardSpec, check_rewards
+from discrepancy.trainers.run_files import staged_base_dir
+from discrepancy.trainers.sft import cold_start
+from discrepancy.trainers.tasks import Example, arithmetic_examples, gsm8k_sample_path, load_gsm8k
+
+# progress(phase, done, total, metrics): phase is "sft" or "grpo".
+ProgressFn = Callable[[str, int, int, dict[str, float]], None]
+
+
+@dataclass
+class Prepared:
+    """Checked inputs of a run: examples and reward specs (built before any training)."""
+
+    examples: list[Example]
+    rewards: list[RewardSpec]
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Where this process runs: its rank among ``world`` processes (one without torchrun) and its device."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def writer(self) -> bool:
+        """Rank 0 holds the run: it alone records, checkpoints and reports."""
+        return self.rank == 0
+
+
+@dataclass
+class Base:
+    """The model GRPO starts from, with the meta the run file records about it and the cold start's losses."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    meta: dict[str, Any]
+    sft_losses: list[float]
+
+
+def prepare(cfg: TrainConfig) -> Prepared:
+    """Resolve rewards, load the task and check the model folder; raises DiscrepancyError on bad input."""
+    rewards = [RewardSpec.from_name(n, w) for n, w in zip(cfg.rewards.names, cfg.rewards.weights)]
+    t = cfg.task
+    if t.name == "arithmetic":
+        examples = arithmetic_examples(t.num_examples, min_ops=t.min_ops, max_ops=t.max_ops,
+                                       max_operand=t.max_operand, seed=cfg.run.seed)
+    else:
+        examples = load_gsm8k(t.path or gsm8k_sample_path(), limit=t.num_examples)
+    if len(examples) < cfg.grpo.num_prompts:
+        raise DiscrepancyError(f"the task has {len(examples)} examples but grpo.num_prompts is "
+                               f"{cfg.grpo.num_prompts}; lower grpo.num_prompts or add examples")
+    check_rewards(rewards, examples)  # a broken reward fails here, before the cold start or any file
+    if cfg.model.path is not None:
+        check_local_model(cfg.model.path)
+    elif t.name == "gsm8k":
+        warnings.warn("task gsm8k on the embedded tiny model (no --model / model.path): it will not learn GSM8K; "
+                      "pass --model DIR for a real run", RuntimeWarning, stacklevel=2)
+    return Prepared(examples, rewards)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``run.device``: cuda, cpu, or auto (cuda when a GPU is visible)."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DiscrepancyError("run.device is 'cuda' but no GPU is visible; use run.device=\"cpu\" or \"auto\"")
+    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def train_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
+    """``model.dtype`` on ``device`` (auto: the device policy's default)."""
+    if cfg.model.dtype == "auto":
+        return default_dtype(device)
+    return torch.bfloat16 if cfg.model.dtype == "bfloat16" else torch.float32
+
+
+def launch(cfg: TrainConfig) -> Launch:
+    """This process's rank, the number of processes and its device.
+
+    A single process unless launched by ``torchrun`` / ``accelerate launch`` (WORLD_SIZE > 1); then accelerate
+    sets up the process group and picks this rank's device (gloo on CPU, NCCL on GPUs).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Launch(0, 1, resolve_device(cfg.run.device))
+    from accelerate import PartialState
+
+    state = PartialState(cpu=cfg.run.device == "cpu")
+    return Launch(state.process_index, state.num_processes, state.device)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every RNG the run uses: same seed → identical numbers on CPU."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_base(cfg: TrainConfig, prep: Prepared, out: Path, where: Launch, progress: ProgressFn | None) -> Base:
+    """Base model + tokenizer after the cold start; the base is saved next to the run (staged until the run file
+    exists) when the cold start changed it, by the writer rank only."""
+    dtype = train_dtype(cfg, where.device)
+    m = cfg.model
+    if m.path is None:
+        tokenizer = build_char_tokenizer()
+        model = build_tiny_model(tokenizer, seed=cfg.run.seed, hidden_size=m.hidden_size, num_layers=m.num_layers,
+                                 num_heads=m.num_heads, intermediate_size=m.intermediate_size)
+    else:
+        model, tokenizer = load_local_model(m.path, dtype=torch.float32)
+    check_target_modules(model, cfg.lora.target_modules)  # a typo must fail before the cold start, not after
+    model.to(where.device)
+    check_sampler(cfg.run.sampler, model)  # likewise: a sampler that cannot serve this model fails up front
+    report = (lambda i, loss: progress("sft", i, cfg.sft.steps, {"loss": loss})) if progress else None
+    losses = cold_start(model, tokenizer, prep.examples, steps=cfg.sft.steps, batch_size=cfg.sft.batch_size,
+                        lr=cfg.sft.lr, seed=cfg.run.seed, on_step=report)
+    model.to(dtype)
+    lora = LoraSettings(cfg.lora.rank, cfg.lora.alpha, tuple(cfg.lora.target_modules), cfg.lora.dropout)
+    if m.path is None or losses:
+        if where.writer:  # the warm-started base (model_from_run needs it), staged until the run file exists
+            staged = staged_base_dir(out)
+            shutil.rmtree(staged, ignore_errors=True)
+            save_local_model(model, tokenizer, staged)
+        meta = run_model_meta("tiny" if m.path is None else "local", base_dir_for(out).name, lora, dtype)
+    else:
+        meta = run_model_meta("local", Path(m.path).resolve(), lora, dtype)
+    return Base(model, tokenizer, meta, losses)
