@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from discrepancy.analysis.pipeline import analyze
-from discrepancy.analysis.report import write_outputs
-from discrepancy.analysis.synthetic import KINDS, training_curve
+from discrepancy.report import write_outputs
+from discrepancy.analysis.changepoints.synthetic import KINDS, training_curve
 
 RESULTS = Path(__file__).parent / "results"
 NAMES = [  # names as the trainer and instruments log them (families are chosen from names)

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import ruptures as rpt
 
-from discrepancy.analysis.jumps import JumpDetector, default_window
-from discrepancy.analysis.metrics import covering, f1_margin, false_alarm_rate, mask_iou
-from discrepancy.analysis.noise import robust_sigma
-from discrepancy.analysis.plateaus import PlateauDetector
-from discrepancy.analysis.synthetic import SyntheticCurve, benchmark_suite, default_min_plateau, training_curve
+from discrepancy.analysis.changepoints.jumps import JumpDetector, default_window
+from discrepancy.analysis.changepoints.metrics import covering, f1_margin, false_alarm_rate, mask_iou
+from discrepancy.analysis.changepoints.noise import robust_sigma
+from discrepancy.analysis.changepoints.plateaus import PlateauDetector, default_min_plateau
+from discrepancy.analysis.changepoints.synthetic import SyntheticCurve, benchmark_suite, training_curve
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -23,7 +23,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "analysis"))
+sys.path.insert(0, str(ROOT / "tests" / "analysis" / "llc"))
 from aoyagi import dln_lambda, gaussian_nll, gaussian_regression_data, orthonormal_dln  # noqa: E402
 
 from discrepancy.analysis.llc import estimate_llc  # noqa: E402
@@ -112,7 +112,7 @@ def _lm_loss(model, batch):
 
 
 def bench_lora(chains: int = 4, burnin: int = 5, draws: int = 35) -> dict:
-    from discrepancy.analysis.llc_sgld import SGLDSettings, Target, run_chains
+    from discrepancy.analysis.llc.sgld import SGLDSettings, Target, run_chains
 
     model, n_base, ids = _lora_transformer()
     model.eval()

@@ -11,9 +11,10 @@ from typing import Any
 
 _EXPORTS = {
     "AnalysisResult": "pipeline", "analyze": "pipeline", "analyze_series": "pipeline",
-    "JumpDetector": "jumps", "JumpResult": "jumps", "detect_jumps": "jumps",
-    "Plateau": "plateaus", "PlateauDetector": "plateaus", "detect_plateaus": "plateaus",
-    "robust_sigma": "noise", "group_transitions": "events", "write_outputs": "report",
+    "JumpDetector": "changepoints.jumps", "JumpResult": "changepoints.jumps", "detect_jumps": "changepoints.jumps",
+    "Plateau": "changepoints.plateaus", "PlateauDetector": "changepoints.plateaus",
+    "detect_plateaus": "changepoints.plateaus",
+    "robust_sigma": "changepoints.noise", "group_transitions": "changepoints.events",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,9 +1,9 @@
 """``analyze(path)``: jumps, plateaus and phase transitions of every series of a run, as pandas DataFrames.
 
 Reads runs only through ``discrepancy.runfile.open_run`` (finished, live or crashed) and never writes into them.
-Long series are reduced first (``discrepancy.analysis.axes``) so that a million-step run with dozens of series is
-analysed in seconds; every series is also looked at with log-spaced resolution (prefixes of the run with shorter
-windows), where early events are resolved.
+Long series are reduced first (``discrepancy.analysis.changepoints.axes``) so that a million-step run with dozens of
+series is analysed in seconds; every series is also looked at with log-spaced resolution (prefixes of the run with
+shorter windows), where early events are resolved.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from discrepancy.analysis.axes import Reduced, block_medians, refine
-from discrepancy.analysis.events import group_transitions
-from discrepancy.analysis.jumps import MIN_POINTS, JumpDetector, JumpResult
-from discrepancy.analysis.noise import robust_sigma
-from discrepancy.analysis.plateaus import PlateauDetector
+from discrepancy.analysis.changepoints.axes import Reduced, block_medians, refine
+from discrepancy.analysis.changepoints.events import group_transitions
+from discrepancy.analysis.changepoints.jumps import MIN_POINTS, JumpDetector, JumpResult
+from discrepancy.analysis.changepoints.noise import robust_sigma
+from discrepancy.analysis.changepoints.plateaus import PlateauDetector
+from discrepancy.runfile.results import EVENT_COLUMNS
 
 MIN_STEPS = MIN_POINTS
 FAMILIES: list[tuple[str, str]] = [  # (family, regex on the series name); first match wins, the rest is "other"
@@ -73,7 +74,8 @@ class AnalysisResult:
         return int(len(self.series))
 
     def events(self) -> pd.DataFrame:
-        """One table of every event: phase transitions first, then jumps, then plateaus (the ``events.csv`` rows).
+        """One table of every event: phase transitions first, then jumps, then plateaus (the ``events.csv`` rows, in
+        the layout ``discrepancy.runfile.results.EVENT_COLUMNS`` declares).
 
         Columns mean the same for every kind: ``start_step`` and ``end_step`` are the first and last logged step of
         the event, both inclusive (a jump is one step: the first of its new level; a plateau ends at its last step,
@@ -82,8 +84,7 @@ class AnalysisResult:
         it; score: |z| of a transition, z of a jump, level of a plateau; axis: where a jump was seen ("log" = only on
         the log-step axis); signals and n_families: the members of a transition.
         """
-        cols = ["event", "kind", "signal", "step", "start_step", "end_step", "size", "score", "axis", "signals",
-                "n_families"]
+        cols = EVENT_COLUMNS
         t, j, p = self.transitions, self.jumps, self.plateaus
         steps = self.series.index.to_numpy()
         last = steps[np.clip(np.searchsorted(steps, p["end_step"].to_numpy(), side="left") - 1, 0, None)] \
@@ -116,7 +117,7 @@ def analyze(
     schedule_jumps: bool = False,
 ) -> AnalysisResult:
     """Analyse a run file: see ``analyze_series``. Raises the reader's errors for a missing or damaged file."""
-    from discrepancy.runfile import open_run
+    from discrepancy.runfile import open_run  # lazily: h5py is needed for run files only, not for analyze_series
 
     with open_run(path) as run:
         status, config_toml, meta = run.status, run.config_toml, run.meta

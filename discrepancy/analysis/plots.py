@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from discrepancy.analysis.axes import log_bins
+from discrepancy.analysis.changepoints.axes import log_bins
 from discrepancy.analysis.pipeline import TIMING, AnalysisResult
+from discrepancy.runfile.results import atomic_path, family_png, family_pngs
 
-FAMILY_FILES = {
+FAMILY_FILES = {  # family -> file stem, one of results.FAMILY_STEMS
     "rewards": "rewards", "losses and D_t/ρ": "losses", "gradient noise": "gradient_noise",
     "KL and entropy": "kl_entropy", "lengths": "lengths", "other": "other",
 }
@@ -229,8 +230,9 @@ def family_figure(res: AnalysisResult, family: str, out: Path, page: int = 0) ->
     pages = family_pages(res, family)
     fig.text(0.01, 1 - 0.08 / height, family + (f" ({page + 1}/{pages})" if pages > 1 else ""), fontsize=12,
              ha="left", va="top")
-    path = out / (FAMILY_FILES.get(family, "other") + (f"_{page + 1}" if page else "") + ".png")
-    fig.savefig(path, dpi=DPI)
+    path = out / family_png(FAMILY_FILES.get(family, "other"), page)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -262,13 +264,9 @@ def remove_family_pngs(out: Path) -> list[Path]:
     A re-run into the same folder may draw fewer families or pages; their old files would otherwise sit next to
     the new report as if current. Other PNGs (llc.png, probe_*.png) belong to other jobs and are kept.
     """
-    gone = []
-    for stem in set(FAMILY_FILES.values()):
-        for old in out.glob(f"{stem}*.png"):
-            rest = old.stem[len(stem) :]
-            if rest == "" or (rest.startswith("_") and rest[1:].isdigit()):
-                old.unlink()
-                gone.append(old)
+    gone = family_pngs(out)
+    for old in gone:
+        old.unlink()
     return gone
 
 

@@ -49,12 +49,11 @@ def analyze(
 ) -> None:
     """Find jumps, plateaus and phase transitions in a run; write events.csv, summary.json, PNGs and report.html."""
     from discrepancy.analysis.pipeline import analyze as run_analysis
-    from discrepancy.analysis.report import summary_dict, write_outputs
+    from discrepancy.report import summary_dict, write_outputs
+    from discrepancy.runfile.results import output_dir
 
     names = [s.strip() for item in signals or [] for s in item.split(",") if s.strip()] or None
-    out = out if out is not None else run.with_name(run.name + ".analysis")
-    if out.exists() and not out.is_dir():
-        raise DiscrepancyError(f"{out} exists and is not a folder: pass another --out")
+    out = output_dir(run, out)
     if out.resolve() == run.resolve():
         raise DiscrepancyError("--out must be a folder, not the run file itself")
     res = run_analysis(run, signals=names, smooth=smooth, log_axis=log_axis, min_signals=min_signals,
@@ -68,7 +67,7 @@ def analyze(
         _print_table(res)
     n_png = sum(1 for key in paths if key.startswith("figure:"))
     pngs = f", {n_png} PNG{'s' if n_png != 1 else ''}" if n_png else " (no figures: too few steps or no signals)"
-    typer.echo(f"wrote {paths['report']} and events.csv, summary.json{pngs} in {out}", err=True)
+    typer.echo(f"wrote {paths['report']} and {paths['events'].name}, {paths['summary'].name}{pngs} in {out}", err=True)
 
 
 def _fraction(value: float) -> str:

@@ -14,7 +14,7 @@ from discrepancy.errors import DiscrepancyError
 def llc(
     run: Annotated[Path, typer.Argument(help="Path of the run file (run.h5) holding LoRA snapshots.", show_default=False)],
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: RUN.analysis next to the run).")] = None,
-    probe_size: Annotated[int, typer.Option("--probe-size", min=1, help="Recorded (prompt, completion) samples in the fixed probe set.")] = 32,
+    probe_size: Annotated[int, typer.Option("--probe-size", min=1, help="Recorded (prompt, completion) samples in the fixed evaluation set.")] = 32,
     chains: Annotated[int, typer.Option("--chains", min=1, help="SGLD chains per snapshot (run vectorised).")] = 4,
     draws: Annotated[int, typer.Option("--draws", min=2, help="Draws per chain after burn-in.")] = 200,
     burnin: Annotated[int, typer.Option("--burnin", min=0, help="Burn-in draws per chain (not averaged; a draw is one or more SGLD steps, calibrated).")] = 100,
@@ -24,12 +24,13 @@ def llc(
     """Estimate the weight-refined LLC at every LoRA snapshot; write llc.csv, llc.png and llc_settings.json.
 
     Settings are calibrated once and frozen across snapshots; snapshots already in llc.csv are skipped (resumable).
-    Resuming with other --chains/--draws/--burnin/--seed/probe set is refused; results of an earlier run under the
+    Resuming with other --chains/--draws/--burnin/--seed/evaluation set is refused; results of an earlier run under the
     same name (train --force) are discarded with a notice. Each estimate gets a health verdict (negative, diverged
     chains, chain spread, drift); unhealthy estimates are not LLCs and yield no stage boundaries.
     """
-    from discrepancy.analysis.llc_health import unhealthy_summary
-    from discrepancy.analysis.llc_runs import healthy_stage_boundaries, llc_over_run
+    from discrepancy.analysis.llc.health import unhealthy_summary
+    from discrepancy.analysis.llc.over_run import llc_over_run
+    from discrepancy.analysis.llc.stages import healthy_stage_boundaries
 
     if not run.exists():
         raise DiscrepancyError(f"{run} not found: pass the path of a run file")
@@ -42,7 +43,7 @@ def llc(
             def callback(done: int, total: int, step: int) -> None:
                 progress.update(task, completed=done, total=total, description=f"LLC at step {step}")
 
-        table = llc_over_run(run, out, probe_size=probe_size, num_chains=chains, num_draws=draws,
+        table = llc_over_run(run, out, eval_size=probe_size, num_chains=chains, num_draws=draws,
                              num_burnin=burnin, seed=seed, on_snapshot=callback,
                              notice=lambda line: typer.echo(f"note: {line}", err=True))
     finally:
@@ -56,19 +57,18 @@ def llc(
     for step, w in zip(table["step"], table["warnings"]):
         if isinstance(w, str) and w.strip():
             typer.echo(f"warning: step {step}: {w}", err=True)
-    summary = unhealthy_summary(table, _probe_pairs(table, run, out))
+    summary = unhealthy_summary(table, _eval_pairs(run, out))
     if summary:
         typer.echo(f"warning: {summary}", err=True)
 
 
-def _probe_pairs(table, run: Path, out: Path | None) -> int | None:  # noqa: ANN001 - pandas DataFrame
-    """Size of the probe set, from the settings file next to the results (for the unhealthy-estimates line)."""
-    import json
+def _eval_pairs(run: Path, out: Path | None) -> int | None:
+    """Size of the evaluation set, from the settings next to the results (for the unhealthy-estimates line)."""
+    from discrepancy.runfile.results import LLC, output_dir
 
-    folder = out if out is not None else run.with_name(run.name + ".analysis")
     try:
-        return int(json.loads((folder / "llc_settings.json").read_text())["probe_pairs"])
-    except (OSError, KeyError, ValueError):
+        return int(LLC.read_settings(output_dir(run, out))["probe_pairs"])
+    except (OSError, KeyError, TypeError, ValueError):
         return None
 
 

@@ -16,8 +16,9 @@ import pandas as pd
 from discrepancy.probes.attribution import compare_attributions
 from discrepancy.probes.errors import ProbeError
 from discrepancy.probes.plots import plot_attribution
-from discrepancy.probes.run import Loader, analysis_dir, default_loader, pick_device
+from discrepancy.probes.run import Loader, default_loader, pick_device
 from discrepancy.probes.suite import ProbeItem, Suite, resolve_suites
+from discrepancy.runfile.results import ATTRIBUTION_PREFIX, output_dir, write_table
 
 
 @dataclass
@@ -58,7 +59,7 @@ def attribute_jump(run_path: str | Path, step: int, suites: str | Path | None = 
     from discrepancy.runfile import open_run
 
     loaded = resolve_suites(suites)
-    out_dir = Path(out) if out is not None else analysis_dir(run_path)
+    out_dir = output_dir(run_path, out, error=ProbeError)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open_run(run_path) as run:
         s0, s1 = neighbours(list(run.snapshot_steps), step)
@@ -66,7 +67,7 @@ def attribute_jump(run_path: str | Path, step: int, suites: str | Path | None = 
         after, _ = loader(run, s1)
     before, after = before.to(pick_device(device)), after.to(pick_device(device))
     chosen = choose_items(loaded, n_items, skill)
-    prefix = f"attribution_step{step}" + (f"_{_safe(skill)}" if skill else "")
+    prefix = f"{ATTRIBUTION_PREFIX}{step}" + (f"_{_safe(skill)}" if skill else "")
     tables, summaries, files = [], [], []
     suites_used = [s for i, (s, _) in enumerate(chosen) if all(s is not t for t, _ in chosen[:i])]
     for suite in suites_used:
@@ -80,8 +81,7 @@ def attribute_jump(run_path: str | Path, step: int, suites: str | Path | None = 
                                           f"{item_id}: snapshot {s0} → {s1}", path))
     tokens, summary = pd.concat(tables, ignore_index=True), pd.concat(summaries, ignore_index=True)
     for df, name in ((tokens, f"{prefix}.csv"), (summary, f"{prefix}_summary.csv")):
-        df.to_csv(out_dir / name, index=False)
-        files.append(out_dir / name)
+        files.append(write_table(df, out_dir / name))
     return JumpAttribution(s0, s1, tokens, summary, files)
 
 

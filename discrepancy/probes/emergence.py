@@ -28,6 +28,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from discrepancy.analysis.changepoints.jumps import MIN_POINTS, detect_jumps
+from discrepancy.runfile.results import EMERGENCE_COLUMNS
+
 KINDS = ("genuine", "mirage", "latent", "gradual", "none")
 
 
@@ -93,20 +96,16 @@ def fallback_change_point(y: np.ndarray, z_min: float = 4.0, share_min: float = 
 def change_point(y: np.ndarray, min_size: float = 0.0, rises_only: bool = False) -> ChangePoint | None:
     """Change point of a score curve (only upward ones with ``rises_only``).
 
-    Curves long enough for the analysis jump detector (``discrepancy.analysis.jumps``, SPEC §4) use it, and the
-    largest detected jump is reported; shorter curves, or an installation without it, use
-    :func:`fallback_change_point`, which is built for a handful of snapshots.
+    Curves long enough for the analysis jump detector (``discrepancy.analysis.changepoints.jumps``, SPEC §4) use
+    it, and the largest detected jump is reported; shorter curves use :func:`fallback_change_point`, which is built
+    for a handful of snapshots.
     """
     y = np.asarray(y, dtype=float)
-    try:
-        from discrepancy.analysis.jumps import MIN_POINTS, detect_jumps  # optional analysis module
-    except ImportError:
-        return fallback_change_point(y, min_size=min_size, rises_only=rises_only)
     if y.size < MIN_POINTS or not np.isfinite(y).all():
         return fallback_change_point(y, min_size=min_size, rises_only=rises_only)
     try:
         found = [int(i) for i in detect_jumps(y) if 0 < int(i) < y.size]
-    except Exception as exc:  # the detector is optional here; its failure must not stop probing
+    except Exception as exc:  # a detector failure must not stop probing
         warnings.warn(f"jump detector failed on a probe curve ({exc}); using the fallback test", stacklevel=2)
         return fallback_change_point(y, min_size=min_size, rises_only=rises_only)
     found = [i for i in found if abs(y[i] - y[i - 1]) > min_size and (y[i] > y[i - 1] or not rises_only)]
@@ -187,4 +186,4 @@ def classify_skills(table: pd.DataFrame, min_rise: float = 0.25, tol: int = 1, m
         em = wide["exact_match"].to_numpy(dtype=float) if "exact_match" in wide else None
         rows.append(asdict(classify_curve(wide.index.to_numpy(), wide["logprob"].to_numpy(), em,
                                           str(suite), str(skill), min_rise, tol, min_jump)))
-    return pd.DataFrame(rows, columns=list(Emergence.__dataclass_fields__))
+    return pd.DataFrame(rows, columns=EMERGENCE_COLUMNS)  # Emergence's fields, as probe_emergence.csv declares

@@ -25,6 +25,7 @@ from discrepancy.probes.metrics import (
 )
 from discrepancy.probes.scoring import continuation_logprobs, generate
 from discrepancy.probes.suite import Suite
+from discrepancy.runfile.results import PROBE_SKILL_COLUMNS
 
 if TYPE_CHECKING:  # type names only: importing transformers is slow
     import torch
@@ -123,4 +124,4 @@ def skill_table(items: pd.DataFrame) -> pd.DataFrame:
             conf, right = mc["confidence"].to_numpy(), mc["choice_correct"].to_numpy()
             add("ece", expected_calibration_error(conf, right), len(mc))
             add("brier", brier_score(conf, right), len(mc))
-    return pd.DataFrame(out, columns=["suite", "skill", "metric", "value", "n"])
+    return pd.DataFrame(out, columns=PROBE_SKILL_COLUMNS[1:])  # probe_skills.csv without its step column

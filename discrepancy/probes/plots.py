@@ -6,9 +6,19 @@ Built on ``matplotlib.figure.Figure`` directly (no pyplot), so plotting never to
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from discrepancy.runfile.results import atomic_path
+
+def _save(fig: Any, path: Path) -> Path:
+    """Write a figure into the analysis folder atomically (a crash never leaves half a PNG)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    return path
+
 
 _METRICS = (("exact_match", "exact match"), ("logprob", "gold-answer mean log-prob"),
             ("discrimination", "distractor discrimination"))
@@ -37,8 +47,7 @@ def plot_skill_curves(skills: pd.DataFrame, emergence: pd.DataFrame, path: Path)
         ax.set_ylabel(label, fontsize=8)
     axes[-1].set_xlabel("step")
     axes[0].legend(fontsize=7, ncol=3, loc="best")
-    fig.savefig(path, dpi=110)
-    return path
+    return _save(fig, path)
 
 
 def plot_units(units: pd.DataFrame, path: Path, llc: pd.Series | None = None) -> Path:
@@ -59,8 +68,7 @@ def plot_units(units: pd.DataFrame, path: Path, llc: pd.Series | None = None) ->
         ax2.set_ylabel("LLC")
         ax2.legend(fontsize=7, loc="upper right")
     ax.legend(fontsize=7, ncol=2, loc="upper left")
-    fig.savefig(path, dpi=110)
-    return path
+    return _save(fig, path)
 
 
 def plot_attribution(tokens: list[str], before: np.ndarray, after: np.ndarray, title: str, path: Path) -> Path:
@@ -77,5 +85,4 @@ def plot_attribution(tokens: list[str], before: np.ndarray, after: np.ndarray, t
     ax.set_xticks(range(len(tokens)), labels, fontsize=6, rotation=90)
     ax.set_title(title, fontsize=8)
     fig.colorbar(im, ax=ax, shrink=0.8)
-    fig.savefig(path, dpi=110)
-    return path
+    return _save(fig, path)

@@ -8,12 +8,13 @@ Everything lands in the run's analysis folder (``run.h5`` → ``run.h5.analysis/
 - ``probe_emergence.csv``: one verdict per skill (genuine / mirage / latent / gradual / none) with its evidence;
 - ``probe_skills.png``, ``probe_units.png``; ``probe_settings.json`` (what the tables were scored with).
 
-Resumable: steps already in ``probe_skills.csv`` are skipped, and the tables are rewritten (atomically) after every
-step, so an interrupted probe continues where it stopped. Resuming with other suites or settings that change the
-scores is refused (the batch size does not change them and is not compared). The run's identity is recorded in
-``probe_settings.json``: results of an earlier run under the same name (``train --force``) are discarded with a
-notice, results of another run file refused (``discrepancy.analysis.llc_resume``). The run, the device and the first
-model are checked before anything is written, so a failed call leaves no files behind.
+The folder's names, layouts and rules are those of ``discrepancy.runfile.results``. Resumable: steps already in
+``probe_skills.csv`` are skipped, and the tables are rewritten (atomically) after every step, so an interrupted probe
+continues where it stopped. Resuming with other suites or settings that change the scores is refused (the batch size
+does not change them and is not compared), and so are results graded under older answer rules (``summary``). The
+run's identity is recorded in ``probe_settings.json``: results of an earlier run under the same name (``train
+--force``) are discarded with a notice, results of another run file refused (``results.check_run_identity``). The
+run, the device and the first model are checked before anything is written, so a failed call leaves no files behind.
 """
 
 from __future__ import annotations
@@ -27,20 +28,26 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
+from discrepancy.grading import GRADING_VERSION
 from discrepancy.probes.emergence import classify_skills
 from discrepancy.probes.errors import ProbeError
 from discrepancy.probes.evaluate import ScoreSettings, score_items, skill_table
 from discrepancy.probes.plots import plot_skill_curves, plot_units
 from discrepancy.probes.scoring import encode, pad_sequences, pad_token_id
 from discrepancy.probes.suite import Suite, resolve_suites
+from discrepancy.probes.summary import graded_now, old_grading_advice
 from discrepancy.probes.symmetries import unit_activity
+from discrepancy.runfile.results import (
+    LLC_CSV, PROBE, PROBE_EMERGENCE_CSV, PROBE_ITEMS_CSV, PROBE_SKILLS_CSV, PROBE_SKILLS_PNG, PROBE_UNITS_CSV,
+    PROBE_UNITS_PNG, Notice, check_run_identity, identity_record, output_dir, read_table, write_table,
+)
 
 if TYPE_CHECKING:  # type names only: importing transformers is slow
     from transformers import PreTrainedTokenizerBase
 
 Loader = Callable[[Any, int], tuple[torch.nn.Module, Any]]  # (open run, step) -> (model, tokenizer)
 Progress = Callable[[int, int, int], None]  # (done, total, step)
-FILES = {"skills": "probe_skills.csv", "items": "probe_items.csv", "units": "probe_units.csv"}
+FILES = {"skills": PROBE_SKILLS_CSV, "items": PROBE_ITEMS_CSV, "units": PROBE_UNITS_CSV}
 
 
 @dataclass
@@ -52,11 +59,6 @@ class ProbeResult:
     units: pd.DataFrame
     emergence: pd.DataFrame
     out_dir: Path
-
-
-def analysis_dir(run_path: str | Path) -> Path:
-    """The run's analysis folder: ``run.h5`` → ``run.h5.analysis``."""
-    return Path(str(run_path) + ".analysis")
 
 
 def select_steps(snapshot_steps: list[int], every: int) -> list[int]:
@@ -99,7 +101,7 @@ def default_loader(run: Any, step: int) -> tuple[torch.nn.Module, PreTrainedToke
 def run_probes(run_path: str | Path, suites: str | Path | None = "all", every: int = 1, out: Path | None = None,
                settings: ScoreSettings = ScoreSettings(), loader: Loader = default_loader,
                progress: Progress | None = None, symmetry_items: int = 16,
-               device: str | None = None, notice: Callable[[str], None] | None = None) -> ProbeResult:
+               device: str | None = None, notice: Notice | None = None) -> ProbeResult:
     """Score ``suites`` at every ``every``-th snapshot of the run; see the module docstring for the outputs.
 
     ``device``: where the rebuilt model runs (default: CUDA when available, else CPU). ``notice(line)`` receives the
@@ -111,16 +113,14 @@ def run_probes(run_path: str | Path, suites: str | Path | None = "all", every: i
     dev = pick_device(device)
     if not Path(run_path).is_file():
         raise ProbeError(f"{run_path} is not a run file: pass the path of a run (.h5)")
-    out_dir = Path(out) if out is not None else analysis_dir(run_path)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ProbeError(f"--out {out_dir} is a file: pass a folder")
+    out_dir = output_dir(run_path, out, error=ProbeError)
     with open_run(run_path) as run:
         steps = select_steps(list(run.snapshot_steps), every)
         if not steps:
             raise ProbeError(f"{run_path}: the run holds no LoRA snapshot to probe; train with snapshots enabled")
         current = _settings_record(loaded, settings, run.identity, run_path)
         fresh = _check_settings(out_dir, current, run_path, notice)
-        tables = {k: _read(out_dir / f) for k, f in FILES.items()}
+        tables = {k: read_table(out_dir / f) for k, f in FILES.items()}
         done = set(tables["skills"]["step"].astype(int)) if len(tables["skills"]) else set()
         todo = [s for s in steps if s not in done]
         for i, step in enumerate(todo):
@@ -130,12 +130,12 @@ def run_probes(run_path: str | Path, suites: str | Path | None = "all", every: i
             del model  # free the weights before the next snapshot is built
             if fresh:  # first results: only now is anything written (a failed call leaves no files)
                 out_dir.mkdir(parents=True, exist_ok=True)
-                (out_dir / SETTINGS_NAME).write_text(json.dumps(current, indent=1))
+                PROBE.write_settings(out_dir, current)
                 fresh = False
             for key, df in new.items():
                 df.insert(0, "step", step)
                 tables[key] = pd.concat([tables[key], df], ignore_index=True)
-                _write(tables[key], out_dir / FILES[key])
+                write_table(tables[key], out_dir / FILES[key])
             if progress is not None:
                 progress(i + 1, len(todo), step)
     return _finish(tables, out_dir)
@@ -166,18 +166,18 @@ def _symmetry_batch(tokenizer: PreTrainedTokenizerBase, suites: list[Suite], n: 
 def _finish(tables: dict[str, pd.DataFrame], out_dir: Path) -> ProbeResult:
     skills = tables["skills"].sort_values(["step", "suite", "skill", "metric"], kind="stable").reset_index(drop=True)
     emergence = classify_skills(skills) if len(skills) else pd.DataFrame()
-    _write(emergence, out_dir / "probe_emergence.csv")
+    write_table(emergence, out_dir / PROBE_EMERGENCE_CSV)
     if len(skills):
-        plot_skill_curves(skills, emergence, out_dir / "probe_skills.png")
+        plot_skill_curves(skills, emergence, out_dir / PROBE_SKILLS_PNG)
     if len(tables["units"]):
-        plot_units(tables["units"], out_dir / "probe_units.png", _llc_curve(out_dir))
+        plot_units(tables["units"], out_dir / PROBE_UNITS_PNG, _llc_curve(out_dir))
     return ProbeResult(skills, tables["items"], tables["units"], emergence, out_dir)
 
 
 def _llc_curve(out_dir: Path) -> pd.Series | None:
     """The LLC curve (healthy estimates of ``llc.csv`` in the same folder, column ``llc_mean``); None when there is
     no LLC table or no healthy estimate in it: an unhealthy estimate is no LLC and is not drawn."""
-    path = out_dir / "llc.csv"
+    path = out_dir / LLC_CSV
     if not path.exists():
         return None
     df = pd.read_csv(path)
@@ -189,32 +189,32 @@ def _llc_curve(out_dir: Path) -> pd.Series | None:
     return df.set_index("step")[col].sort_index() if len(df) else None
 
 
-SETTINGS_NAME = "probe_settings.json"
 UNSCORED = ("batch_size",)  # settings that change speed, not scores: never a reason to refuse a resume
 
 
 def _settings_record(suites: list[Suite], settings: ScoreSettings, identity: str, run_path: str | Path) -> dict:
-    """What the tables are scored with, as stored in ``probe_settings.json`` (JSON-normalised: tuples → lists)."""
+    """What the tables are scored with, as stored in ``probe_settings.json`` (JSON-normalised: tuples → lists): the
+    suites, the scoring settings, the answer rules' version and the run they belong to."""
     scored = {k: v for k, v in asdict(settings).items() if k not in UNSCORED}
-    record = {"suites": [s.name for s in suites], "settings": scored, "run_id": identity,
-              "run_path": str(Path(run_path).resolve())}
+    record = {"suites": [s.name for s in suites], "settings": scored, "grading_version": GRADING_VERSION,
+              **identity_record(identity, run_path)}
     return json.loads(json.dumps(record))
 
 
-def _check_settings(out_dir: Path, current: dict, run_path: str | Path,
-                    notice: Callable[[str], None] | None = None) -> bool:
+def _check_settings(out_dir: Path, current: dict, run_path: str | Path, notice: Notice | None = None) -> bool:
     """Refuse to mix results scored differently into one table; True when there are no results to resume (the
-    settings are then written with the first results). Results of a re-created run are discarded first."""
-    from discrepancy.analysis.llc_resume import check_run_identity
-
-    path = out_dir / SETTINGS_NAME
-    if not path.exists():
+    settings are then written with the first results). Results of a re-created run are discarded first; results
+    graded under older answer rules are refused (their scores are not comparable)."""
+    stored = PROBE.read_settings(out_dir)
+    if stored is None:
+        if (out_dir / PROBE_SKILLS_CSV).exists():  # tables from before settings were recorded: older rules
+            raise ProbeError(old_grading_advice(out_dir))
         return True
-    stored = json.loads(path.read_text())
-    files = [path, out_dir / "probe_emergence.csv", out_dir / "probe_skills.png", out_dir / "probe_units.png",
-             *(out_dir / f for f in FILES.values())]
-    if not check_run_identity(stored, current["run_id"], run_path, out_dir, files, "probe", notice):
+    if not check_run_identity(stored, current["run_id"], run_path, out_dir, PROBE.owned(out_dir), PROBE.what,
+                              notice):
         return True
+    if not graded_now(stored):
+        raise ProbeError(old_grading_advice(out_dir))
     old = {"suites": stored.get("suites"),
            "settings": {k: v for k, v in stored.get("settings", {}).items() if k not in UNSCORED}}
     new = {"suites": current["suites"], "settings": current["settings"]}
@@ -224,14 +224,3 @@ def _check_settings(out_dir: Path, current: dict, run_path: str | Path,
         raise ProbeError(f"{out_dir} holds probe results scored with other settings ({', '.join(diff)}): use "
                          "another --out folder, or delete the probe_* files there to start over")
     return False
-
-
-def _read(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, keep_default_na=True) if path.exists() else pd.DataFrame()
-
-
-def _write(df: pd.DataFrame, path: Path) -> None:
-    """Write through a temporary file and rename, so a crash never leaves a half-written table behind."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(path)

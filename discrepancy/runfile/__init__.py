@@ -1,7 +1,7 @@
 """The run file (format v1): one HDF5 file per run, written by ``Recorder``, read by ``open_run``.
 
 It is the contract between the trainer and every analysis; the on-disk schema is documented in docs/run-format.md.
-Names are imported lazily so that the file checker child process (``probe``) starts without pandas.
+Names are imported lazily so that the file checker child process (``check``) starts without pandas.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import pandas as pd
 from discrepancy.runfile import schema as S
 from discrepancy.runfile.errors import RunCorrupted, RunFileError
 from discrepancy.runfile.layout import read_schema
-from discrepancy.runfile.probe import check_run_file
+from discrepancy.runfile.check import check_run_file
 
 __all__ = ["Run", "open_run"]
 

@@ -1,9 +1,7 @@
-"""analyze(): grouped phase transitions, too-short runs, families, outputs, the HTML report, never touching the run."""
+"""analyze(): grouped phase transitions, too-short runs, families, live runs (its files and report: tests/report)."""
 
 from __future__ import annotations
 
-import hashlib
-import re
 import subprocess
 import sys
 import textwrap
@@ -13,11 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from discrepancy.analysis.events import group_transitions
+from discrepancy.analysis.changepoints.events import group_transitions
 from discrepancy.analysis.pipeline import analyze, analyze_series, family_of
-from discrepancy.analysis.report import write_outputs
 
-DROP = 700  # planted in conftest.make_run
+from sample_runs import DROP  # the planted phase transition
 
 
 def test_group_transitions_hand_case():
@@ -109,43 +106,6 @@ def test_early_jump_seen_on_log_axis_only():
     assert list(with_log.jumps["axis"]) == ["log"] and abs(with_log.jumps["step"].iloc[0] - 40) <= 1
 
 
-def test_outputs_and_self_contained_html(run_file: Path, tmp_path: Path):
-    digest = hashlib.sha256(run_file.read_bytes()).hexdigest()
-    res = analyze(run_file)
-    paths = write_outputs(res, tmp_path / "out")
-    assert hashlib.sha256(run_file.read_bytes()).hexdigest() == digest  # never writes into the run file
-    names = {p.name for p in (tmp_path / "out").iterdir()}
-    assert {"events.csv", "summary.json", "report.html", "rewards.png", "losses.png", "kl_entropy.png",
-            "lengths.png", "other.png"} <= names
-    events = pd.read_csv(paths["events"])
-    assert events.iloc[0]["kind"] == "phase_transition"
-    html = paths["report"].read_text()
-    assert "https://" not in html and "http://" not in html
-    refs = re.findall(r"""(?:src|href)\s*=\s*['"]([^'"]*)""", html)
-    assert refs and all(r.startswith("data:image/png;base64,") for r in refs)
-    assert "[train]" in html and "finished" in html  # config and status shown
-
-
-def test_a_rerun_with_no_figures_leaves_no_stale_ones(run_file: Path, tmp_path: Path):
-    """Re-analysing into the same folder: the figures of the earlier analysis go, and the CLI says none were drawn
-    when none were (here: a signal list that matches nothing plottable)."""
-    from typer.testing import CliRunner
-
-    from discrepancy.cli import app
-
-    out = tmp_path / "out"
-    first = write_outputs(analyze(run_file), out)
-    assert any(key.startswith("figure:") for key in first) and list(out.glob("*.png"))
-    res = analyze(run_file)
-    res.signals = res.signals.iloc[0:0]  # nothing to plot
-    second = write_outputs(res, out)
-    assert not any(key.startswith("figure:") for key in second) and not list(out.glob("*.png"))
-    result = CliRunner().invoke(app, ["analyze", str(run_file), "--out", str(out)])
-    assert result.exit_code == 0
-    drawn = re.search(r"summary.json, (\d+) PNGs in", result.output)
-    assert drawn and int(drawn.group(1)) == len(list(out.glob("*.png"))) > 0
-
-
 @pytest.mark.slow
 def test_live_run_is_analysed_while_written(tmp_path: Path):
     path = tmp_path / "live.h5"
@@ -194,7 +154,7 @@ def test_forked_workers_give_the_serial_result(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_row_medians_equal_numpy_median():
-    from discrepancy.analysis.axes import row_medians
+    from discrepancy.analysis.changepoints.axes import row_medians
 
     rng = np.random.default_rng(7)
     for f in (1, 2, 3, 20, 21, 64, 65, 200):

@@ -1,16 +1,17 @@
-"""End to end on a run with a planted skill: probing finds it at the right snapshot, resumes, and the CLI works."""
+"""End to end on a run with a planted skill: probing finds it at the right snapshot and resumes (the command:
+tests/cli/test_probe.py)."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from discrepancy.probes.at_jump import neighbours
 from discrepancy.probes.errors import ProbeError
 from discrepancy.probes.evaluate import ScoreSettings
 from discrepancy.probes.run import default_loader, run_probes, select_steps
 from discrepancy.probes.summary import probe_summary
+from discrepancy.report.sections import probe_html
 
 from probe_planted import STEPS_AFTER, build_planted_run, write_suite
 
@@ -53,20 +54,6 @@ def test_resume_skips_probed_steps_and_refuses_other_settings(planted):
         run_probes(run, str(suite), settings=ScoreSettings(max_new_tokens=17), loader=counting_loader)
 
 
-def test_cli_probe_and_attribution(planted):
-    from discrepancy.cli import app
-
-    run, suite, _ = planted
-    result = CliRunner().invoke(app, ["probe", str(run), "--suite", str(suite), "--max-new-tokens", "16",
-                                      "--batch-size", "8", "--attribute-step", "25", "--attribute-items", "1"])
-    assert result.exit_code == 0, result.output
-    assert "genuine" in result.stdout and "snapshots 20 → 30" in result.stdout
-    summary = pd.read_csv(run.parent / "run.h5.analysis" / "attribution_step25_summary.csv")
-    assert summary.loc[0, "score_after"] > summary.loc[0, "score_before"]  # the trained item got likelier
-    bad = CliRunner().invoke(app, ["probe", str(run), "--suite", "nonexistent"])
-    assert bad.exit_code == 2 and "shipped suites are" in bad.output
-
-
 def test_step_selection_by_hand():
     assert select_steps([0, 10, 20, 30, 40, 50], 2) == [0, 20, 40, 50]
     assert select_steps([50, 0, 10], 1) == [0, 10, 50]
@@ -82,6 +69,6 @@ def test_summary_for_the_report(planted, tmp_path):
     summary = probe_summary(result.out_dir)
     assert summary.steps == [0, 10, 20, 30, 40, 50]
     assert [p.name for p in summary.figures] == ["probe_skills.png", "probe_units.png"]
-    page = summary.html()
+    page = probe_html(summary)
     assert "genuine" in page and 'src="probe_skills.png"' in page and "6 snapshots probed" in page
     assert probe_summary(tmp_path) is None

@@ -1,5 +1,6 @@
-"""Probe guards: bad options fail in one line before any work and leave no files; resumes only the same run with
-the same scoring settings (batch size excepted); the LLC curve of llc.csv reaches probe_units.png."""
+"""Probe guards: unusable devices and settings are refused before any work; resumes only the same run with the same
+scoring settings (batch size excepted) and answer rules; the LLC curve of llc.csv reaches probe_units.png. (The
+command's one-line failures: tests/cli/test_probe.py.)"""
 
 from __future__ import annotations
 
@@ -10,36 +11,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from discrepancy.analysis.llc_resume import StaleResultsError
 from discrepancy.probes.errors import ProbeError
 from discrepancy.probes.evaluate import ScoreSettings
 from discrepancy.probes.run import _llc_curve, default_loader, pick_device, run_probes
+from discrepancy.runfile.results import StaleResultsError
 
 from probe_planted import build_planted_run, write_suite
+from sample_runs import make_good_run
 
 SETTINGS = ScoreSettings(max_new_tokens=16, batch_size=8)
-
-
-def _cli(*args: str):
-    from discrepancy.cli import app
-
-    return CliRunner().invoke(app, ["probe", *args])
-
-
-@pytest.mark.parametrize("opts, message", [
-    (["--samples", "2", "--pass-k", "0"], "k must be at least 1"),
-    (["--samples", "2", "--pass-k", "3"], "needs at least that many --samples"),
-    (["--device", "bogus"], "not a torch device"),
-])
-def test_bad_options_fail_in_one_line_before_any_work(tmp_path: Path, opts: list[str], message: str) -> None:
-    run = tmp_path / "text.h5"
-    run.write_text("not a run")
-    res = _cli(str(run), "--out", str(tmp_path / "p"), *opts)
-    assert res.exit_code != 0 and message in res.output and len(res.output.strip().splitlines()) == 1
-    assert not isinstance(res.exception, (ValueError, RuntimeError, AssertionError))
-    assert not (tmp_path / "p").exists() and not (tmp_path / "text.h5.analysis").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
@@ -54,12 +35,27 @@ def test_score_settings_refuse_impossible_pass_k() -> None:
         ScoreSettings(samples=2, pass_k=(0,))
 
 
-def test_a_file_that_is_no_run_leaves_no_settings(tmp_path: Path) -> None:
-    text = tmp_path / "text.h5"
-    text.write_text("not a run")
-    res = _cli(str(text), "--out", str(tmp_path / "p4"))
-    assert res.exit_code != 0 and len(res.output.strip().splitlines()) == 1
-    assert not (tmp_path / "p4").exists()  # so a later valid probe into p4 is not refused
+@pytest.mark.parametrize("stored", [None, {"suites": ["arithmetic"], "settings": {}}, {"grading_version": 1}])
+def test_results_graded_under_older_answer_rules_are_refused(tmp_path: Path, stored: dict | None) -> None:
+    """Tables without a recorded grading version (no settings file, or one written before it was recorded) or with
+    another one are refused in one line that says what to do, before any model is built; nothing is touched."""
+    run, out = make_good_run(tmp_path / "run.h5"), tmp_path / "p"
+    out.mkdir()
+    pd.DataFrame({"step": [0], "suite": ["s"], "skill": ["a"], "metric": ["exact_match"], "value": [1.0],
+                  "n": [1]}).to_csv(out / "probe_skills.csv", index=False)
+    if stored is not None:
+        (out / "probe_settings.json").write_text(json.dumps(stored))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def no_model(r, step):
+        raise AssertionError("a model was built before the refusal")
+
+    with pytest.raises(ProbeError) as err:
+        run_probes(run, "all", out=out, loader=no_model)
+    message = str(err.value)
+    assert "older answer rules" in message and "delete the probe_* files" in message and "--out" in message
+    assert "re-run `discrepancy probe`" in message and "\n" not in message
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_llc_curve_is_read_from_llc_mean_healthy_rows_only(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Helpers for run-file tests: a writer in a real subprocess."""
+"""Helpers for run-file tests: a writer in a real subprocess, and the shared series run (``tests/sample_runs.py``)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from sample_runs import run_file  # noqa: F401 - fixture
 
 WRITER = Path(__file__).with_name("_writer.py")
 

@@ -1,0 +1,151 @@
+"""Jump detector: planted jumps found within the margin, decoys ignored, gaps, degenerate and multivariate input."""
+
+import numpy as np
+import pytest
+
+from discrepancy.analysis.changepoints.jumps import (
+    KAPPA_MIN, JumpDetector, detect_jumps, line_jump_statistic,
+)
+from discrepancy.analysis.changepoints.metrics import f1_margin
+from discrepancy.analysis.changepoints.synthetic import benchmark_suite
+
+
+def test_line_statistic_equals_two_polyfits():
+    """Second implementation: np.polyfit on each side, evaluated at the boundary t − ½."""
+    rng = np.random.default_rng(0)
+    y = np.cumsum(rng.standard_normal(200)) + 1e3
+    w = 9
+    d = line_jump_statistic(y, w)
+    for t in (w, 57, 120, 200 - w):
+        left = np.polyval(np.polyfit(np.arange(t - w, t), y[t - w : t], 1), t - 0.5)
+        right = np.polyval(np.polyfit(np.arange(t, t + w), y[t : t + w], 1), t - 0.5)
+        assert d[t] == pytest.approx(right - left, abs=1e-8)
+    assert np.isnan(d[: w]).all() and np.isnan(d[200 - w + 1 :]).all()
+
+
+def test_planted_step_found_with_size_and_sign():
+    rng = np.random.default_rng(1)
+    y = 0.1 * rng.standard_normal(2000)
+    y[1234:] -= 1.0
+    res = JumpDetector().fit(y).predict()
+    assert res.indices == [pytest.approx(1234, abs=2)]
+    se = 0.1 * np.sqrt(8 / res.window) * 1.5  # line-fit SE, widened for the running median
+    assert res.sizes[0] == pytest.approx(-1.0, abs=3 * se)
+    assert res.z_scores[0] < -10
+    assert res.jump_fraction > 0.9  # a pure step: nearly all variation is the jump
+
+
+def test_decoy_spikes_and_smooth_decay_are_not_jumps():
+    rng = np.random.default_rng(2)
+    for seed in range(5):
+        r = np.random.default_rng(seed)
+        t = np.arange(3000)
+        sigma = 0.05 * (0.4 + np.exp(-t / 900))
+        y = 1 + 2 * np.exp(-t / 300) + sigma * r.standard_t(3, t.size) / 1.13  # steep decay, heavy tails
+        for s in r.choice(np.arange(50, 2950), 4, replace=False):
+            y[s : s + rng.integers(1, 3)] += 30 * sigma[s]
+        assert detect_jumps(y) == []
+
+
+def test_nan_gap_indices_refer_to_the_input():
+    rng = np.random.default_rng(3)
+    y = 0.05 * rng.standard_normal(600)
+    y[400:] += 1.0
+    y[100:130] = np.nan  # a gap before the jump shifts compressed positions by 30
+    y[395:400] = np.nan  # and one right before it: the jump is at the first value after the gap
+    assert detect_jumps(y) == [400]
+
+
+def test_constant_and_short_series():
+    assert detect_jumps(np.full(500, 3.0)) == []
+    res = JumpDetector().fit(np.full(500, 3.0)).predict()
+    assert res.jump_fraction == 0.0 and res.sigma == 0.0
+    assert detect_jumps(np.arange(5.0)) == []
+    assert detect_jumps(np.array([])) == []
+    rng = np.random.default_rng(4)
+    y = 0.05 * rng.standard_normal(50)
+    y[25:] += 1.0
+    assert detect_jumps(y) == [25]  # the shortest runs the issue names (50 points) still resolve a clear jump
+
+
+def test_lattice_series_z_scores_count_in_quantisation_noise():
+    """Token counts and batch shares: long exactly constant stretches (MAD 0). Real jumps stay found, but their
+    z-scores are measured against the series' own resolution q (noise q/√12), not a 1e-9 floor that gave ~1e8."""
+    y = np.full(400, 24.0)
+    y[250:] = 12.0  # completions shrink from 24 to 12 tokens; the only move, so q = 12
+    res = JumpDetector().fit(y).predict()
+    assert res.indices == [250]
+    # Closed form on a noise-free step: d = −12 over an SE of (12/√12)·√(8/w), divided by the smallest κ allowed.
+    assert res.z_scores[0] == pytest.approx(-12.0 / (np.sqrt(8.0 / res.window) * 12.0 / np.sqrt(12.0)) / KAPPA_MIN,
+                                            rel=0.05)
+    share = np.full(400, 10 / 64)  # a share of 64 completions that moves by single completions
+    share[[50, 51, 180]] += 1 / 64
+    share[300:] += 8 / 64
+    res = JumpDetector().fit(share).predict()
+    assert res.indices == [300]
+    assert 10 < abs(res.z_scores[0]) < 1e3  # eight lattice steps: clearly a jump, on a sane scale
+    rng = np.random.default_rng(7)  # integer noise of ±1 token around a level: no jump
+    assert detect_jumps(np.round(20 + rng.normal(0, 0.8, 600))) == []
+
+
+def test_multivariate_jump_in_one_column():
+    rng = np.random.default_rng(5)
+    y = 0.1 * rng.standard_normal((1500, 3))
+    y[700:, 1] += 0.8
+    res = JumpDetector().fit(y).predict()
+    assert res.indices == [pytest.approx(700, abs=2)]
+    assert res.sizes.shape == (1, 3)
+    assert abs(res.sizes[0, 1]) > 5 * abs(res.sizes[0, 0])
+    assert np.asarray(res.jump_fraction).shape == (3,)
+
+
+def test_jump_fraction_of_smooth_ramp_is_small():
+    rng = np.random.default_rng(6)
+    y = np.linspace(0, 5, 4000) + 0.05 * rng.standard_normal(4000)
+    res = JumpDetector().fit(y).predict()
+    assert res.indices == [] and res.jump_fraction < 0.05
+
+
+def test_benchmark_subset_meets_goals():
+    """A held-out slice of the synthetic benchmark (seed 7): F1 ≥ 0.8 with the TCPD margin, few decoy alarms."""
+    curves = benchmark_suite(24, seed=7, max_len=1500)
+    f1s, hits, decoys = [], 0, 0
+    for c in curves:
+        margin = max(5, c.signal.size // 200)
+        pred = detect_jumps(c.signal)
+        f1s.append(f1_margin(c.jumps, pred, margin)[0])
+        decoys += len(c.spikes)
+        hits += sum(any(abs(p - s) <= margin and all(abs(p - j) > margin for j in c.jumps) for p in pred) for s in c.spikes)
+    assert np.mean(f1s) >= 0.8
+    assert hits <= 0.1 * decoys
+
+
+def test_sparse_counts_have_no_jumps_and_sane_z():
+    """Shares of 0–2 of 64 per step (MAD of Δ is 0): iid noise, so no jump and no |z| near the threshold."""
+    for seed in range(8):
+        y = np.random.default_rng(seed).binomial(64, 0.012, 150) / 64.0
+        det = JumpDetector(threshold=0.0, confirm=False, min_step_ratio=0.0)  # every local maximum, to read its z
+        res = det.fit(y).predict()
+        assert detect_jumps(y) == []
+        assert np.max(np.abs(res.z_scores)) < 5.0
+
+
+def test_smooth_integrated_curve_has_no_jumps():
+    """A norm that grows by 0.02–0.07 every step (a cumulative sum of varying increments) changes no level abruptly."""
+    for seed in range(5):
+        y = np.cumsum(np.random.default_rng(seed).uniform(0.02, 0.07, 150))
+        assert detect_jumps(y) == []
+
+
+def test_multiplicative_level_change_found_on_log_scale():
+    """Median 0.05 with ×/÷ 1.6 noise, then 0.8 with ×/÷ 1.3 after step 35 (16×): found at the planted step."""
+    hits = 0
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        y = np.concatenate([0.05 * rng.lognormal(0, 0.5, 35), 0.8 * rng.lognormal(0, 0.3, 115)])
+        res = JumpDetector(log_scale="auto").fit(y).predict()
+        hits += any(abs(i - 35) <= 2 for i in res.indices)
+        assert all(abs(i - 35) <= 2 for i in res.indices)  # nothing else
+        if res.indices:
+            assert res.sizes[0] == pytest.approx(0.75, rel=0.35)  # reported in the series' own units
+    assert hits >= 8

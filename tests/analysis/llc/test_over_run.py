@@ -1,0 +1,61 @@
+"""LLC over a run's LoRA snapshots: frozen settings, resumability, outputs, stage boundaries (CLI: tests/cli)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from discrepancy.analysis.llc.over_run import llc_over_run
+from discrepancy.analysis.llc.stages import llc_stage_events, stage_boundaries
+
+from sample_runs import PAIRS, STEPS
+from sample_runs import tiny_snapshot_run as _tiny_run
+
+
+def test_stage_boundaries_are_critical_points_of_the_smoothed_curve() -> None:
+    steps = [0, 1, 3, 10, 30, 100, 300, 1000, 3000, 10000]
+    rise_fall = [1, 2, 3, 4, 5, 6, 5, 4, 3, 2]  # maximum at step 100
+    assert stage_boundaries(steps, rise_fall, sigma=0.5) == [100]
+    assert stage_boundaries(steps, list(range(10)), sigma=0.5) == []  # monotone: no stage boundary
+    dip = [5, 4, 3, 2, 1, 2, 3, 4, 5, 6]  # minimum at step 30
+    assert stage_boundaries(steps, dip, sigma=0.5) == [30]
+    events = llc_stage_events(pd.DataFrame({"step": steps, "llc_mean": [float(v) for v in dip]}))
+    assert list(events["step"]) == [30] and events["kind"].iloc[0] == "llc_stage" and events["score"].iloc[0] == 1.0
+
+
+@pytest.mark.slow
+def test_llc_over_run_is_frozen_resumable_and_written(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    run = _tiny_run(tmp_path)
+    out = tmp_path / "out"
+    seen = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = llc_over_run(run, out, num_chains=2, num_draws=10, num_burnin=4,
+                             on_snapshot=lambda d, t, s: seen.append((d, t, s)))
+    assert list(table["step"]) == list(STEPS) and seen[-1] == (3, 3, 20)
+    assert np.isfinite(table["llc_mean"]).all()
+    settings = json.loads((out / "llc_settings.json").read_text())
+    # nβ = n/log n with n the number of completion tokens: one answer digit + EOS per pair
+    assert settings["probe_tokens"] == 2 * len(PAIRS)
+    assert settings["nbeta"] == pytest.approx(8 / np.log(8))
+    assert (out / "llc.png").stat().st_size > 0 and (out / "llc_stages.csv").exists()
+    # Resume: drop the last row; only that snapshot is recomputed, the others are kept verbatim.
+    csv = out / "llc.csv"
+    full = pd.read_csv(csv)
+    full.iloc[:2].to_csv(csv, index=False)
+    seen.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = llc_over_run(run, out, num_chains=2, num_draws=10, num_burnin=4,
+                             on_snapshot=lambda d, t, s: seen.append((d, t, s)))
+    assert seen == [(3, 3, 20)]
+    pd.testing.assert_frame_equal(again.iloc[:2], full.iloc[:2], check_dtype=False)
+    # Same frozen settings and seed → the recomputed snapshot gives the same number.
+    assert again["llc_mean"].iloc[2] == pytest.approx(full["llc_mean"].iloc[2], rel=1e-6)

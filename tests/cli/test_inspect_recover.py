@@ -1,0 +1,44 @@
+"""``discrepancy inspect`` and ``recover``: a run's summary as a table or JSON, and a clean copy of a damaged run
+(bad files: tests/runfile/test_check.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+from typer.testing import CliRunner
+
+from discrepancy.cli import app
+from discrepancy.runfile import Recorder, RunSchema, open_run
+
+from sample_runs import damage_snapshot, make_good_run
+
+runner = CliRunner()
+
+
+def test_good_run_inspects(tmp_path):
+    good_run = make_good_run(tmp_path / "run.h5")
+    result = runner.invoke(app, ["inspect", str(good_run), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert '"num_steps": 40' in result.output and '"status": "finished"' in result.output
+
+
+def test_inspect_table_always_shows_the_last_snapshot(tmp_path):
+    path = tmp_path / "many.h5"
+    with Recorder.create(path, RunSchema(series={"a": ""}, snapshot_tensors={"w": (2,)})) as rec:
+        for step in range(0, 120, 10):
+            rec.log_step(step, {"a": 1.0})
+            rec.log_snapshot(step, {"w": np.zeros(2)})
+        rec.finish()
+    result = runner.invoke(app, ["inspect", str(path)])
+    assert result.exit_code == 0
+    assert "12 (0, 10, 20, 30, 40, 50, …, 110)" in result.output
+
+
+def test_recover_keeps_every_snapshot_but_the_damaged_one(tmp_path):
+    path = damage_snapshot(make_good_run(tmp_path / "run.h5"), tmp_path / "damaged.h5")
+    assert runner.invoke(app, ["inspect", str(path)]).exit_code == 0
+    result = runner.invoke(app, ["recover", str(path), "--out", str(tmp_path / "fixed.h5")])
+    assert result.exit_code == 0, result.output
+    assert "3 snapshots" in result.output and "dropped the damaged snapshot of step 10" in result.output
+    with open_run(tmp_path / "fixed.h5") as fixed:
+        assert fixed.snapshot_steps == [0, 20, 30] and fixed.num_steps == 40
+        assert np.array_equal(fixed.snapshot(30)["w"], np.eye(4) * 30)
