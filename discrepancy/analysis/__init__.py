@@ -1,7 +1,10 @@
-"""discrepancy.analysis: jump sets, plateaus and phase transitions of recorded runs (and the LLC estimator).
+"""discrepancy.analysis: jump sets, plateaus and phase transitions of recorded runs, and their LLC.
 
-``analyze(path)`` returns an ``AnalysisResult`` of pandas DataFrames; ``detect_jumps`` / ``detect_plateaus`` work on
-any 1-D array. Names are imported lazily so that importing one detector does not pull in pandas or matplotlib.
+- ``pipeline``: ``analyze(path)`` returns an ``AnalysisResult`` of pandas DataFrames; ``plots``: its figures;
+- ``changepoints``: the detectors (``detect_jumps`` / ``detect_plateaus`` work on any 1-D array) and their scores;
+- ``llc``: the LLC estimator and the LLC of a run's adapter over training.
+
+Names are imported lazily so that importing one detector does not pull in pandas or matplotlib.
 """
 
 from __future__ import annotations

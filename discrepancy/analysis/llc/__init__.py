@@ -6,24 +6,12 @@
 - ``evalset``: the fixed evaluation set of recorded (prompt, completion) pairs and its token loss;
 - ``over_run``: ``llc_over_run(run_path)``, the ``discrepancy llc`` job; ``stages``: stage boundaries of its curve.
 
-Names are imported lazily (``discrepancy.analysis.llc.estimate_llc`` works), so that importing ``health`` or
-``stages`` alone does not load torch.
+The estimator's names are re-exported (``discrepancy.analysis.llc.estimate_llc``); every module here works on torch
+models, so importing the estimator with the package costs nothing its users would not load anyway.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from discrepancy.analysis.llc.estimator import LLCError, LLCResult, estimate_llc
 
-_EXPORTS = {
-    "LLCError": "estimator", "LLCResult": "estimator", "estimate_llc": "estimator",
-    "LLCSettingsError": "over_run", "llc_over_run": "over_run",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'discrepancy.analysis.llc' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"discrepancy.analysis.llc.{_EXPORTS[name]}"), name)
+__all__ = ["LLCError", "LLCResult", "estimate_llc"]
