@@ -32,7 +32,7 @@ def worker(variant: str) -> dict[str, float]:
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from discrepancy.trainers.logprobs import _logp_entropy
+    from discrepancy.modeling.logprobs import _logp_entropy
 
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(0)

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import h5py
-import numpy as np
 
 from discrepancy.runfile import Recorder, RunSchema, open_run
 

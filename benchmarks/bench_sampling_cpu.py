@@ -10,7 +10,7 @@ they share the machine's drift:
 
 - ``generate``: `sample_completions` (shared prompt prefill, then transformers' `generate`), the CPU sampler before.
 - ``eager_concat``: our loop with transformers' dynamic cache as it is (grown by concatenation).
-- ``eager``: `sample_eager`, our loop with the reserved cache (`discrepancy.trainers.kv_reserve`): the CPU sampler.
+- ``eager``: `sample_eager`, our loop with the reserved cache (`discrepancy.rollout.kv_reserve`): the CPU sampler.
 
 Draws: one [64, V] probability table per call, as in the loop: ``torch.multinomial``, the inverse CDF and the
 exponential race.
@@ -48,10 +48,10 @@ def main() -> None:
 
     from bench_trainer_vs_trl import TARGETS, Setup, _common
     from discrepancy.modeling import attach_lora
-    from discrepancy.trainers.draw import _inverse_cdf, _race
-    from discrepancy.trainers.eager_decode import sample_eager
-    from discrepancy.trainers import sampling
-    from discrepancy.trainers.sampling import sample_completions
+    from discrepancy.rollout.draw import _inverse_cdf, _race
+    from discrepancy.rollout.loop import sample_eager
+    from discrepancy.rollout import rollouts as sampling
+    from discrepancy.rollout.generate import sample_completions
 
     setup = Setup()
     tokenizer, model, rows = _common(setup)

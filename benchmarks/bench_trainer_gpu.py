@@ -185,7 +185,9 @@ def run_ours(setup: Setup, model_dir: Path, steps: int, side: str) -> tuple[list
     import torch
 
     from discrepancy.modeling.local import load_local_tokenizer
-    from discrepancy.trainers import hooks, recipe, samplers
+    from discrepancy.instrumentation import hooks
+    from discrepancy.rollout import samplers
+    from discrepancy.trainers import recipe
     from discrepancy.trainers.run import train_run
 
     cuda = torch.cuda.is_available()
@@ -200,11 +202,12 @@ def run_ours(setup: Setup, model_dir: Path, steps: int, side: str) -> tuple[list
     # Fixed-length completions come from the config (grpo.min_completion_length); the step's own module globals
     # are wrapped to time its phases and to fill prompts to the same 64 tokens as TRL's.
     clock = PhaseClock()
-    for name in ("sample_completions", "sample_graphed", "sample_eager"):  # whichever run.sampler picks
-        setattr(samplers, name, clock.wrap(getattr(samplers, name), "generation"))
+    for name in list(samplers.SAMPLERS):  # whichever run.sampler picks
+        samplers.SAMPLERS[name] = clock.wrap(samplers.SAMPLERS[name], "generation")
     recipe.score_completions = clock.wrap(recipe.score_completions, "scoring")  # rule-based rewards
-    recipe._forward_no_grad = clock.wrap(recipe._forward_no_grad, "scoring")  # reference log-probs
-    hooks.HookRunner.call = clock.wrap(hooks.HookRunner.call, "instrumentation")
+    recipe.batch_logprobs = clock.wrap(recipe.batch_logprobs, "scoring")  # reference (and π_old) log-probs
+    for hook in ("on_micro_backward", "on_before_optimizer", "on_after_optimizer"):
+        setattr(hooks.HookRunner, hook, clock.wrap(getattr(hooks.HookRunner, hook), "instrumentation"))
     recipe.format_prompt = fixed_length_prompt(load_local_tokenizer(model_dir), setup.prompt_len)
     marks: list[tuple[float, float]] = []
     splits: list[dict] = []

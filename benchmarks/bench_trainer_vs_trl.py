@@ -199,13 +199,13 @@ def run_ours(setup: Setup, steps: int, instrumented: bool = False,
 
     ``instrumented=False`` attaches no instrument (the trainer alone, what TRL compares with); ``True`` keeps the
     default instruments of ``cfg.instruments`` (D_t's post-step forward and the rest), the product's default.
-    ``allocator_tuning=False`` leaves glibc's allocator as it is (the trainer tunes it for CPU runs).
+    ``allocator_tuning=False`` leaves glibc's allocator as it is (`discrepancy train` tunes it for CPU runs).
     """
-    from discrepancy.trainers import run
+    from discrepancy.trainers.allocator import keep_freed_memory
     from discrepancy.trainers.run import train_run
 
-    if not allocator_tuning:
-        run.keep_freed_memory = lambda: False  # this child process only
+    if allocator_tuning:
+        keep_freed_memory()  # what `discrepancy train` does for a CPU run (this child process only)
     _common(setup)  # same thread count and seeds; train_run builds the same tiny model from the same seed
     cfg = matched_config(setup, steps)
     cfg.sft.steps = 0  # TRL starts from the random model too

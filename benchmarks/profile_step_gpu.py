@@ -74,13 +74,13 @@ def main() -> None:
     import torch
 
     from discrepancy.modeling import attach_lora, load_local_model
-    from discrepancy.modeling.compiled import compiled_layers
+    from discrepancy.modeling.compiled import CompiledLayers
     from discrepancy.modeling.lora_fold import adapter_disabled
-    from discrepancy.trainers import decode
-    from discrepancy.trainers.decode import sample_graphed
+    from discrepancy.rollout import graphs as decode
+    from discrepancy.rollout.graphs import Decoders, sample_graphed
     from discrepancy.trainers.grpo import grpo_loss
-    from discrepancy.trainers.logprobs import grouped_token_logprobs, token_logprobs
-    from discrepancy.trainers.sampling import sample_completions
+    from discrepancy.modeling.logprobs import grouped_token_logprobs, token_logprobs
+    from discrepancy.rollout.generate import sample_completions
     from discrepancy.trainers.tasks import arithmetic_examples
 
     setup = SMOKE if args.smoke else Setup()
@@ -141,20 +141,19 @@ def main() -> None:
         """The graphed decode with another attention implementation or compile mode."""
         if not wanted(name):
             return
-        base.__dict__.pop("_graphed_decoders", None)  # a fresh decoder, compiled with this variant's options
+        decoders = Decoders()  # fresh decoders, compiled with this variant's options
         base.set_attn_implementation(attention)
         if mode:
             decode.COMPILE_OPTIONS["mode"] = mode
         try:
             if name == "gen_graph":
                 report("graph_check", graph_check())
-            measure(name, lambda: sample_graphed(model, tok, prompts, **kw), per_token=True)
+            measure(name, lambda: sample_graphed(model, tok, prompts, decoders=decoders, **kw), per_token=True)
         except Exception as exc:  # noqa: BLE001 - a variant that fails is reported, the others still run
             report(name, {"error": repr(exc)[:500]})
         finally:
             base.set_attn_implementation("sdpa")
             decode.COMPILE_OPTIONS.pop("mode", None)
-            base.__dict__.pop("_graphed_decoders", None)
 
     def graph_check() -> dict[str, Any]:
         """Greedy tokens of the compiled step run plainly, then replayed from the captured CUDA graph: identical."""
@@ -163,13 +162,13 @@ def main() -> None:
         mask = torch.ones_like(ids)
         args = dict(max_new_tokens=setup.length, eos_id=tok.eos_token_id, greedy=True, min_new_tokens=setup.length)
         saved, decode.WARMUP_CALLS = decode.WARMUP_CALLS, 10**9
+        decoders = Decoders()
         try:
-            plain = decode.decode_tokens(base, ids, mask, **args)  # compiles; never captures
+            plain = decode.decode_tokens(base, ids, mask, decoders=decoders, **args)  # compiles; never captures
         finally:
             decode.WARMUP_CALLS = saved
-        replayed = decode.decode_tokens(base, ids, mask, **args)  # captures at its first token, then replays
-        captured = any(d.graph is not None for d in base.__dict__["_graphed_decoders"].values())
-        base.__dict__.pop("_graphed_decoders", None)
+        replayed = decode.decode_tokens(base, ids, mask, decoders=decoders, **args)  # captures, then replays
+        captured = any(d.graph is not None for d in decoders.by_key.values())
         return {"captured": captured, "equal": bool(torch.equal(plain, replayed)),
                 "distinct_tokens": int(plain.unique().numel())}
 
@@ -182,14 +181,16 @@ def main() -> None:
     adv = torch.randn(ids.size(0), device=ids.device)
     model.train()
 
+    layers = CompiledLayers(model)  # one compiled layer function for every compiled measurement, as a run keeps it
+
     def train(fn: Callable[..., Any], compiled: bool) -> Callable[[], None]:
         def run() -> None:
             model.zero_grad(set_to_none=True)
-            with compiled_layers(model, enabled=compiled):
+            with layers.active(enabled=compiled):
                 if fn is token_logprobs:
                     logp, _ = token_logprobs(model, ids, attn, plen, with_entropy=True)
-                else:
-                    logp, _ = fn(model, ids, attn, plen, setup.group, with_entropy=True)
+                else:  # prompts shared whatever the device policy says: this measures the sharing itself
+                    logp, _ = fn(model, ids, attn, plen, setup.group, with_entropy=True, share=True)
                 ref = logp.detach() - 0.01
                 loss, _ = grpo_loss(logp, None, ref, adv, mask, beta=setup.beta, kl_ratio_correction=True)
                 loss.backward()
@@ -205,8 +206,7 @@ def main() -> None:
 
         saved = dict(compiled_module.COMPILE_OPTIONS)
         compiled_module.COMPILE_OPTIONS.update(mode="reduce-overhead")
-        base.__dict__.pop("_compiled_layer_call", None)  # compiled again with the new options
-        model.__dict__.pop("_compiled_layer_call", None)
+        saved_layers, layers = layers, CompiledLayers(model)  # compiled again with the new options
         try:
             measure("train_compiled_graphs", train(token_logprobs, True))
         except Exception as exc:  # noqa: BLE001 - reported; the other measurements still run
@@ -214,14 +214,13 @@ def main() -> None:
         finally:
             compiled_module.COMPILE_OPTIONS.clear()
             compiled_module.COMPILE_OPTIONS.update(saved)
-            base.__dict__.pop("_compiled_layer_call", None)
-            model.__dict__.pop("_compiled_layer_call", None)
+            layers = saved_layers
 
     whole: dict[str, Any] = {}
 
     def whole_model(mode: str, grad: bool) -> Callable[[], None]:
         """The whole model compiled as one graph (``mode``), training forward + backward or no-grad forward."""
-        from discrepancy.trainers.logprobs import _logp_entropy, position_ids_for
+        from discrepancy.modeling.logprobs import _logp_entropy, position_ids_for
 
         fn = whole.setdefault(mode, torch.compile(base, mode=mode))
         t = ids.size(1) - plen
@@ -250,11 +249,11 @@ def main() -> None:
     def ref_forward(fn: Callable[..., Any], compiled: bool) -> Callable[[], None]:
         @torch.no_grad()
         def run() -> None:
-            with adapter_disabled(model), compiled_layers(model, enabled=compiled):
+            with adapter_disabled(model), layers.active(enabled=compiled):
                 if fn is token_logprobs:
                     token_logprobs(model, ids, attn, plen)
                 else:
-                    fn(model, ids, attn, plen, setup.group)
+                    fn(model, ids, attn, plen, setup.group, share=True)
 
         return run
 

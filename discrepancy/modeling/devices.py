@@ -33,6 +33,16 @@ def host_syncs_are_cheap(device: torch.device | str) -> bool:
     return _type(device) == "cpu"
 
 
+def own_decode_loop_pays(device: torch.device | str) -> bool:
+    """Whether uncompiled sampling should run our token loop (`rollout.loop`) rather than transformers' `generate`.
+
+    CPU: yes, `generate`'s per-token Python around a small model's forward is most of its time there
+    (``benchmarks/results/sampling_cpu.md``). Elsewhere `generate` stays the default until the GPU benchmark's
+    ``ours_loop`` side has measured the loop on a GPU.
+    """
+    return _type(device) == "cpu"
+
+
 def compiling_pays(device: torch.device | str) -> bool:
     """Whether ``torch.compile`` of the decode step and the training layers pays for itself: CUDA only (on the CPU the
     compile costs more than it saves on the models this project trains)."""

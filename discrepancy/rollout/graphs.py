@@ -22,9 +22,10 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from transformers import AttentionInterface, PreTrainedTokenizerBase, StaticCache
+from transformers import PreTrainedTokenizerBase, StaticCache
 from transformers.cache_utils import StaticLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from discrepancy.modeling.compiled import own_code
 from discrepancy.modeling.devices import compiling_pays
@@ -138,16 +139,22 @@ def _packed_gqa_attention(module: torch.nn.Module, query: torch.Tensor, key: tor
 def _decode_attention() -> Iterator[None]:
     """Within the block transformers' "sdpa" attention is `_packed_gqa_attention`.
 
-    The function is swapped in the registry rather than renaming the model's attention implementation: model code
-    that branches on the name "sdpa" (its mask, sparse or eager paths) then behaves as it always does.
+    The function is set through the public mapping the models look attention up in (``ALL_ATTENTION_FUNCTIONS``, an
+    override local to that instance) rather than renaming the model's attention implementation: model code that
+    branches on the name "sdpa" (its mask, sparse or eager paths) then behaves as it always does. The previous entry
+    comes back on exit, even on error.
     """
-    registry = AttentionInterface._global_mapping
-    previous = registry.get("sdpa")
-    registry["sdpa"] = _packed_gqa_attention
+    functions = ALL_ATTENTION_FUNCTIONS
+    had_local = "sdpa" in functions._local_mapping  # noqa: SLF001 - read only, to restore exactly what was there
+    previous = functions["sdpa"]
+    functions["sdpa"] = _packed_gqa_attention
     try:
         yield
     finally:
-        registry["sdpa"] = previous
+        if had_local:
+            functions["sdpa"] = previous
+        else:
+            del functions["sdpa"]
 
 
 class Decoders:

@@ -11,17 +11,29 @@ Three samplers share one signature and one result (`Rollouts`):
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Protocol
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from discrepancy.errors import DiscrepancyError
+from discrepancy.modeling.devices import own_decode_loop_pays
 from discrepancy.rollout.graphs import graphable, sample_graphed
 from discrepancy.rollout.loop import sample_eager
 from discrepancy.rollout.generate import sample_completions
 from discrepancy.rollout.rollouts import Rollouts
 
-Sampler = Callable[..., Rollouts]
+
+class Sampler(Protocol):
+    """What every sampler is: G completions per prompt, rows group by group, EOS forbidden before
+    ``min_new_tokens`` (``min_new_tokens = max_new_tokens`` gives fixed-length completions), dropout off and the LoRA
+    weights merged while sampling; the model's weights are unchanged afterwards."""
+
+    def __call__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: list[str], *,
+                 group_size: int, max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
+                 min_new_tokens: int = 0) -> Rollouts: ...
+
+
 CHOICES = ("auto", "generate", "loop", "graphs")
 
 
@@ -54,4 +66,4 @@ def resolve_sampler(name: str, model: torch.nn.Module, compiling: bool) -> str:
         return name
     if compiling and graphable(model):
         return "graphs"
-    return "generate" if _on_cuda(model) else "loop"
+    return "loop" if own_decode_loop_pays(next(model.parameters()).device) else "generate"

@@ -3,11 +3,17 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from discrepancy.cli import app
+from discrepancy.config import apply_overrides
 from discrepancy.runfile import Recorder, RunSchema, open_run
+from discrepancy.trainers.run import train_run
 
 from sample_runs import damage_snapshot, make_good_run
 
@@ -42,3 +48,19 @@ def test_recover_keeps_every_snapshot_but_the_damaged_one(tmp_path):
     with open_run(tmp_path / "fixed.h5") as fixed:
         assert fixed.snapshot_steps == [0, 20, 30] and fixed.num_steps == 40
         assert np.array_equal(fixed.snapshot(30)["w"], np.eye(4) * 30)
+
+
+@pytest.mark.slow
+def test_inspect_json_is_strict_json(fast_train_config, tmp_path):
+    out = tmp_path / "run.h5"
+    train_run(apply_overrides(fast_train_config, ["run.steps=2", "run.snapshot_every=2", "sft.steps=0"]), out)  # no cold start: its final loss is NaN
+    result = runner.invoke(app, ["inspect", str(out), "--format", "json"])
+    assert result.exit_code == 0
+
+    def refuse(token: str) -> float:
+        raise AssertionError(f"{token} is not JSON")
+
+    info = json.loads(result.output, parse_constant=refuse)
+    assert info["meta"]["sft_final_loss"] is None and info["meta"]["run_id"]
+    with open_run(out) as run:
+        assert math.isnan(run.meta["sft_final_loss"])

@@ -153,7 +153,7 @@ def test_the_plan_samples_with_the_sampler_of_its_device(tiny_tokenizer, tiny_mo
     monkeypatch.setattr(samplers, "graphable", lambda model: False)
     assert speed.plan_speed(run, instruments, tiny_model).sampler == "loop"
     monkeypatch.setattr(speed, "compiling_pays", lambda device: False)
-    monkeypatch.setattr(samplers, "_on_cuda", lambda model: True)
+    monkeypatch.setattr(samplers, "own_decode_loop_pays", lambda device: False)  # a GPU, as the policy sees it
     assert speed.plan_speed(run, instruments, tiny_model, warn=False).sampler == "generate"
     assert samplers.SAMPLERS["generate"] is samplers.sample_completions
 

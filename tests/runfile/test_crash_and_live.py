@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from discrepancy.runfile import Recorder, RunFileError, open_run, recover
+from discrepancy.runfile import Recorder, RunFileError, RunSchema, open_run, recover
 
 
 @pytest.mark.parametrize("steps,flush_every", [(25, 10), (7, 3), (3, 10)])
@@ -145,3 +145,18 @@ def test_sample_strings_of_a_live_run_always_read(tmp_path):
     finally:
         proc.wait(timeout=60)
     assert proc.returncode == 0
+
+
+def test_recover_in_place_refuses_a_run_whose_writer_is_alive(tmp_path):
+    path = tmp_path / "live.h5"
+    with Recorder.create(path, RunSchema(series={"a": ""}), flush_every=1) as rec:  # this process is its writer
+        rec.log_step(1, {"a": 1.0})
+        rec.flush()
+        with pytest.raises(RunFileError, match="still being written"):
+            recover(path, in_place=True)
+        copy = recover(path, tmp_path / "copy.h5")  # a copy leaves the live run alone
+        assert copy.num_steps == 1
+        rec.log_step(2, {"a": 2.0})
+        rec.finish()
+    with open_run(path) as run:
+        assert run.status == "finished" and run.num_steps == 2

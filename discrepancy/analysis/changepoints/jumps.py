@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from discrepancy.analysis.changepoints.noise import MAD_TO_SIGMA, blockwise_mad_scale, robust_sigma
+from discrepancy.analysis.changepoints.noise import blockwise_mad_scale, robust_sigma
 from discrepancy.analysis.changepoints.peaks import chi2_to_gaussian_z, find_peaks
 
 MIN_POINTS = 12  # below this no window pair fits and no jump can be told from noise
