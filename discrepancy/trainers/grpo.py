@@ -142,32 +142,21 @@ def grpo_loss(
     per_token = per_token_policy + beta * kl if (beta != 0.0 and kl is not None) else per_token_policy
 
     loss = _aggregate(per_token, weight, loss_type, max_completion_length, num_items)
-    stats = _stats(ratio, adv, kl, per_token_policy, weight, loss_type, eps_low, eps_high, max_completion_length,
-                   num_items)
-    return loss, stats
+    policy = _aggregate(per_token_policy.detach(), weight, loss_type, max_completion_length, num_items)
+    return loss, _stats(ratio, adv, kl, weight, policy, eps_low=eps_low, eps_high=eps_high)
 
 
 @torch.no_grad()
-def _stats(
-    ratio: Tensor,
-    adv: Tensor,
-    kl: Tensor | None,
-    per_token_policy: Tensor,
-    weight: Tensor,
-    loss_type: str,
-    eps_low: float,
-    eps_high: float,
-    max_completion_length: int | None,
-    num_items: float | Tensor | None,
-) -> GRPOLossStats:
-    """Token means over the mask of the quantities documented on :class:`GRPOLossStats`."""
+def _stats(ratio: Tensor, adv: Tensor, kl: Tensor | None, weight: Tensor, policy: Tensor, *, eps_low: float,
+           eps_high: float) -> GRPOLossStats:
+    """Token means over the mask of the quantities documented on :class:`GRPOLossStats` (``policy``: the policy loss
+    already aggregated as the loss is)."""
     n = weight.sum()
     # One device sync for all stats: stack first, then a single .tolist().
     denom = n.clamp(min=1.0)
     low = ((ratio < 1 - eps_low) & (adv < 0)).to(weight.dtype)  # [B, T]
     high = ((ratio > 1 + eps_high) & (adv > 0)).to(weight.dtype)  # [B, T]
     kl_mean = (kl * weight).sum() / denom if kl is not None else torch.tensor(math.nan, dtype=weight.dtype)
-    policy = _aggregate(per_token_policy, weight, loss_type, max_completion_length, num_items)
     row = torch.stack([
         kl_mean.to(weight.device),
         (low * weight).sum() / denom,
