@@ -74,6 +74,15 @@ class Session:
     recorder: Any  # a Recorder on rank 0, a NullRecorder elsewhere
     run_id: str
     sft_losses: list[float]
+    snapshot_steps: list[int] = field(default_factory=list)  # already in the run file (a resumed run has some)
+
+    def snapshot(self) -> None:
+        """Record the adapter at the current step, once: a resumed run that stopped at a snapshot step has it."""
+        step = self.state.step
+        if step in self.snapshot_steps:
+            return
+        self.recorder.log_snapshot(step, {k: v.numpy() for k, v in lora_state(self.state.model).items()})
+        self.snapshot_steps.append(step)
 
 
 class NullRecorder:
@@ -150,13 +159,13 @@ def _barrier(where: Launch) -> None:
 def _start(cfg: TrainConfig, prep: Prepared, req: Request, where: Launch, config_toml: str) -> Session:
     """Model, cold start, adapter, optimizer, speed plan, instruments and the open run file."""
     if req.resume:
-        model, tokenizer, run_id, last_step = _load_resumed_base(cfg, req.out, where.device)
+        model, tokenizer, run_id, last_step, snapshots = _load_resumed_base(cfg, req.out, where.device)
         meta: dict[str, Any] = {}
         sft_losses: list[float] = []
     else:
         base = build_base(cfg, prep, req.out, where, req.progress)
         model, tokenizer, meta, sft_losses = base.model, base.tokenizer, base.meta, base.sft_losses
-        run_id, last_step = new_run_id(), 0
+        run_id, last_step, snapshots = new_run_id(), 0, []
     model = attach_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules, cfg.lora.dropout)
     if where.world > 1:
         torch.manual_seed(cfg.run.seed + where.rank)  # ranks sample different completions from here on
@@ -173,7 +182,8 @@ def _start(cfg: TrainConfig, prep: Prepared, req: Request, where: Launch, config
     if req.resume:
         load_checkpoint(req.out, state, run_id=run_id, last_step=last_step)
     meta.update(run_id=run_id, sft_final_loss=sft_losses[-1] if sft_losses else math.nan)
-    return Session(state, _open_recorder(state, prep, req, where, config_toml, meta), run_id, sft_losses)
+    return Session(state, _open_recorder(state, prep, req, where, config_toml, meta), run_id, sft_losses,
+                   snapshots)
 
 
 def _open_recorder(state: TrainState, prep: Prepared, req: Request, where: Launch, config_toml: str,
@@ -211,7 +221,7 @@ def _loop(session: Session, req: Request, where: Launch) -> RunSummary:
         if state.step == 0:
             # Baseline before the first update (B = 0: the warm-started base), so curves over snapshots start from
             # the model GRPO began with. A resumed run already holds it.
-            _snapshot(rec, state)
+            session.snapshot()
         agreed: list[int] = []  # the signal that stopped the run, as every rank agreed on it
 
         def stop() -> bool:
@@ -219,13 +229,9 @@ def _loop(session: Session, req: Request, where: Launch) -> RunSummary:
             return agreed[0] != 0
 
         status = _steps(session, last, save, req.progress, rows, stop)
-        status = _close(state, rec, status, save)
+        status = _close(session, status, save)
     return RunSummary(req.out if where.writer else Path(), status, state.step, session.sft_losses, rows, where.rank,
                       (agreed or [0])[0] or None)
-
-
-def _snapshot(rec: Any, state: TrainState) -> None:
-    rec.log_snapshot(state.step, {k: v.numpy() for k, v in lora_state(state.model).items()})
 
 
 def _record_step(rec: Any, state: TrainState, result: StepResult) -> None:
@@ -247,7 +253,7 @@ def _steps(session: Session, last: int, save: Callable[[], Any], progress: Progr
         _record_step(rec, state, result)
         rows.append(result.metrics)
         if state.step % cfg.run.snapshot_every == 0:
-            _snapshot(rec, state)
+            session.snapshot()
         if cfg.run.checkpoint_every and state.step % cfg.run.checkpoint_every == 0:
             rec.flush()  # the run file must hold every step the checkpoint has seen
             save()
@@ -258,11 +264,11 @@ def _steps(session: Session, last: int, save: Callable[[], Any], progress: Progr
     return "finished"
 
 
-def _close(state: TrainState, rec: Any, status: str, save: Callable[[], Any]) -> str:
+def _close(session: Session, status: str, save: Callable[[], Any]) -> str:
     """Final snapshot and checkpoint, then the run's status: finished, failed, or interrupted (stopped early)."""
+    state, rec = session.state, session.recorder
     cfg = state.cfg
-    if state.step % cfg.run.snapshot_every != 0:
-        _snapshot(rec, state)
+    session.snapshot()
     rec.flush()
     save()
     if status == "failed":
@@ -277,13 +283,15 @@ def _close(state: TrainState, rec: Any, status: str, save: Callable[[], Any]) ->
     return "finished"
 
 
-def _load_resumed_base(cfg: TrainConfig, out: Path, device: torch.device) -> tuple[torch.nn.Module, Any, str, int]:
+def _load_resumed_base(cfg: TrainConfig, out: Path,
+                       device: torch.device) -> tuple[torch.nn.Module, Any, str, int, list[int]]:
     """The base model a run trained on (its saved warm-started base, or the local model it names), with the run's
-    identity and last recorded step, which its checkpoint must match."""
+    identity and last recorded step, which its checkpoint must match, and its snapshot steps."""
     with open_run(out) as run:
         meta = run.meta
         identity = run.identity
         last_step = int(run.steps[-1]) if run.num_steps else 0
+        snapshots = [int(s) for s in run.snapshot_steps]
     base = Path(str(meta.get("base_model_path", "")))
     if not base.is_absolute():
         base = out.parent / base
@@ -292,4 +300,4 @@ def _load_resumed_base(cfg: TrainConfig, out: Path, device: torch.device) -> tup
     recorded = str(meta.get("base_model_dtype", ""))  # the precision it trained in, whatever the device now
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(recorded) or train_dtype(cfg, device)
     model, tokenizer = load_local_model(base, dtype=dtype)
-    return model.to(device), tokenizer, identity, last_step
+    return model.to(device), tokenizer, identity, last_step, snapshots

@@ -107,11 +107,18 @@ def launch(cfg: TrainConfig) -> Launch:
     A single process unless launched by ``torchrun`` / ``accelerate launch`` (WORLD_SIZE > 1); then accelerate
     sets up the process group and picks this rank's device (gloo on CPU, NCCL on GPUs).
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return Launch(0, 1, resolve_device(cfg.run.device))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(cfg.run.device)
+    if world <= 1:
+        return Launch(0, 1, device)
     from accelerate import PartialState
 
-    state = PartialState(cpu=cfg.run.device == "cpu")
+    # cpu=True whenever the run will be on the CPU (run.device "auto" on a machine without a GPU included): without
+    # it accelerate does not join the gloo process group and every process believes it is rank 0 of 1.
+    state = PartialState(cpu=device.type == "cpu")
+    if state.num_processes != world:
+        raise DiscrepancyError(f"launched as {world} processes but the process group has {state.num_processes}; "
+                               "launch with torchrun or accelerate launch and a matching run.device")
     return Launch(state.process_index, state.num_processes, state.device)
 
 

@@ -96,12 +96,12 @@ def test_short_run_and_resume_through_the_cli(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_under_torchrun_write_one_run(tmp_path):
+@pytest.mark.parametrize("device", ["cpu", "auto"])  # auto: the README's command on a machine without a GPU
+def test_two_processes_under_torchrun_write_one_run(tmp_path, device):
     # Two CPU ranks (gloo): each samples its own prompts, gradients are averaged, only rank 0 records.
     out = tmp_path / "run.h5"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", _console_script(),
-           "train",
-           "--out", str(out), *FAST]
+           "train", "--out", str(out), *FAST, "--set", f'run.device="{device}"']
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("status: finished after step 2") == 1

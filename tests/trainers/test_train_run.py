@@ -288,3 +288,17 @@ def test_compiled_layers_in_the_update_give_the_eager_run(fast_train_config, tmp
         second_order = {"disc", "kappa", "rho", "dloss_obs"}
         assert {c: v for c, v in off.items() if v > (0.2 if c in second_order else 1e-3)} == {}
         assert (sa["grad_norm"] > 0).all() and (sa["step_norm"] > 0).all()  # the update did something
+
+
+def test_resuming_where_a_snapshot_was_taken_adds_no_duplicate(fast_train_config, tmp_path):
+    """Stopping at a snapshot step, resuming without a step to run, and resuming a finished run record each
+    snapshot once (duplicates made llc and probe process one step several times)."""
+    cfg = apply_overrides(fast_train_config, ["run.steps=5", "run.snapshot_every=2", "sft.steps=0"])
+    out = tmp_path / "run.h5"
+    train_run(cfg, out, instruments=[], stop_at=3)  # a closing snapshot at 3
+    train_run(cfg, out, instruments=[], resume=True, stop_at=3)  # nothing left to run before the stop
+    train_run(cfg, out, instruments=[], resume=True)  # 4 and the closing 5
+    summary = train_run(cfg, out, instruments=[], resume=True)  # already finished
+    assert summary.status == "finished"
+    with open_run(out) as run:
+        assert run.snapshot_steps == [0, 2, 3, 4, 5] and run.num_steps == 5
