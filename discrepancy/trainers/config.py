@@ -151,8 +151,12 @@ class ScheduleConfig:
     temperature: float = field(default=1.0, **_help("sampling temperature at the first step"))
     temperature_end: float = field(default=0.5, **_help("temperature at the last step (cosine decay)"))
     beta_end: float | None = field(default=None, **_help("β at the last step (cosine); unset = constant grpo.beta"))
+    horizon: int | None = field(default=None, **_help(
+        "steps the lr, temperature and β schedules span; unset = run.steps. A resumed run keeps the horizon it "
+        "started with, so --resume --steps N never rescales them: after the horizon they hold their final values"))
 
     def __post_init__(self) -> None:
+        _check(self.horizon is None or self.horizon >= 1, "schedule.horizon", "≥ 1", self.horizon)
         _check(self.temperature > 0, "schedule.temperature", "> 0", self.temperature)
         _check(self.temperature_end > 0, "schedule.temperature_end", "> 0", self.temperature_end)
         _check(self.beta_end is None or self.beta_end >= 0, "schedule.beta_end", "≥ 0", self.beta_end)

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from discrepancy.config import to_toml
+from discrepancy.config import apply_overrides, to_toml
 from discrepancy.errors import DiscrepancyError
 from discrepancy.instrumentation import HookRunner, Instrument, build_instruments
 from discrepancy.modeling import attach_lora, load_local_model, lora_state
@@ -116,6 +116,8 @@ def train_run(cfg: TrainConfig, out: str | Path = "run.h5", *, resume: bool = Fa
     ``cfg.instruments`` enables; ``[]`` for none).
     """
     req = Request(Path(out), resume, overwrite, stop_at, instruments, progress, notify)
+    if resume:
+        cfg = _pin_schedules(cfg, req)
     config_toml = to_toml(cfg)  # what the run records, and what a resume is compared with
     _check_request(cfg, req, config_toml)
     prep = prepare(cfg)
@@ -145,10 +147,29 @@ def _check_request(cfg: TrainConfig, req: Request, config_toml: str) -> None:
         raise ResumeError(f"{req.out}: nothing to resume ({checkpoint_path(req.out)} is missing)")
     with open_run(req.out) as run:
         recorded = run.config
+    schedule = recorded.setdefault("schedule", {})
+    if schedule.get("horizon") is None:  # runs recorded before the horizon was: it was their run.steps
+        schedule["horizon"] = recorded.get("run", {}).get("steps")
     changed = resume_changes(recorded, tomllib.loads(config_toml))
     if changed:
         raise ResumeError(f"{req.out}: a resumed run keeps its recorded config, but {', '.join(changed[:4])} "
                           f"differ; only {', '.join(RESUME_MAY_SET)} may change (start a new run to change the rest)")
+
+
+def _pin_schedules(cfg: TrainConfig, req: Request) -> TrainConfig:
+    """A resumed run's schedules keep the horizon the run started with (its recorded ``schedule.horizon``, else its
+    recorded ``run.steps``): changing ``run.steps`` on resume then extends or shortens the run without moving the
+    learning rate, temperature or β of any step. Says so when ``run.steps`` changes."""
+    if cfg.schedule.horizon is not None or not checkpoint_path(req.out).is_file():
+        return cfg  # a horizon given explicitly is compared with the recorded one by _check_request
+    with open_run(req.out) as run:
+        recorded = run.config
+    horizon = int(recorded.get("schedule", {}).get("horizon") or recorded.get("run", {}).get("steps", cfg.run.steps))
+    if cfg.run.steps != horizon and req.notify is not None:
+        after = "hold their final values after it" if cfg.run.steps > horizon else "are not rescaled"
+        req.notify(f"run.steps {horizon} → {cfg.run.steps}: the lr, temperature and β schedules keep their "
+                   f"{horizon}-step horizon and {after} (schedule.horizon = {horizon})")
+    return apply_overrides(cfg, {"schedule.horizon": horizon})
 
 
 def _barrier(where: Launch) -> None:
@@ -178,7 +199,7 @@ def _start(cfg: TrainConfig, prep: Prepared, req: Request, where: Launch, config
     state = TrainState(cfg, model, tokenizer, optimizer, prep.examples, prep.rewards, plan,
                        hooks=HookRunner(list(instruments)),
                        prompt_rng=random.Random(cfg.run.seed + 1 + 7919 * where.rank),  # ranks draw other prompts
-                       total_steps=cfg.run.steps)
+                       total_steps=cfg.schedule.horizon or cfg.run.steps)
     if req.resume:
         load_checkpoint(req.out, state, run_id=run_id, last_step=last_step)
     meta.update(run_id=run_id, sft_final_loss=sft_losses[-1] if sft_losses else math.nan)

@@ -302,3 +302,25 @@ def test_resuming_where_a_snapshot_was_taken_adds_no_duplicate(fast_train_config
     assert summary.status == "finished"
     with open_run(out) as run:
         assert run.snapshot_steps == [0, 2, 3, 4, 5] and run.num_steps == 5
+
+
+def test_resume_with_other_steps_keeps_the_schedules(fast_train_config, tmp_path):
+    """--resume --steps N extends or cuts a run without moving any step's lr, temperature or β: the schedules keep
+    the horizon the run started with (recorded as schedule.horizon) and hold their final values after it."""
+    cfg = apply_overrides(fast_train_config, ["run.steps=6", "sft.steps=0", "optim.warmup_steps=1",
+                                              "schedule.beta_end=0.001"])
+    train_run(cfg, tmp_path / "full.h5", instruments=[])
+    train_run(cfg, tmp_path / "cut.h5", instruments=[], stop_at=2)
+    lines: list[str] = []
+    train_run(apply_overrides(cfg, ["run.steps=4"]), tmp_path / "cut.h5", instruments=[], resume=True,
+              notify=lines.append)  # cut short at step 2: steps 3 and 4 as the 6-step run has them
+    train_run(cfg, tmp_path / "ext.h5", instruments=[])
+    train_run(apply_overrides(cfg, ["run.steps=9"]), tmp_path / "ext.h5", instruments=[], resume=True)
+    cols = ["lr", "temperature", "beta"]
+    with open_run(tmp_path / "full.h5") as a, open_run(tmp_path / "cut.h5") as b, open_run(tmp_path / "ext.h5") as c:
+        full, cut, ext = a.series()[cols], b.series()[cols], c.series()[cols]
+        assert c.config["schedule"]["horizon"] == 6 and c.config["run"]["steps"] == 9
+    np.testing.assert_array_equal(cut.to_numpy(), full.loc[1:4].to_numpy())
+    np.testing.assert_array_equal(ext.loc[1:6].to_numpy(), full.to_numpy())
+    np.testing.assert_array_equal(ext.loc[7:9].to_numpy(), np.repeat(full.loc[[6]].to_numpy(), 3, axis=0))
+    assert len(lines) == 1 and "keep their 6-step horizon" in lines[0]
