@@ -50,10 +50,14 @@ def _load_config(config: Path | None, model: Path | None, steps: int | None, see
 
 
 def annotated_toml(cfg: Any) -> str:
-    """The config as TOML a recipe file can hold, each key followed by its help; unset keys as comments."""
+    """The config as TOML a recipe file can hold, each key followed by its help; unset keys, and keys that change
+    nothing for this config (the tiny model's shape with --model, say), as comments."""
     from discrepancy.config import field_help, to_toml
 
+    from discrepancy.trainers.config import inapplicable_keys
+
     helps = field_help(type(cfg))
+    unused = inapplicable_keys(cfg)
     lines: list[str] = []
     section = ""
     present: set[str] = set()
@@ -69,6 +73,8 @@ def annotated_toml(cfg: Any) -> str:
             present.add(key)
             if key in helps:
                 line = f"{line}  # {helps[key]}"
+            if key in unused:  # shown, but not as if it applied
+                line = f"# {line}  (does not apply: {unused[key]})"
         lines.append(line)
     if section:
         lines += _unset_keys(section, present, helps)

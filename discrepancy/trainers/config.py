@@ -62,7 +62,11 @@ class SFTConfig:
 
     steps: int = field(default=60, **_help("supervised steps before GRPO (0 = no cold start)"))
     batch_size: int = field(default=32, **_help("examples per supervised step"))
-    lr: float = field(default=3e-3, **_help("AdamW learning rate of the cold start (trains all weights)"))
+    lr: float = field(default=3e-3, **_help("AdamW learning rate of the cold start"))
+    weights: Literal["auto", "all", "adapter"] = field(default="auto", **_help(
+        "what the cold start trains: all = every weight of the base (saved next to the run); adapter = the LoRA "
+        "adapter only, the model itself unchanged; auto = all for the embedded tiny model (it starts random), "
+        "adapter for a model of yours (--model)"))
 
     def __post_init__(self) -> None:
         _check(self.steps >= 0, "sft.steps", "≥ 0", self.steps)
@@ -247,3 +251,21 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check(self.grpo.num_prompts <= self.task.num_examples, "grpo.num_prompts",
                f"≤ task.num_examples={self.task.num_examples}", self.grpo.num_prompts)
+
+
+def cold_start_trains_all(cfg: TrainConfig) -> bool:
+    """Whether the cold start trains every weight (`SFTConfig.weights`); otherwise only the LoRA adapter."""
+    return cfg.sft.weights == "all" or (cfg.sft.weights == "auto" and cfg.model.path is None)
+
+
+TINY_MODEL_KEYS = ("model.hidden_size", "model.num_layers", "model.num_heads", "model.intermediate_size")
+
+
+def inapplicable_keys(cfg: TrainConfig) -> dict[str, str]:
+    """Config keys that change nothing for ``cfg``, each with the reason (``--print-config`` shows them apart)."""
+    out: dict[str, str] = {}
+    if cfg.model.path is not None:
+        out.update(dict.fromkeys(TINY_MODEL_KEYS, "the embedded tiny model only; model.path is set"))
+    if cfg.sft.steps == 0:
+        out.update(dict.fromkeys(("sft.batch_size", "sft.lr", "sft.weights"), "no cold start: sft.steps = 0"))
+    return out

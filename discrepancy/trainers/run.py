@@ -24,13 +24,13 @@ from discrepancy.instrumentation import HookRunner, Instrument, build_instrument
 from discrepancy.modeling import attach_lora, load_local_model, lora_state
 from discrepancy.runfile import Recorder, RunSchema, open_run
 from discrepancy.trainers.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from discrepancy.trainers.config import TrainConfig
+from discrepancy.trainers.config import TrainConfig, cold_start_trains_all
 from discrepancy.trainers.recipe import STEP_SERIES, StepResult, TrainState, grpo_step
 from discrepancy.trainers.run_files import (
     RESUME_MAY_SET, check_new_run, commit_new_run, discard_staged, new_run_id, resume_changes,
 )
 from discrepancy.trainers.setup import (
-    Launch, Prepared, ProgressFn, build_base, launch, prepare, seed_everything, train_dtype,
+    Launch, Prepared, ProgressFn, build_base, launch, prepare, run_cold_start, seed_everything, train_dtype,
 )
 from discrepancy.trainers.speed import plan_speed
 from discrepancy.trainers.stopping import all_ranks_agree, stop_requested_by_signal
@@ -188,6 +188,8 @@ def _start(cfg: TrainConfig, prep: Prepared, req: Request, where: Launch, config
         model, tokenizer, meta, sft_losses = base.model, base.tokenizer, base.meta, base.sft_losses
         run_id, last_step, snapshots = new_run_id(), 0, []
     model = attach_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules, cfg.lora.dropout)
+    if not req.resume and not cold_start_trains_all(cfg):  # the adapter alone learns the format: a model of the
+        sft_losses = run_cold_start(model, tokenizer, cfg, prep, req.progress)  # user's is never changed
     if where.world > 1:
         torch.manual_seed(cfg.run.seed + where.rank)  # ranks sample different completions from here on
     plan = plan_speed(cfg.run, cfg.instruments, model, warn=where.writer)

@@ -24,7 +24,7 @@ from discrepancy.modeling import (
 )
 from discrepancy.modeling.devices import default_dtype
 from discrepancy.rollout.samplers import check_sampler
-from discrepancy.trainers.config import TrainConfig
+from discrepancy.trainers.config import TrainConfig, cold_start_trains_all
 from discrepancy.trainers.rewards import RewardSpec, check_rewards
 from discrepancy.trainers.run_files import staged_base_dir
 from discrepancy.trainers.sft import cold_start
@@ -143,9 +143,7 @@ def build_base(cfg: TrainConfig, prep: Prepared, out: Path, where: Launch, progr
     check_target_modules(model, cfg.lora.target_modules)  # a typo must fail before the cold start, not after
     model.to(where.device)
     check_sampler(cfg.run.sampler, model)  # likewise: a sampler that cannot serve this model fails up front
-    report = (lambda i, loss: progress("sft", i, cfg.sft.steps, {"loss": loss})) if progress else None
-    losses = cold_start(model, tokenizer, prep.examples, steps=cfg.sft.steps, batch_size=cfg.sft.batch_size,
-                        lr=cfg.sft.lr, seed=cfg.run.seed, on_step=report)
+    losses = run_cold_start(model, tokenizer, cfg, prep, progress) if cold_start_trains_all(cfg) else []
     model.to(dtype)
     lora = LoraSettings(cfg.lora.rank, cfg.lora.alpha, tuple(cfg.lora.target_modules), cfg.lora.dropout)
     if m.path is None or losses:
@@ -157,3 +155,12 @@ def build_base(cfg: TrainConfig, prep: Prepared, out: Path, where: Launch, progr
     else:
         meta = run_model_meta("local", Path(m.path).resolve(), lora, dtype)
     return Base(model, tokenizer, meta, losses)
+
+
+def run_cold_start(model: torch.nn.Module, tokenizer: Any, cfg: TrainConfig, prep: Prepared,
+                   progress: ProgressFn | None) -> list[float]:
+    """The cold start on whatever of ``model`` is trainable: every weight of the base, or (called with the adapter
+    attached) the LoRA adapter only (`SFTConfig.weights`)."""
+    report = (lambda i, loss: progress("sft", i, cfg.sft.steps, {"loss": loss})) if progress else None
+    return cold_start(model, tokenizer, prep.examples, steps=cfg.sft.steps, batch_size=cfg.sft.batch_size,
+                      lr=cfg.sft.lr, seed=cfg.run.seed, on_step=report)

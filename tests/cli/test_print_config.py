@@ -36,3 +36,13 @@ def test_gsm8k_on_the_embedded_tiny_model_warns_before_training():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         prepare(TrainConfig())  # the embedded arithmetic recipe: no warning
+
+
+def test_print_config_with_a_model_of_ones_own_marks_the_tiny_model_keys(tmp_path):
+    result = CliRunner().invoke(app, ["train", "--print-config", "--model", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = {line.split("=")[0].strip("# ").strip(): line for line in result.output.splitlines() if "=" in line}
+    for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
+        assert lines[key].startswith("# ") and "does not apply" in lines[key], lines[key]
+    assert not lines["rank"].startswith("#")  # the adapter's settings do apply
+    assert "sft.weights" not in result.output and 'weights = "auto"' in result.output

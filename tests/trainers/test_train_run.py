@@ -324,3 +324,28 @@ def test_resume_with_other_steps_keeps_the_schedules(fast_train_config, tmp_path
     np.testing.assert_array_equal(ext.loc[1:6].to_numpy(), full.to_numpy())
     np.testing.assert_array_equal(ext.loc[7:9].to_numpy(), np.repeat(full.loc[[6]].to_numpy(), 3, axis=0))
     assert len(lines) == 1 and "keep their 6-step horizon" in lines[0]
+
+
+def test_a_model_of_ones_own_is_trained_through_its_adapter_only(fast_train_config, tmp_path, tiny_model,
+                                                                  tiny_tokenizer):
+    """--model DIR: the cold start trains the LoRA adapter (sft.weights auto), the model's weights stay as they are
+    on disk and in memory, and the run refers to the folder itself; sft.weights = "all" still trains every weight."""
+    from safetensors.torch import load_file
+
+    from discrepancy.modeling import model_from_run, save_local_model
+
+    folder = save_local_model(tiny_model, tiny_tokenizer, tmp_path / "model")
+    before = load_file(folder / "model.safetensors")
+    cfg = apply_overrides(fast_train_config, [f'model.path="{folder}"', "run.steps=2", "sft.steps=3"])
+    summary = train_run(cfg, tmp_path / "run.h5", instruments=[])
+    assert len(summary.sft_losses) == 3 and not (tmp_path / "run.base").exists()
+    assert all(torch.equal(before[k], v) for k, v in load_file(folder / "model.safetensors").items())
+    with open_run(tmp_path / "run.h5") as run:
+        assert run.meta["base_model_path"] == str(folder.resolve())
+        start = run.snapshot(0)  # the adapter after its cold start: B ≠ 0
+        assert any(np.abs(v).max() > 0 for k, v in start.items() if "lora_B" in k)
+        model, _ = model_from_run(run, 0)
+    base = model.get_base_model().state_dict()
+    assert all(torch.equal(before[k], base[k]) for k in before if k in base)  # the frozen base is the user's model
+    train_run(apply_overrides(cfg, ['sft.weights="all"']), tmp_path / "all.h5", instruments=[])
+    assert (tmp_path / "all.base").is_dir()  # every weight trained: the changed base is saved next to the run
