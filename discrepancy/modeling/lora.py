@@ -23,16 +23,38 @@ class LoraSettings:
     dropout: float = 0.0
 
 
+#: The default target: every linear layer but the output layer, as peft resolves it per architecture (Qwen2 and
+#: Llama: the seven attention and MLP projections; Phi-3: its fused qkv_proj and gate_up_proj too; GPT-2: its
+#: Conv1D layers c_attn, c_proj, c_fc).
+ALL_LINEAR = "all-linear"
+
+
+def _adaptable(module: torch.nn.Module) -> bool:
+    """Whether LoRA can adapt ``module``: an `nn.Linear`, or transformers' `Conv1D` (GPT-2's linear layers, stored
+    transposed; peft adapts them with ``fan_in_fan_out``)."""
+    from transformers.pytorch_utils import Conv1D
+
+    return isinstance(module, (torch.nn.Linear, Conv1D))
+
+
 def linear_layer_names(model: torch.nn.Module) -> list[str]:
     """Distinct last name components of the model's linear layers (what ``target_modules`` may name)."""
-    names = {name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
-    return sorted(names)
+    return sorted({name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if _adaptable(mod)})
 
 
 def check_target_modules(model: torch.nn.Module, target_modules: list[str] | tuple[str, ...]) -> None:
     """Raise ConfigError when a LoRA target names no linear layer of ``model`` (cheap: before any training)."""
     available = linear_layer_names(model)
-    missing = [t for t in target_modules if t not in available]
+    targets = list(target_modules)
+    if ALL_LINEAR in targets:
+        if targets != [ALL_LINEAR]:
+            raise ConfigError(f"config key 'lora.target_modules': {ALL_LINEAR!r} stands alone (it means every linear "
+                              f"layer but the output layer); got {targets}")
+        if len(available) < 2:  # the output layer alone is left out by peft's rule
+            raise ConfigError(f"config key 'lora.target_modules': this model has no linear layer to adapt besides "
+                              f"its output layer (linear layers: {available})")
+        return
+    missing = [t for t in targets if t not in available]
     if missing:
         raise ConfigError(f"config key 'lora.target_modules': {missing} match no linear layer of this model; "
                           f"its linear layers are {available}")
@@ -55,7 +77,7 @@ def attach_lora(
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha,
-        target_modules=list(target_modules),
+        target_modules=ALL_LINEAR if list(target_modules) == [ALL_LINEAR] else list(target_modules),
         lora_dropout=dropout,
         bias="none",
         task_type="CAUSAL_LM",

@@ -20,6 +20,7 @@ run, the device and the first model are checked before anything is written, so a
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ from discrepancy.probes.plots import plot_skill_curves, plot_units
 from discrepancy.probes.scoring import encode, pad_sequences, pad_token_id
 from discrepancy.probes.suite import Suite, resolve_suites
 from discrepancy.probes.summary import graded_now, old_grading_advice
-from discrepancy.probes.symmetries import unit_activity
+from discrepancy.probes.symmetries import find_mlps, unit_activity
 from discrepancy.runfile.results import (
     LLC_CSV, PROBE, PROBE_EMERGENCE_CSV, PROBE_ITEMS_CSV, PROBE_SKILLS_CSV, PROBE_SKILLS_PNG, PROBE_UNITS_CSV,
     PROBE_UNITS_PNG, Notice, check_run_identity, identity_record, output_dir, read_table, write_table,
@@ -149,7 +150,10 @@ def probe_model(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, suit
     with merged_adapter(model) as m:  # plain weights: same outputs, about twice as fast to generate
         items = pd.concat([score_items(m, tokenizer, s, settings) for s in suites], ignore_index=True)
         ids, mask = _symmetry_batch(tokenizer, suites, symmetry_items, next(m.parameters()).device)
-        units = unit_activity(m, ids, mask)
+        units = unit_activity(m, ids, mask) if find_mlps(m) else pd.DataFrame()
+    if units.empty and not find_mlps(model):
+        warnings.warn("no MLP with an activation module found in this model: dead and bypassed units are not "
+                      "counted (the skill scores are)", RuntimeWarning, stacklevel=2)
     if "completion" in items:
         items["completion"] = items["completion"].str.slice(0, 200)
     return {"items": items, "skills": skill_table(items), "units": units}

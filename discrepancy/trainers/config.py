@@ -81,8 +81,10 @@ class LoraConfig:
     rank: int = field(default=8, **_help("LoRA rank r"))
     alpha: float = field(default=16.0, **_help("LoRA α (the update is (α/r)·BA)"))
     target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        **_help("names of the linear layers that get an adapter"))
+        default_factory=lambda: ["all-linear"],
+        **_help('names of the linear layers that get an adapter, or ["all-linear"]: every linear layer but the '
+                "output layer, as peft picks them for the architecture (GPT-2's Conv1D and Phi-3's fused "
+                "projections included)"))
     dropout: float = field(default=0.0, **_help("LoRA dropout (0 keeps the step deterministic)"))
 
     def __post_init__(self) -> None:

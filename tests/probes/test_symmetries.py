@@ -57,5 +57,43 @@ def test_finds_every_layer_of_a_tiny_qwen2(tiny_model, char_tok):
     ids = torch.tensor([char_tok("3+4=7", add_special_tokens=False)["input_ids"]])
     df = unit_activity(tiny_model, ids)
     assert len(df) == 2 and ((df.dead_frac + df.bypassed_frac) <= 1).all()
-    with pytest.raises(ValueError, match="no gated MLP"):
+    with pytest.raises(ValueError, match="no MLP with an activation module"):
         unit_activity(torch.nn.Linear(2, 2), ids)
+
+
+def _fractions_by_hand(z: torch.Tensor) -> tuple[float, float]:
+    """Dead and bypassed fractions from pre-activations z [tokens, units] computed outside the hooks."""
+    active = z > 0
+    return float((~active.any(0)).float().mean()), float(active.all(0).float().mean())
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "phi3"])
+def test_plain_and_fused_mlps_are_counted_from_their_pre_activations(arch):
+    """GPT-2's plain MLP (GELU of c_fc) and Phi-3's fused gate-up MLP: the same fractions as the pre-activations
+    computed by hand from the weights (GPT-2 has no gate_proj; Phi-3 no separate gate_proj/up_proj)."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 6, 8)  # [B, T, hidden]
+    if arch == "gpt2":
+        from transformers import GPT2Config
+        from transformers.models.gpt2.modeling_gpt2 import GPT2MLP
+
+        mlp = GPT2MLP(16, GPT2Config(n_embd=8))
+        z = mlp.c_fc(x)[0]  # [T, 16]
+    else:
+        from transformers import Phi3Config
+        from transformers.models.phi3.modeling_phi3 import Phi3MLP
+
+        mlp = Phi3MLP(Phi3Config(hidden_size=8, intermediate_size=16))
+        z = mlp.gate_up_proj(x)[0, :, :16]  # the gate half [T, 16]
+
+    class Toy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mlp = mlp
+
+        def forward(self, input_ids, attention_mask=None):
+            return self.mlp(x)
+
+    df = unit_activity(Toy(), torch.zeros(1, 6, dtype=torch.long))
+    dead, bypassed = _fractions_by_hand(z.detach())
+    assert df["units"].tolist() == [16] and df["dead_frac"].item() == dead and df["bypassed_frac"].item() == bypassed
