@@ -29,7 +29,8 @@ import torch
 
 import discrepancy.trainers.run as run_mod
 from discrepancy.config import apply_overrides
-from discrepancy.instrumentation import InstrumentationConfig, build_instruments
+from discrepancy.instrumentation import InstrumentationConfig
+from discrepancy.instrumentation.registry import build_instruments
 from discrepancy.trainers.config import TrainConfig
 
 RESULTS = Path(__file__).parent / "results"

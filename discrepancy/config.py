@@ -22,7 +22,7 @@ from discrepancy.errors import ConfigError
 
 T = TypeVar("T")
 
-__all__ = ["from_dict", "load_toml", "apply_overrides", "to_toml", "to_dict", "field_help"]
+__all__ = ["from_dict", "load_toml", "apply_overrides", "to_toml", "to_dict", "field_help", "helped"]
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -216,6 +216,12 @@ def _is_section(cfg: Any, dotted: str) -> bool:
     for part in dotted.split("."):
         node = getattr(node, part, None)
     return dataclasses.is_dataclass(node)
+
+
+def helped(text: str, **kw: Any) -> dict[str, Any]:
+    """Keyword arguments of `dataclasses.field` that attach ``text`` as the field's help (read by `field_help`):
+    ``x: int = field(default=3, **helped("what x is"))``."""
+    return {"metadata": {"help": text}, **kw}
 
 
 def field_help(cls: type) -> dict[str, str]:

@@ -10,7 +10,8 @@ from peft import LoraConfig, get_peft_model
 from discrepancy.modeling.tiny import build_tiny_model
 from discrepancy.modeling.tokenizer import build_char_tokenizer
 from discrepancy.trainers.grpo import grpo_loss
-from discrepancy.instrumentation import HookRunner, StepBatch, StepContext, with_shared
+from discrepancy.instrumentation.hooks import HookRunner, StepBatch, StepContext
+from discrepancy.instrumentation.shared import with_shared
 
 # One thread: the tiny model gains nothing from more, and the 2 shared cores are oversubscribed otherwise.
 torch.set_num_threads(1)

@@ -111,6 +111,18 @@ def _forward_takes(cls: type, name: str) -> bool:
     return name in inspect.signature(cls.forward).parameters
 
 
+def cache_kwargs(model: torch.nn.Module, cache: Any) -> dict[str, Any]:
+    """The keyword that hands a KV cache to ``model``'s forward (and `generate`): ``cache`` where the forward takes
+    it (recent transformers, where the old name still works but warns on every call), else ``past_key_values``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {"cache" if _forward_takes(type(base), "cache") else "past_key_values": cache}
+
+
+def output_cache(output: Any) -> Any:
+    """The KV cache a forward returned, under either name (see `cache_kwargs`)."""
+    return output["cache"] if "cache" in output else output.past_key_values
+
+
 def token_logprobs(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
@@ -179,12 +191,12 @@ def grouped_token_logprobs(
     pos = position_ids_for(attention_mask)  # [N, P+T]
     head = model(input_ids=input_ids[first, :prompt_len], attention_mask=attention_mask[first, :prompt_len],
                  position_ids=pos[first, :prompt_len], use_cache=True, logits_to_keep=1)
-    cache = head.past_key_values
+    cache = output_cache(head)
     # [groups, ...] -> [N, ...]: repeat_interleave is differentiable, so the prompt's gradient sums over its G rows.
     cache.batch_repeat_interleave(group_size)
     # The completion tokens but the last one: logits at position j predict token j+1.
     tail = model(input_ids=input_ids[:, prompt_len:-1], attention_mask=attention_mask[:, :-1],
-                 position_ids=pos[:, prompt_len:-1], past_key_values=cache, use_cache=True)
+                 position_ids=pos[:, prompt_len:-1], use_cache=True, **cache_kwargs(model, cache))
     first_logits = head.logits[:, -1:].repeat_interleave(group_size, dim=0)  # [N, 1, V] predicts token P
     logits = torch.cat([first_logits, tail.logits], dim=1)  # [N, T, V]
     return _logp_entropy(logits, input_ids[:, prompt_len:], with_entropy)

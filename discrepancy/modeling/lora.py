@@ -73,12 +73,17 @@ def attach_lora(
     """
     from peft import LoraConfig, get_peft_model
 
+    from transformers.pytorch_utils import Conv1D
+
     check_target_modules(model, target_modules)
+    # GPT-2-style Conv1D layers store their weight transposed: peft must be told, or it says so on every attach.
+    transposed = any(isinstance(m, Conv1D) for m in model.modules())
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha,
         target_modules=ALL_LINEAR if list(target_modules) == [ALL_LINEAR] else list(target_modules),
         lora_dropout=dropout,
+        fan_in_fan_out=transposed,
         bias="none",
         task_type="CAUSAL_LM",
     )

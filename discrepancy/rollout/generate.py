@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from discrepancy.modeling.logprobs import cache_kwargs
 from discrepancy.modeling.lora import merged_adapter
 from discrepancy.modeling.modes import deterministic_mode, plain_generation_config
 from discrepancy.rollout.rollouts import Rollouts, encode_groups, rollouts_from_tokens, shared_prompt_cache
@@ -42,7 +43,7 @@ def sample_completions(
             out = model.generate(
                 input_ids=prompt_ids,
                 attention_mask=prompt_mask,
-                past_key_values=cache,  # covers all prompt tokens but the last: generate runs only the rest
+                **cache_kwargs(model, cache),  # all prompt tokens but the last: generate runs only the rest
                 do_sample=True,
                 temperature=temperature,
                 top_p=top_p,

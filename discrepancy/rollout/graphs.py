@@ -30,7 +30,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from discrepancy.modeling.compiled import own_code
 from discrepancy.modeling.devices import compiling_pays
 from discrepancy.rollout.draw import CHECK_EVERY_ACCELERATOR, DrawRule
-from discrepancy.modeling.logprobs import position_ids_for
+from discrepancy.modeling.logprobs import cache_kwargs, position_ids_for
 from discrepancy.rollout.rollouts import (STATIC_PAD_MULTIPLE, Rollouts, encode_groups, merged_base,
                                            rollouts_from_tokens)
 
@@ -190,9 +190,10 @@ def _new_decoder(model: torch.nn.Module, rows: int, length: int, compile_step: b
     device = next(model.parameters()).device
     cache = StaticCache(config=model.config, max_cache_len=length)
     mask = torch.ones(rows, length, dtype=torch.long, device=device)
+    cache_arg = cache_kwargs(model, cache)
 
     def one_token(token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-        out = model(input_ids=token, attention_mask=mask, position_ids=position, past_key_values=cache,
+        out = model(input_ids=token, attention_mask=mask, position_ids=position, **cache_arg,
                     use_cache=True, logits_to_keep=1)
         return out.logits[:, -1].float()  # [N, V]
 
@@ -246,7 +247,7 @@ def _decode(model: torch.nn.Module, dec: _Decoder, prompt_ids: torch.Tensor, pro
     dec.mask[:, p:].fill_(1)
     # Prefill runs eagerly: one call per step, and a compiled prefill would need a graph per prompt width.
     out = model(input_ids=prompt_ids, attention_mask=dec.mask, position_ids=position_ids_for(prompt_mask),
-                past_key_values=dec.cache, use_cache=True, logits_to_keep=1)
+                use_cache=True, logits_to_keep=1, **cache_kwargs(model, dec.cache))
     # Time-major [T, N]: the step's inputs tokens[i] / positions[i] are then contiguous [N] rows whose strides do not
     # depend on T (a [N, T] column slice would make the compiled graph specialise on T).
     tokens = torch.empty(max_new_tokens, n, dtype=torch.long, device=device)  # [T, N]

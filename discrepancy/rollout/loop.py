@@ -18,7 +18,7 @@ from transformers import PreTrainedTokenizerBase
 
 from discrepancy.rollout.draw import DrawRule
 from discrepancy.rollout.kv_reserve import reserve
-from discrepancy.modeling.logprobs import position_ids_for
+from discrepancy.modeling.logprobs import cache_kwargs, output_cache, position_ids_for
 from discrepancy.rollout.rollouts import (Rollouts, encode_groups, merged_base, rollouts_from_tokens,
                                            shared_prompt_cache)
 
@@ -64,9 +64,9 @@ def _decode(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, group
         cache, start = None, 0
     full_mask = torch.cat([rows_mask, rows_mask.new_ones(n, max_new_tokens)], dim=1)  # [N, P+T]
     out = model(input_ids=ids.repeat_interleave(group_size, dim=0)[:, start:], attention_mask=full_mask[:, :p],
-                position_ids=position_ids_for(rows_mask)[:, start:], past_key_values=cache, use_cache=True,
+                position_ids=position_ids_for(rows_mask)[:, start:], use_cache=True, **cache_kwargs(model, cache),
                 logits_to_keep=1)
-    cache = out.past_key_values
+    cache = output_cache(out)
     if start == 0:
         reserve(cache, max_new_tokens)  # nothing was cached before this forward: room from here on
     next_position = rows_mask.long().sum(1, keepdim=True)  # [N, 1] position of the first completion token
@@ -79,8 +79,8 @@ def _decode(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, group
         if i + 1 == max_new_tokens or ((i + 1) % check_every == 0 and bool(finished.all())):
             break
         out = model(input_ids=tokens[:, i : i + 1], attention_mask=full_mask[:, : p + i + 1],
-                    position_ids=next_position + i, past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
+                    position_ids=next_position + i, use_cache=True, **cache_kwargs(model, cache))
+        cache = output_cache(out)
         logits = out.logits[:, -1].float()
     return tokens[:, : i + 1]
 

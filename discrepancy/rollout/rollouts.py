@@ -17,7 +17,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from discrepancy.modeling.lora import merged_adapter
-from discrepancy.modeling.logprobs import position_ids_for
+from discrepancy.modeling.logprobs import output_cache, position_ids_for
 from discrepancy.modeling.modes import deterministic_mode
 from discrepancy.rollout.kv_reserve import reserve
 
@@ -71,7 +71,7 @@ def shared_prompt_cache(model: torch.nn.Module, ids: torch.Tensor, mask: torch.T
     """
     out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids_for(mask)[:, :-1],
                 use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
+    cache = output_cache(out)
     if not (room and reserve(cache, room, repeats=group_size)):
         cache.batch_repeat_interleave(group_size)  # [prompts, ...] -> [N, ...] keys and values, group by group
     return cache

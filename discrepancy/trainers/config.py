@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from discrepancy.config import helped
 from discrepancy.errors import ConfigError
 from discrepancy.instrumentation import InstrumentationConfig
 
@@ -20,10 +21,6 @@ from discrepancy.instrumentation import InstrumentationConfig
 TINY_KV_HEADS = 2
 # Seeds numpy accepts (``np.random.seed``); every other generator the run seeds accepts them too.
 MAX_SEED = 2**32 - 1
-
-
-def _help(text: str, **kw: object) -> dict[str, object]:
-    return {"metadata": {"help": text}, **kw}
 
 
 def _check(ok: bool, key: str, requirement: str, value: object) -> None:
@@ -36,13 +33,13 @@ def _check(ok: bool, key: str, requirement: str, value: object) -> None:
 class ModelConfig:
     """Which model to train: the embedded tiny model (``path`` unset) or a local Hugging Face causal LM."""
 
-    path: str | None = field(default=None, **_help("local Hugging Face causal-LM folder; unset = embedded tiny model"))
+    path: str | None = field(default=None, **helped("local Hugging Face causal-LM folder; unset = embedded tiny model"))
     dtype: Literal["auto", "float32", "bfloat16"] = field(
-        default="auto", **_help("weights dtype: auto = bfloat16 on GPU, float32 on CPU"))
-    hidden_size: int = field(default=96, **_help("tiny model: hidden size (a multiple of 2 × num_heads)"))
-    num_layers: int = field(default=2, **_help("tiny model: number of decoder layers"))
-    num_heads: int = field(default=4, **_help("tiny model: attention heads (a multiple of its 2 key/value heads)"))
-    intermediate_size: int = field(default=256, **_help("tiny model: MLP width"))
+        default="auto", **helped("weights dtype: auto = bfloat16 on GPU, float32 on CPU"))
+    hidden_size: int = field(default=96, **helped("tiny model: hidden size (a multiple of 2 × num_heads)"))
+    num_layers: int = field(default=2, **helped("tiny model: number of decoder layers"))
+    num_heads: int = field(default=4, **helped("tiny model: attention heads (a multiple of its 2 key/value heads)"))
+    intermediate_size: int = field(default=256, **helped("tiny model: MLP width"))
 
     def __post_init__(self) -> None:
         # What the tiny Qwen2 model can be built from: key/value heads must divide the heads, and each head's size
@@ -60,10 +57,10 @@ class ModelConfig:
 class SFTConfig:
     """Cold start (DeepSeek-R1): a short supervised phase on formatted solutions before GRPO."""
 
-    steps: int = field(default=60, **_help("supervised steps before GRPO (0 = no cold start)"))
-    batch_size: int = field(default=32, **_help("examples per supervised step"))
-    lr: float = field(default=3e-3, **_help("AdamW learning rate of the cold start"))
-    weights: Literal["auto", "all", "adapter"] = field(default="auto", **_help(
+    steps: int = field(default=60, **helped("supervised steps before GRPO (0 = no cold start)"))
+    batch_size: int = field(default=32, **helped("examples per supervised step"))
+    lr: float = field(default=3e-3, **helped("AdamW learning rate of the cold start"))
+    weights: Literal["auto", "all", "adapter"] = field(default="auto", **helped(
         "what the cold start trains: all = every weight of the base (saved next to the run); adapter = the LoRA "
         "adapter only, the model itself unchanged; auto = all for the embedded tiny model (it starts random), "
         "adapter for a model of yours (--model)"))
@@ -78,14 +75,14 @@ class SFTConfig:
 class LoraConfig:
     """The LoRA adapter trained by GRPO (peft)."""
 
-    rank: int = field(default=8, **_help("LoRA rank r"))
-    alpha: float = field(default=16.0, **_help("LoRA α (the update is (α/r)·BA)"))
+    rank: int = field(default=8, **helped("LoRA rank r"))
+    alpha: float = field(default=16.0, **helped("LoRA α (the update is (α/r)·BA)"))
     target_modules: list[str] = field(
         default_factory=lambda: ["all-linear"],
-        **_help('names of the linear layers that get an adapter, or ["all-linear"]: every linear layer but the '
+        **helped('names of the linear layers that get an adapter, or ["all-linear"]: every linear layer but the '
                 "output layer, as peft picks them for the architecture (GPT-2's Conv1D and Phi-3's fused "
                 "projections included)"))
-    dropout: float = field(default=0.0, **_help("LoRA dropout (0 keeps the step deterministic)"))
+    dropout: float = field(default=0.0, **helped("LoRA dropout (0 keeps the step deterministic)"))
 
     def __post_init__(self) -> None:
         _check(self.rank >= 1, "lora.rank", "≥ 1", self.rank)
@@ -98,24 +95,24 @@ class LoraConfig:
 class GRPOConfig:
     """GRPO itself (SPEC §1)."""
 
-    num_prompts: int = field(default=8, **_help("prompts per step"))
-    group_size: int = field(default=8, **_help("completions per prompt G (≥ 2)"))
-    max_completion_length: int = field(default=16, **_help("maximum new tokens per completion"))
-    min_completion_length: int = field(default=0, **_help(
+    num_prompts: int = field(default=8, **helped("prompts per step"))
+    group_size: int = field(default=8, **helped("completions per prompt G (≥ 2)"))
+    max_completion_length: int = field(default=16, **helped("maximum new tokens per completion"))
+    min_completion_length: int = field(default=0, **helped(
         "suppress EOS for the first N new tokens (0 = off; = max_completion_length gives fixed-length "
         "completions, for benchmarks)"))
-    top_p: float = field(default=1.0, **_help("nucleus sampling threshold"))
-    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = field(default="grpo", **_help("loss aggregation"))
-    eps_low: float = field(default=0.2, **_help("ratio clip below: 1 − eps_low"))
-    eps_high: float = field(default=0.2, **_help("ratio clip above: 1 + eps_high"))
-    beta: float = field(default=0.01, **_help("KL weight β at the start (see schedule.beta_end)"))
-    kl_ratio_correction: bool = field(default=False, **_help("multiply k3 by the ratio (TRL's default)"))
-    scale_rewards: Literal["group", "batch", "none"] = field(default="group", **_help("advantage std scaling"))
-    mask_truncated: bool = field(default=False, **_help("leave completions without EOS out of the loss"))
-    inner_iterations: int = field(default=1, **_help("μ: optimizer passes over the same rollouts"))
-    micro_batch_groups: int = field(default=4, **_help("prompt groups per micro-batch (gradient accumulation)"))
-    grad_clip: float = field(default=1.0, **_help("clip the gradient norm to this (0 = no clipping)"))
-    max_bad_steps: int = field(default=3, **_help("stop as 'failed' after this many NaN/inf losses in a row"))
+    top_p: float = field(default=1.0, **helped("nucleus sampling threshold"))
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = field(default="grpo", **helped("loss aggregation"))
+    eps_low: float = field(default=0.2, **helped("ratio clip below: 1 − eps_low"))
+    eps_high: float = field(default=0.2, **helped("ratio clip above: 1 + eps_high"))
+    beta: float = field(default=0.01, **helped("KL weight β at the start (see schedule.beta_end)"))
+    kl_ratio_correction: bool = field(default=False, **helped("multiply k3 by the ratio (TRL's default)"))
+    scale_rewards: Literal["group", "batch", "none"] = field(default="group", **helped("advantage std scaling"))
+    mask_truncated: bool = field(default=False, **helped("leave completions without EOS out of the loss"))
+    inner_iterations: int = field(default=1, **helped("μ: optimizer passes over the same rollouts"))
+    micro_batch_groups: int = field(default=4, **helped("prompt groups per micro-batch (gradient accumulation)"))
+    grad_clip: float = field(default=1.0, **helped("clip the gradient norm to this (0 = no clipping)"))
+    max_bad_steps: int = field(default=3, **helped("stop as 'failed' after this many NaN/inf losses in a row"))
 
     def __post_init__(self) -> None:
         _check(self.group_size >= 2, "grpo.group_size", "≥ 2 (advantages compare completions)", self.group_size)
@@ -137,11 +134,11 @@ class GRPOConfig:
 class OptimConfig:
     """AdamW on the LoRA parameters, with warm-up and decay."""
 
-    lr: float = field(default=3e-3, **_help("peak learning rate"))
-    weight_decay: float = field(default=0.0, **_help("AdamW weight decay"))
-    warmup_steps: int = field(default=5, **_help("linear warm-up steps"))
-    decay: Literal["cosine", "linear", "constant"] = field(default="cosine", **_help("decay after warm-up"))
-    min_lr_ratio: float = field(default=0.1, **_help("final learning rate as a fraction of the peak"))
+    lr: float = field(default=3e-3, **helped("peak learning rate"))
+    weight_decay: float = field(default=0.0, **helped("AdamW weight decay"))
+    warmup_steps: int = field(default=5, **helped("linear warm-up steps"))
+    decay: Literal["cosine", "linear", "constant"] = field(default="cosine", **helped("decay after warm-up"))
+    min_lr_ratio: float = field(default=0.1, **helped("final learning rate as a fraction of the peak"))
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "optim.lr", "> 0", self.lr)
@@ -154,10 +151,10 @@ class OptimConfig:
 class ScheduleConfig:
     """Sampling temperature and KL weight over training (temperature–KL co-regulation)."""
 
-    temperature: float = field(default=1.0, **_help("sampling temperature at the first step"))
-    temperature_end: float = field(default=0.5, **_help("temperature at the last step (cosine decay)"))
-    beta_end: float | None = field(default=None, **_help("β at the last step (cosine); unset = constant grpo.beta"))
-    horizon: int | None = field(default=None, **_help(
+    temperature: float = field(default=1.0, **helped("sampling temperature at the first step"))
+    temperature_end: float = field(default=0.5, **helped("temperature at the last step (cosine decay)"))
+    beta_end: float | None = field(default=None, **helped("β at the last step (cosine); unset = constant grpo.beta"))
+    horizon: int | None = field(default=None, **helped(
         "steps the lr, temperature and β schedules span; unset = run.steps. A resumed run keeps the horizon it "
         "started with, so --resume --steps N never rescales them: after the horizon they hold their final values"))
 
@@ -173,8 +170,8 @@ class RewardsConfig:
     """Reward components: built-in names or ``package.module:function``, with weights."""
 
     names: list[str] = field(default_factory=lambda: ["correctness", "format"],
-                             **_help("reward functions (built-in name or package.module:function)"))
-    weights: list[float] = field(default_factory=lambda: [1.0, 0.25], **_help("one weight per reward"))
+                             **helped("reward functions (built-in name or package.module:function)"))
+    weights: list[float] = field(default_factory=lambda: [1.0, 0.25], **helped("one weight per reward"))
 
     def __post_init__(self) -> None:
         _check(len(self.names) >= 1, "rewards.names", "a non-empty list", self.names)
@@ -189,12 +186,12 @@ class RewardsConfig:
 class TaskConfig:
     """The training prompts."""
 
-    name: Literal["arithmetic", "gsm8k"] = field(default="arithmetic", **_help("task: arithmetic or gsm8k"))
-    path: str | None = field(default=None, **_help("gsm8k: jsonl file; unset = the sample shipped with the package"))
-    num_examples: int = field(default=2000, **_help("arithmetic: examples generated; gsm8k: at most this many"))
-    min_ops: int = field(default=1, **_help("arithmetic: fewest operations per question"))
-    max_ops: int = field(default=1, **_help("arithmetic: most operations per question"))
-    max_operand: int = field(default=5, **_help("arithmetic: largest operand"))
+    name: Literal["arithmetic", "gsm8k"] = field(default="arithmetic", **helped("task: arithmetic or gsm8k"))
+    path: str | None = field(default=None, **helped("gsm8k: jsonl file; unset = the sample shipped with the package"))
+    num_examples: int = field(default=2000, **helped("arithmetic: examples generated; gsm8k: at most this many"))
+    min_ops: int = field(default=1, **helped("arithmetic: fewest operations per question"))
+    max_ops: int = field(default=1, **helped("arithmetic: most operations per question"))
+    max_operand: int = field(default=5, **helped("arithmetic: largest operand"))
 
     def __post_init__(self) -> None:
         _check(self.num_examples >= 1, "task.num_examples", "≥ 1", self.num_examples)
@@ -206,23 +203,23 @@ class TaskConfig:
 class RunConfig:
     """Length, seed, device and what the run file records."""
 
-    steps: int = field(default=150, **_help("GRPO steps"))
-    seed: int = field(default=0, **_help("seed of every random number, in [0, 2**32 - 1] (same seed, same run on CPU)"))
-    device: Literal["auto", "cpu", "cuda"] = field(default="auto", **_help("auto = cuda when available"))
-    threads: int = field(default=1, **_help(
+    steps: int = field(default=150, **helped("GRPO steps"))
+    seed: int = field(default=0, **helped("seed of every random number, in [0, 2**32 - 1] (same seed, same run on CPU)"))
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", **helped("auto = cuda when available"))
+    threads: int = field(default=1, **helped(
         "torch CPU threads (0 = torch's default); 1 is fastest for the tiny model, whose matrices are too small to "
         "split and which slows down badly when threads compete with other processes for the cores"))
-    compile: bool = field(default=False, **_help(
+    compile: bool = field(default=False, **helped(
         "GPU: sampling replays a compiled CUDA graph per token and the update runs compiled decoder layers "
         "(torch.compile); the first steps are slower while it compiles"))
-    sampler: Literal["auto", "generate", "loop", "graphs"] = field(default="auto", **_help(
+    sampler: Literal["auto", "generate", "loop", "graphs"] = field(default="auto", **helped(
         "how completions are sampled: generate = transformers' generate; loop = our token loop (prompts prefilled "
         "once, KV cache written in place); graphs = a CUDA graph replayed per token (GPU, plain static cache); "
         "auto = graphs with run.compile on a GPU, loop on the CPU, generate otherwise"))
-    snapshot_every: int = field(default=20, **_help("LoRA snapshot every N steps (and at step 0, before any update, and at the end)"))
-    samples_per_step: int = field(default=4, **_help("completions recorded per step in the samples table"))
-    flush_every: int = field(default=10, **_help("run-file flush interval in steps"))
-    checkpoint_every: int = field(default=20, **_help("resumable checkpoint every N steps (0 = only at the end)"))
+    snapshot_every: int = field(default=20, **helped("LoRA snapshot every N steps (and at step 0, before any update, and at the end)"))
+    samples_per_step: int = field(default=4, **helped("completions recorded per step in the samples table"))
+    flush_every: int = field(default=10, **helped("run-file flush interval in steps"))
+    checkpoint_every: int = field(default=20, **helped("resumable checkpoint every N steps (0 = only at the end)"))
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, "run.steps", "≥ 1", self.steps)
@@ -238,17 +235,17 @@ class RunConfig:
 class TrainConfig:
     """Everything `discrepancy train` needs; the defaults are the embedded tiny recipe (trainers/tiny.toml)."""
 
-    model: ModelConfig = field(default_factory=ModelConfig, **_help("the model"))
-    sft: SFTConfig = field(default_factory=SFTConfig, **_help("cold-start supervised phase"))
-    lora: LoraConfig = field(default_factory=LoraConfig, **_help("LoRA adapter"))
-    grpo: GRPOConfig = field(default_factory=GRPOConfig, **_help("GRPO"))
-    optim: OptimConfig = field(default_factory=OptimConfig, **_help("optimizer"))
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig, **_help("temperature and β schedules"))
-    rewards: RewardsConfig = field(default_factory=RewardsConfig, **_help("rewards"))
-    task: TaskConfig = field(default_factory=TaskConfig, **_help("task"))
-    run: RunConfig = field(default_factory=RunConfig, **_help("run"))
+    model: ModelConfig = field(default_factory=ModelConfig, **helped("the model"))
+    sft: SFTConfig = field(default_factory=SFTConfig, **helped("cold-start supervised phase"))
+    lora: LoraConfig = field(default_factory=LoraConfig, **helped("LoRA adapter"))
+    grpo: GRPOConfig = field(default_factory=GRPOConfig, **helped("GRPO"))
+    optim: OptimConfig = field(default_factory=OptimConfig, **helped("optimizer"))
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig, **helped("temperature and β schedules"))
+    rewards: RewardsConfig = field(default_factory=RewardsConfig, **helped("rewards"))
+    task: TaskConfig = field(default_factory=TaskConfig, **helped("task"))
+    run: RunConfig = field(default_factory=RunConfig, **helped("run"))
     instruments: InstrumentationConfig = field(default_factory=InstrumentationConfig,
-                                               **_help("per-step measurements (discrepancy operator, noise, ...)"))
+                                               **helped("per-step measurements (discrepancy operator, noise, ...)"))
 
     def __post_init__(self) -> None:
         _check(self.grpo.num_prompts <= self.task.num_examples, "grpo.num_prompts",

@@ -20,7 +20,8 @@ import torch
 
 from discrepancy.config import apply_overrides, to_toml
 from discrepancy.errors import DiscrepancyError
-from discrepancy.instrumentation import HookRunner, Instrument, build_instruments
+from discrepancy.instrumentation.hooks import HookRunner, Instrument
+from discrepancy.instrumentation.registry import build_instruments
 from discrepancy.modeling import attach_lora, load_local_model, lora_state
 from discrepancy.runfile import Recorder, RunSchema, open_run
 from discrepancy.trainers.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint

@@ -12,7 +12,9 @@ import torch
 
 import discrepancy.trainers.run as run_mod
 from discrepancy.config import apply_overrides
-from discrepancy.instrumentation import Instrument, InstrumentationConfig, build_instruments
+from discrepancy.instrumentation import InstrumentationConfig
+from discrepancy.instrumentation.hooks import Instrument
+from discrepancy.instrumentation.registry import build_instruments
 from discrepancy.modeling import model_from_run
 from discrepancy.runfile import open_run
 from discrepancy.trainers.config import TrainConfig

@@ -8,7 +8,9 @@ import warnings
 import numpy as np
 import torch
 
-from discrepancy.instrumentation import Instrument, InstrumentationConfig, build_instruments
+from discrepancy.instrumentation import InstrumentationConfig
+from discrepancy.instrumentation.hooks import Instrument
+from discrepancy.instrumentation.registry import build_instruments
 from discrepancy.instrumentation.discrepancy_operator import DiscrepancyOperator
 from discrepancy.instrumentation.drift import kl_to_start
 from discrepancy.instrumentation.grad_noise import GradNoise, noise_from_micro_grads

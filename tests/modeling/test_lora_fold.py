@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from discrepancy.instrumentation import InstrumentationConfig, build_instruments
+from discrepancy.instrumentation import InstrumentationConfig
+from discrepancy.instrumentation.registry import build_instruments
 from discrepancy.modeling.lora_fold import bypassed_lora, folded_lora
 from discrepancy.modeling.logprobs import batch_logprobs
 from discrepancy.modeling.lora import merged_adapter

@@ -13,7 +13,7 @@ from discrepancy.config import apply_overrides
 from discrepancy.modeling import load_base_for_run, lora_state, model_from_run
 from discrepancy.runfile import open_run
 from discrepancy.trainers.recipe import STEP_SERIES
-from discrepancy.instrumentation import Instrument
+from discrepancy.instrumentation.hooks import Instrument
 from discrepancy.trainers.run import train_run
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ with no change scores 1 when nothing is predicted; each true point is matched to
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -88,3 +88,48 @@ def false_alarm_rate(decoys: Sequence[int], truth: Sequence[int], pred: Sequence
         if any(all(abs(p - t) > margin for t in truth) for p in near):
             hit += 1
     return hit, len(decoys)
+
+
+# ---- the TCPD protocol: several annotators per series ----------------------------------------------------------------
+# van den Burg & Williams (2020), as the benchmark scores its published results: predictions are deduplicated and only
+# 1 ≤ x ≤ n − 2 kept (several methods report 0 or n − 1 by construction, which mean nothing); 0 is then added to every
+# annotator's set and to the predictions. Precision is against the union of the annotators' points, recall per
+# annotator and averaged, F1 = 2PR/(P + R); covering per annotator and averaged. Checked against the paper's published
+# per-series scores (tests/analysis/changepoints/test_tcpd_scores.py).
+
+
+def tcpd_clean(pred: Sequence[int], n: int) -> list[int]:
+    """The benchmark's cleanup of predicted change points: unique, sorted, inside [1, n − 2]."""
+    return sorted({int(p) for p in pred if 1 <= int(p) < n - 1})
+
+
+def _tcpd_true_positives(truth: Sequence[int], pred: Sequence[int], margin: int) -> int:
+    """True points matched, in increasing order, each to the nearest still-unmatched prediction within ``margin``
+    (ties to the earlier prediction): the benchmark's greedy rule, which ``_matches`` (globally by distance) can
+    differ from when two true points compete for one prediction."""
+    left = sorted(set(pred))
+    hits = 0
+    for t in sorted(set(truth)):
+        near = [(abs(t - p), p) for p in left if abs(t - p) <= margin]
+        if near:
+            left.remove(min(near)[1])
+            hits += 1
+    return hits
+
+
+def tcpd_f1(annotations: Mapping[str, Sequence[int]], pred: Sequence[int], n: int, margin: int = 5
+            ) -> tuple[float, float, float]:
+    """(F1, precision, recall) of predictions ``pred`` on a series of ``n`` points against several annotators."""
+    sets = [{0, *map(int, a)} for a in annotations.values()]
+    x = {0, *tcpd_clean(pred, n)}
+    union = set().union(*sets)
+    precision = _tcpd_true_positives(union, sorted(x), margin) / len(x)
+    recall = float(np.mean([_tcpd_true_positives(s, sorted(x), margin) / len(s) for s in sets]))
+    f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    return f1, precision, recall
+
+
+def tcpd_covering(annotations: Mapping[str, Sequence[int]], pred: Sequence[int], n: int) -> float:
+    """Mean over annotators of the covering of their partition by the predicted one (``covering``)."""
+    x = tcpd_clean(pred, n)
+    return float(np.mean([covering(list(a), x, n) for a in annotations.values()]))

@@ -1,0 +1,48 @@
+"""The instruments' switches: one dataclass section of the training config, free of torch so that a config can be
+read, checked and printed (``--print-config``, a typo's one-line error) without loading the model libraries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from discrepancy.config import helped
+from discrepancy.errors import ConfigError
+
+
+@dataclass
+class InstrumentationConfig:
+    """Per-step measurements (SPEC §2–3); each can be switched off."""
+
+    shared_prompt_forward: bool = field(default=True, **helped(
+        "measurement forwards encode each prompt once per group (KV cache); false = the trainer's plain forward"))
+    fold_lora: bool = field(default=True, **helped(
+        "measurement forwards fold float32 LoRA updates into the base weights (restored exactly afterwards)"))
+    discrepancy: bool = field(default=True, **helped(
+        "D_t, ρ_t, ‖Δθ‖, cos(g, −Δθ), κ_t from one extra no-grad forward after the optimizer step"))
+    policy_shift: bool = field(default=True, **helped(
+        "realised KL(π_old‖π_new), ΔH observed vs predicted, ratio quantiles (same post-step forward)"))
+    kl_start: bool = field(default=True, **helped(
+        "KL to the starting policy after each step (one extra forward per step when β = 0)"))
+    grad_noise: bool = field(default=True, **helped(
+        "gradient noise scale Ŝ, |G|², B_simple from the micro-batches (needs ≥ 2 micro-batches per step)"))
+    ewma_beta: float = field(default=0.95, **helped("β of the bias-corrected EWMA of Ŝ and |G|²"))
+    lora_norms: bool = field(default=True, **helped("per LoRA module ‖(α/r)BA‖_F and gradient norm"))
+    rollout_stats: bool = field(default=True, **helped(
+        "advantage statistics, length of correct/incorrect completions, reflective-word rate"))
+    correct_reward: str = field(default="correctness", **helped(
+        "reward component that marks a completion correct (for the length split)"))
+    correct_threshold: float = field(default=0.5, **helped("a completion is correct when that component exceeds this"))
+    linearisation_every: int = field(default=0, **helped(
+        "linearisation error N_t on a fixed probe batch every K steps (0 = off; ≈ 3 forwards each time)"))
+    linearisation_probe: int = field(default=8, **helped("completions in the linearisation probe batch"))
+    timing: bool = field(default=True, **helped("record the seconds each instrument takes (time_<name> series)"))
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.ewma_beta < 1.0:
+            raise ConfigError(f"config key 'instruments.ewma_beta' must be in (0, 1), got {self.ewma_beta!r}")
+        if self.linearisation_every < 0:
+            raise ConfigError(
+                f"config key 'instruments.linearisation_every' must be ≥ 0, got {self.linearisation_every!r}")
+        if self.linearisation_probe < 1:
+            raise ConfigError(
+                f"config key 'instruments.linearisation_probe' must be ≥ 1, got {self.linearisation_probe!r}")
