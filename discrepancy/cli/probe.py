@@ -54,9 +54,12 @@ def probe(
         cols = ["suite", "skill", "kind", "step", "evidence"]
         typer.echo(result.emergence[cols].to_string(index=False))
     events: list[tuple[int, str | None]] = [(int(s), None) for s in attribute_step or []]
-    if attribute_emergent and len(result.emergence):
-        emerged = result.emergence.dropna(subset=["step"])
+    if attribute_emergent:
+        emerged = result.emergence.dropna(subset=["step"]) if len(result.emergence) else result.emergence
         events += [(int(r.step), str(r.skill)) for r in emerged.itertuples()]  # items of the skill that emerged
+        if not len(emerged):
+            typer.echo("--attribute-emergent: no skill emerged in this run (see probe_emergence.csv), so there is "
+                       "nothing to attribute", err=True)
     for step, skill in dict.fromkeys(events):
         att = attribute_jump(run, step, suite, attribute_items, skill=skill, out=result.out_dir, device=device)
         typer.echo(f"attribution at step {step}{f' ({skill})' if skill else ''}, snapshots {att.step_before} → "

@@ -63,3 +63,16 @@ def test_results_graded_under_older_answer_rules_are_refused_in_one_line(tmp_pat
     res = _cli(str(run), "--out", str(out))
     assert res.exit_code != 0 and len(res.output.strip().splitlines()) == 1
     assert "older answer rules" in res.output and "re-run `discrepancy probe`" in res.output
+
+
+def test_attribute_emergent_says_when_nothing_emerged(tmp_path: Path, monkeypatch) -> None:
+    import discrepancy.probes.run as probe_run
+
+    run = make_good_run(tmp_path / "run.h5")
+    none = pd.DataFrame({"suite": ["s"], "skill": ["add"], "kind": ["none"], "step": [float("nan")],
+                         "evidence": ["flat"]})
+    monkeypatch.setattr(probe_run, "run_probes", lambda *a, **k: probe_run.ProbeResult(
+        pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), none, tmp_path))
+    result = CliRunner().invoke(app, ["probe", str(run), "--attribute-emergent"])
+    assert result.exit_code == 0, result.output
+    assert "no skill emerged" in result.stderr
