@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import types
 import typing
@@ -216,6 +217,21 @@ def _is_section(cfg: Any, dotted: str) -> bool:
     for part in dotted.split("."):
         node = getattr(node, part, None)
     return dataclasses.is_dataclass(node)
+
+
+def check_finite(cfg: Any, _where: str = "") -> None:
+    """Raise ConfigError naming the first float (or float in a list) of ``cfg``, nested sections included, that is
+    NaN or infinite: no setting of this project means anything at NaN or ±inf (``optim.lr = inf`` would train
+    nothing and say nothing)."""
+    for f in dataclasses.fields(cfg):
+        value, name = getattr(cfg, f.name), f"{_where}{f.name}"
+        if dataclasses.is_dataclass(value):
+            check_finite(value, f"{name}.")
+            continue
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for v in items:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"config key '{name}' must be a finite number, got {_toml_value(v)}")
 
 
 def helped(text: str, **kw: Any) -> dict[str, Any]:

@@ -35,6 +35,7 @@ def save_checkpoint(run_path: str | Path, state: TrainState, run_id: str = "") -
         "run_id": run_id,
         "step": state.step,
         "bad_steps": state.bad_steps,
+        "bad_reason": state.bad_reason,
         "adapter": lora_state(state.model),
         "optimizer": state.optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),
@@ -86,6 +87,7 @@ def load_checkpoint(run_path: str | Path, state: TrainState, *, run_id: str | No
     state.hooks.load_state_dict(payload.get("instruments", []))  # absent in checkpoints of older versions
     state.step = int(payload["step"])
     state.bad_steps = int(payload["bad_steps"])
+    state.bad_reason = str(payload.get("bad_reason", ""))  # absent in checkpoints of older versions
 
 
 def _as_rng_state(value: object) -> tuple:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from discrepancy.config import helped
+from discrepancy.config import check_finite, helped
 from discrepancy.errors import ConfigError
 from discrepancy.instrumentation import InstrumentationConfig
 
@@ -112,7 +112,8 @@ class GRPOConfig:
     inner_iterations: int = field(default=1, **helped("μ: optimizer passes over the same rollouts"))
     micro_batch_groups: int = field(default=4, **helped("prompt groups per micro-batch (gradient accumulation)"))
     grad_clip: float = field(default=1.0, **helped("clip the gradient norm to this (0 = no clipping)"))
-    max_bad_steps: int = field(default=3, **helped("stop as 'failed' after this many NaN/inf losses in a row"))
+    max_bad_steps: int = field(default=3, **helped(
+        "stop as 'failed' after this many skipped steps in a row (a NaN/inf loss, or no usable reward)"))
 
     def __post_init__(self) -> None:
         _check(self.group_size >= 2, "grpo.group_size", "≥ 2 (advantages compare completions)", self.group_size)
@@ -248,6 +249,7 @@ class TrainConfig:
                                                **helped("per-step measurements (discrepancy operator, noise, ...)"))
 
     def __post_init__(self) -> None:
+        check_finite(self)
         _check(self.grpo.num_prompts <= self.task.num_examples, "grpo.num_prompts",
                f"≤ task.num_examples={self.task.num_examples}", self.grpo.num_prompts)
 

@@ -54,7 +54,9 @@ STEP_SERIES: dict[str, str] = {
     "temperature": "sampling temperature of the step",
     "beta": "KL weight β of the step",
     "grad_norm": "gradient norm before clipping",
-    "skipped": "1 when the update was skipped because the loss was NaN/inf",
+    "skipped": "1 when the update was skipped: the loss was NaN/inf, or no completion had a usable reward",
+    "reward_unusable_frac": "share of completions without a usable total reward (every component NaN/±inf, or a "
+                            "total beyond float32's range): advantage 0",
     "sample_time": "seconds spent sampling (generation)",
     "score_time": "seconds spent scoring completions (rewards and advantages)",
     "train_time": "seconds in the policy update (forwards, backwards, optimizer), instruments included",
@@ -76,7 +78,8 @@ class TrainState:
     hooks: HookRunner = field(default_factory=HookRunner)
     prompt_rng: random.Random = field(default_factory=random.Random)
     step: int = 0
-    bad_steps: int = 0  # consecutive steps with a non-finite loss
+    bad_steps: int = 0  # consecutive skipped steps (non-finite loss, or no usable reward)
+    bad_reason: str = ""  # why the last skipped step was skipped
     total_steps: int = 1
 
     @property
@@ -157,6 +160,8 @@ def sample_and_score(state: TrainState, temperature: float) -> ScoredRollouts:
     # Rule-based rewards (weighted sum and components), then advantages relative to the group.
     t0 = time.perf_counter()
     total, components = score_completions(state.rewards, rep_prompts, roll.completions, rep_answers)  # [N]
+    with np.errstate(over="ignore"):  # the update works in float32: a total beyond its range is unusable (NaN)
+        total = np.where(np.isfinite(total.astype(np.float32)), total, np.nan)  # [N]
     rewards = torch.as_tensor(total, dtype=torch.float32, device=roll.completion_ids.device)  # [N]
     advantages = group_advantages(rewards, g.group_size, scale=g.scale_rewards).to(torch.float32)  # [N]
     return ScoredRollouts(roll, rep_prompts, [ex.prompt_id for ex in batch for _ in range(g.group_size)],
@@ -243,20 +248,28 @@ def grpo_step(state: TrainState) -> StepResult:
 
     scored = sample_and_score(state, temperature)  # sample from π_old, rewards, group advantages
     metrics: dict[str, Any] = {}
-    with state.plan.training_forwards(state.model):  # compiled layers or fused LoRA (no-grad forwards stay eager)
-        ctx, update = step_context(state, scored, step, beta)  # π_old / reference log-probs, the loss
+    ctx = None
+    t0 = time.perf_counter()
+    if not np.isfinite(scored.total).any():
+        # Nothing to learn from: every completion's reward is NaN or infinite. Updating would follow the KL term
+        # alone; the step is skipped and counted towards grpo.max_bad_steps instead.
+        metrics["skipped"] = 1.0
+        state.bad_reason = "no completion got a usable reward (every reward NaN or infinite); check the rewards"
+    else:
+        with state.plan.training_forwards(state.model):  # compiled layers or fused LoRA (no-grad forwards: eager)
+            ctx, update = step_context(state, scored, step, beta)  # π_old / reference log-probs, the loss
 
-        # ---- policy update: μ inner iterations × micro-batches, gradient accumulation --------------------------
-        t0 = time.perf_counter()
-        _policy_update(state, ctx, update, metrics)
-        train_time = time.perf_counter() - t0
+            # ---- policy update: μ inner iterations × micro-batches, gradient accumulation ----------------------
+            _policy_update(state, ctx, update, metrics)
+    train_time = time.perf_counter() - t0
     state.step = step
     state.bad_steps = state.bad_steps + 1 if metrics.get("skipped") else 0
 
     # ---- measure ------------------------------------------------------------------------------------------------
     roll = scored.roll
+    entropy, loss_mask = (ctx.entropy, ctx.batch.completion_mask) if ctx is not None else (None, None)
     metrics.update(rollout_metrics(roll.completion_mask, roll.truncated, scored.rewards, scored.advantages,
-                                    scored.components, ctx.entropy, ctx.batch.completion_mask, g.group_size))
+                                    scored.components, entropy, loss_mask, g.group_size))
     metrics.update(lr=lr, temperature=temperature, beta=beta, sample_time=scored.sample_time,
                    score_time=scored.score_time, train_time=train_time, skipped=metrics.get("skipped", 0.0),
                    step_time=time.perf_counter() - t_start)
@@ -301,6 +314,7 @@ def _policy_update(state: TrainState, ctx: StepContext, update: Update, metrics:
             # Numerical guard: a NaN/inf loss would poison the adapter and Adam's moments; skip the update.
             state.optimizer.zero_grad(set_to_none=True)
             metrics["skipped"] = 1.0
+            state.bad_reason = "the loss was non-finite (NaN or inf); lower optim.lr or check the rewards"
             return
         _average_gradients_across_ranks(params)
         clip = cfg.grpo.grad_clip if cfg.grpo.grad_clip > 0 else math.inf

@@ -177,22 +177,24 @@ def check_rewards(specs: Sequence[RewardSpec], examples: Sequence[Example]) -> N
 def score_completions(
     specs: Sequence[RewardSpec], prompts: list[str], completions: list[str], answers: list[str]
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Weighted total ``[N]`` and the unweighted components ``{name: [N]}``.
+    """Weighted total ``[N]`` and the unweighted components ``{name: [N]}`` (as the rewards returned them).
 
-    A component value of None or NaN is left out of the weighted sum (the others still count); a completion that no
-    component could score gets a NaN total, which :func:`~discrepancy.trainers.advantages.group_advantages` turns into
-    advantage 0.
+    A component value of None, NaN or ±inf is left out of the weighted sum (the others still count); a completion
+    that no component could score, or whose total overflows (±1e308 rewards), gets a NaN total, which
+    :func:`~discrepancy.trainers.advantages.group_advantages` turns into advantage 0 and the step counts
+    (``reward_unusable_frac``).
     """
     n = len(completions)
     components: dict[str, np.ndarray] = {}
     weighted = np.zeros((len(specs), n))  # [K, N]
-    for k, spec in enumerate(specs):
-        column = _reward_column(spec, list(prompts), list(completions), list(answers))  # [N]
-        components[spec.name] = column
-        weighted[k] = spec.weight * column
-    unscorable = np.isnan(weighted).all(axis=0) if specs else np.ones(n, dtype=bool)  # [N]
-    total = np.where(unscorable, np.nan, np.nansum(weighted, axis=0))  # [N]
-    return total, components
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected below, not warned about
+        for k, spec in enumerate(specs):
+            column = _reward_column(spec, list(prompts), list(completions), list(answers))  # [N]
+            components[spec.name] = column
+            weighted[k] = np.where(np.isfinite(column), spec.weight * column, np.nan)
+        unscorable = np.isnan(weighted).all(axis=0) if specs else np.ones(n, dtype=bool)  # [N]
+        total = np.where(unscorable, np.nan, np.nansum(weighted, axis=0))  # [N]
+    return np.where(np.isfinite(total), total, np.nan), components
 
 
 # ``rewards.format`` names the format reward as in the docs; bound last so nothing above sees the shadowed builtin.

@@ -296,8 +296,7 @@ def _close(session: Session, status: str, save: Callable[[], Any]) -> str:
     rec.flush()
     save()
     if status == "failed":
-        rec.fail(f"{state.bad_steps} consecutive steps with a non-finite loss (last step {state.step}); "
-                 "lower optim.lr or check the rewards")
+        rec.fail(f"{state.bad_steps} consecutive steps skipped, the last ({state.step}) because {state.bad_reason}")
         return status
     if state.step < cfg.run.steps:
         rec.set_status("interrupted", f"stopped after step {state.step} of {cfg.run.steps}; continue with --resume")

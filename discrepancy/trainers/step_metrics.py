@@ -22,14 +22,25 @@ def loss_stats(stats_rows: list[tuple[int, dict[str, float]]], loss_pre: float) 
     return out
 
 
+def finite_mean(values: np.ndarray) -> float:
+    """Mean of the finite values (NaN when there are none), scaled by the largest magnitude first so that values
+    near the float range (a reward of 1e308) do not overflow the sum."""
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
+        return math.nan
+    scale = float(np.abs(finite).max()) or 1.0
+    return float((finite / scale).mean() * scale)
+
+
 def rollout_metrics(cmask: torch.Tensor, truncated: torch.Tensor, rewards: torch.Tensor, adv: torch.Tensor,
-                     components: dict[str, np.ndarray], entropy: torch.Tensor | None, loss_mask: torch.Tensor,
+                     components: dict[str, np.ndarray], entropy: torch.Tensor | None, loss_mask: torch.Tensor | None,
                      group_size: int) -> dict[str, float]:
     """Reward, length and entropy statistics of the step's rollouts."""
     lengths = cmask.sum(1).float()  # [N]
     r = rewards.detach().cpu().numpy()
     out = {
-        "reward_mean": float(np.nanmean(r)) if np.isfinite(r).any() else math.nan,
+        "reward_mean": finite_mean(r),
         "reward_std": float(np.nanstd(r)) if np.isfinite(r).any() else math.nan,
         "frac_reward_zero_std": frac_reward_zero_std(rewards, group_size),
         "advantage_abs_mean": float(adv.abs().mean()),
@@ -37,10 +48,11 @@ def rollout_metrics(cmask: torch.Tensor, truncated: torch.Tensor, rewards: torch
         "completion_length_min": float(lengths.min()),
         "completion_length_max": float(lengths.max()),
         "truncated_frac": float(truncated.float().mean()),
+        "reward_unusable_frac": float((~np.isfinite(r)).mean()),
     }
-    if entropy is not None:
+    if entropy is not None and loss_mask is not None:
         m = loss_mask.float()
         out["entropy"] = float((entropy * m).sum() / m.sum().clamp(min=1))
     for name, values in components.items():
-        out[f"reward_{name}"] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+        out[f"reward_{name}"] = finite_mean(values)
     return out

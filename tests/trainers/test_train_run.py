@@ -14,6 +14,7 @@ from discrepancy.modeling import load_base_for_run, lora_state, model_from_run
 from discrepancy.runfile import open_run
 from discrepancy.trainers.recipe import STEP_SERIES
 from discrepancy.instrumentation.hooks import Instrument
+from discrepancy.trainers.config import TrainConfig
 from discrepancy.trainers.run import train_run
 
 pytestmark = pytest.mark.slow
@@ -349,3 +350,48 @@ def test_a_model_of_ones_own_is_trained_through_its_adapter_only(fast_train_conf
     assert all(torch.equal(before[k], base[k]) for k in before if k in base)  # the frozen base is the user's model
     train_run(apply_overrides(cfg, ['sft.weights="all"']), tmp_path / "all.h5", instruments=[])
     assert (tmp_path / "all.base").is_dir()  # every weight trained: the changed base is saved next to the run
+
+
+def always_nan(prompts, completions, answers):
+    return [float("nan")] * len(completions)
+
+
+def huge(prompts, completions, answers):
+    return [1e308] * len(completions)  # weighted by 1.25 the total overflows
+
+
+def half_infinite(prompts, completions, answers):
+    return [float("inf") if i % 2 else float(len(c) % 3) for i, c in enumerate(completions)]
+
+
+@pytest.mark.parametrize("reward, weight", [("always_nan", 1.0), ("huge", 1.25)])
+def test_a_run_without_usable_rewards_fails_and_says_why(fast_train_config, tmp_path, reward, weight):
+    cfg = apply_overrides(fast_train_config, ["run.steps=6", "sft.steps=0", "grpo.max_bad_steps=2",
+                                              f'rewards.names=["test_train_run:{reward}"]', f"rewards.weights=[{weight}]"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # numpy's "Mean of empty slice" and overflow say nothing
+        summary = train_run(cfg, tmp_path / "run.h5", instruments=[])
+    assert summary.status == "failed" and summary.steps == 2
+    with open_run(tmp_path / "run.h5") as run:
+        assert "no completion got a usable reward" in run.status_message
+        series = run.series()
+        assert (series["reward_unusable_frac"] == 1.0).all() and (series["skipped"] == 1.0).all()
+
+
+def test_infinite_rewards_are_counted_and_left_out(fast_train_config, tmp_path):
+    cfg = apply_overrides(fast_train_config, ["run.steps=2", "sft.steps=0",
+                                              'rewards.names=["test_train_run:half_infinite"]', "rewards.weights=[1.0]"])
+    summary = train_run(cfg, tmp_path / "run.h5", instruments=[])
+    assert summary.status == "finished"
+    with open_run(tmp_path / "run.h5") as run:
+        series = run.series()
+        assert (series["reward_unusable_frac"] == 0.5).all() and (series["skipped"] == 0).all()
+        assert np.isfinite(series["reward_test_train_run:half_infinite"]).all()  # the finite values' mean, not inf
+
+
+@pytest.mark.parametrize("override", ["optim.lr=inf", "rewards.weights=[nan, 1.0]", "grpo.beta=inf"])
+def test_non_finite_settings_are_refused(override):
+    from discrepancy.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="must be a finite number"):
+        apply_overrides(TrainConfig(), [override])
