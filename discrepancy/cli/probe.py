@@ -29,12 +29,15 @@ def probe(
     attribute_items: Annotated[int, typer.Option(min=1, help="Probe items per attribution event.")] = 3,
     device: Annotated[str | None, typer.Option(help="Torch device, e.g. cpu or cuda:0 (default: CUDA when "
                                                     "available).")] = None,
+    trust_run: Annotated[bool, typer.Option(
+        "--trust-run", help="Read the run's base model where the run file records it, also outside the run's "
+                            "folder (only for run files you trust).")] = False,
 ) -> None:
     """Score probe suites at every LoRA snapshot of RUN; write skill curves, unit symmetries and emergence verdicts."""
     from discrepancy.probes.at_jump import attribute_jump
     from discrepancy.probes.errors import ProbeError
     from discrepancy.probes.evaluate import ScoreSettings
-    from discrepancy.probes.run import pick_device, run_probes
+    from discrepancy.probes.run import default_loader, pick_device, run_probes, trusting_loader
 
     ks = tuple(pass_k or [1])
     if min(ks) < 1:
@@ -44,10 +47,11 @@ def probe(
     if samples and not generate:
         raise ProbeError("--samples needs generation: drop --no-generate, or drop --samples")
     pick_device(device)  # an unusable device is refused before any work
+    loader = trusting_loader if trust_run else default_loader
     settings = ScoreSettings(batch_size=batch_size, max_new_tokens=max_new_tokens, samples=samples,
                              temperature=temperature, pass_k=ks, generate=generate)
     with _progress() as report:
-        result = run_probes(run, suite, every, out, settings, progress=report, device=device,
+        result = run_probes(run, suite, every, out, settings, progress=report, device=device, loader=loader,
                             notice=lambda line: typer.echo(f"note: {line}", err=True))
     typer.echo(f"probe tables and figures in {result.out_dir}")
     if len(result.emergence):
@@ -61,7 +65,8 @@ def probe(
             typer.echo("--attribute-emergent: no skill emerged in this run (see probe_emergence.csv), so there is "
                        "nothing to attribute", err=True)
     for step, skill in dict.fromkeys(events):
-        att = attribute_jump(run, step, suite, attribute_items, skill=skill, out=result.out_dir, device=device)
+        att = attribute_jump(run, step, suite, attribute_items, skill=skill, out=result.out_dir, device=device,
+                             loader=loader)
         typer.echo(f"attribution at step {step}{f' ({skill})' if skill else ''}, snapshots {att.step_before} → "
                    f"{att.step_after}: {len(att.files)} files")
 

@@ -146,6 +146,9 @@ def train(
         "--set", help="override a config key, e.g. --set grpo.beta=0.02 (repeatable)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue --out from its checkpoint")] = False,
     force: Annotated[bool, typer.Option("--force", help="overwrite --out if it exists")] = False,
+    trust_run: Annotated[bool, typer.Option(
+        "--trust-run", help="with --resume: let the run's recorded config import the reward code it names and read "
+                            "dataset and model paths outside the run's folder (only for run files you trust)")] = False,
     print_config: Annotated[bool, typer.Option(
         "--print-config", help="print the resolved config (every --set key, its value and help) and exit")] = False,
 ) -> None:
@@ -163,11 +166,12 @@ def train(
     def notify(line: str) -> None:
         typer.echo(line, err=True)
 
+    options = dict(resume=resume, progress=report, overwrite=force, notify=notify, trust_run=trust_run)
     if bar is not None:
         with bar:
-            summary = train_run(cfg, out, resume=resume, progress=report, overwrite=force, notify=notify)
+            summary = train_run(cfg, out, **options)
     else:
-        summary = train_run(cfg, out, resume=resume, progress=report, overwrite=force, notify=notify)
+        summary = train_run(cfg, out, **options)
     if summary.rank == 0:  # under torchrun every rank runs this command; one summary is enough
         _print_summary(summary)
     if summary.status == "failed":

@@ -58,11 +58,25 @@ def _meta(run: Any) -> dict[str, Any]:
     return meta
 
 
-def _resolve_base(run: Any, meta: dict[str, Any]) -> Path:
+def run_folder(run: Any) -> Path:
+    """The folder of a run (an open run or a path): what a user points at when they name a run file."""
+    run_path = getattr(run, "path", run)
+    return Path(run_path).resolve().parent if run_path is not None else Path.cwd()
+
+
+def inside_run_folder(run: Any, path: str | Path) -> bool:
+    """Whether ``path`` (resolved, links followed) lies in the run's folder or below it."""
+    return Path(path).resolve().is_relative_to(run_folder(run))
+
+
+def _resolve_base(run: Any, meta: dict[str, Any], trust_paths: bool) -> Path:
     base = Path(str(meta["base_model_path"]))
     if not base.is_absolute():
-        run_path = getattr(run, "path", None)
-        base = (Path(run_path).parent if run_path is not None else Path.cwd()) / base
+        base = run_folder(run) / base
+    if not trust_paths and not inside_run_folder(run, base):
+        # A run file someone sends decides nothing about what this machine reads beyond the run's own folder.
+        raise RunModelError(f"{getattr(run, 'path', 'run')}: its base model is recorded at {base}, outside the run's "
+                            "folder; pass --trust-run to read it (or keep the model next to the run)")
     if not base.is_dir():
         raise RunModelError(f"base model folder {base} not found; keep it next to the run file (it is written by "
                             "`discrepancy train` as <run>.base/) or restore the local model folder")
@@ -70,42 +84,51 @@ def _resolve_base(run: Any, meta: dict[str, Any]) -> Path:
 
 
 def lora_settings_from_meta(meta: dict[str, Any]) -> LoraSettings:
-    """The `LoraSettings` recorded in a run's meta."""
+    """The `LoraSettings` recorded in a run's meta; a malformed value is a `RunModelError` naming the key."""
     targets = meta["lora_target_modules"]
-    targets = [targets] if isinstance(targets, str) else [str(t) for t in np.asarray(targets).tolist()]
-    return LoraSettings(int(meta["lora_rank"]), float(meta["lora_alpha"]), tuple(targets),
-                        float(meta.get("lora_dropout", 0.0)))
+    targets = [targets] if isinstance(targets, str) else [str(t) for t in np.asarray(targets).reshape(-1).tolist()]
+    try:
+        settings = LoraSettings(int(meta["lora_rank"]), float(meta["lora_alpha"]), tuple(targets),
+                                float(meta.get("lora_dropout", 0.0)))
+    except (TypeError, ValueError) as exc:
+        raise RunModelError(f"the run's LoRA settings are malformed ({exc}); its model cannot be rebuilt") from None
+    if settings.rank < 1 or not np.isfinite(settings.alpha) or not 0 <= settings.dropout < 1 or not targets:
+        raise RunModelError(f"the run's LoRA settings are malformed (rank {settings.rank}, alpha {settings.alpha}, "
+                            f"dropout {settings.dropout}, targets {targets}); its model cannot be rebuilt")
+    return settings
 
 
-def load_base_for_run(run: Any, dtype: torch.dtype | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_base_for_run(run: Any, dtype: torch.dtype | None = None, *,
+                      trust_paths: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The run's base model (no adapter) and tokenizer, in eval mode, in the run's dtype unless ``dtype`` is given.
 
-    ``run`` is an open run or the path of a run file.
+    ``run`` is an open run or the path of a run file. A base recorded outside the run's folder is read only with
+    ``trust_paths`` (the user said so, e.g. ``--trust-run``): the run file alone never sends us elsewhere.
     """
     if isinstance(run, (str, Path)):
         from discrepancy.runfile import open_run
 
         with open_run(run) as opened:
-            return load_base_for_run(opened, dtype)
+            return load_base_for_run(opened, dtype, trust_paths=trust_paths)
     meta = _meta(run)
     dtype = dtype or _DTYPES.get(str(meta.get("base_model_dtype", "float32")), torch.float32)
-    model, tokenizer = load_local_model(_resolve_base(run, meta), dtype=dtype)
+    model, tokenizer = load_local_model(_resolve_base(run, meta, trust_paths), dtype=dtype)
     return model.eval(), tokenizer
 
 
 def model_from_run(
-    run: Any, step: int | None = None, dtype: torch.dtype | None = None
+    run: Any, step: int | None = None, dtype: torch.dtype | None = None, *, trust_paths: bool = False
 ) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
     """Base + LoRA adapter as it was at snapshot ``step`` (the last snapshot when None), in eval mode.
 
     ``run`` is an open run (``discrepancy.runfile.open_run``) or the path of a run file. Returns the peft-wrapped
-    model and the tokenizer.
+    model and the tokenizer. ``trust_paths``: as in `load_base_for_run`.
     """
     if isinstance(run, (str, Path)):
         from discrepancy.runfile import open_run
 
         with open_run(run) as opened:
-            return model_from_run(opened, step, dtype)
+            return model_from_run(opened, step, dtype, trust_paths=trust_paths)
     steps = [int(s) for s in run.snapshot_steps]
     if not steps:
         raise RunModelError(f"{getattr(run, 'path', 'run')}: the run holds no LoRA snapshot")
@@ -113,9 +136,8 @@ def model_from_run(
     if step not in steps:
         raise RunModelError(f"{getattr(run, 'path', 'run')}: no snapshot at step {step} (snapshots: "
                             f"{steps[:5]}{' ...' if len(steps) > 5 else ''} up to {steps[-1]})")
-    meta = _meta(run)
-    base, tokenizer = load_base_for_run(run, dtype)
-    lora = lora_settings_from_meta(meta)
+    lora = lora_settings_from_meta(_meta(run))  # malformed settings fail before the model is loaded
+    base, tokenizer = load_base_for_run(run, dtype, trust_paths=trust_paths)
     model = attach_lora(base, lora.rank, lora.alpha, lora.target_modules, lora.dropout)
     load_lora_state(model, run.snapshot(step))
     return model.eval(), tokenizer

@@ -92,11 +92,17 @@ def pick_device(device: str | None = None) -> torch.device:
     return dev
 
 
-def default_loader(run: Any, step: int) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
-    """Base model + LoRA adapter at ``step`` (``discrepancy.modeling.model_from_run``)."""
+def default_loader(run: Any, step: int, trust_paths: bool = False) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    """Base model + LoRA adapter at ``step`` (``discrepancy.modeling.model_from_run``); a base outside the run's
+    folder is read only with ``trust_paths``."""
     from discrepancy.modeling import model_from_run
 
-    return model_from_run(run, step)
+    return model_from_run(run, step, trust_paths=trust_paths)
+
+
+def trusting_loader(run: Any, step: int) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    """`default_loader` that reads the run's base wherever it is recorded (``--trust-run``)."""
+    return default_loader(run, step, trust_paths=True)
 
 
 def run_probes(run_path: str | Path, suites: str | Path | None = "all", every: int = 1, out: Path | None = None,

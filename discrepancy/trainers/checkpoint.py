@@ -45,8 +45,14 @@ def save_checkpoint(run_path: str | Path, state: TrainState, run_id: str = "") -
         "instruments": state.hooks.state_dict(),  # running averages, start policy, probe batch
     }
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except OSError as exc:  # a full disk above all: the previous checkpoint stays whole, the partial copy goes
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"{path}: could not write the checkpoint of step {state.step} "
+                              f"({exc.strerror or exc}); the previous checkpoint and every flushed step of the run "
+                              "are intact: free space and continue with --resume") from None
     return path
 
 

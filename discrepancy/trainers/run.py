@@ -9,6 +9,7 @@ arrays, the LoRA tensor shapes) is declared before step 1, as the run file requi
 from __future__ import annotations
 
 import math
+import os
 import random
 import tomllib
 from dataclasses import dataclass, field
@@ -23,12 +24,13 @@ from discrepancy.errors import DiscrepancyError
 from discrepancy.instrumentation.hooks import HookRunner, Instrument
 from discrepancy.instrumentation.registry import build_instruments
 from discrepancy.modeling import attach_lora, load_local_model, lora_state
+from discrepancy.modeling.from_run import inside_run_folder
 from discrepancy.runfile import Recorder, RunSchema, open_run
 from discrepancy.trainers.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from discrepancy.trainers.config import TrainConfig, cold_start_trains_all
 from discrepancy.trainers.recipe import STEP_SERIES, StepResult, TrainState, grpo_step
 from discrepancy.trainers.run_files import (
-    RESUME_MAY_SET, check_new_run, commit_new_run, discard_staged, new_run_id, resume_changes,
+    RESUME_MAY_SET, check_new_run, commit_new_run, discard_staged, new_run_id, resume_changes, run_lock,
 )
 from discrepancy.trainers.setup import (
     Launch, Prepared, ProgressFn, build_base, launch, prepare, run_cold_start, seed_everything, train_dtype,
@@ -65,6 +67,7 @@ class Request:
     instruments: list[Instrument] | None = None
     progress: ProgressFn | None = None
     notify: Callable[[str], None] | None = None
+    trust_run: bool = False  # a resumed run may import the code and read the paths its recorded config names
 
 
 @dataclass
@@ -107,17 +110,30 @@ class NullRecorder:
 
 def train_run(cfg: TrainConfig, out: str | Path = "run.h5", *, resume: bool = False, stop_at: int | None = None,
               instruments: list[Instrument] | None = None, progress: ProgressFn | None = None,
-              overwrite: bool = False, notify: Callable[[str], None] | None = None) -> RunSummary:
+              overwrite: bool = False, notify: Callable[[str], None] | None = None,
+              trust_run: bool = False) -> RunSummary:
     """Train per ``cfg`` and write the run to ``out`` (plus ``<out>.base/`` and ``<out>.ckpt.pt``).
 
     ``resume`` continues ``out`` from its checkpoint with the same model, task and schedules (``cfg.run.steps`` may
     be larger than the original run's, to extend it). ``stop_at`` stops cleanly after that step with status
     "interrupted" and a checkpoint, as a killed job would leave it; so do SIGTERM and a first Ctrl-C, after the step
     in progress (``notify`` receives a line saying so). ``instruments`` attach to the step hooks (default: those
-    ``cfg.instruments`` enables; ``[]`` for none).
+    ``cfg.instruments`` enables; ``[]`` for none). A resumed run's recorded config is data from a file: its reward
+    code (``module:function``) is imported and its dataset and model paths outside the run's folder are read only
+    with ``trust_run`` (``--trust-run``); otherwise the resume is refused, naming them, before anything is loaded.
     """
-    req = Request(Path(out), resume, overwrite, stop_at, instruments, progress, notify)
-    if resume:
+    req = Request(Path(out), resume, overwrite, stop_at, instruments, progress, notify, trust_run)
+    if os.environ.get("RANK", "0") != "0" or req.out.is_dir() or not req.out.parent.is_dir():
+        return _train(cfg, req)  # rank 0 alone holds the run and its lock; a bad --out is refused by the checks
+    with run_lock(req.out):
+        return _train(cfg, req)
+
+
+def _train(cfg: TrainConfig, req: Request) -> RunSummary:
+    """`train_run` once the request is made (and, on the writer, its run file locked)."""
+    if req.resume:
+        if not req.trust_run:
+            _refuse_untrusted(cfg, req.out)
         cfg = _pin_schedules(cfg, req)
     config_toml = to_toml(cfg)  # what the run records, and what a resume is compared with
     _check_request(cfg, req, config_toml)
@@ -127,7 +143,8 @@ def train_run(cfg: TrainConfig, out: str | Path = "run.h5", *, resume: bool = Fa
     where = launch(cfg)
     _barrier(where)  # every rank has checked `out` before rank 0 creates anything
     if not where.writer:
-        req = Request(req.out, req.resume, req.overwrite, req.stop_at, req.instruments)  # no progress, no notices
+        req = Request(req.out, req.resume, req.overwrite, req.stop_at, req.instruments,  # no progress, no notices
+                      trust_run=req.trust_run)
     seed_everything(cfg.run.seed)  # same seed on every rank: identical base, cold start and LoRA init
     try:
         session = _start(cfg, prep, req, where, config_toml)
@@ -155,6 +172,24 @@ def _check_request(cfg: TrainConfig, req: Request, config_toml: str) -> None:
     if changed:
         raise ResumeError(f"{req.out}: a resumed run keeps its recorded config, but {', '.join(changed[:4])} "
                           f"differ; only {', '.join(RESUME_MAY_SET)} may change (start a new run to change the rest)")
+
+
+def _refuse_untrusted(cfg: TrainConfig, out: Path) -> None:
+    """Refuse a resume whose recorded config would import code or read paths outside the run's folder: a run file
+    someone sends must not run code or read files on this machine unless its user says so (``--trust-run``)."""
+    code = [name for name in cfg.rewards.names if ":" in name]
+    paths = [(key, p) for key, p in (("task.path", cfg.task.path), ("model.path", cfg.model.path))
+             if p is not None and not inside_run_folder(out, p)]
+    if checkpoint_path(out).is_file():
+        with open_run(out) as run:
+            base = str(run.meta.get("base_model_path", ""))
+        if base and not inside_run_folder(out, out.parent / base):
+            paths.append(("the recorded base model", base))
+    if code or paths:
+        said = [f"reward code {', '.join(code)}"] if code else []
+        said += [f"{key} {path}" for key, path in paths]
+        raise ResumeError(f"{out}: resuming would import or read what the run file names ({'; '.join(said)}), "
+                          "outside the run's folder; pass --trust-run if you trust this run file")
 
 
 def _pin_schedules(cfg: TrainConfig, req: Request) -> TrainConfig:

@@ -6,14 +6,19 @@ share them. Hence:
 - a new run refuses side files it would overwrite, unless ``--force`` says the old run may go;
 - it stages its base under a temporary name and swaps it in (dropping the old checkpoint) only once its own run file
   exists, so a run that fails before that leaves the previous run whole;
-- a checkpoint carries the identity of its run file (`Run.identity`) and resuming checks it.
+- a checkpoint carries the identity of its run file (`Run.identity`) and resuming checks it;
+- a trainer holds a lock on its run file for the whole run (`run_lock`), and nothing replaces a run whose writer is
+  alive, so ``--force`` never destroys a run in progress and two trainers never write one file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +72,9 @@ def check_new_run(out: Path, overwrite: bool) -> None:
     if owner is not None:
         raise RunFilesError(f"{base_dir_for(out).name} and {checkpoint_path(out).name} belong to {owner.name}, which "
                             f"shares the stem '{out.stem}'; choose another --out for this run")
+    if out.exists() and _written_now(out):
+        raise RunFilesError(f"{out} is being written by a running trainer; --force never replaces a live run: wait "
+                            "for it to end (or stop it), or choose another --out")
     if overwrite:
         return
     if out.exists():
@@ -95,6 +103,49 @@ def _other_owner(out: Path) -> Path | None:
         if recorded == base.name or Path(recorded) == base.resolve():
             return other
     return None
+
+
+def _written_now(out: Path) -> bool:
+    """Whether a live process (this host's, by pid) is still writing the run file ``out``."""
+    try:
+        with open_run(out) as run:
+            return run.status == "running"
+    except DiscrepancyError:
+        return False  # unreadable: no live writer can be told from it (the lock still guards our own trainers)
+
+
+def lock_path(out: Path) -> Path:
+    """The lock a trainer holds on its run file for the whole run: ``run.h5`` → ``.run.h5.lock``."""
+    return out.with_name(f".{out.name}.lock")
+
+
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out`` while a trainer writes or resumes it; refuse at once if another has it.
+
+    Why a lock as well as the run file's writer pid: two trainers started together (two ``--force`` on one name)
+    both see no live writer yet. ``flock`` ends with the process that holds it, so a killed trainer never leaves a
+    stale lock; the lock file stays next to a run (removing it would race with a trainer that has just opened it).
+    """
+    path = lock_path(out)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            who = handle.read().strip() or "another process"
+            raise RunFilesError(f"{out} is being written by another discrepancy train ({who}); wait for it to end "
+                                "or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            if not out.exists():  # nothing was created (the request was refused): leave nothing behind either
+                path.unlink(missing_ok=True)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def staged_base_dir(out: Path) -> Path:

@@ -75,7 +75,7 @@ def test_a_forced_run_that_fails_early_leaves_the_old_run_whole(short, tmp_path,
     with pytest.raises(RuntimeError, match="schema"):
         train_run(apply_overrides(short, ["run.seed=5"]), out, overwrite=True)
     assert _digest(tmp_path / "run.base") == base and (tmp_path / "run.ckpt.pt").read_bytes() == ckpt
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.base", "run.ckpt.pt", "run.h5"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.h5.lock", "run.base", "run.ckpt.pt", "run.h5"]
     with open_run(out) as run:
         assert run.status == "finished" and run.num_steps == 2
 
@@ -119,3 +119,127 @@ def test_resume_changes_only_how_long_and_where_and_records_it(short, tmp_path):
     with open_run(out) as run:
         assert run.num_steps == 4 and run.config["run"]["steps"] == 4
         assert run.config["grpo"]["beta"] == short.grpo.beta
+
+
+def test_force_refuses_a_run_that_is_being_written(short, tmp_path):
+    """A live trainer's run is never replaced: --force from a second trainer refuses in one line, and the first run
+    finishes whole. Two trainers started together cannot both write: the run-file lock refuses the second."""
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "live.h5"
+    script = (f"from discrepancy.config import apply_overrides; from discrepancy.trainers.run import train_run; "
+              f"from discrepancy.trainers.config import TrainConfig; import tomllib; "
+              f"cfg = apply_overrides(TrainConfig(), {_as_overrides(short) + ['run.steps=400']!r}); "
+              f"train_run(cfg, {str(out)!r}, instruments=[])")
+    first = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not out.exists():
+            time.sleep(0.2)
+        time.sleep(1.0)  # past the run file's creation
+        assert first.poll() is None, first.stderr.read().decode()[-2000:]
+        with pytest.raises(RunFilesError, match="is being written by"):
+            train_run(apply_overrides(short, ["run.seed=5"]), out, overwrite=True, instruments=[])
+    finally:
+        first.terminate()  # SIGTERM: it stops after its step, as an interrupted run
+        first.wait(timeout=120)
+    with open_run(out) as run:
+        assert run.status == "interrupted" and run.num_steps >= 1 and run.config["run"]["seed"] == short.run.seed
+
+
+def test_a_held_run_lock_refuses_a_second_trainer(short, tmp_path):
+    from discrepancy.trainers.run_files import lock_path, run_lock
+
+    out = tmp_path / "run.h5"
+    with run_lock(out):
+        with pytest.raises(RunFilesError, match="being written by another discrepancy train"):
+            train_run(short, out, instruments=[])
+    assert not out.exists() and not lock_path(out).exists()  # refused: nothing left behind
+    train_run(short, out, instruments=[])
+    assert lock_path(out).exists()  # kept next to the run
+
+
+def _as_overrides(cfg) -> list[str]:
+    """``cfg`` as --set overrides (every key of its TOML)."""
+    import tomllib
+
+    from discrepancy.config import to_toml
+
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from flat(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}={_toml(v)}"
+
+    return list(flat(tomllib.loads(to_toml(cfg))))
+
+
+def _toml(v) -> str:
+    from discrepancy.config import _toml_value
+
+    return _toml_value(v)
+
+
+def planted_reward(prompts, completions, answers):
+    return [0.0] * len(completions)
+
+
+def test_resume_refuses_code_and_paths_the_run_file_names_unless_trusted(short, tmp_path, tiny_model,
+                                                                          tiny_tokenizer):
+    """A received run folder must not make a resume import code or read files elsewhere: reward import paths and
+    dataset/model paths outside the run's folder are refused, naming them, unless --trust-run says so."""
+    from discrepancy.modeling import save_local_model
+    from discrepancy.trainers.run import ResumeError
+    from discrepancy.trainers.tasks import gsm8k_sample_path
+
+    elsewhere = tmp_path / "elsewhere"
+    model_dir = save_local_model(tiny_model, tiny_tokenizer, elsewhere / "model")
+    data = elsewhere / "data.jsonl"
+    shutil.copy(gsm8k_sample_path(), data)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    out = runs / "run.h5"
+    cfg = apply_overrides(short, ['rewards.names=["test_run_files:planted_reward", "format"]',
+                                  "rewards.weights=[1.0, 1.0]", 'task.name="gsm8k"', f'task.path="{data}"',
+                                  f'model.path="{model_dir}"', "run.steps=1"])
+    train_run(cfg, out, instruments=[])
+    longer = apply_overrides(cfg, ["run.steps=2"])
+    with pytest.raises(ResumeError, match="reward code test_run_files:planted_reward; task.path .*; model.path"):
+        train_run(longer, out, instruments=[], resume=True)
+    result = CliRunner().invoke(app, ["train", "--out", str(out), "--resume", "--steps", "2"])
+    assert result.exit_code == 1 and "--trust-run" in result.output and len(result.output.strip().splitlines()) == 1
+    summary = train_run(longer, out, instruments=[], resume=True, trust_run=True)
+    assert summary.status == "finished" and summary.steps == 2
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_resumable(short, tmp_path, monkeypatch):
+    """ENOSPC while the checkpoint is written: one line saying what is safe, no partial checkpoint left, the previous
+    checkpoint and the run's flushed steps intact, and --resume continues once there is space again."""
+    import errno
+
+    from discrepancy.trainers import checkpoint as checkpoint_module
+
+    out = tmp_path / "run.h5"
+    cfg = apply_overrides(short, ["run.steps=4", "run.checkpoint_every=1", "run.flush_every=1", "sft.steps=0"])
+    real_save, calls = checkpoint_module.torch.save, []
+
+    def save_until_full(obj, path):
+        calls.append(path)
+        if len(calls) == 3:  # the checkpoint of step 3: half written, then the disk is full
+            open(path, "wb").write(b"\0" * 100)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, path)
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", save_until_full)
+    with pytest.raises(CheckpointError, match="No space left on device.*intact: free space and continue with"):
+        train_run(cfg, out, instruments=[])
+    assert not list(tmp_path.glob("*.tmp"))
+    monkeypatch.setattr(checkpoint_module.torch, "save", real_save)
+    assert torch.load(tmp_path / "run.ckpt.pt", weights_only=True)["step"] == 2
+    summary = train_run(cfg, out, instruments=[], resume=True)
+    assert summary.status == "finished"
+    with open_run(out) as run:
+        assert list(run.series().index) == [1, 2, 3, 4]

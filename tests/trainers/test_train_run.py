@@ -143,7 +143,7 @@ def test_resume_continues_the_instruments_running_state(fast_train_config, tmp_p
     train_run(cfg, tmp_path / "part.h5", stop_at=3)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        train_run(cfg, tmp_path / "part.h5", resume=True)
+        train_run(cfg, tmp_path / "part.h5", resume=True, trust_run=True)  # its reward is test code
     assert not [w for w in caught if "restart" in str(w.message)]  # every state was found in the checkpoint
     cols = ["noise_trace_ewma", "grad_sq_ewma", "b_simple_ewma", "kl_start", "lin_error"]
     with open_run(tmp_path / "full.h5") as a, open_run(tmp_path / "part.h5") as b:
