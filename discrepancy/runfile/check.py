@@ -1,166 +1,221 @@
-"""Check a run file in a child process with a time limit, before this process opens it.
+"""Check a run file in a child process with a time and memory limit, before this process opens it.
 
-Why a child process: a few damaged bytes can make the HDF5 C library loop forever while holding the GIL, where no
-Python timer or signal handler can interrupt it. A child can simply be killed. The child walks every object, reads
-the small datasets and the chunk index of the large ones, and reports what it found as one line of JSON.
+Why a child process: a few damaged bytes can make the HDF5 C library loop or sleep inside C code, where no Python
+timer or signal handler reaches it, or ask for more memory than the machine has. A child can simply be killed, and
+its address space is capped. The child reads the header (truncation is named at once, with both sizes), picks the
+open mode (``opening``), checks the schema's types, shapes and sizes (``validate``), reads every small dataset and
+the chunk index and last row of the large ones, and reports what it found as one line of JSON.
 
-Run as ``python -m discrepancy.runfile.check PATH``.
+The child is started isolated (``python -I``): neither the working directory, the run's folder, ``PYTHONPATH`` nor
+the user's site-packages can put a module in front of the ones installed, so an ``h5py.py`` next to a received run
+never runs. The ``discrepancy`` package itself is loaded from where this process loaded it, by file location.
+HDF5's filter plugins are switched off in the child: a run file uses no filter but fletcher32.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import subprocess
 import sys
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import discrepancy
 from discrepancy.runfile import errors as E
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("DISCREPANCY_OPEN_TIMEOUT", "30"))
 """How long a file check may take before the file is called damaged (env DISCREPANCY_OPEN_TIMEOUT, seconds)."""
 
-_ERRORS: dict[str, type[E.RunFileError]] = {
-    "not_found": E.RunNotFound,
-    "not_run": E.NotARunFile,
-    "truncated": E.RunTruncated,
-    "corrupted": E.RunCorrupted,
-    "schema": E.SchemaError,
-}
+MEMORY_LIMIT_BYTES = 4 * 2**30
+"""The child's address-space cap beyond what it has mapped after its imports (~150 MiB measured) and the file's
+size: once declared sizes are checked, reads are bounded by the file's size, so more than this means damaged bytes
+asking HDF5 for memory. Linux only (elsewhere the time limit still applies)."""
+
+_ERRORS: dict[str, type[E.RunFileError]] = {cls.__name__: cls for cls in (
+    E.RunFileError, E.RunNotFound, E.NotARunFile, E.RunTruncated, E.RunCorrupted, E.SchemaError)}
+
+# Run by ``python -I -c``: load the package from the given folder by location, never from sys.path.
+_BOOT = (
+    "import importlib.util, sys\n"
+    "pkg = sys.argv[1]\n"
+    "spec = importlib.util.spec_from_file_location('discrepancy', pkg + '/__init__.py', "
+    "submodule_search_locations=[pkg])\n"
+    "mod = importlib.util.module_from_spec(spec)\n"
+    "sys.modules['discrepancy'] = mod\n"
+    "spec.loader.exec_module(mod)\n"
+    "from discrepancy.runfile.check import main\n"
+    "main(sys.argv[2])\n"
+)
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What the check found in a readable run: how to open it, damaged snapshot tensors, warnings for the reader."""
+
+    mode: str
+    damaged_snapshots: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _check_command(path: Path) -> list[str]:
-    """The child process that checks ``path`` (this module run as a script)."""
-    return [sys.executable, "-m", "discrepancy.runfile.check", str(path)]
+    """The child process that checks ``path``: isolated mode, this process's copy of the package."""
+    package = str(Path(discrepancy.__file__).resolve().parent)
+    return [sys.executable, "-I", "-c", _BOOT, package, str(path)]
 
 
-def check_run_file(path: str | Path, timeout: float | None = None) -> list[str]:
-    """Raise the fitting RunFileError if ``path`` is not a readable run; never hang longer than ``timeout``.
+def _child_env() -> dict[str, str]:
+    """This environment with one BLAS thread (the check does no linear algebra, and BLAS thread buffers would
+    count against its address-space cap) and HDF5's filter plugins off ("::" is HDF5's documented value for that)."""
+    return {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "HDF5_PLUGIN_PRELOAD": "::"}
 
-    Returns the snapshot tensors whose stored bytes are damaged: the rest of the run (series, samples, other
-    tensors) stays readable, and reading a damaged snapshot raises then, naming it.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise E.RunNotFound(path, "no such file")
-    if path.is_dir():
+
+def check_path(path: Path) -> None:
+    """The checks that need no HDF5: the path exists, is a regular file, is not empty, resolves without a loop."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise E.NotARunFile(path, "is a symbolic link loop, not a run file") from None
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise E.RunNotFound(path, "no such file") from None
+        raise E.RunFileError(path, f"cannot be read ({exc.strerror})") from None
+    if stat.S_ISDIR(info.st_mode):
         raise E.RunNotFound(path, "is a directory, not a run file")
-    if path.stat().st_size == 0:
+    if not stat.S_ISREG(info.st_mode):
+        raise E.NotARunFile(path, "is not a regular file (a device, pipe or socket), not a run file")
+    if info.st_size == 0:
         raise E.NotARunFile(path, "is empty, not a run file")
+    if not os.access(path, os.R_OK):
+        raise E.RunFileError(path, "cannot be read (permission denied)")
+
+
+def check_run_file(path: str | Path, timeout: float | None = None) -> CheckReport:
+    """Raise the fitting RunFileError if ``path`` is not a readable run; never hang longer than ``timeout``."""
+    path = Path(path)
+    check_path(path)
     timeout = DEFAULT_TIMEOUT_S if timeout is None else timeout
     try:
-        proc = subprocess.run(_check_command(path), capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(_check_command(path), capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, env=_child_env())
     except subprocess.TimeoutExpired:
         raise E.RunCorrupted(path, f"reading did not finish within {timeout:.0f} s; the file is damaged "
-                                   "(HDF5 loops on some corrupted bytes)") from None
+                                   "(HDF5 stalls on some corrupted bytes)") from None
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if not lines:
-        detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise E.RunCorrupted(path, f"the file checker crashed ({detail}); the file is probably damaged")
+        detail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}, no output"])[-1]
+        raise E.RunCorrupted(path, f"the file checker failed ({detail[:200]}); the file is probably damaged")
     report = json.loads(lines[-1])
     if not report["ok"]:
-        raise _ERRORS[report["kind"]](path, report["message"])
-    return list(report.get("damaged_snapshots", []))
+        raise _ERRORS.get(report["kind"], E.RunCorrupted)(path, report["message"])
+    return CheckReport(report["mode"], list(report.get("damaged_snapshots", [])), list(report.get("warnings", [])))
+
+
+def _limit_memory(file_size: int) -> None:
+    import resource
+
+    try:  # the address space mapped so far (imports, thread stacks): the cap comes on top of it
+        with open("/proc/self/status", encoding="ascii") as fh:
+            mapped = next(int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("VmSize:"))
+    except (OSError, StopIteration, ValueError):
+        return
+    limit = mapped + MEMORY_LIMIT_BYTES + file_size
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    if soft == resource.RLIM_INFINITY or soft > limit:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
 def _check(path: str) -> dict[str, object]:
-    """Open and walk the file (in the child process); the report ``check_run_file`` turns into an error or not."""
+    """Open and check the file (in the child process); the report ``check_run_file`` turns into an error or not."""
     import h5py
 
     from discrepancy.runfile import schema as S
-    from discrepancy.runfile.layout import REQUIRED
+    from discrepancy.runfile.opening import OpenedFile, choose_mode, read_header
+    from discrepancy.runfile.validate import validate
 
-    if not h5py.is_hdf5(path):
-        return {"ok": False, "kind": "not_run", "message": "not an HDF5 file (no HDF5 signature)"}
-    # A plain open first: it is the only one that checks the end-of-file address, so it tells a truncated file
-    # apart. It is refused for a live SWMR run (locked) and for one whose writer was killed ("already open"); those
-    # are read the way HDF5 allows, as an SWMR reader.
-    f = None
-    for attempt in range(20):
-        try:
-            f = h5py.File(path, "r", swmr=attempt > 0)
-            break
-        except BlockingIOError:
-            time.sleep(0.1 if attempt else 0.0)  # locked by a live writer: retry as an SWMR reader
-        except OSError as exc:
-            text = str(exc).strip()
-            if "truncated" in text and attempt < 19:
-                # A live writer mid-flush: the file grows to its end address within moments. A truncated copy does
-                # not grow; after three looks it is reported as truncated.
-                size = os.path.getsize(path)
-                time.sleep(0.05)
-                if os.path.getsize(path) != size or attempt < 3:
-                    continue
-            if "truncated" in text:
-                return {"ok": False, "kind": "truncated",
-                        "message": "is truncated (the writer died before its first flush, or a partial copy)"}
-            if attempt == 0 and ("already open for write" in text or "lock" in text):
-                continue
-            return {"ok": False, "kind": "corrupted", "message": f"cannot be opened as HDF5 ({text})"}
-    if f is None:
-        return {"ok": False, "kind": "corrupted", "message": "stayed locked by another process for 2 s"}
-    with f:
-        if f.attrs.get("format") != S.FORMAT_NAME:
-            return {"ok": False, "kind": "not_run", "message": "is an HDF5 file but not a discrepancy run"}
-        try:
-            version = int(f.attrs.get("schema_version"))
-        except (TypeError, ValueError):
-            return {"ok": False, "kind": "schema", "message": "has no readable schema version"}
-        if version > S.SCHEMA_VERSION:
-            return {"ok": False, "kind": "schema",
-                    "message": f"uses run format v{version}, newer than this discrepancy reads "
-                               f"(v{S.SCHEMA_VERSION}); upgrade discrepancy"}
-        if version < 1:
-            return {"ok": False, "kind": "schema", "message": f"has an invalid schema version {version}"}
-        missing = [name for name in REQUIRED if name not in f]
-        if missing:
-            return {"ok": False, "kind": "schema",
-                    "message": f"lacks {', '.join(missing[:4])}: not a complete v{S.SCHEMA_VERSION} run"}
-        live = bytes(f[S.STATUS][()]) == b"running"
-        damaged = _walk(f, skip_damaged_under=S.SNAPSHOT_TENSORS, read_strings=not live)
-    return {"ok": True, "damaged_snapshots": damaged}
+    while h5py.h5pl.size():  # no filter plugin can be found (besides HDF5_PLUGIN_PRELOAD="::"): no code loads
+        h5py.h5pl.remove(0)
+    sb = read_header(path)
+    _limit_memory(sb.size)
+    mode = choose_mode(path, sb)
+    opened = OpenedFile(path, sb, mode)
+    try:
+        f = opened.file
+        warnings = validate(f, path, sb.size)
+        damaged = _walk(f, skip_damaged_under=S.SNAPSHOT_TENSORS, live=mode == "live")
+    finally:
+        opened.close()
+    return {"ok": True, "mode": mode, "damaged_snapshots": damaged, "warnings": warnings}
 
 
-def _walk(f: object, skip_damaged_under: str, read_strings: bool = True) -> list[str]:
+def _walk(f: object, skip_damaged_under: str, live: bool) -> list[str]:
     """Touch every object: attributes, shapes, small datasets in full, the chunk index and last row of large ones.
 
     A dataset under ``skip_damaged_under`` (the snapshot tensors) whose data fails to read is listed, not fatal: one
-    damaged snapshot must not make a run's series unreadable. ``read_strings=False`` (a run still being written)
-    leaves the data of variable-length string datasets unread: HDF5's SWMR mode does not cover them, so a reader
-    may see new rows before their strings; the reader retries those reads itself.
+    damaged snapshot must not make a run's series unreadable. In a ``live`` run (still being written) the data of
+    variable-length strings (format v1) is left unread: HDF5's SWMR mode does not cover them; and a chunk that
+    fails its checksum is read again, since a chunk being rewritten can be seen half-written.
     """
+    import time
+
     import h5py
 
     damaged: list[str] = []
+
+    def read(obj: h5py.Dataset) -> None:
+        for attempt in range(8 if live else 1):
+            try:
+                if obj.size * obj.dtype.itemsize <= 64 * 2**20 or obj.ndim == 0:
+                    obj[()]
+                elif obj.shape[0]:
+                    obj[-1]
+                return
+            except OSError:  # checksum (fletcher32) or filter failure in the stored bytes
+                if attempt == (7 if live else 0):
+                    raise
+                time.sleep(0.02 * (attempt + 1))
+                obj.refresh()
 
     def visit(name: str, obj: object) -> None:
         dict(obj.attrs)  # type: ignore[attr-defined]
         if isinstance(obj, h5py.Dataset):
             if obj.chunks is not None:
                 obj.id.get_num_chunks()
-            if not read_strings and obj.dtype.kind == "O":
+            if live and obj.dtype.kind == "O":
                 return
             try:
-                if obj.size * obj.dtype.itemsize <= 64 * 2**20 or obj.ndim == 0:
-                    obj[()]
-                elif obj.shape[0]:
-                    obj[-1]
-            except OSError:  # checksum (fletcher32) or filter failure in the stored bytes
+                read(obj)
+            except OSError as exc:
                 if not name.startswith(skip_damaged_under.strip("/") + "/"):
-                    raise
+                    raise E.RunCorrupted(f.filename, f"dataset /{name} is damaged ({_first_line(exc)})") from None  # type: ignore[attr-defined]
                 damaged.append(name.rsplit("/", 1)[-1])
 
     f.visititems(visit)  # type: ignore[attr-defined]
     return damaged
 
 
-def main() -> None:
-    path = sys.argv[1]
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def main(path: str | None = None) -> None:
+    """The child's entry point: one line of JSON on stdout, whatever happens."""
+    path = path if path is not None else sys.argv[1]
     try:
         report = _check(path)
-    except Exception as exc:  # any failure while reading means damaged bytes
-        report = {"ok": False, "kind": "corrupted", "message": f"is damaged ({type(exc).__name__}: {exc})"}
+    except E.RunFileError as exc:
+        report = {"ok": False, "kind": type(exc).__name__, "message": exc.problem}
+    except MemoryError:
+        report = {"ok": False, "kind": "RunCorrupted",
+                  "message": "is damaged: reading it asked for more memory than the file could hold"}
+    except Exception as exc:  # noqa: BLE001 - any other failure while reading means damaged bytes
+        report = {"ok": False, "kind": "RunCorrupted", "message": f"is damaged ({type(exc).__name__}: "
+                                                                   f"{_first_line(exc)})"}
     print(json.dumps(report), flush=True)
 
 

@@ -40,3 +40,13 @@ class RunCorrupted(RunFileError):
 
 class SchemaError(RunFileError):
     """The run's schema version is unknown or the layout lacks something the format requires."""
+
+
+class RunWriteError(RunFileError):
+    """Writing the run file failed (a full disk, a quota, a file size limit): the recorder stopped writing, and the
+    file keeps every step of its last complete flush (``safe_steps`` rows, up to ``last_safe_step``)."""
+
+    def __init__(self, path: str | Path, problem: str, safe_steps: int = 0, last_safe_step: int | None = None) -> None:
+        self.safe_steps = safe_steps
+        self.last_safe_step = last_safe_step
+        super().__init__(path, problem)

@@ -1,4 +1,4 @@
-"""Creating and checking the fixed layout of a v1 run file (groups, datasets, attributes)."""
+"""Creating the fixed layout of a run file (format v2: groups, datasets, attributes) and reading its schema back."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from h5py import h5d, h5p, h5s, h5t
 
 from discrepancy import __version__
 from discrepancy.runfile import schema as S
@@ -39,19 +40,43 @@ def _check_meta_value(key: str, value: Any) -> Any:
     raise TypeError(f"meta[{key!r}] must be a str, number, bool or list of those, got {type(value).__name__}")
 
 
-def _series_chunk(width: int, itemsize: int) -> int:
+def _rows_chunk(width: int, itemsize: int) -> int:
     # Chunks of ~16-64 KiB: big enough for fast appends, small enough for the 1 MiB default chunk cache.
     return max(256, 32768 // max(1, width * itemsize))
 
 
-def create_layout(f: h5py.File, schema: S.RunSchema, *, config_toml: str, meta: dict[str, Any]) -> None:
-    """Declare every group and dataset of a run with zero rows, plus its attributes."""
+def _column(group: h5py.Group, name: str, dtype: Any, *, width: int | None = None, fill: Any = None,
+            checksums: bool = True, chunk_rows: int | None = None) -> h5py.Dataset:
+    """An empty per-row column that grows along its first axis; fletcher32 covers every chunk when ``checksums``."""
+    dtype = np.dtype(dtype)
+    shape, maxshape = ((0,), (None,)) if width is None else ((0, width), (None, width))
+    rows = chunk_rows or _rows_chunk(width or 1, dtype.itemsize)
+    chunks = (rows,) if width is None else (rows, width)
+    return group.create_dataset(name, shape=shape, maxshape=maxshape, dtype=dtype, chunks=chunks, fillvalue=fill,
+                                fletcher32=checksums)
+
+
+def _compact_scalar(f: h5py.File, name: str, value: Any, dtype: str) -> None:
+    """A scalar dataset stored inside its object header (compact layout), whose checksum then covers the value:
+    fletcher32 needs chunks, and a scalar cannot be chunked. Written in place under SWMR (an attribute cannot be)."""
+    dcpl = h5p.create(h5p.DATASET_CREATE)
+    dcpl.set_layout(h5d.COMPACT)
+    dsid = h5d.create(f.id, name.encode(), h5t.py_create(np.dtype(dtype)), h5s.create(h5s.SCALAR), dcpl=dcpl)
+    h5py.Dataset(dsid)[()] = value
+
+
+def create_layout(f: h5py.File, schema: S.RunSchema, *, config_toml: str, meta: dict[str, Any],
+                  checksums: bool = True) -> None:
+    """Declare every group and dataset of a v2 run with zero rows, plus its attributes.
+
+    ``checksums=False`` leaves out the fletcher32 filter (a valid file all the same); it exists to measure what the
+    checksums cost (benchmarks/bench_recorder.py)."""
     f.attrs["format"] = S.FORMAT_NAME
     f.attrs["schema_version"] = S.SCHEMA_VERSION
     f.attrs["created_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    f.create_dataset(S.STATUS, data=np.bytes_(b"running"), dtype=f"S{S.STATUS_BYTES}")
-    f.create_dataset(S.STATUS_MESSAGE, data=np.bytes_(b""), dtype=f"S{S.MESSAGE_BYTES}")
-    f.create_dataset(S.LAST_FLUSH, data=np.float64(0.0), dtype=np.float64)
+    _compact_scalar(f, S.STATUS, np.bytes_(b"running"), f"S{S.STATUS_BYTES}")
+    _compact_scalar(f, S.STATUS_MESSAGE, np.bytes_(b""), f"S{S.MESSAGE_BYTES}")
+    _compact_scalar(f, S.LAST_FLUSH, np.float64(0.0), "f8")
 
     g = f.create_group(S.META)
     g.attrs["config_toml"] = config_toml
@@ -60,36 +85,35 @@ def create_layout(f: h5py.File, schema: S.RunSchema, *, config_toml: str, meta: 
     for key, value in meta.items():
         g.attrs[key] = _check_meta_value(key, value)
 
+    c = {"checksums": checksums}
     series = f.create_group(S.SERIES, track_order=True)
-    chunk = _series_chunk(1, 8)
-    series.create_dataset(S.STEP, shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(chunk,))
+    _column(series, S.STEP, np.int64, **c)
     for name, description in schema.series.items():
-        ds = series.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(chunk,),
-                                   fillvalue=np.nan)
-        ds.attrs["description"] = description
+        _column(series, name, np.float64, fill=np.nan, **c).attrs["description"] = description
 
     arrays = f.create_group(S.ARRAYS, track_order=True)
     for name, spec in schema.arrays.items():
-        width = len(spec.columns)
-        ds = arrays.create_dataset(name, shape=(0, width), maxshape=(None, width), dtype=np.float32,
-                                   chunks=(_series_chunk(width, 4), width), fillvalue=np.nan)
+        ds = _column(arrays, name, np.float32, width=len(spec.columns), fill=np.nan, **c)
         ds.attrs["columns"] = np.array(spec.columns, dtype=_TEXT)
         ds.attrs["description"] = spec.description
 
     samples = f.create_group(S.SAMPLES)
-    samples.create_dataset(S.STEP, shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
-    for name in S.SAMPLE_TEXT:
-        samples.create_dataset(name, shape=(0,), maxshape=(None,), dtype=_TEXT, chunks=(256,))
+    _column(samples, S.STEP, np.int64, chunk_rows=1024, **c)
+    for name in S.SAMPLE_TEXT:  # text as UTF-8 bytes: HDF5 strings refuse an embedded NUL, which a model can emit
+        text = samples.create_group(name)
+        _column(text, S.TEXT_BYTES, np.uint8, chunk_rows=65536, **c)
+        _column(text, S.TEXT_END, np.int64, chunk_rows=1024, **c)
     fields = f.create_group(S.SAMPLE_FIELDS, track_order=True)
     for name in schema.sample_fields:
-        fields.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,), fillvalue=np.nan)
+        _column(fields, name, np.float64, fill=np.nan, chunk_rows=1024, **c)
 
     snaps = f.create_group(S.SNAPSHOTS)
-    snaps.create_dataset(S.STEP, shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(64,))
+    _column(snaps, S.STEP, np.int64, chunk_rows=64, **c)
     tensors = f.create_group(S.SNAPSHOT_TENSORS, track_order=True)
     for name, shape in schema.snapshot_tensors.items():
         shape = tuple(int(d) for d in shape)
-        # Uncompressed: trained fp32 weights barely compress; fletcher32 catches damaged bytes cheaply.
+        # One chunk per snapshot, uncompressed: trained fp32 weights barely compress; fletcher32 is cheap. Always
+        # checksummed (it was in v1 too).
         tensors.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=np.float32,
                                chunks=(1, *shape), fletcher32=True)
 
@@ -110,5 +134,9 @@ def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-REQUIRED = (S.STATUS, S.STATUS_MESSAGE, S.META, f"{S.SERIES}/{S.STEP}", S.ARRAYS, f"{S.SAMPLES}/{S.STEP}",
-            *(f"{S.SAMPLES}/{n}" for n in S.SAMPLE_TEXT), S.SAMPLE_FIELDS, f"{S.SNAPSHOTS}/{S.STEP}", S.SNAPSHOT_TENSORS)
+def required(version: int) -> tuple[str, ...]:
+    """The paths a complete run file of format ``version`` has (the file check refuses one that lacks any)."""
+    text = ([f"{S.SAMPLES}/{n}" for n in S.SAMPLE_TEXT] if version < 2 else
+            [f"{S.SAMPLES}/{n}/{part}" for n in S.SAMPLE_TEXT for part in (S.TEXT_BYTES, S.TEXT_END)])
+    return (S.STATUS, S.STATUS_MESSAGE, S.META, f"{S.SERIES}/{S.STEP}", S.ARRAYS, f"{S.SAMPLES}/{S.STEP}", *text,
+            S.SAMPLE_FIELDS, f"{S.SNAPSHOTS}/{S.STEP}", S.SNAPSHOT_TENSORS)

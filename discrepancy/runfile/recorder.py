@@ -1,26 +1,33 @@
 """The only writer of run files.
 
 Rows are buffered in memory and written in blocks every ``flush_every`` steps, so logging a step costs a dict copy
-(microseconds) and the HDF5 work is amortised. The file is opened with ``libver="latest"`` and switched to SWMR
-mode once every dataset exists: readers can follow a live run, and after a kill -9 every flushed step can still be
-read (measured facts in docs/run-format.md).
+(microseconds) and the HDF5 work is amortised. Every dataset is declared in a temporary file that is renamed into
+place; the run file is then only ever opened for SWMR writing (``libver="latest"``), from the first byte written to
+it: readers can follow a live run, and a kill -9 at any moment leaves a file that SWMR readers and ``recover`` read
+with every flushed step (never the "open for writing" state that no reader accepts). A write that fails (a full
+disk) stops the recorder at once with ``RunWriteError``; the file keeps its last complete flush (docs/run-format.md).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import re
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Mapping, Sequence
 
 import h5py
 import numpy as np
-from h5py import h5s
+from h5py import h5f, h5p, h5s
 
 from discrepancy.runfile import schema as S
-from discrepancy.runfile.errors import RunFileError
+from discrepancy.runfile import text as T
+from discrepancy.runfile.errors import RunFileError, RunWriteError
 from discrepancy.runfile.layout import create_layout, read_schema
 from discrepancy.runfile.signals import Terminated
 
@@ -43,7 +50,9 @@ class Recorder:
         self.flush_every = flush_every
         self._series = {name: file[f"{S.SERIES}/{name}"] for name in [S.STEP, *schema.series]}
         self._arrays = {name: file[f"{S.ARRAYS}/{name}"] for name in schema.arrays}
-        self._sample_text = {name: file[f"{S.SAMPLES}/{name}"] for name in (S.STEP, *S.SAMPLE_TEXT)}
+        self._sample_step = file[f"{S.SAMPLES}/{S.STEP}"]
+        self._sample_text = {name: (file[f"{S.SAMPLES}/{name}/{S.TEXT_BYTES}"], file[f"{S.SAMPLES}/{name}/{S.TEXT_END}"])
+                             for name in S.SAMPLE_TEXT}
         self._sample_fields = {name: file[f"{S.SAMPLE_FIELDS}/{name}"] for name in schema.sample_fields}
         self._snap_step = file[f"{S.SNAPSHOTS}/{S.STEP}"]
         self._snap_tensors = {name: file[f"{S.SNAPSHOT_TENSORS}/{name}"] for name in schema.snapshot_tensors}
@@ -51,25 +60,31 @@ class Recorder:
         self._sample_rows: list[tuple[int, str, str, str, list[float]]] = []
         self._n_rows = int(self._series[S.STEP].shape[0])
         self._last_step = int(self._series[S.STEP][-1]) if self._n_rows else None
+        snaps = self._snap_step[()]
+        self._last_snapshot = int(snaps[-1]) if len(snaps) else None
+        self._durable = (self._n_rows, self._last_step)  # rows and last step of the last complete flush
         self._closed = False
 
     # ---- opening -------------------------------------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | Path, schema: S.RunSchema, *, config_toml: str = "", meta: Mapping[str, Any] | None = None,
-               flush_every: int = 10, overwrite: bool = False) -> "Recorder":
-        """Create a new run file, declare everything in ``schema``, and switch to SWMR mode."""
+               flush_every: int = 10, overwrite: bool = False, checksums: bool = True) -> "Recorder":
+        """Create a new run file, declare everything in ``schema``, and open it for SWMR writing.
+
+        ``checksums=False`` leaves out the fletcher32 checksums of the per-step data (a valid run all the same); it
+        exists to measure what they cost (benchmarks/bench_recorder.py)."""
         path = Path(path)
         if path.exists() and not overwrite:
             raise RunFileError(path, "already exists; choose another --out or pass overwrite (--force)")
         if not path.parent.exists():
             raise RunFileError(path, f"folder {path.parent} does not exist")
-        # Declared fully in a temporary file, then renamed: a crash here never leaves a half-declared run behind.
         if path.is_dir():
             raise RunFileError(path, "is a folder; name the run file to write")
+        # Declared fully in a temporary file, then renamed: a crash here never leaves a half-declared run behind.
         tmp = path.with_name(f".{path.name}.creating")
         try:
-            with h5py.File(tmp, "w", libver="latest") as f:
-                create_layout(f, schema, config_toml=config_toml, meta=dict(meta or {}))
+            with _write_errors(path, "creating the run file", 0, None), h5py.File(tmp, "w", libver="latest") as f:
+                create_layout(f, schema, config_toml=config_toml, meta=dict(meta or {}), checksums=checksums)
                 f.attrs["writer_pid"] = os.getpid()
                 f.attrs["writer_host"] = socket.gethostname()
                 f.attrs["flush_every"] = flush_every
@@ -82,30 +97,35 @@ class Recorder:
     @classmethod
     def resume(cls, path: str | Path, from_step: int, *, flush_every: int = 10,
                config_toml: str | None = None) -> "Recorder":
-        """Reopen a cleanly closed (or recovered) run and drop every record with step ≥ ``from_step``;
-        ``config_toml`` replaces the recorded config (a resumed run may run longer or elsewhere)."""
+        """Continue a run: every record with step ≥ ``from_step`` is dropped and the file reopened for writing;
+        ``config_toml`` replaces the recorded config (a resumed run may run longer or elsewhere).
+
+        The kept records are copied into a new file that replaces the run only once it is complete
+        (``recovery.rewrite``), so a kill at any moment leaves either the old run or the new one, both readable.
+        This also accepts a run whose writer died (a kill -9, a full disk) and turns a v1 file into v2. A run whose
+        writer is still alive is refused."""
+        from discrepancy.runfile.recovery import rewrite  # recovery reads through the reader, which is heavier
+
         path = Path(path)
-        try:
-            f = h5py.File(path, "r+", libver="latest")
-        except OSError as exc:
-            raise RunFileError(path, f"cannot reopen for writing ({exc}); if the writer crashed, run "
-                                     f"'discrepancy recover {path} --in-place' first") from None
-        with f:
-            _truncate_from(f, from_step)
-            f[S.STATUS][()] = np.bytes_(b"running")
-            f[S.STATUS_MESSAGE][()] = np.bytes_(f"resumed at step {from_step}".encode())
-            f.attrs["writer_pid"] = os.getpid()
-            f.attrs["writer_host"] = socket.gethostname()
-            if config_toml is not None:
-                f[S.META].attrs["config_toml"] = config_toml
+        rewrite(path, from_step=from_step, flush_every=flush_every, config_toml=config_toml)
         return cls._open_for_writing(path, flush_every)
 
     @classmethod
     def _open_for_writing(cls, path: Path, flush_every: int) -> "Recorder":
-        f = h5py.File(path, "r+", libver="latest")
+        """Open for SWMR writing directly (never plain read-write first: a kill in between would leave the file
+        flagged "open for writing" without SWMR, which no HDF5 reader opens). Without HDF5's file lock, as every
+        reader of the package opens (HDF5 refuses mixed settings within a process); a second writer is still
+        refused, by the writer flags this open sets in the file's header."""
+        fapl = h5p.create(h5p.FILE_ACCESS)
+        fapl.set_libver_bounds(h5f.LIBVER_LATEST, h5f.LIBVER_LATEST)
+        fapl.set_file_locking(False, True)
+        try:
+            fid = h5f.open(os.fsencode(path), h5f.ACC_RDWR | h5f.ACC_SWMR_WRITE, fapl)
+        except OSError as exc:
+            raise RunFileError(path, f"cannot be opened for writing ({_first_line(exc)})") from None
+        f = h5py.File(fid)
         try:
             schema = read_schema(f)
-            f.swmr_mode = True  # from here on: append only, no new objects (SWMR forbids them, silently).
             return cls(f, path, schema, flush_every)
         except BaseException:
             f.close()
@@ -151,8 +171,12 @@ class Recorder:
             self._sample_rows.append((int(step), str(prompt_ids[i]), str(prompts[i]), str(completions[i]), values))
 
     def log_snapshot(self, step: int, tensors: Mapping[str, Any]) -> None:
-        """Write full LoRA tensors for ``step`` right away (large), then flush; every declared tensor is required."""
+        """Write full LoRA tensors for ``step`` right away (large), then flush; every declared tensor is required,
+        and snapshot steps increase (a step recorded twice would be processed twice by every consumer)."""
         self._check_open()
+        step = int(step)
+        if self._last_snapshot is not None and step <= self._last_snapshot:
+            raise ValueError(f"snapshot step {step} is not after the last snapshot step {self._last_snapshot}")
         missing = [k for k in self._snap_tensors if k not in tensors]
         unknown = [k for k in tensors if k not in self._snap_tensors]
         if missing or unknown:
@@ -164,59 +188,60 @@ class Recorder:
                 raise ValueError(f"snapshot tensor {name!r} has shape {arr.shape}, "
                                  f"declared {self._snap_tensors[name].shape[1:]}")
             arrays[name] = arr
-        n = self._snap_step.shape[0]
-        for name, arr in arrays.items():
-            ds = self._snap_tensors[name]
-            ds.resize(n + 1, axis=0)
-            ds[n] = arr
-        # The step index is written last: a reader counts a snapshot only once all its tensors are there.
-        self._snap_step.resize((n + 1,))
-        self._snap_step[n] = int(step)
+        with self._writing(f"the snapshot of step {step}"):
+            n = self._snap_step.shape[0]
+            for name, arr in arrays.items():
+                _write_rows(self._snap_tensors[name], n, arr[None])
+            # The step index is written last: a reader counts a snapshot only once all its tensors are there.
+            _write_rows(self._snap_step, n, np.array([step], dtype=np.int64))
+        self._last_snapshot = step
         self.flush()
 
     # ---- flushing and status -------------------------------------------------------------------------------------
     def flush(self) -> None:
         """Write buffered rows in one block per dataset and make them visible to readers and crash-safe."""
         self._check_open()
-        if self._rows:
-            rows, self._rows = self._rows, []
-            start = self._n_rows
-            # Data before the step column: a reader takes the shortest column as the run length.
-            for name, ds in [*self._series.items()][1:]:
-                _write_rows(ds, start, np.array([r.get(name, np.nan) for r in rows], dtype=np.float64))
-            for name, ds in self._arrays.items():
-                nan_row = np.full(ds.shape[1], np.nan, dtype=np.float32)
-                _write_rows(ds, start, np.stack([r.get(name, nan_row) for r in rows]))
-            _write_rows(self._series[S.STEP], start, np.array([r[S.STEP] for r in rows], dtype=np.int64))
-            self._n_rows = start + len(rows)
-        if self._sample_rows:
-            self._write_samples()
-        self._f[S.LAST_FLUSH][()] = time.time()
-        self._f.flush()
+        with self._writing(f"step {self._last_step}"):
+            if self._rows:
+                rows, self._rows = self._rows, []
+                start = self._n_rows
+                # Data before the step column: a reader takes the shortest column as the run length.
+                for name, ds in [*self._series.items()][1:]:
+                    _write_rows(ds, start, np.array([r.get(name, np.nan) for r in rows], dtype=np.float64))
+                for name, ds in self._arrays.items():
+                    nan_row = np.full(ds.shape[1], np.nan, dtype=np.float32)
+                    _write_rows(ds, start, np.stack([r.get(name, nan_row) for r in rows]))
+                _write_rows(self._series[S.STEP], start, np.array([r[S.STEP] for r in rows], dtype=np.int64))
+                self._n_rows = start + len(rows)
+            if self._sample_rows:
+                self._write_samples()
+            self._f[S.LAST_FLUSH][()] = time.time()
+            self._f.flush()
+        self._durable = (self._n_rows, self._last_step)
 
     def _write_samples(self) -> None:
+        """Fields, then text bytes and offsets, then the step column: the step column is the last to grow."""
         rows, self._sample_rows = self._sample_rows, []
-        start = self._sample_text[S.STEP].shape[0]
-        end = start + len(rows)
+        start = int(self._sample_step.shape[0])
         for j, name in enumerate(self._sample_fields):
-            ds = self._sample_fields[name]
-            ds.resize((end,))
-            ds[start:end] = np.array([r[4][j] for r in rows], dtype=np.float64)
+            _write_rows(self._sample_fields[name], start, np.array([r[4][j] for r in rows], dtype=np.float64))
         for j, name in enumerate(S.SAMPLE_TEXT, start=1):
-            ds = self._sample_text[name]
-            ds.resize((end,))
-            ds[start:end] = np.array([r[j] for r in rows], dtype=object)
-        ds = self._sample_text[S.STEP]
-        ds.resize((end,))
-        ds[start:end] = np.array([r[0] for r in rows], dtype=np.int64)
+            utf8, ends = self._sample_text[name]
+            data, lengths = T.encode([r[j] for r in rows])
+            offset = int(utf8.shape[0])
+            if len(data):
+                _write_rows(utf8, offset, data)
+            _write_rows(ends, start, offset + np.cumsum(lengths))
+        _write_rows(self._sample_step, start, np.array([r[0] for r in rows], dtype=np.int64))
 
     def set_status(self, status: str, message: str = "") -> None:
         """Write the run status in place (an attribute would be unsafe under SWMR) and flush."""
         if status not in S.STATUSES:
             raise ValueError(f"status must be one of {S.STATUSES}")
         self._check_open()
-        self._f[S.STATUS][()] = np.bytes_(status.encode())
-        self._f[S.STATUS_MESSAGE][()] = np.bytes_(message.encode("utf-8")[: S.MESSAGE_BYTES - 1])
+        with self._writing(f"the status {status!r}"):
+            self._f[S.STATUS][()] = np.bytes_(status.encode())
+            self._f[S.STATUS_MESSAGE][()] = np.bytes_(message.encode("utf-8", "replace")[: S.MESSAGE_BYTES - 1])
         self.flush()
 
     def finish(self, message: str = "") -> None:
@@ -235,7 +260,39 @@ class Recorder:
         try:
             self.flush()
         finally:
-            self._closed = True
+            if not self._closed:
+                self._closed = True
+                with _write_errors(self.path, "closing the run file", *self._durable):
+                    self._f.close()
+
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """Run HDF5 writes; on failure stop writing for good (``_abandon``) and raise ``RunWriteError``."""
+        try:
+            yield
+        except (OSError, RuntimeError) as exc:
+            self._abandon()
+            raise _write_error(self.path, exc, f"writing {what}", *self._durable) from None
+
+    def _abandon(self) -> None:
+        """Close the file without writing another byte to it.
+
+        After a failed write, HDF5's metadata cache holds entries it could not write; closing the file (or the
+        interpreter's exit) would try again, and then write part of them after the failure, or crash the process
+        (SIGSEGV seen on a full disk). Pointing the file's descriptor at /dev/null first freezes the file as the
+        failed write left it: as after a kill -9 at that moment, which readers and ``recover`` handle. Only done
+        when the descriptor is checked to be this file's (POSIX driver, same inode).
+        """
+        self._closed = True
+        try:
+            fd = self._f.id.get_vfd_handle()
+            if self._f.driver == "sec2" and os.path.samestat(os.fstat(fd), os.stat(self.path)):
+                null = os.open(os.devnull, os.O_RDWR)
+                os.dup2(null, fd)
+                os.close(null)
+        except (OSError, RuntimeError, ValueError, TypeError):
+            pass
+        with contextlib.suppress(Exception):
             self._f.close()
 
     def _check_open(self) -> None:
@@ -257,7 +314,7 @@ class Recorder:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if self._closed:
+        if self._closed:  # closed, or abandoned after a failed write: nothing more is written
             return
         if exc_type is None:
             self.set_status("interrupted", "the writer stopped without calling finish()")
@@ -289,22 +346,38 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value, dtype=np.float32)
 
 
-def _truncate_from(f: h5py.File, from_step: int) -> None:
-    """Drop rows with step ≥ from_step everywhere (used by resume); the file is not in SWMR mode here."""
-    steps = f[f"{S.SERIES}/{S.STEP}"][:]
-    keep = int(np.searchsorted(steps, from_step, side="left"))
-    for group in (S.SERIES, S.ARRAYS):
-        for ds in f[group].values():
-            ds.resize(min(keep, ds.shape[0]), axis=0)
-    sample_steps = f[f"{S.SAMPLES}/{S.STEP}"][:]
-    keep_s = int(np.sum(sample_steps < from_step))
-    for name in (S.STEP, *S.SAMPLE_TEXT):
-        f[f"{S.SAMPLES}/{name}"].resize((keep_s,))
-    for ds in f[S.SAMPLE_FIELDS].values():
-        ds.resize((keep_s,))
-    snap_steps = f[f"{S.SNAPSHOTS}/{S.STEP}"][:]
-    keep_n = int(np.sum(snap_steps < from_step))
-    f[f"{S.SNAPSHOTS}/{S.STEP}"].resize((keep_n,))
-    for ds in f[S.SNAPSHOT_TENSORS].values():
-        ds.resize(keep_n, axis=0)
+_CAUSES = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+           errno.EFBIG: "the file size limit is reached"}
 
+
+def write_cause(exc: BaseException) -> str:
+    """Why a write failed, in words: the ``errno`` (from h5py's message when the exception has none of its own)."""
+    code = getattr(exc, "errno", None)
+    if code is None:
+        found = re.search(r"errno = (\d+)", str(exc))
+        code = int(found.group(1)) if found else None
+    return _CAUSES.get(code or -1, f"writing failed ({_first_line(exc)})")
+
+
+def _write_error(path: Path, exc: BaseException, what: str, safe_rows: int, last_step: int | None) -> RunWriteError:
+    """One line: the cause, what is safe, the fix."""
+    if what.startswith("creating"):
+        return RunWriteError(path, f"{write_cause(exc)} while {what}: nothing was recorded; make room and start "
+                                   "the run again")
+    kept = (f"the run file keeps its first {safe_rows} steps (up to step {last_step}, its last complete flush)"
+            if safe_rows else "the run file holds no step yet")
+    return RunWriteError(path, f"{write_cause(exc)} while {what}: {kept} and stays readable; make room, then "
+                               f"continue the run with `discrepancy train --out {path} --resume`", safe_rows, last_step)
+
+
+@contextlib.contextmanager
+def _write_errors(path: Path, what: str, safe_rows: int, last_step: int | None) -> Iterator[None]:
+    """HDF5 write failures outside a recorder's steps (creating, closing) as one ``RunWriteError`` line."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        raise _write_error(path, exc, what, safe_rows, last_step) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

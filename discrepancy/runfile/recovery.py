@@ -1,12 +1,16 @@
-"""Rewrite a clean copy of a run whose writer died, reading it the only way HDF5 still allows (as an SWMR reader).
+"""Rewrite a run into a clean, closed file: ``recover`` (a run whose writer died) and ``rewrite`` (a run to resume).
 
-After a kill -9 of an SWMR writer, plain opens are refused ("already open for write") but an SWMR reader sees every
-flushed row. Copying through such a reader into a new file gives an ordinary, closed run that can be resumed.
+Both read through the reader (``open_run``), so they see exactly what every reader sees: the rows ``rows`` counts, a
+dead writer's file through ``superblock.ClosedView``, damaged snapshots left out. They write a new format-v2 file
+under a temporary name and rename it over the target only once it is complete, so a crash or a full disk at any
+moment leaves the old file as it was. A v1 run comes out as v2 (its text as UTF-8 bytes, checksums everywhere).
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +18,10 @@ import h5py
 import numpy as np
 
 from discrepancy.runfile import schema as S
-from discrepancy.runfile.errors import RunFileError
+from discrepancy.runfile import text as T
+from discrepancy.runfile.errors import RunCorrupted, RunFileError, RunWriteError
 from discrepancy.runfile.layout import create_layout
-from discrepancy.runfile.reader import open_run
+from discrepancy.runfile.reader import Run, open_run
 
 
 @dataclass(frozen=True)
@@ -31,12 +36,24 @@ class RecoverResult:
     dropped_snapshot_steps: tuple[int, ...] = ()  # snapshots left out because their stored bytes are damaged
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What to copy and how to mark the copy."""
+
+    steps: int  # step rows kept
+    sample_before: int | None  # keep samples with step < this (None: up to the last kept step)
+    snapshot_before: int | None  # keep snapshots with step < this (None: all)
+    status: str
+    message: str
+    attrs: dict[str, object]
+    config_toml: str
+
+
 def recover(path: str | Path, out: str | Path | None = None, *, in_place: bool = False) -> RecoverResult:
     """Copy every complete step, sample and snapshot of ``path`` into a clean run file.
 
     ``out`` defaults to ``<name>.recovered.h5`` next to the run; ``in_place`` atomically replaces the run itself.
-    A run that was still "running" becomes "interrupted". The output is written to a temporary name and renamed,
-    so a failure never leaves a half-written file.
+    A run that was still "running" becomes "interrupted".
     """
     path = Path(path)
     if in_place and out is not None:
@@ -44,41 +61,77 @@ def recover(path: str | Path, out: str | Path | None = None, *, in_place: bool =
     target = path if in_place else Path(out) if out is not None else path.with_suffix(".recovered.h5")
     if not in_place and target.exists():
         raise RunFileError(target, "already exists; remove it or choose another output path")
-    tmp = target.with_name(f".{target.name}.recovering")
+    if not in_place and target.resolve() == path.resolve():
+        raise RunFileError(target, "is the run itself; pass --in-place to replace it")
     with open_run(path) as run:
         status_before = run.status
         if in_place and status_before == "running":  # its writer is alive and would go on writing the old file
             raise RunFileError(path, "is still being written (its writer process is alive); stop the run first, "
                                      "or recover a copy to another path")
+        stored = run.stored_status
         n = run.num_steps
-        snap_steps = all_snap_steps = run.snapshot_steps
-        samples = run.samples()
-        samples = samples[samples[S.STEP] <= (int(run.steps[-1]) if n else -1)]
-        try:
-            with h5py.File(tmp, "w", libver="latest") as dst:
-                create_layout(dst, run.schema, config_toml=run.config_toml, meta={})
-                src = run._f  # same package: the reader's file handle, read-only
-                for key, value in src.attrs.items():
+        status_after = "interrupted" if stored == "running" else stored
+        message = f"recovered after the writer stopped; {n} steps kept" if stored == "running" else run.status_message
+        plan = _Plan(n, None, None, status_after, message, {}, run.config_toml)
+        kept, dropped = _write_copy(run, target, plan, suffix="recovering")
+    return RecoverResult(target, n, len(kept), status_before, status_after, tuple(dropped))
+
+
+def rewrite(path: str | Path, *, from_step: int, flush_every: int, config_toml: str | None = None) -> None:
+    """Replace the run at ``path`` by a copy without any record at step ≥ ``from_step``, marked running by this
+    process (``Recorder.resume``). Refused while the run's writer is alive."""
+    path = Path(path)
+    with open_run(path) as run:
+        if run.status == "running":
+            where = run._f.attrs.get("writer_host", "")
+            raise RunFileError(path, f"is still being written (marked running by process "
+                                     f"{run._f.attrs.get('writer_pid', '?')} on {_str(where) or 'an unknown host'}); "
+                                     "stop that run first, or if it is gone, run `discrepancy recover` on it")
+        keep = int(np.searchsorted(run.steps, int(from_step), side="left"))
+        old_every = run._f.attrs.get("flush_every", flush_every)
+        attrs = {"writer_pid": os.getpid(), "writer_host": socket.gethostname(),
+                 "flush_every": max(int(flush_every), int(old_every) if _is_int(old_every) else 1)}
+        plan = _Plan(keep, int(from_step), int(from_step), "running", f"resumed at step {from_step}", attrs,
+                     run.config_toml if config_toml is None else config_toml)
+        _, dropped = _write_copy(run, path, plan, suffix="resuming")
+    if dropped:
+        warnings.warn(f"{path}: left out the damaged snapshot(s) of step(s) {', '.join(map(str, dropped))}",
+                      RuntimeWarning, stacklevel=3)
+
+
+def _write_copy(run: Run, target: Path, plan: _Plan, suffix: str) -> tuple[list[int], list[int]]:
+    """Write the copy to a temporary name next to ``target``, then rename it; returns kept and dropped snapshots."""
+    tmp = target.with_name(f".{target.name}.{suffix}")
+    try:
+        with h5py.File(tmp, "w", libver="latest") as dst:
+            create_layout(dst, run.schema, config_toml=plan.config_toml, meta={})
+            src = run._f  # same package: the reader's file handle, read-only
+            for key, value in src.attrs.items():
+                if key not in ("format", "schema_version"):  # the copy is the current format
                     dst.attrs[key] = value
-                for key, value in src[S.META].attrs.items():
+            for key, value in plan.attrs.items():
+                dst.attrs[key] = value
+            for key, value in src[S.META].attrs.items():
+                if key != "config_toml":
                     dst[S.META].attrs[key] = value
-                _copy_rows(src, dst, S.SERIES, n)
-                _copy_rows(src, dst, S.ARRAYS, n)
-                _copy_samples(dst, samples, run.schema.sample_fields)
-                snap_steps = _copy_snapshots(src, dst, snap_steps)  # without any whose stored bytes are damaged
-                _put(dst[f"{S.SNAPSHOTS}/{S.STEP}"], np.asarray(snap_steps, dtype=np.int64))
-                status_after = "interrupted" if run.stored_status == "running" else run.stored_status
-                message = (f"recovered after the writer stopped; {n} steps kept" if run.stored_status == "running"
-                           else run.status_message)
-                dst[S.STATUS][()] = np.bytes_(status_after.encode())
-                dst[S.STATUS_MESSAGE][()] = np.bytes_(message.encode()[: S.MESSAGE_BYTES - 1])
-                dst[S.LAST_FLUSH][()] = src[S.LAST_FLUSH][()]
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-    os.replace(tmp, target)
-    dropped = tuple(s for s in all_snap_steps if s not in set(snap_steps))
-    return RecoverResult(target, n, len(snap_steps), status_before, status_after, dropped)
+            steps = run.steps[: plan.steps]
+            _copy_steps(run, dst, steps)
+            _copy_samples(run, dst, plan, steps)
+            kept, dropped = _copy_snapshots(run, dst, plan.snapshot_before)
+            dst[S.STATUS][()] = np.bytes_(plan.status.encode())
+            dst[S.STATUS_MESSAGE][()] = np.bytes_(plan.message.encode("utf-8", "replace")[: S.MESSAGE_BYTES - 1])
+            if S.LAST_FLUSH in src:
+                dst[S.LAST_FLUSH][()] = float(src[S.LAST_FLUSH][()])
+        os.replace(tmp, target)
+    except (OSError, RuntimeError) as exc:
+        tmp.unlink(missing_ok=True)
+        from discrepancy.runfile.recorder import write_cause  # same package; the words for a failed write
+
+        raise RunWriteError(target, f"{write_cause(exc)} while writing the copy {tmp.name}; nothing was changed")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return kept, dropped
 
 
 def _put(ds: h5py.Dataset, values: np.ndarray) -> None:
@@ -87,38 +140,62 @@ def _put(ds: h5py.Dataset, values: np.ndarray) -> None:
         ds[...] = values
 
 
-def _copy_rows(src: h5py.File, dst: h5py.File, group: str, n: int) -> None:
-    for name, ds in src[group].items():
-        if isinstance(ds, h5py.Dataset):
-            _put(dst[f"{group}/{name}"], ds[:n])
+def _copy_steps(run: Run, dst: h5py.File, steps: np.ndarray) -> None:
+    """Series and arrays as the reader sees them (a damaged short column comes out NaN-padded, as it reads)."""
+    n = len(steps)
+    series = run.series()
+    for name in run.schema.series:
+        _put(dst[f"{S.SERIES}/{name}"], series[name].to_numpy(dtype=np.float64)[:n])
+    for name in run.schema.arrays:
+        _put(dst[f"{S.ARRAYS}/{name}"], run.array(name).to_numpy(dtype=np.float32)[:n])
+    _put(dst[f"{S.SERIES}/{S.STEP}"], np.asarray(steps, dtype=np.int64))
 
 
-def _copy_snapshots(src: h5py.File, dst: h5py.File, steps: list[int]) -> list[int]:
-    """Copy the snapshots row by row, dropping every snapshot one of whose tensors fails to read; returns the steps
-    kept. Row by row so that one damaged chunk costs only the snapshots stored in it."""
-    tensors = [(name, ds) for name, ds in src[S.SNAPSHOT_TENSORS].items() if isinstance(ds, h5py.Dataset)]
-    kept: list[int] = []
-    rows: dict[str, list[np.ndarray]] = {name: [] for name, _ in tensors}
-    for row, step in enumerate(steps):
-        try:
-            values = {name: ds[row] for name, ds in tensors}
-        except OSError:  # checksum (fletcher32) or filter failure: this snapshot is lost
-            continue
-        kept.append(step)
-        for name, value in values.items():
-            rows[name].append(value)
-    for name, ds in tensors:
-        shape = (len(kept), *ds.shape[1:])
-        _put(dst[f"{S.SNAPSHOT_TENSORS}/{name}"], np.stack(rows[name]) if kept else np.zeros(shape, ds.dtype))
-    return kept
-
-
-def _copy_samples(dst: h5py.File, samples: "object", fields: list[str]) -> None:
-    import pandas as pd
-
-    assert isinstance(samples, pd.DataFrame)
-    _put(dst[f"{S.SAMPLES}/{S.STEP}"], samples[S.STEP].to_numpy(dtype=np.int64))
-    for name in S.SAMPLE_TEXT:
-        _put(dst[f"{S.SAMPLES}/{name}"], np.array(samples[name].tolist(), dtype=object))
-    for name in fields:
+def _copy_samples(run: Run, dst: h5py.File, plan: _Plan, steps: np.ndarray) -> None:
+    samples = run.samples()
+    if plan.sample_before is not None:
+        samples = samples[samples[S.STEP] < plan.sample_before]
+    else:
+        samples = samples[samples[S.STEP] <= (int(steps[-1]) if len(steps) else -1)]
+    for name in run.schema.sample_fields:
         _put(dst[f"{S.SAMPLE_FIELDS}/{name}"], samples[name].to_numpy(dtype=np.float64))
+    for name in S.SAMPLE_TEXT:
+        data, lengths = T.encode(samples[name].tolist())
+        _put(dst[f"{S.SAMPLES}/{name}/{S.TEXT_BYTES}"], data)
+        _put(dst[f"{S.SAMPLES}/{name}/{S.TEXT_END}"], np.cumsum(lengths))
+    _put(dst[f"{S.SAMPLES}/{S.STEP}"], samples[S.STEP].to_numpy(dtype=np.int64))
+
+
+def _copy_snapshots(run: Run, dst: h5py.File, before: int | None) -> tuple[list[int], list[int]]:
+    """Copy the snapshots one by one, dropping every snapshot one of whose tensors fails to read; one damaged chunk
+    costs only the snapshot stored in it. Returns the steps kept and dropped."""
+    tensors = [name for name, ds in run._f[S.SNAPSHOT_TENSORS].items() if isinstance(ds, h5py.Dataset)]
+    kept: list[int] = []
+    dropped: list[int] = []
+    steps = [s for s in run.snapshot_steps if before is None or s < before]
+    if not tensors:  # steps listed without any tensor: nothing of them can be copied
+        _put(dst[f"{S.SNAPSHOTS}/{S.STEP}"], np.zeros(0, dtype=np.int64))
+        return [], steps
+    row = 0
+    for step in steps:
+        try:
+            values = run.snapshot(step)
+        except RunCorrupted:  # checksum (fletcher32) or filter failure: this snapshot is lost
+            dropped.append(step)
+            continue
+        for name in tensors:
+            ds = dst[f"{S.SNAPSHOT_TENSORS}/{name}"]
+            ds.resize(row + 1, axis=0)
+            ds[row] = values[name]
+        row += 1
+        kept.append(step)
+    _put(dst[f"{S.SNAPSHOTS}/{S.STEP}"], np.asarray(kept, dtype=np.int64))
+    return kept, dropped
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _str(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

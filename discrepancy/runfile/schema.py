@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 FORMAT_NAME = "discrepancy-run"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Version 2: text as UTF-8 bytes (any text, NUL included), checksums on every dataset, compact status datasets.
+Version 1 files (text as HDF5 variable-length strings, checksums on snapshots only) are still read."""
+READABLE_VERSIONS = (1, 2)
 
 STATUSES = ("running", "finished", "failed", "interrupted")
 """Values stored in the file. Readers may also report "incomplete": stored "running" but the writer is gone."""
@@ -25,11 +28,26 @@ ARRAYS = "arrays"
 SAMPLES = "samples"
 SAMPLE_FIELDS = "samples/fields"
 SAMPLE_TEXT = ("prompt_id", "prompt", "completion")
+TEXT_BYTES = "utf8"  # v2: /samples/<text>/utf8, the rows' UTF-8 bytes end to end
+TEXT_END = "end"  # v2: /samples/<text>/end, where each row's bytes end (row i: utf8[end[i-1]:end[i]])
 SNAPSHOTS = "snapshots"
 SNAPSHOT_TENSORS = "snapshots/tensors"
 
 STATUS_BYTES = 16
 MESSAGE_BYTES = 1024
+
+# Meta keys whose values other layers rely on (a model is rebuilt from them): the file check refuses a file whose
+# value has another type or range, naming the key, instead of letting a reader fail deep inside model code.
+META_CHECKS: dict[str, tuple[str, str]] = {
+    "lora_rank": ("int", "an integer ≥ 1"),
+    "lora_alpha": ("float", "a finite number > 0"),
+    "lora_dropout": ("fraction", "a number in [0, 1)"),
+    "lora_target_modules": ("names", "a module name or a list of module names"),
+    "base_model_path": ("str", "a path"),
+    "base_model_kind": ("str", "a string"),
+    "base_model_dtype": ("str", "a string"),
+    "run_id": ("str", "a string"),
+}
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from discrepancy.cli import app
-from discrepancy.runfile import RunCorrupted, check, open_run
+from discrepancy.runfile import RunCorrupted, RunTruncated, check, open_run
 
 from sample_runs import damage_snapshot, make_good_run
 
@@ -52,11 +52,20 @@ def test_not_a_run(tmp_path, kind):
 
 
 def test_truncated_at_many_offsets(tmp_path, good_run):
+    """Truncation is read from the file's header (its recorded end address against the size on disk), so it is
+    named with both sizes without waiting for HDF5: a 5 s limit would otherwise end in "did not finish"."""
     data = good_run.read_bytes()
     for frac in (0.01, 0.05, 0.2, 0.4, 0.6, 0.8, 0.95, 0.999):
         path = tmp_path / f"trunc_{frac}.h5"
         path.write_bytes(data[: int(len(data) * frac)])
         assert_clean_error(path)
+        with pytest.raises(RunTruncated, match=f"is truncated: {int(len(data) * frac):,} bytes on disk, but its "
+                                               f"header records {len(data):,}"):
+            check.check_run_file(path, timeout=5.0)
+    path = tmp_path / "header_cut.h5"
+    path.write_bytes(data[:30])  # inside the superblock itself
+    with pytest.raises(RunTruncated, match="cut short inside its HDF5 header"):
+        check.check_run_file(path, timeout=5.0)
 
 
 def test_hdf5_but_not_a_run_and_schema_problems(tmp_path, good_run):

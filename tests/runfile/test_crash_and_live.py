@@ -108,13 +108,24 @@ def test_same_process_reader_follows_a_live_writer(tmp_path):
         rec.finish()
 
 
-def test_resume_refuses_a_crashed_file_with_the_fix(tmp_path, writer):
+def test_resume_continues_a_crashed_run_and_refuses_a_live_one(tmp_path, writer):
+    """Resuming rewrites the kept records into a new file (a kill cannot leave the run half-truncated), so a run
+    whose writer was killed resumes directly; one whose writer is alive is refused, naming it."""
     path = tmp_path / "run.h5"
-    proc, _ = writer(path, 5, 2)
+    proc, flushed = writer(path, 5, 2)
+    assert flushed == 5  # the snapshot of step 0 flushes too
+    with pytest.raises(RunFileError, match="still being written"):
+        Recorder.resume(path, from_step=2)
     proc.kill()
     proc.wait()
-    with pytest.raises(RunFileError, match="discrepancy recover"):
-        Recorder.resume(path, from_step=2)
+    with Recorder.resume(path, from_step=2) as rec:
+        rec.log_step(2, {"s0": -1.0})
+        rec.finish()
+    with open_run(path) as run:
+        assert run.status == "finished" and list(run.steps) == [0, 1, 2]
+        assert run.series()["s0"].tolist() == [0.0, 10.0, -1.0]
+        assert list(run.samples()["completion"]) == ["c0", "c1"]  # samples of dropped steps go too
+        assert run.snapshot_steps == [0]
 
 
 @pytest.mark.slow
