@@ -162,7 +162,8 @@ def _check_request(cfg: TrainConfig, req: Request, config_toml: str) -> None:
         check_new_run(req.out, req.overwrite)
         return
     if not checkpoint_path(req.out).is_file():
-        raise ResumeError(f"{req.out}: nothing to resume ({checkpoint_path(req.out)} is missing)")
+        raise ResumeError(f"{req.out}: nothing to resume ({checkpoint_path(req.out).name} is missing: the run stopped "
+                          "before its first checkpoint); start it again with --force")
     with open_run(req.out) as run:
         recorded = run.config
     schedule = recorded.setdefault("schedule", {})
