@@ -11,7 +11,7 @@ from discrepancy.errors import ConfigError
 
 @dataclass
 class InstrumentationConfig:
-    """Per-step measurements (SPEC §2–3); each can be switched off."""
+    """Per-step measurements (docs/definitions.md §2–3); each can be switched off."""
 
     shared_prompt_forward: bool = field(default=True, **helped(
         "measurement forwards encode each prompt once per group (KV cache); false = the trainer's plain forward"))

@@ -1,4 +1,4 @@
-"""The discrepancy operator D_t and the trust-region ratio ρ_t of one optimizer step (SPEC §2).
+"""The discrepancy operator D_t and the trust-region ratio ρ_t of one optimizer step (docs/definitions.md §2).
 
 The step expected the loss on its own batch to change by ΔL_pred = g_t·Δθ_t (first-order Taylor model) and it
 actually changed by ΔL_obs = L_post − L_pre. Their gap D_t = ΔL_obs − ΔL_pred is the curvature along the step
@@ -16,7 +16,7 @@ import torch
 from discrepancy.instrumentation.hooks import Instrument, StepContext
 from discrepancy.instrumentation.shared import last_micro_batch
 
-#: ρ_t is undefined when the predicted change is this small relative to the loss itself (SPEC §2).
+#: ρ_t is undefined when the predicted change is this small relative to the loss itself (docs/definitions.md §2).
 RHO_GUARD = 1e-3
 #: ... or this small in absolute terms. The GRPO loss of group-centred advantages is ≈ 0 at every step, which makes
 #: the relative guard vacuous; ΔL_obs is the difference of two float32 loss evaluations of order-one token terms,
@@ -111,7 +111,7 @@ SERIES = {
 
 
 class DiscrepancyOperator(Instrument):
-    """Records D_t, ρ_t and their companions every step (SPEC §2).
+    """Records D_t, ρ_t and their companions every step (docs/definitions.md §2).
 
     ΔL_pred needs ∇L_pre itself: the gradient of this process's own batch loss, before clipping rescales it and
     before several processes average it (L_pre and L_post are measured on this process's rollouts). That is
@@ -124,7 +124,7 @@ class DiscrepancyOperator(Instrument):
         self._grad: dict[str, torch.Tensor] | None = None
 
     def series(self) -> dict[str, str]:
-        """The nine per-step series of SPEC §2."""
+        """The nine per-step series of docs/definitions.md §2."""
         return dict(SERIES)
 
     def on_micro_backward(self, ctx: StepContext, k: int) -> None:

@@ -1,4 +1,4 @@
-"""How far a step moved the policy, measured on the rollout tokens it trained on (SPEC §2).
+"""How far a step moved the policy, measured on the rollout tokens it trained on (docs/definitions.md §2).
 
 All functions take per-token tensors [N, T] with a completion mask [N, T] and return plain floats:
 - realised KL(π_old‖π_new) with Schulman's k3 estimator on tokens sampled from π_old;

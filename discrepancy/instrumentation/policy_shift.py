@@ -26,7 +26,7 @@ from discrepancy.modeling.lora_fold import bypassed_lora
 
 
 class PolicyShift(Instrument):
-    """How far this step moved the policy on its own rollout tokens (SPEC §2, 'for free' part)."""
+    """How far this step moved the policy on its own rollout tokens (docs/definitions.md §2, 'for free' part)."""
 
     needs = ("post_step",)
 

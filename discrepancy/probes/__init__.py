@@ -1,4 +1,4 @@
-"""Emergent skill probes (SPEC §6 and §8): what a model learned at a phase transition.
+"""Emergent skill probes (docs/definitions.md §6 and §8): what a model learned at a phase transition.
 
 - ``suite``: probe suite files (JSONL) — loading, validation, the shipped suites;
 - ``metrics``: pass@k, calibration, rates per thousand tokens (what counts as correct: ``discrepancy.grading``);

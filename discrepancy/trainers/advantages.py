@@ -1,4 +1,4 @@
-"""Group-relative advantages (GRPO, SPEC §1) and the share of groups that carry no signal.
+"""Group-relative advantages (GRPO, docs/definitions.md §1) and the share of groups that carry no signal.
 
 Â_i = (r_i − mean_group r) / (std r + ε), with the std taken over the group ("group", DeepSeekMath), over the whole
 batch ("batch") or not at all ("none", Dr. GRPO 2503.20783). Conventions, chosen to match TRL 1.16:

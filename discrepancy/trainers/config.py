@@ -93,7 +93,7 @@ class LoraConfig:
 
 @dataclass
 class GRPOConfig:
-    """GRPO itself (SPEC §1)."""
+    """GRPO itself (docs/definitions.md §1)."""
 
     num_prompts: int = field(default=8, **helped("prompts per step"))
     group_size: int = field(default=8, **helped("completions per prompt G (≥ 2)"))

@@ -1,6 +1,6 @@
 """The GRPO loss as a pure function of per-token log-probabilities.
 
-Per token (DeepSeekMath 2402.03300, SPEC §1):
+Per token (DeepSeekMath 2402.03300, docs/definitions.md §1):
 
     ρ = exp(logp − old_logp)
     surrogate = min(ρ·Â, clip(ρ, 1 − ε_low, 1 + ε_high)·Â)

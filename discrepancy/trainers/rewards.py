@@ -1,4 +1,4 @@
-"""Rule-based rewards (DeepSeek-R1 style, SPEC §1): plain functions, a registry, and weighted scoring.
+"""Rule-based rewards (DeepSeek-R1 style, docs/definitions.md §1): plain functions, a registry, and weighted scoring.
 
 A reward is any callable ``(prompts: list[str], completions: list[str], answers: list[str]) -> list[float]`` with one
 value per completion; ``None`` or NaN marks a completion the reward cannot score. Built-ins:
