@@ -21,6 +21,10 @@ from discrepancy.analysis.changepoints.events import group_transitions
 from discrepancy.analysis.changepoints.jumps import MIN_POINTS, JumpDetector, JumpResult
 from discrepancy.analysis.changepoints.noise import robust_sigma
 from discrepancy.analysis.changepoints.plateaus import PlateauDetector
+from discrepancy.analysis.selection import (  # noqa: F401 - TIMING, SCHEDULE, DERIVED_SUFFIX: imported from here too
+    DERIVED_SUFFIX, SCHEDULE, TIMING, constant_series, exclusion_notes, not_searched,
+)
+from discrepancy.analysis.transients import TRANSIENT_COLUMNS, EPISODE_COLUMNS, group_episodes, transient_rows
 from discrepancy.runfile.results import EVENT_COLUMNS
 
 MIN_STEPS = MIN_POINTS
@@ -32,22 +36,15 @@ FAMILIES: list[tuple[str, str]] = [  # (family, regex on the series name); first
     ("gradient noise", r"noise|grad_sq|b_simple|snr|grad_norm"),
     ("KL and entropy", r"kl|entropy"),
 ]
-# Per-step wall-clock timings jump with machine load (other jobs, cache, I/O), not with learning: by default they are
-# plotted under "other" but not searched for jumps or plateaus, so they never join a phase transition.
-TIMING = re.compile(r"^time_|_time$")  # per-step wall-clock series: they follow machine load
-# Schedules are set by the config (recipe.STEP_SERIES: "learning rate / sampling temperature / KL weight β of the
-# step"), not learned: a warm-up kink is the config's, not the run's. Plotted, never searched.
-SCHEDULE = re.compile(r"^(lr|learning_rate|temperature|beta)$|_schedule$")
-DERIVED_SUFFIX = "_ewma"  # X_ewma smooths X: a spike of X becomes a step of X_ewma, so only X is searched
 JUMP_COLUMNS = ["signal", "family", "step", "size", "z", "axis"]
 PLATEAU_COLUMNS = ["signal", "family", "start_step", "end_step", "level", "drop", "ended_by_jump"]
-SIGNAL_COLUMNS = ["signal", "family", "points", "sigma", "n_jumps", "n_plateaus", "jump_fraction"]
+SIGNAL_COLUMNS = ["signal", "family", "points", "sigma", "n_jumps", "n_plateaus", "jump_fraction", "n_transients"]
 
 
 def family_of(name: str) -> str:
-    """Plot family of a series, from its name (timing series are "other", whatever else their name says)."""
+    """Plot family of a series, from its name (wall-clock timings are "timing", whatever else their name says)."""
     if TIMING.search(name):
-        return "other"
+        return "timing"
     for family, pattern in FAMILIES:
         if re.search(pattern, name, flags=re.IGNORECASE):
             return family
@@ -63,6 +60,10 @@ class AnalysisResult:
     plateaus: pd.DataFrame  # PLATEAU_COLUMNS; [start_step, end_step) half-open
     transitions: pd.DataFrame  # events.TRANSITION_COLUMNS, strongest first
     signals: pd.DataFrame  # SIGNAL_COLUMNS, one row per analysed series
+    transients: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TRANSIENT_COLUMNS))
+    episodes: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EPISODE_COLUMNS))  # strongest first
+    constant: dict[str, float] = field(default_factory=dict)  # series with one value over the whole run
+    descriptions: dict[str, str] = field(default_factory=dict)  # series -> what it measures (the run's schema)
     path: str | None = None
     status: str = "unknown"
     config_toml: str = ""
@@ -74,34 +75,67 @@ class AnalysisResult:
         return int(len(self.series))
 
     def events(self) -> pd.DataFrame:
-        """One table of every event: phase transitions first, then jumps, then plateaus (the ``events.csv`` rows, in
-        the layout ``discrepancy.runfile.results.EVENT_COLUMNS`` declares).
-
-        Columns mean the same for every kind: ``start_step`` and ``end_step`` are the first and last logged step of
-        the event, both inclusive (a jump is one step: the first of its new level; a plateau ends at its last step,
-        not at the exclusive end of the ``plateaus`` table); ``step`` is where to draw it (transition: median step of
-        its jumps; jump: its step; plateau: its start). size: signed jump size, or for a plateau the drop that ended
-        it; score: |z| of a transition, z of a jump, level of a plateau; axis: where a jump was seen ("log" = only on
-        the log-step axis); signals and n_families: the members of a transition.
-        """
-        cols = EVENT_COLUMNS
-        t, j, p = self.transitions, self.jumps, self.plateaus
-        steps = self.series.index.to_numpy()
-        last = steps[np.clip(np.searchsorted(steps, p["end_step"].to_numpy(), side="left") - 1, 0, None)] \
-            if len(steps) and len(p) else p["end_step"]  # last logged step before the exclusive end
-        rows = [
+        """One table of every event (the ``events.csv`` rows, in the layout ``runfile.results.EVENT_COLUMNS``):
+        phase transitions, episodes, jumps, transients, plateaus, in that order. Every column means the same for
+        every kind (``EVENT_DOCS``); a column the layout does not declare is left out."""
+        t, e, j, tr, p = self.transitions, self.episodes, self.jumps, self.transients, self.plateaus
+        sigma = self.signals.set_index("signal")["sigma"] if len(self.signals) else pd.Series(dtype=float)
+        parts = [
             pd.DataFrame({"event": t["event"], "kind": "phase_transition", "signal": "", "step": t["step"],
-                          "start_step": t["first_step"], "end_step": t["last_step"], "size": np.nan,
+                          "start_step": t["first_step"], "end_step": t["last_step"], "size": np.nan, "level": np.nan,
                           "score": t["max_abs_z"], "axis": "", "signals": t["signals"], "n_families": t["n_families"]}),
-            pd.DataFrame({"event": "", "kind": "jump", "signal": j["signal"], "step": j["step"],
-                          "start_step": j["step"], "end_step": j["step"], "size": j["size"], "score": j["z"],
-                          "axis": j["axis"], "signals": "", "n_families": np.nan}),
-            pd.DataFrame({"event": "", "kind": "plateau", "signal": p["signal"], "step": p["start_step"],
-                          "start_step": p["start_step"], "end_step": np.asarray(last), "size": p["drop"],
-                          "score": p["level"], "axis": "linear", "signals": "", "n_families": np.nan}),
+            pd.DataFrame({"event": e["event"], "kind": "episode", "signal": "", "step": e["step"],
+                          "start_step": e["first_step"], "end_step": e["last_step"], "size": np.nan, "level": np.nan,
+                          "score": e["max_z"], "axis": "", "signals": e["signals"], "n_families": e["n_families"]}),
+            pd.DataFrame({"event": [f"J{i + 1}" for i in range(len(j))], "kind": "jump", "signal": j["signal"],
+                          "step": j["step"], "start_step": j["step"], "end_step": j["step"], "size": j["size"],
+                          "level": np.nan, "score": j["z"].abs(), "axis": j["axis"], "signals": j["signal"],
+                          "n_families": 1}),
+            pd.DataFrame({"event": [f"S{i + 1}" for i in range(len(tr))], "kind": "transient", "signal": tr["signal"],
+                          "step": tr["step"], "start_step": tr["start_step"], "end_step": tr["end_step"],
+                          "size": tr["size"], "level": tr["baseline"], "score": tr["z"], "axis": "linear",
+                          "signals": tr["signal"], "n_families": 1}),
+            pd.DataFrame({"event": [f"P{i + 1}" for i in range(len(p))], "kind": "plateau", "signal": p["signal"],
+                          "step": p["start_step"], "start_step": p["start_step"], "end_step": self._last_logged(p),
+                          "size": p["drop"], "level": p["level"],
+                          "score": p["drop"].abs() / p["signal"].map(sigma).replace(0.0, np.nan).to_numpy(),
+                          "axis": "linear", "signals": p["signal"], "n_families": 1}),
         ]
-        rows = [r for r in rows if not r.empty]
+        cols = EVENT_COLUMNS
+        rows = [r[[c for c in cols if c in r]] for r in parts if not r.empty]
         return pd.concat(rows, ignore_index=True)[cols] if rows else pd.DataFrame(columns=cols)
+
+    def _last_logged(self, p: pd.DataFrame) -> np.ndarray:
+        """Last logged step of each plateau (the ``plateaus`` table's ``end_step`` is exclusive)."""
+        steps = self.series.index.to_numpy()
+        if not len(steps) or not len(p):
+            return p["end_step"].to_numpy()
+        return steps[np.clip(np.searchsorted(steps, p["end_step"].to_numpy(), side="left") - 1, 0, None)]
+
+
+# What each events.csv column means, for every kind of row (the report prints this; docs/ and results.py cite it).
+EVENT_DOCS = {
+    "event": "id of the event: T1… phase transitions, E1… episodes (strongest first), J1… jumps, S1… transients, "
+             "P1… plateaus (in step order)",
+    "kind": "phase_transition (jumps of several series at once), episode (transients of several series at once), "
+            "jump (a level change), transient (an excursion that returns), plateau (a stall ended by a change); "
+            "llc_stage rows come from `discrepancy llc`",
+    "signal": "the series the event is on; empty for a phase transition or an episode (their series: signals)",
+    "step": "where to mark it: a jump's first step at its new level, a transient's peak, a plateau's first step, "
+            "the median jump of a phase transition, the strongest transient's peak of an episode",
+    "start_step": "first logged step of the event (inclusive)",
+    "end_step": "last logged step of the event (inclusive)",
+    "size": "signed change in the series' units: a jump's level change, a transient's excess over its running "
+            "level at the peak, the change that ended a plateau; empty for grouped kinds (their series differ)",
+    "level": "the level the event departs from, in the series' units: a plateau's level, a transient's running "
+             "level at its peak; empty otherwise",
+    "score": "strength in units of the series' noise (≥ 0): |z| of a jump, z of a transient, |change that ended "
+             "a plateau| / σ̂ of its series, the strongest member's for grouped kinds",
+    "axis": "the step axis the event was found on: linear, or log (a jump seen only at log-spaced resolution); "
+            "empty for grouped kinds",
+    "signals": "every series involved, comma-separated, strongest first (the one series of a single-series event)",
+    "n_families": "how many signal families those series come from (1 for a single-series event)",
+}
 
 
 def analyze(
@@ -121,10 +155,12 @@ def analyze(
 
     with open_run(path) as run:
         status, config_toml, meta = run.status, run.config_toml, run.meta
+        descriptions = dict(run.schema.series)  # name -> what it measures, declared by whoever recorded the run
         frame = run.series(signals) if run.num_steps else pd.DataFrame(columns=signals or list(run.schema.series))
     result = analyze_series(frame, smooth=smooth, log_axis=log_axis, max_points=max_points, min_signals=min_signals,
                             min_families=min_families, timing_jumps=timing_jumps, schedule_jumps=schedule_jumps)
     result.path, result.status, result.config_toml, result.meta = str(path), status, config_toml, meta
+    result.descriptions = {name: descriptions.get(name, "") for name in frame.columns}
     return result
 
 
@@ -139,7 +175,9 @@ def analyze_series(  # noqa: PLR0913 - every option of the analysis
     they come from ≥ ``min_families`` signal families or ≥ ``min_signals`` signals (``events.group_transitions``).
     Timing series (``TIMING``) are only plotted, with no jumps or plateaus, unless ``timing_jumps``; so are config
     schedules (``SCHEDULE``) unless ``schedule_jumps``, and ``X_ewma`` when X itself is a column (its spikes would
-    reappear as steps). Near-identical series (``duplicate_groups``) count once toward a transition's signals.
+    reappear as steps). Constant series (``constant_series``) are neither searched nor drawn. Transients
+    (``transients``) of the searched series are grouped into episodes as jumps into transitions. Near-identical
+    series (``duplicate_groups``) count once toward a transition's or an episode's signals.
     """
     frame = frame.astype(np.float64)  # lazy under pandas copy-on-write: no copy when the series are float64 already
     if smooth > 1:
@@ -147,21 +185,12 @@ def analyze_series(  # noqa: PLR0913 - every option of the analysis
     notes: list[str] = []
     if len(frame) < MIN_STEPS:
         notes.append(f"the run has {len(frame)} step(s); jump and plateau detection needs at least {MIN_STEPS}")
-    jumps, plateaus, per_signal = [], [], []
     names = list(frame.columns) if len(frame) >= MIN_STEPS else []
-    skipped = [name for name in names if TIMING.search(name)] if not timing_jumps else []
-    if skipped:
-        notes.append(f"{len(skipped)} timing series ({', '.join(skipped)}) not searched for jumps or plateaus: they "
-                     "follow machine load; --timing-jumps includes them")
-    schedules = [name for name in names if SCHEDULE.search(name)] if not schedule_jumps else []
-    if schedules:
-        notes.append(f"{len(schedules)} config schedule(s) ({', '.join(schedules)}) not searched for jumps or "
-                     "plateaus: the config sets them")
-    derived = [name for name in names if name.endswith(DERIVED_SUFFIX) and name[: -len(DERIVED_SUFFIX)] in names]
-    if derived:
-        notes.append(f"{len(derived)} smoothed series ({', '.join(derived)}) not searched: their raw series are "
-                     "searched, and smoothing turns one spike into a level change")
-    skipped += schedules + derived
+    constant = constant_series(frame, names)
+    names = [name for name in names if name not in constant]
+    skipped = not_searched(names, timing_jumps=timing_jumps, schedule_jumps=schedule_jumps)
+    notes += exclusion_notes(constant, skipped)
+    jumps, plateaus, per_signal, transients = [], [], [], []
     for name, finite, found in _map_signals(frame, names, log_axis, max_points, set(skipped)):
         if found is None:
             notes.append(f"{name}: only {finite} finite values, skipped")
@@ -169,12 +198,15 @@ def analyze_series(  # noqa: PLR0913 - every option of the analysis
         jumps += found[0]
         plateaus += found[1]
         per_signal.append(found[2])
+        transients += found[3]
     jump_df = pd.DataFrame(jumps, columns=JUMP_COLUMNS)
-    same = duplicate_groups(frame, [n for n in names if n not in set(skipped)])
+    same = duplicate_groups(frame, [n for n in names if n not in skipped])
     if same:
-        notes.append("near-identical series count once in phase transitions: "
+        notes.append("near-identical series count once in phase transitions and episodes: "
                      + "; ".join("=".join([rep, *dups]) for rep, dups in same.items()))
     alias = {d: rep for rep, dups in same.items() for d in dups}
+    tr_df = pd.DataFrame(transients, columns=TRANSIENT_COLUMNS).sort_values(["step", "signal"], kind="stable")
+    near = max(2, int(0.005 * _span(frame)))  # steps apart that are "the same moment" (as for jumps)
     return AnalysisResult(
         series=frame,
         jumps=jump_df.sort_values(["step", "signal"], kind="stable").reset_index(drop=True),
@@ -182,8 +214,16 @@ def analyze_series(  # noqa: PLR0913 - every option of the analysis
         transitions=group_transitions(jump_df.assign(signal=jump_df["signal"].replace(alias)) if alias else jump_df,
                                       min_signals=min_signals, min_families=min_families),
         signals=pd.DataFrame(per_signal, columns=SIGNAL_COLUMNS),
+        transients=tr_df.reset_index(drop=True),
+        episodes=group_episodes(tr_df, span=_span(frame), tolerance=near, min_signals=min_signals, min_families=min_families, alias=alias),
+        constant=constant,
         notes=notes,
     )
+
+
+def _span(frame: pd.DataFrame) -> int:
+    """Steps the run covers (first to last logged step, inclusive); 0 when empty."""
+    return int(frame.index.max() - frame.index.min() + 1) if len(frame) else 0
 
 
 SAME_CORRELATION = 0.999  # |correlation| above this: one quantity logged twice (loss and loss_pre)
@@ -244,9 +284,11 @@ def _signal_job(job: tuple[str, bool, int, bool]) -> tuple[str, int, tuple | Non
         return name, int(y.size), None
     if plot_only:  # a summary row puts it in the figures; no events
         info = dict(signal=name, family=family_of(name), points=int(y.size), sigma=robust_sigma(y), n_jumps=0,
-                    n_plateaus=0, jump_fraction=float("nan"))
-        return name, int(y.size), ([], [], info)
-    return name, int(y.size), _one_signal(y, steps, name, log_axis, max_points)
+                    n_plateaus=0, jump_fraction=float("nan"), n_transients=0)
+        return name, int(y.size), ([], [], info, [])
+    jumps, plats, info = _one_signal(y, steps, name, log_axis, max_points)
+    spikes = [dict(signal=name, family=info["family"], **row) for row in transient_rows(y, steps, max_points)]
+    return name, int(y.size), (jumps, plats, {**info, "n_transients": len(spikes)}, spikes)
 
 
 def _map_signals(frame: pd.DataFrame, names: list[str], log_axis: bool, max_points: int, plot_only: set[str]) -> list:

@@ -18,13 +18,16 @@ import numpy as np
 import pandas as pd
 
 from discrepancy.analysis.changepoints.axes import log_bins
-from discrepancy.analysis.pipeline import TIMING, AnalysisResult
+from discrepancy.analysis.pipeline import AnalysisResult
+from discrepancy.analysis.selection import not_searched
+from discrepancy.analysis.units import unit_of
 from discrepancy.runfile.results import atomic_path, family_png, family_pngs
 
-FAMILY_FILES = {  # family -> file stem, one of results.FAMILY_STEMS
+FAMILY_FILES = {  # family -> file stem (results.FAMILY_STEMS, and "timing": wall-clock series, drawn last)
     "rewards": "rewards", "losses and D_t/ρ": "losses", "gradient noise": "gradient_noise",
-    "KL and entropy": "kl_entropy", "lengths": "lengths", "other": "other",
+    "KL and entropy": "kl_entropy", "lengths": "lengths", "other": "other", "timing": "timing",
 }
+EXTRA_STEMS = ("timing", "overview", "jump_map")  # this module's PNGs beyond results.FAMILY_STEMS
 MAX_ROWS = 16  # panels per figure; a family with more signals continues in <family>_2.png, <family>_3.png, ...
 PLOT_POINTS = 1000  # x positions per line: ~2 per pixel column of a panel at DPI (no line needs more)
 DPI = 80
@@ -86,19 +89,23 @@ class _Events:
     jumps: dict[str, np.ndarray]  # axis ("linear"/"log") -> steps
     plateaus: np.ndarray  # [k, 2] start, end steps
     transitions: list[tuple[str, float]]  # (event, step) the signal takes part in
+    transients: np.ndarray  # [k, 2] peak step, value at the peak
 
 
 def _events_of(res: AnalysisResult, names: list[str]) -> dict[str, _Events]:
     jumps = {k: g for k, g in res.jumps.groupby("signal")}
     plats = {k: g for k, g in res.plateaus.groupby("signal")}
-    empty = pd.DataFrame(columns=["step", "axis", "start_step", "end_step"])
+    spikes = {k: g for k, g in res.transients.groupby("signal")}
+    empty = pd.DataFrame(columns=["step", "axis", "start_step", "end_step", "size"])
     out = {}
     for name in names:
-        js, ps = jumps.get(name, empty), plats.get(name, empty)
+        js, ps, ts = jumps.get(name, empty), plats.get(name, empty), spikes.get(name, empty)
         out[name] = _Events(
             {a: js.loc[js["axis"] == a, "step"].to_numpy(dtype=np.float64) for a in ("linear", "log")},
             ps[["start_step", "end_step"]].to_numpy(dtype=np.float64).reshape(-1, 2),
             [(t.event, float(t.step)) for t in res.transitions.itertuples() if name in t.signals.split(",")],
+            np.column_stack([ts["step"].to_numpy(dtype=np.float64),
+                             (ts["size"] + ts["baseline"]).to_numpy(dtype=np.float64) if len(ts) else []]),
         )
     return out
 
@@ -138,6 +145,7 @@ def _stacked_panel(  # noqa: PLR0913 - one panel needs all of these
 
     n = len(rows)
     env, mids, plats, marks = [], [], [], {"linear": [], "log": [], "transition": []}
+    spikes: list[tuple[float, float, str]] = []  # x, y (in the band), marker of each transient's peak
     yticks, ylabels, xs = [], [], []
     for r, ((_, c, ev), lim, title) in enumerate(zip(rows, limits, titles)):
         base = float(n - 1 - r)
@@ -153,6 +161,7 @@ def _stacked_panel(  # noqa: PLR0913 - one panel needs all of these
                   for s, e in ev.plateaus]
         for axis in ("linear", "log"):
             marks[axis] += [[(j + shift, base), (j + shift, base + BAND)] for j in ev.jumps[axis]]
+        spikes += [(x_ + shift, float(b(np.array([v]))[0]), "o") for x_, v in ev.transients]  # at the peak
         for label, step in ev.transitions:
             marks["transition"].append([(step + shift, base), (step + shift, base + BAND)])
             if not log:
@@ -160,13 +169,15 @@ def _stacked_panel(  # noqa: PLR0913 - one panel needs all of these
                         bbox=dict(boxstyle="square,pad=0.05", fc="white", ec="none", alpha=0.8))
         ticks = [t for t in MaxNLocator(3).tick_values(b.lo, b.hi) if b.lo <= t <= b.hi]
         yticks += list(b(np.array(ticks, dtype=np.float64)))
-        ylabels += [f"{t:.3g}" for t in ticks]
+        ylabels += tick_labels(ticks)
     ax.add_collection(PolyCollection(plats, facecolors="tab:cyan", alpha=0.2, lw=0))
     ax.add_collection(PolyCollection(env, facecolors="0.8", edgecolors="0.72", lw=0.4))
     ax.add_collection(LineCollection(mids, colors="tab:blue", lw=1.2))
     ax.add_collection(LineCollection(marks["linear"], colors="tab:red", lw=1.1, alpha=0.9))
     ax.add_collection(LineCollection(marks["log"], colors="tab:red", lw=1.1, alpha=0.9, linestyles="--"))
     ax.add_collection(LineCollection(marks["transition"], colors="black", lw=0.9, linestyles=":"))
+    pts = np.array([(x_, y_) for x_, y_, _ in spikes]).reshape(-1, 2)
+    ax.scatter(pts[:, 0], pts[:, 1], marker="o", s=30, facecolors="none", edgecolors="tab:orange", lw=1.3, zorder=5)
     ax.hlines(np.arange(1, n) - 0.04, 0, 1, transform=ax.get_yaxis_transform(), colors="0.85", lw=0.6)  # row gaps
     ax.set_ylim(-0.08, n - 1 + BAND + 0.2)
     if log:  # same value scale as the linear panel beside it: its ticks serve both (ticks cost ~2 ms each)
@@ -186,11 +197,30 @@ def _stacked_panel(  # noqa: PLR0913 - one panel needs all of these
         ax.set_xlim(min(xs), max(xs))
 
 
-def _title(name: str, row: pd.Series) -> str:
-    """Left-panel title of one band: counts of events, or why there are none (a timing series is not searched)."""
-    if TIMING.search(name) and np.isnan(row.jump_fraction):
-        return f"{name}: timing, not searched for jumps or plateaus"
-    return f"{name}: {row.n_jumps} jump(s), {row.n_plateaus} plateau(s), jump fraction {row.jump_fraction:.2f}"
+def tick_labels(ticks: list[float]) -> list[str]:
+    """Labels that tell every tick apart: the fewest significant digits (3 to 8) that make them distinct, else an
+    offset form ("1+2e-06") for ticks that differ far below their size (a ratio median of 1 ± 10⁻⁶)."""
+    if not ticks:
+        return []
+    for digits in range(3, 9):
+        labels = [f"{t:.{digits}g}" for t in ticks]
+        if len(set(labels)) == len(labels):
+            return labels
+    ref = float(np.median(ticks))
+    return [f"{ref:.6g}{t - ref:+.2g}" if t != ref else f"{ref:.6g}" for t in ticks]
+
+
+def _title(name: str, row: pd.Series, unit: str, why: str | None) -> str:
+    """Left-panel title of one band: name, unit, counts of events, or why it was not searched."""
+    head = f"{name} [{unit}]" if unit else name
+    if why is not None:
+        return f"{head}: {why}, not searched"
+    counts = [f"{k} {w}{'s' if k != 1 else ''}" for k, w in ((row.n_jumps, "jump"), (row.n_plateaus, "plateau"),
+                                                             (getattr(row, "n_transients", 0), "transient"))]
+    return f"{head}: " + ", ".join(counts)
+
+
+WHY = {"timing": "wall-clock timing", "schedule": "config schedule", "smoothed": "smoothed copy"}
 
 
 def family_pages(res: AnalysisResult, family: str) -> int:
@@ -220,11 +250,16 @@ def family_figure(res: AnalysisResult, family: str, out: Path, page: int = 0) ->
     # fixed margins instead of tight_layout, which measures every tick label
     fig.subplots_adjust(left=0.055, right=0.995, top=1 - 0.55 / height, bottom=0.45 / height, wspace=0.09)
     limits = [_limits(curves[name][0]) if curves[name] is not None else (0.0, 1.0) for name in names]
+    why = {k: WHY[v] for k, v in not_searched(list(res.series.columns)).items()
+           if k in names and np.isnan(info.loc[k, "jump_fraction"])}
     for col, log in enumerate((False, True)):
         rows = [(name, None if curves[name] is None else curves[name][col], events[name]) for name in names]
-        titles = [f"{name} (value scale as on the left)" if log else _title(name, info.loc[name]) for name in names]
+        titles = [_description(res, name) if log else
+                  _title(name, info.loc[name], unit_of(name, res.descriptions.get(name, "")), why.get(name))
+                  for name in names]
         _stacked_panel(axes[0, col], rows, limits, titles, log, shift if log else 0.0)
     axes[0, 0].set_xlabel("step")
+    axes[0, 0].set_ylabel("value (each band on its own scale; unit in its title)", fontsize=8)
     axes[0, 1].set_xlabel(("step + 1" if shift else "step") + " (log scale)")
     _legend(fig)
     pages = family_pages(res, family)
@@ -237,6 +272,12 @@ def family_figure(res: AnalysisResult, family: str, out: Path, page: int = 0) ->
     return path
 
 
+def _description(res: AnalysisResult, name: str, width: int = 95) -> str:
+    """Right-panel title of one band: what the series measures (the run's description), shortened to fit."""
+    text = res.descriptions.get(name, "") or f"{name} (log-step axis)"
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _legend(fig) -> None:  # noqa: ANN001
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -246,8 +287,9 @@ def _legend(fig) -> None:  # noqa: ANN001
         Line2D([], [], color="tab:blue", lw=1.4, label="running median"),
         Line2D([], [], color="tab:red", label="jump"), Line2D([], [], color="tab:red", ls="--", label="jump (log axis only)"),
         Patch(color="tab:cyan", alpha=0.3, label="plateau"), Line2D([], [], color="black", ls=":", label="phase transition"),
+        Line2D([], [], color="tab:orange", marker="o", mfc="none", ls="", label="transient (peak)"),
     ]
-    fig.legend(handles=handles, loc="upper right", ncol=6, fontsize=8, frameon=False, bbox_to_anchor=(0.99, 1.0))
+    fig.legend(handles=handles, loc="upper right", ncol=7, fontsize=8, frameon=False, bbox_to_anchor=(0.99, 1.0))
 
 
 _SHARED: AnalysisResult | None = None  # the result a forked worker draws from (inherited, never pickled)
@@ -265,6 +307,10 @@ def remove_family_pngs(out: Path) -> list[Path]:
     the new report as if current. Other PNGs (llc.png, probe_*.png) belong to other jobs and are kept.
     """
     gone = family_pngs(out)
+    for stem in EXTRA_STEMS:  # figures results.FAMILY_STEMS does not list yet, same naming
+        gone += [p for p in out.glob(f"{stem}*.png")
+                 if p.stem == stem or (p.stem[len(stem):].startswith("_") and p.stem[len(stem) + 1:].isdigit())]
+    gone = sorted(set(gone))
     for old in gone:
         old.unlink()
     return gone

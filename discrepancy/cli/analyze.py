@@ -11,29 +11,69 @@ import typer
 from discrepancy.errors import DiscrepancyError
 
 
+SHOWN = 12  # series listed in the terminal; the report lists every one
+
+
 def _print_table(res) -> None:  # noqa: ANN001 - AnalysisResult, imported lazily
+    """What happened (the report's headline), then the grouped events and the series with events; names are never
+    cut, whatever the terminal width (rich folds other columns first; outside a terminal it lays out 80)."""
     from rich.console import Console
     from rich.table import Table
 
+    import pandas as pd
+
+    from discrepancy.report.headline import key_rows, lead
+
     console = Console()
     console.print(f"[bold]{res.path}[/bold]: status {res.status}, {res.num_steps} steps, "
-                  f"{len(res.transitions)} phase transition(s), {len(res.jumps)} jump(s), {len(res.plateaus)} plateau(s)")
-    if not res.transitions.empty:
-        t = Table(title="Phase transitions (jumps at about the same step in several signal families or signals)")
-        for col in ("event", "step", "steps", "signals", "max |z|"):
-            t.add_column(col)
-        for r in res.transitions.itertuples():
-            t.add_row(r.event, str(r.step), f"{r.first_step}–{r.last_step}", r.signals, f"{r.max_abs_z:.1f}")
+                  f"{len(res.transitions)} phase transition(s), {len(res.episodes)} episode(s), {len(res.jumps)} "
+                  f"jump(s), {len(res.transients)} transient(s), {len(res.plateaus)} plateau(s)")
+    rows = key_rows(res)
+    if rows:
+        console.print(lead(rows), highlight=False)
+        t = Table(title="Key series: first vs last 20 % of steps (± 95 %, autocorrelation-corrected)")
+        t.add_column("series", no_wrap=True, min_width=max(len(r.name) for r in rows))
+        for col in ("start", "end", "change", "note"):
+            t.add_column(col, justify="right" if col != "note" else "left")
+        for r in rows:
+            note = f"saturated at {r.saturated_at}" if r.saturated_at is not None else ""
+            t.add_row(r.name, f"{r.start:.3g}", f"{r.end:.3g}", f"{r.change:+.3g} ± {r.half_width:.2g}", note)
         console.print(t)
-    if not res.signals.empty:
-        t = Table(title="Signals")
-        for col in ("signal", "family", "jumps", "plateaus", "jump fraction", "first jumps (step:size)"):
-            t.add_column(col)
-        for r in res.signals.itertuples():
-            js = res.jumps[res.jumps["signal"] == r.signal].head(4)
-            first = ", ".join(f"{s}:{v:+.3g}" for s, v in zip(js["step"], js["size"]))
-            t.add_row(r.signal, r.family, str(r.n_jumps), str(r.n_plateaus), _fraction(r.jump_fraction), first)
+    _grouped(console, Table, "Phase transitions (jumps at about the same step in several families or series)",
+             [(r.event, str(r.step), f"{r.first_step}–{r.last_step}", r.signals.replace(",", ", "),
+               f"{r.max_abs_z:.1f}") for r in res.transitions.itertuples()])
+    _grouped(console, Table, "Episodes (transients of several series at once)",
+             [(r.event, str(r.step), f"{r.first_step}–{r.last_step}", r.signals.replace(",", ", "), f"{r.max_z:.1f}")
+              for r in res.episodes.itertuples()])
+    busy = res.signals[(res.signals["n_jumps"] > 0) | (res.signals.get("n_transients", 0) > 0)]
+    busy = busy.assign(n=busy["n_jumps"] + busy.get("n_transients", 0)).sort_values("n", ascending=False,
+                                                                                     kind="stable")
+    if not busy.empty:
+        shown = f"the {min(SHOWN, len(busy))} with most events of {len(busy)}" if len(busy) > SHOWN else len(busy)
+        t = Table(title=f"Series with jumps or transients ({shown}; every series in report.html)")
+        busy = busy.head(SHOWN)
+        t.add_column("signal", no_wrap=True, min_width=int(busy["signal"].str.len().max()))
+        for col in ("jumps", "transients", "first events (step:size)"):
+            t.add_column(col, justify="right" if col != "first events (step:size)" else "left",
+                         no_wrap=col != "first events (step:size)")
+        for r in busy.itertuples():
+            ev = pd.concat([res.jumps.loc[res.jumps["signal"] == r.signal, ["step", "size"]],
+                            res.transients.loc[res.transients["signal"] == r.signal, ["step", "size"]]])
+            first = ", ".join(f"{s}:{v:+.3g}" for s, v in ev.sort_values("step").head(3).itertuples(index=False))
+            t.add_row(r.signal, str(r.n_jumps), str(getattr(r, "n_transients", 0)), first)
         console.print(t)
+
+
+def _grouped(console, table_cls, title: str, rows: list[tuple[str, ...]]) -> None:  # noqa: ANN001
+    """A table of grouped events (transitions or episodes), nothing when there are none."""
+    if not rows:
+        return
+    t = table_cls(title=title)
+    for col in ("event", "step", "steps", "signals", "max |z|"):
+        t.add_column(col, no_wrap=col != "signals")
+    for row in rows:
+        t.add_row(*row)
+    console.print(t)
 
 
 def analyze(
@@ -68,8 +108,3 @@ def analyze(
     n_png = sum(1 for key in paths if key.startswith("figure:"))
     pngs = f", {n_png} PNG{'s' if n_png != 1 else ''}" if n_png else " (no figures: too few steps or no signals)"
     typer.echo(f"wrote {paths['report']} and {paths['events'].name}, {paths['summary'].name}{pngs} in {out}", err=True)
-
-
-def _fraction(value: float) -> str:
-    """A share for the table; '–' where it is undefined (a series not searched, e.g. timings), as the report."""
-    return "–" if value != value else f"{value:.2f}"

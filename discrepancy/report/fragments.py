@@ -16,7 +16,11 @@ import pandas as pd
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}pre{background:#f7f7f7;
-padding:1em;overflow:auto;font-size:12px}img{max-width:100%;border:1px solid #eee;margin:0.5em 0}.note{color:#a50}"""
+padding:1em;overflow:auto;font-size:12px}img{max-width:100%;border:1px solid #eee;margin:0.5em 0}.note{color:#a50}
+h1{margin:0.2em 0 0}h2{margin-top:1.6em;border-bottom:1px solid #ddd}.small{font-size:13px;color:#555}
+.status{font-size:15px}td.text{text-align:left;max-width:520px}table.samples code{white-space:pre-wrap}
+table.key td,table.key th{padding:3px 10px}ul li{margin:0.25em 0}th.text{text-align:left}
+.lead{font-size:17px;line-height:1.45;max-width:1100px}"""
 
 
 def data_uri(path: Path) -> str:
@@ -40,7 +44,10 @@ def table(df: pd.DataFrame, limit: int = 200) -> str:
     if df.empty:
         return "<p>none</p>"
     more = f"<p>… {len(df) - limit} more rows in events.csv</p>" if len(df) > limit else ""
-    return df.head(limit).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", border=0) + more
+    shown = df.head(limit)
+    if "signals" in shown:  # a comma-separated list: a space after each comma lets the browser wrap it
+        shown = shown.assign(signals=shown["signals"].astype(str).str.replace(",", ", "))
+    return shown.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", border=0) + more
 
 
 def note(text: str) -> str:

@@ -10,14 +10,19 @@ from __future__ import annotations
 import html
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from discrepancy.analysis.overview import jump_map_figure, overview_figure
 from discrepancy.analysis.pipeline import AnalysisResult
 from discrepancy.analysis.plots import all_figures, remove_family_pngs
+from discrepancy.report.definitions import definitions_html
 from discrepancy.report.fragments import CSS, data_uri, note, table
+from discrepancy.report.headline import headline_html, key_rows
+from discrepancy.report.samples import read_samples, samples_html
 from discrepancy.report.sections import llc_section, probe_section
 from discrepancy.runfile.results import EVENTS_CSV, REPORT_HTML, SUMMARY_JSON, write_json, write_table, write_text
 
@@ -36,35 +41,79 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def summary_dict(res: AnalysisResult) -> dict[str, Any]:
-    """The content of summary.json: run info, notes, transitions, per-signal summary, counts."""
+    """The content of summary.json: run info, the headline (key series at start and end), notes, events."""
     return {
         "run": res.path, "status": res.status, "num_steps": res.num_steps,
         "first_step": _clean(res.series.index.min()) if res.num_steps else None,
         "last_step": _clean(res.series.index.max()) if res.num_steps else None,
+        "headline": [{k: _clean(v) for k, v in asdict(r).items()} | {"change": _clean(r.change)}
+                     for r in key_rows(res)],
         "notes": list(res.notes),
-        "n_phase_transitions": int(len(res.transitions)), "n_jumps": int(len(res.jumps)),
+        "n_phase_transitions": int(len(res.transitions)), "n_episodes": int(len(res.episodes)),
+        "n_jumps": int(len(res.jumps)), "n_transients": int(len(res.transients)),
         "n_plateaus": int(len(res.plateaus)),
-        "phase_transitions": _records(res.transitions), "signals": _records(res.signals),
+        "phase_transitions": _records(res.transitions), "episodes": _records(res.episodes),
+        "signals": _records(res.signals), "constant": {k: _clean(v) for k, v in res.constant.items()},
         "meta": {k: _clean(v) if not isinstance(v, (list, dict)) else v for k, v in res.meta.items()},
     }
 
 
-def report_html(res: AnalysisResult, images: list[Path], extra: str = "") -> str:
-    """One HTML page: run status and config, notes, phase transitions, signals, figures, ``extra`` sections, events."""
-    title = f"discrepancy analysis: {html.escape(res.path or 'series')}"
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{CSS}</style></head><body>",
-             f"<h1>{title}</h1>",
-             f"<p>status <b>{html.escape(res.status)}</b> · {res.num_steps} steps · {len(res.transitions)} phase "
-             f"transition(s) · {len(res.jumps)} jump(s) · {len(res.plateaus)} plateau(s)</p>"]
-    parts += [note(n) for n in res.notes]
-    parts += ["<h2>Phase transitions</h2><p>Jumps within the same few steps from several signal families (or from "
-              "many signals of one), strongest first.</p>",
-              table(res.transitions), "<h2>Signals</h2>", table(res.signals)]
-    parts.append("<h2>Figures</h2><p>Grey: logged values; blue: running median; red: jumps (dashed: seen only on the "
-                 "log-step axis); shaded: plateaus; dotted black: phase transitions.</p>")
-    for img in images:
-        parts.append(f"<h3>{html.escape(img.stem)}</h3><img alt='{html.escape(img.stem)}' src='{data_uri(img)}'>")
-    parts += [extra, "<h2>Events</h2>", table(res.events())]
+def _status_line(res: AnalysisResult) -> str:
+    """One line: status, steps, model and task, and how many events of each kind."""
+    steps = f"{res.num_steps} steps" + (f" ({res.series.index.min()}–{res.series.index.max()})" if res.num_steps else "")
+    what = [res.meta.get(k) for k in ("base_model_kind", "base_model", "task") if res.meta.get(k)]
+    lora = f"LoRA r{res.meta['lora_rank']}" if res.meta.get("lora_rank") else ""
+    counts = [(len(res.transitions), "phase transition"), (len(res.episodes), "episode"), (len(res.jumps), "jump"),
+              (len(res.transients), "transient"), (len(res.plateaus), "plateau")]
+    parts = [f"status <b>{html.escape(res.status)}</b>", steps, *map(str, what), lora,
+             ", ".join(f"{n} {w}{'s' if n != 1 else ''}" for n, w in counts)]
+    line = " · ".join(html.escape(p) if "<b>" not in p else p for p in parts if p)
+    if res.constant or res.notes:
+        line += " · <a href='#definitions'>what was not searched, and why</a>"
+    return f"<p class='status'>{line}</p>"
+
+
+def _figure(img: Path, anchor: str = "") -> str:
+    ident = f" id='{anchor}'" if anchor else ""
+    return f"<img{ident} alt='{html.escape(img.stem)}' src='{data_uri(img)}'>"
+
+
+def _events_part(res: AnalysisResult, jump_map: Path | None) -> str:
+    """The jump map and the tables of grouped events and transients."""
+    parts = ["<section id='jump-map'><h2>Jump map and events</h2>"]
+    if jump_map is not None:
+        parts.append(_figure(jump_map))
+    parts += ["<h3>Phase transitions</h3><p class='small'>Jumps (level changes) within the same few steps in "
+              "several signal families or many series, strongest first.</p>", table(res.transitions),
+              "<h3>Episodes</h3><p class='small'>Transients of several series at once that chance alone would give "
+              "less than once in 100 runs (column chance: expected such coincidences per run).</p>",
+              table(res.episodes),
+              f"<h3>Transients</h3><p class='small'>Excursions that leave a series' running level and come back, "
+              f"strongest first ({len(res.transients)} in all; size: excess at the peak, baseline: the running "
+              "level there).</p>", table(res.transients.sort_values("z", ascending=False), limit=20), "</section>"]
+    return "".join(parts)
+
+
+def report_html(res: AnalysisResult, images: list[Path], extra: str = "", samples: str = "",
+                overview: Path | None = None, jump_map: Path | None = None) -> str:
+    """One HTML page: what happened (headline, key curves, samples), where (jump map, events), the figures by
+    family, ``extra`` sections (probes, LLC), definitions, all events, metadata and config."""
+    name = html.escape(Path(res.path).name if res.path else "series")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{name}: what happened in training</title>"
+             f"<style>{CSS}</style></head><body>",
+             f"<h1>{name}: what happened in training</h1><p class='small'>{html.escape(res.path or '')}</p>",
+             _status_line(res), headline_html(res)]
+    if overview is not None:
+        parts.append(_figure(overview, "overview"))
+    parts += [samples, _events_part(res, jump_map),
+              "<section id='figures'><h2>Every series, by family</h2><p class='small'>Grey: logged values (min–max "
+              "per pixel); blue: running median; red: jumps (dashed: seen only on the log-step axis); shaded: "
+              "plateaus; orange circles: transients; dotted black: phase transitions. Each band has its own value "
+              "scale; its unit is in its title, its description over the log-step panel.</p>"]
+    parts += [f"<h3>{html.escape(img.stem)}</h3>{_figure(img)}" for img in images]
+    parts += ["</section>", extra, definitions_html(res),
+              "<h2>All events</h2><p class='small'>The rows of events.csv (<a href='#events-columns'>columns</a>)."
+              "</p>", table(res.events())]
     if res.meta:
         meta = json.dumps(summary_dict(res)["meta"], indent=2, default=str)
         parts += ["<h2>Run metadata</h2>", f"<pre>{html.escape(meta)}</pre>"]
@@ -80,11 +129,14 @@ def write_outputs(res: AnalysisResult, out: Path, *, figures: bool = True) -> di
     write_table(res.events(), paths["events"])
     write_json(paths["summary"], summary_dict(res))
     images: list[Path] = []
+    overview = jump_map = None
     if figures:
         remove_family_pngs(out)  # an earlier analysis's figures must not pass for this one's
         if res.num_steps and not res.signals.empty:
             images = all_figures(res, out)
-    extra = probe_section(out) + llc_section(out)
-    write_text(paths["report"], report_html(res, images, extra))
-    paths.update({f"figure:{img.stem}": img for img in images})
+            overview, jump_map = overview_figure(res, out), jump_map_figure(res, out)
+    samples, problem = read_samples(res.path)
+    extra = probe_section(out) + llc_section(out) + (note(problem) if problem else "")
+    write_text(paths["report"], report_html(res, images, extra, samples_html(res, samples), overview, jump_map))
+    paths.update({f"figure:{img.stem}": img for img in [*images, overview, jump_map] if img is not None})
     return paths

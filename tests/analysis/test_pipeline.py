@@ -169,7 +169,7 @@ def test_timing_series_plotted_but_not_searched_unless_asked():
     frame = pd.DataFrame({name: step + 0.05 * rng.standard_normal(n)
                           for name in ("loss", "reward_mean", "step_time", "time_grad_noise")},
                          index=pd.Index(np.arange(n), name="step"))
-    assert family_of("time_grad_noise") == "other" and family_of("step_time") == "other"
+    assert family_of("time_grad_noise") == "timing" and family_of("step_time") == "timing"  # their own figure
     default = analyze_series(frame)
     assert set(default.jumps["signal"]) == {"loss", "reward_mean"}
     assert default.plateaus["signal"].isin(["step_time", "time_grad_noise"]).sum() == 0

@@ -1,0 +1,142 @@
+"""The two figures a reader looks at first: the run's key curves (``overview.png``) and its jump map (``jump_map.png``).
+
+Key curves: reward, correctness, format, KL, entropy and completion length (whichever the run logged), each in its
+own small axes with its unit, the logged values (grey), a running median (blue), transients (orange circles at
+their peaks), episodes (shaded orange) and phase transitions (dotted black, labelled). Jump map: one row per series
+with any event, one dot per jump (red: rose, blue: fell; size ∝ |z|), one circle per transient, the same episode
+shading and transition lines: where in the run things happened, across every series at once.
+matplotlib is imported lazily (Agg backend).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from discrepancy.analysis.pipeline import AnalysisResult
+from discrepancy.analysis.units import unit_of
+from discrepancy.runfile.results import atomic_path
+
+KEY_SERIES = ("reward_mean", "reward_correctness", "reward_format", "kl", "entropy", "completion_length_mean")
+OVERVIEW_PNG, JUMP_MAP_PNG = "overview.png", "jump_map.png"
+DPI = 80
+
+
+def key_series(res: AnalysisResult, limit: int = 6) -> list[str]:
+    """The series the overview draws: KEY_SERIES the run has (not constant), else its first searched series."""
+    present = [s for s in KEY_SERIES if s in res.series.columns and s not in res.constant
+               and np.isfinite(res.series[s]).sum() > 0]
+    if present:
+        return present[:limit]
+    searched = res.signals.loc[~res.signals["jump_fraction"].isna(), "signal"]
+    return list(searched[:limit])
+
+
+def running_median(y: pd.Series, n: int) -> pd.Series:
+    """Centred running median of max(5, n/30) steps (about 5 per panel width's 150 pixels), NaNs skipped."""
+    return y.rolling(max(5, n // 30) | 1, center=True, min_periods=1).median()
+
+
+def _marks(ax, res: AnalysisResult, label: bool) -> None:  # noqa: ANN001
+    """Episodes (shaded) and phase transitions (dotted, labelled when ``label``) on one axes."""
+    for e in res.episodes.itertuples():
+        ax.axvspan(e.first_step - 0.5, e.last_step + 0.5, color="tab:orange", alpha=0.15, lw=0)
+        if label:
+            ax.annotate(e.event, (e.step, 1.0), xycoords=("data", "axes fraction"), fontsize=7.5, ha="center",
+                        va="bottom", color="tab:orange")
+    for t in res.transitions.itertuples():
+        ax.axvline(t.step, color="black", ls=":", lw=0.9)
+        if label:
+            ax.annotate(t.event, (t.step, 1.0), xycoords=("data", "axes fraction"), fontsize=7.5, ha="left",
+                        va="bottom")
+
+
+def overview_figure(res: AnalysisResult, out: Path) -> Path | None:
+    """Draw ``overview.png`` in ``out``: the key curves, two columns; None when the run has none of them."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    names = key_series(res)
+    if not names or res.num_steps == 0:
+        return None
+    rows = -(-len(names) // 2)
+    fig, axes = plt.subplots(rows, 2, figsize=(13, 0.6 + 2.0 * rows), sharex=True, squeeze=False)
+    fig.subplots_adjust(left=0.06, right=0.99, top=1 - 0.45 / (0.6 + 2.0 * rows), bottom=0.5 / (0.6 + 2.0 * rows),
+                        hspace=0.38, wspace=0.14)
+    spikes = {k: g for k, g in res.transients.groupby("signal")}
+    steps = res.series.index.to_numpy(dtype=np.float64)
+    for ax, name in zip(axes.ravel(), names):
+        y = res.series[name]
+        ax.plot(steps, y.to_numpy(), color="0.7", lw=0.7)
+        ax.plot(steps, running_median(y, len(y)).to_numpy(), color="tab:blue", lw=1.4)
+        ts = spikes.get(name)
+        if ts is not None:
+            ax.scatter(ts["step"], ts["size"] + ts["baseline"], s=36, facecolors="none", edgecolors="tab:orange",
+                       lw=1.4, zorder=5)
+        _marks(ax, res, label=ax in axes[0])
+        unit = unit_of(name, res.descriptions.get(name, ""))
+        ax.set_title(name, loc="left", fontsize=9.5)
+        ax.set_ylabel(unit or "value", fontsize=8.5)
+        ax.tick_params(labelsize=8)
+        ax.grid(color="0.92", lw=0.6)
+    for ax in axes.ravel()[len(names):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("step", fontsize=8.5)
+    fig.text(0.01, 1 - 0.08 / (0.6 + 2.0 * rows), "Key curves: grey logged, blue running median, orange circles "
+             "transients, orange bands episodes, dotted phase transitions", fontsize=9, va="top")
+    return _save(fig, out / OVERVIEW_PNG)
+
+
+def jump_map(res: AnalysisResult, log_step: bool = False):  # noqa: ANN201 - a matplotlib Figure
+    """The jump map as a matplotlib Figure (``analysis/phase_transitions.py`` draws it for any run)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    events = pd.concat([res.jumps[["signal", "step"]], res.transients[["signal", "step"]]], ignore_index=True)
+    order = list(dict.fromkeys(events.sort_values("step", kind="stable")["signal"]))
+    row = {s: i for i, s in enumerate(order)}
+    fig, ax = plt.subplots(figsize=(13, 1.3 + 0.24 * max(len(order), 1)))
+    j, t = res.jumps, res.transients
+    num = lambda df, col: df[col].to_numpy(dtype=np.float64)  # noqa: E731 - empty tables hold object columns
+    ax.scatter(num(j, "step"), j["signal"].map(row).to_numpy(dtype=np.float64),
+               s=14 + 5 * np.minimum(np.abs(num(j, "z")), 40), c=np.where(num(j, "size") > 0, "tab:red", "tab:blue"),
+               alpha=0.85, zorder=4, label="jump")
+    ax.scatter(num(t, "step"), t["signal"].map(row).to_numpy(dtype=np.float64), s=14 + 3 * np.minimum(num(t, "z"), 40),
+               facecolors="none", edgecolors="tab:orange", lw=1.3, zorder=3, label="transient")
+    _marks(ax, res, label=True)
+    steps = res.series.index
+    if len(steps):
+        ax.set_xlim(max(1, steps.min()) if log_step else steps.min() - 0.5, steps.max() + 0.5)
+    if log_step:
+        ax.set_xscale("log")
+    ax.set_yticks(range(len(order)), order, fontsize=8)
+    ax.set_ylim(len(order) - 0.5, -0.5)
+    ax.set_xlabel("step (log scale)" if log_step else "step", fontsize=9)
+    ax.grid(axis="x", color="0.92", lw=0.6)
+    ax.set_title("Jump map: jumps (red rose, blue fell; size ∝ |z|), transients (orange circles), episodes (orange "
+                 "bands), phase transitions (dotted)", loc="left", fontsize=9.5, pad=14)
+    fig.tight_layout()
+    return fig
+
+
+def jump_map_figure(res: AnalysisResult, out: Path) -> Path | None:
+    """Draw ``jump_map.png`` in ``out``; None when no series has a jump or a transient."""
+    if res.jumps.empty and res.transients.empty:
+        return None
+    return _save(jump_map(res), out / JUMP_MAP_PNG)
+
+
+def _save(fig, path: Path) -> Path:  # noqa: ANN001
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI)
+    plt.close(fig)
+    return path

@@ -1,0 +1,216 @@
+"""The first screen of the report: what the run did (key series at its start and end) and where to look.
+
+Start and end are the means over the first and last 20 % of the logged steps. The ± is a 95 % interval of their
+difference with each window's effective sample size n·(1 − ρ)/(1 + ρ), ρ its lag-1 autocorrelation (training
+curves are autocorrelated, so plain √n intervals would call noise a change). A series has saturated when its last
+20 % hardly moves (IQR ≤ 2 % of its 1–99 % range) and it reached that final level: the step is the first from which
+its running median stays within 2 % of the range of the final level.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from discrepancy.analysis.overview import KEY_SERIES, running_median
+from discrepancy.analysis.pipeline import AnalysisResult
+from discrepancy.analysis.units import unit_of
+
+EDGE = 0.2  # share of the logged steps that makes "start" and "end"
+HEADLINE_SERIES = (*KEY_SERIES, "frac_reward_zero_std", "truncated_frac", "grad_norm")
+AROUND = 10  # steps before and after a transient compared in "around it"
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    """One key series at the start and the end of the run."""
+
+    name: str
+    unit: str
+    start: float  # mean of the first EDGE of the logged steps
+    end: float  # mean of the last EDGE
+    half_width: float  # 95 % interval half-width of end − start (autocorrelation-corrected); NaN when unknown
+    low: float
+    low_step: int
+    high: float
+    high_step: int
+    saturated_at: int | None  # first step of the final level, when the series saturated
+
+    @property
+    def change(self) -> float:
+        return self.end - self.start
+
+    @property
+    def significant(self) -> bool:
+        return bool(np.isfinite(self.half_width) and abs(self.change) > self.half_width)
+
+
+def _n_eff(v: np.ndarray) -> float:
+    """Effective sample size of an AR(1)-like window: n·(1 − ρ)/(1 + ρ), ρ ∈ [0, 0.9] its lag-1 autocorrelation."""
+    if v.size < 3 or np.std(v) == 0:
+        return float(v.size)
+    rho = float(np.clip(np.corrcoef(v[:-1], v[1:])[0, 1], 0.0, 0.9))
+    return v.size * (1 - rho) / (1 + rho)
+
+
+def mean_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(mean(b) − mean(a), 95 % half-width) with autocorrelation-corrected standard errors; NaN width below 3."""
+    if a.size < 3 or b.size < 3:
+        return float(np.mean(b) - np.mean(a)), float("nan")
+    se = np.sqrt(np.var(a, ddof=1) / _n_eff(a) + np.var(b, ddof=1) / _n_eff(b))
+    return float(np.mean(b) - np.mean(a)), float(1.96 * se)
+
+
+def saturation_step(y: pd.Series) -> int | None:
+    """First step of the final level when the series saturated (module docstring); None otherwise."""
+    v = y.dropna()
+    if len(v) < 10:
+        return None
+    span = float(np.subtract(*np.percentile(v, [99, 1])))
+    tail = v.iloc[-max(3, int(EDGE * len(v))):]
+    if span == 0 or float(np.subtract(*np.percentile(tail, [75, 25]))) > 0.02 * span:
+        return None
+    final = float(tail.median())
+    med = running_median(v, len(v))
+    off = (med - final).abs() > 0.02 * span  # [n] steps whose running median is off the final level
+    if not off.any():
+        return int(v.index[0])
+    last_off = int(np.flatnonzero(off.to_numpy())[-1])
+    return int(v.index[last_off + 1]) if last_off + 1 < len(v) else None
+
+
+def key_rows(res: AnalysisResult) -> list[KeyRow]:
+    """The headline table: each HEADLINE_SERIES the run logged and searched (constant ones are a note instead)."""
+    rows = []
+    for name in HEADLINE_SERIES:
+        if name not in res.series.columns or name in res.constant:
+            continue
+        v = res.series[name].dropna()
+        if len(v) < 2:
+            continue
+        k = max(1, int(round(EDGE * len(v))))
+        width = mean_difference(v.iloc[:k].to_numpy(), v.iloc[-k:].to_numpy())[1]
+        rows.append(KeyRow(name, unit_of(name, res.descriptions.get(name, "")), float(v.iloc[:k].mean()),
+                           float(v.iloc[-k:].mean()), width, float(v.min()), int(v.idxmin()), float(v.max()),
+                           int(v.idxmax()), saturation_step(v) if name.startswith("reward") else None))
+    return rows
+
+
+def around(res: AnalysisResult, step: int, names: list[str]) -> list[tuple[str, float, float, float]]:
+    """(series, mean of the AROUND steps before ``step``, of the AROUND steps after it, z) for the key series
+    whose level after differs from before by ≥ 2 of its autocorrelation-corrected standard errors."""
+    out = []
+    idx = res.series.index
+    for name in names:
+        y = res.series[name]
+        before = y[(idx < step) & (idx >= step - AROUND)].dropna().to_numpy()
+        after = y[(idx > step) & (idx <= step + AROUND)].dropna().to_numpy()
+        change, width = mean_difference(before, after)
+        if np.isfinite(width) and width > 0 and abs(change) >= width:  # width is 1.96 SE: |z| ≥ 1.96
+            out.append((name, float(before.mean()), float(after.mean()), 1.96 * change / width))
+    return out
+
+
+def key_transients(res: AnalysisResult, limit: int = 3) -> pd.DataFrame:
+    """The most visible transient of each key series (reward, correctness, format, KL, entropy, length): largest
+    excess as a share of the series' 1–99 % range first, since that is what a reader of the curves sees (every
+    transient already passed 6 σ̂); the other series' transients are in the jump map and the events."""
+    t = res.transients[res.transients["signal"].isin(KEY_SERIES)]
+    if t.empty:
+        return t
+    span = {n: float(np.subtract(*np.nanpercentile(res.series[n], [99, 1]))) or 1.0 for n in set(t["signal"])}
+    share = t["size"].abs() / t["signal"].map(span)
+    return t.assign(share=share).sort_values("share", ascending=False, kind="stable").drop_duplicates("signal").head(
+        limit).drop(columns="share")
+
+
+# ---- HTML ----------------------------------------------------------------------------------------------------------
+def _num(v: float) -> str:
+    return "–" if not np.isfinite(v) else f"{v:.3g}"
+
+
+def key_table(rows: list[KeyRow], descriptions: dict[str, str]) -> str:
+    """The headline table: start, end, change ± interval, range with steps, saturation."""
+    head = ("<table class='key'><tr><th>series</th><th>unit</th><th>start</th><th>end</th><th>change (95 %)</th>"
+            "<th>lowest</th><th>highest</th><th>note</th></tr>")
+    body = []
+    for r in rows:
+        verdict = "" if not np.isfinite(r.half_width) else (" <b>✓</b>" if r.significant else " (noise)")
+        note = f"saturated at step {r.saturated_at}" if r.saturated_at is not None else ""
+        body.append(
+            f"<tr><td title='{html.escape(descriptions.get(r.name, ''), quote=True)}'>{html.escape(r.name)}</td>"
+            f"<td>{html.escape(r.unit)}</td><td>{_num(r.start)}</td><td>{_num(r.end)}</td>"
+            f"<td>{r.change:+.3g} ± {_num(r.half_width)}{verdict}</td>"
+            f"<td>{_num(r.low)} (step {r.low_step})</td><td>{_num(r.high)} (step {r.high_step})</td><td>{note}</td></tr>")
+    return head + "".join(body) + "</table>"
+
+
+def where_to_look(res: AnalysisResult) -> list[str]:
+    """Bullets (HTML) pointing at the episodes, the key series' transients and what followed, the phase
+    transitions, and the figures."""
+    out = []
+    for e in res.episodes.head(3).itertuples():
+        members = res.transients[(res.transients["step"] >= e.first_step) & (res.transients["step"] <= e.last_step)]
+        top = members.sort_values("z", ascending=False).drop_duplicates("signal").head(4)
+        what = ", ".join(f"{html.escape(t.signal)} {t.size + t.baseline:.3g} (running level {t.baseline:.3g})"
+                         for t in top.itertuples())
+        out.append(f"<b><a href='#jump-map'>{e.event}</a></b>, steps {e.first_step}–{e.last_step} (peak {e.step}): "
+                   f"{e.n_signals} series in {e.n_families} families spike at once — {what}; a coincidence this "
+                   f"large is expected {e.chance:.2g} times per run")
+    names = [r for r in HEADLINE_SERIES if r in res.series.columns and r not in res.constant]
+    for t in key_transients(res).itertuples():
+        line = (f"<b>{html.escape(t.signal)}</b> {'spikes' if t.size > 0 else 'dips'} to {t.size + t.baseline:.3g} "
+                f"at step {t.step} against a running level of {t.baseline:.3g} ({t.z:.1f} σ̂; steps "
+                f"{t.start_step}–{t.end_step}) — a transient, not a level change")
+        moved = around(res, int(t.step), [t.signal, *[n for n in names if n != t.signal]])
+        if moved:
+            line += ("; over the next " + str(AROUND) + " steps against the " + str(AROUND) + " before: "
+                     + ", ".join(f"{html.escape(n)} {a:.3g} → {b:.3g} ({z:+.1f} SE)" for n, a, b, z in moved))
+        out.append(line)
+    for t in res.transitions.head(3).itertuples():
+        out.append(f"<b>{t.event}</b> phase transition at step {t.step} (steps {t.first_step}–{t.last_step}): "
+                   f"jumps of {html.escape(t.signals.replace(',', ', '))} (max |z| {t.max_abs_z:.1f})")
+    if not out:
+        out.append("no episode, transient of a key series or phase transition: the figures below show the curves")
+    return out
+
+
+def lead(rows: list[KeyRow]) -> str:
+    """One sentence per key fact: the task reward (beyond noise or not), saturated rewards, KL, dead groups."""
+    by = {r.name: r for r in rows}
+    out = []
+    for name in ("reward_correctness", "reward_mean"):
+        if name in by:
+            r = by[name]
+            verdict = "beyond" if r.significant else "within"
+            out.append(f"{name} went {r.start:.3g} → {r.end:.3g} ({r.change:+.3g} ± {_num(r.half_width)}, "
+                       f"{verdict} noise)")
+            break
+    out += [f"{r.name} saturated at step {r.saturated_at} ({r.start:.3g} → {r.end:.3g})" for r in rows
+            if r.saturated_at is not None and r.name != "reward_mean"]
+    if "kl" in by:
+        r = by["kl"]
+        out.append(f"KL to the reference went {r.start:.3g} → {r.end:.3g} {r.unit} (peak {r.high:.3g} at step "
+                   f"{r.high_step})")
+    if "frac_reward_zero_std" in by:
+        r = by["frac_reward_zero_std"]
+        out.append(f"prompt groups without learning signal (all rewards tied) went {r.start:.0%} → {r.end:.0%}")
+    return ("; ".join(out) + ".") if out else ""
+
+
+def headline_html(res: AnalysisResult) -> str:
+    """The first screen: a lead sentence, the key-series table and where to look."""
+    rows = key_rows(res)
+    parts = ["<section id='headline'><h2>What happened</h2>"]
+    text = lead(rows)
+    if text:
+        parts.append(f"<p class='lead'>{html.escape(text[0].upper() + text[1:])}</p>")
+    if rows:
+        parts.append(f"<p class='small'>start / end: mean of the first / last {int(EDGE * 100)} % of the logged "
+                     "steps; change ± its 95 % interval (corrected for autocorrelation): ✓ beyond it, (noise) "
+                     "within it.</p>" + key_table(rows, res.descriptions))
+    parts.append("<h3>Where to look</h3><ul>" + "".join(f"<li>{b}</li>" for b in where_to_look(res)) + "</ul>")
+    return "".join(parts) + "</section>"
