@@ -1,4 +1,5 @@
-"""Gradient noise scale from the micro-batches of one step (docs/definitions.md §3; McCandlish et al. 1812.06162, App. A).
+"""Gradient noise scale from the micro-batches of one step (docs/definitions.md §3; McCandlish et al. 1812.06162,
+App. A).
 
 With K micro-batch gradients g_1..g_K of b examples each, all at θ_t, and Ḡ = mean g_k:
     Ŝ   = b/(K−1) · Σ_k ‖g_k − Ḡ‖²      (unbiased for tr Σ, the per-example gradient covariance)
@@ -125,7 +126,8 @@ SERIES = {
 
 
 class GradNoise(Instrument):
-    """Ŝ, |G|², B_simple per step from the gradient-accumulation micro-batches, raw and smoothed (docs/definitions.md §3).
+    """Ŝ, |G|², B_simple per step from the gradient-accumulation micro-batches, raw and smoothed
+    (docs/definitions.md §3).
 
     The EWMAs advance once per step (at the first inner iteration), so μ > 1 does not count a step μ times.
     When the last micro-batch holds fewer groups than the others, b is their mean (the formula assumes equal b).

@@ -1,4 +1,5 @@
-"""Linearisation error of a step on fixed rows of the first step's rollouts (docs/definitions.md §2, optional, every K steps).
+"""Linearisation error of a step on fixed rows of the first step's rollouts (docs/definitions.md §2; optional, every
+K steps).
 
 N_t = ‖Δf_obs − J_f Δθ‖ / ‖Δf_obs‖, with f the completion-token log-probabilities of those rows as a function
 of the trainable parameters, Δf_obs = f(θ_{t+1}) − f(θ_t) and J_f Δθ from one forward-mode product

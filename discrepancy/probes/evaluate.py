@@ -1,6 +1,7 @@
 """Score a suite on one model: per-item table, then a tidy per-skill table (skill × metric → value).
 
-Per item (docs/definitions.md §6): exact match of the greedy answer, mean log-probability of the gold answer (teacher-forced),
+Per item (docs/definitions.md §6): exact match of the greedy answer, mean log-probability of the gold answer
+(teacher-forced),
 distractor discrimination (gold's mean log-prob beats every distractor's; mean per token so that a longer wrong
 answer is not rejected just for its length), the implied confidence of the model's choice among gold + distractors
 (for calibration: p(c) = exp(Σ log p(c)) / Σ_c' exp(Σ log p(c')), the model's probability restricted to the
