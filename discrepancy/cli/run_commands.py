@@ -21,26 +21,27 @@ def inspect(
     from discrepancy.runfile import open_run
 
     with open_run(run) as r:
-        series = r.series() if r.num_steps else None
+        # Summaries only: the step count, the last row, the sample count (no series or text is read in full).
+        n, steps = r.num_steps, r.steps
         info = {
             "path": str(run),
             "status": r.status,
             "status_message": r.status_message,
             "schema_version": r.schema_version,
             "created_utc": r.created_utc,
-            "num_steps": r.num_steps,
-            "first_step": int(r.steps[0]) if r.num_steps else None,
-            "last_step": int(r.steps[-1]) if r.num_steps else None,
+            "num_steps": n,
+            "first_step": int(steps[0]) if n else None,
+            "last_step": int(steps[-1]) if n else None,
             "series": list(r.schema.series),
             "arrays": {k: len(v.columns) for k, v in r.schema.arrays.items()},
-            "num_samples": int(len(r.samples())),
+            "num_samples": r.num_samples,
             "snapshot_steps": r.snapshot_steps,
             "meta": r.meta,
             "versions": r.versions,
         }
         if config or format == "json":
             info["config_toml"] = r.config_toml
-        last = {} if series is None else {k: float(v) for k, v in series.iloc[-1].items()}
+        last = r.last_values()
     if format == "json":
         info["last_values"] = last
         typer.echo(json.dumps(_json_safe(info), indent=2, allow_nan=False))

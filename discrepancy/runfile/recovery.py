@@ -19,6 +19,7 @@ import numpy as np
 
 from discrepancy.runfile import schema as S
 from discrepancy.runfile import text as T
+from discrepancy.runfile.check import check_path
 from discrepancy.runfile.errors import RunCorrupted, RunFileError, RunWriteError
 from discrepancy.runfile.layout import create_layout
 from discrepancy.runfile.reader import Run, open_run
@@ -59,6 +60,7 @@ def recover(path: str | Path, out: str | Path | None = None, *, in_place: bool =
     if in_place and out is not None:
         raise RunFileError(path, "give either an output path or --in-place, not both")
     target = path if in_place else Path(out) if out is not None else path.with_suffix(".recovered.h5")
+    check_path(path)  # a missing file or a link loop is named before any path is resolved
     if not in_place and target.exists():
         raise RunFileError(target, "already exists; remove it or choose another output path")
     if not in_place and target.resolve() == path.resolve():
@@ -107,8 +109,11 @@ def _write_copy(run: Run, target: Path, plan: _Plan, suffix: str) -> tuple[list[
             create_layout(dst, run.schema, config_toml=plan.config_toml, meta={})
             src = run._f  # same package: the reader's file handle, read-only
             for key, value in src.attrs.items():
-                if key not in ("format", "schema_version"):  # the copy is the current format
-                    dst.attrs[key] = value
+                if key not in ("format", "schema_version", "writer_pid", "flush_every"):  # the copy is the current
+                    dst.attrs[key] = value  # format; writer_pid and flush_every are copied only when valid
+            for key in ("writer_pid", "flush_every"):
+                if _is_int(src.attrs.get(key)) and 0 <= int(src.attrs[key]) < 2**22:
+                    dst.attrs[key] = src.attrs[key]
             for key, value in plan.attrs.items():
                 dst.attrs[key] = value
             for key, value in src[S.META].attrs.items():

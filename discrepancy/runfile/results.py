@@ -21,6 +21,7 @@ This module knows names, layouts and rules only: it imports the standard library
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import warnings
@@ -36,6 +37,14 @@ if TYPE_CHECKING:  # type names only: the report reads tables, but importing pan
     import pandas as pd
 
 SUFFIX = ".analysis"  # run.h5 -> run.h5.analysis
+
+
+class ResultsFileError(DiscrepancyError):
+    """A file of the analysis folder is damaged (not JSON, not a table, a value of the wrong type): named, with the
+    fix (delete it to recompute). The folder may come with a received run: its files are untrusted data too."""
+
+    exit_code = 3
+
 
 # ---- table schemas ---------------------------------------------------------------------------------------------------
 # events.csv and llc_stages.csv: one row per event. start_step/end_step: first and last logged step, both inclusive;
@@ -95,6 +104,11 @@ def output_dir(run_path: str | Path, out: str | Path | None = None,
                error: type[DiscrepancyError] = DiscrepancyError) -> Path:
     """Where a producer writes: ``out`` when given, else the run's analysis folder; raises ``error`` when that path
     is an existing file (nothing can be written into it). The folder itself is created by the first write."""
+    try:
+        os.stat(run_path)
+    except OSError as exc:  # a link loop would otherwise surface later, as Path.resolve's RuntimeError
+        if exc.errno == errno.ELOOP:
+            raise error(f"{run_path}: is a symbolic link loop, not a run file") from None
     folder = Path(out) if out is not None else analysis_dir(run_path)
     if folder.exists() and not folder.is_dir():
         raise error(f"--out {folder} is a file, not a folder: pass a folder")
@@ -138,15 +152,46 @@ def write_table(df: pd.DataFrame, path: Path) -> Path:
 def append_table(df: pd.DataFrame, path: Path) -> Path:
     """Append rows to a CSV table atomically (the header only when the table is new): the old rows are copied byte
     for byte, so a crash leaves either the old table or the new one."""
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    try:
+        old = path.read_text(encoding="utf-8") if path.exists() else ""
+    except UnicodeDecodeError:
+        raise ResultsFileError(f"{path} is damaged (not UTF-8 text): delete it to recompute") from None
     return write_text(path, old + df.to_csv(index=False, header=not old))
+
+
+MAX_SETTINGS_BYTES = 1 << 20  # a settings file is a few hundred bytes; anything near this is not one
 
 
 def read_table(path: Path) -> pd.DataFrame:
     """A CSV table of the folder; an empty table when the file is absent (nothing written yet)."""
     import pandas as pd  # lazily: see the module docstring
 
-    return pd.read_csv(path) if path.exists() else pd.DataFrame()
+    if not path.exists():
+        return pd.DataFrame()
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise ResultsFileError(f"{path} is damaged ({_first_line(exc)}): delete it to recompute") from None
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object of the folder (``ResultsFileError`` when the file is not one)."""
+    if path.stat().st_size > MAX_SETTINGS_BYTES:
+        raise ResultsFileError(f"{path} is damaged (larger than {MAX_SETTINGS_BYTES} bytes): delete it to recompute")
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ResultsFileError(f"{path} is damaged (not JSON: {_first_line(exc)}): delete it to recompute") from None
+    if not isinstance(value, dict):
+        raise ResultsFileError(f"{path} is damaged (a JSON {type(value).__name__}, not an object): delete it to "
+                               "recompute")
+    return value
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
 
 
 # ---- run identity ----------------------------------------------------------------------------------------------------
@@ -212,6 +257,7 @@ class Producer:
     what: str  # names its results in messages
     settings: str  # the settings file: frozen settings + the run identity
     files: tuple[str, ...]  # every fixed-name file it writes, the settings file included
+    types: tuple[tuple[str, tuple[type, ...]], ...] = ()  # settings keys whose value, when present, has these types
 
     def settings_path(self, folder: Path) -> Path:
         return Path(folder) / self.settings
@@ -221,15 +267,30 @@ class Producer:
         return [Path(folder) / name for name in self.files]
 
     def read_settings(self, folder: Path) -> dict[str, Any] | None:
-        """The stored settings in ``folder``; None when there are none."""
+        """The stored settings in ``folder``; None when there are none; ``ResultsFileError`` when the file is not a
+        JSON object or a declared key has a value of another type."""
         path = self.settings_path(folder)
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        if not path.exists():
+            return None
+        stored = read_json(path)
+        for key, types in self.types:
+            value = stored.get(key)
+            if value is not None and (not isinstance(value, types) or isinstance(value, bool) and bool not in types):
+                raise ResultsFileError(f"{path} is damaged ({key} is {json.dumps(value)[:40]}, not "
+                                       f"{' or '.join(t.__name__ for t in types)}): delete it to recompute")
+        return stored
 
     def write_settings(self, folder: Path, record: dict[str, Any]) -> Path:
         """Store the settings (atomically): what the results were computed with, and which run they belong to."""
         return write_json(self.settings_path(folder), record)
 
 
-LLC = Producer("LLC", LLC_SETTINGS, (LLC_CSV, LLC_SETTINGS, LLC_PNG, LLC_STAGES_CSV))
+_IDENTITY = (("run_id", (str,)), ("run_path", (str,)))
+_NUMBER = (int, float)
+LLC = Producer("LLC", LLC_SETTINGS, (LLC_CSV, LLC_SETTINGS, LLC_PNG, LLC_STAGES_CSV), types=(
+    *_IDENTITY, *((k, _NUMBER) for k in ("step_size", "localization", "nbeta", "init_spread")),
+    *((k, (int,)) for k in ("num_chains", "num_draws", "num_burnin", "seed", "steps_per_draw", "probe_pairs",
+                            "probe_tokens")), ("probe_sha256", (str,))))
 PROBE = Producer("probe", PROBE_SETTINGS, (PROBE_SKILLS_CSV, PROBE_ITEMS_CSV, PROBE_UNITS_CSV, PROBE_EMERGENCE_CSV,
-                                           PROBE_SKILLS_PNG, PROBE_UNITS_PNG, PROBE_SETTINGS))
+                                           PROBE_SKILLS_PNG, PROBE_UNITS_PNG, PROBE_SETTINGS),
+                 types=(*_IDENTITY, ("suites", (list,)), ("settings", (dict,)), ("grading_version", (int,))))

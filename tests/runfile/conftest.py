@@ -1,4 +1,5 @@
-"""Helpers for run-file tests: a writer in a real subprocess, and the shared series run (``tests/sample_runs.py``)."""
+"""Helpers for run-file tests: a writer in a real subprocess, a run written by the trainer, and the shared series run
+(``tests/sample_runs.py``)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,25 @@ def writer():
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+@pytest.fixture(scope="session")
+def real_run(tmp_path_factory) -> Path:
+    """A run written by the trainer itself (tiny model, 10 GRPO steps, LoRA rank 2, snapshots at 0, 5, 10, two
+    samples per step): the source of the damaged-file corpus (tests/runfile/corpus.py). Takes ~2 s."""
+    import torch
+
+    from discrepancy.config import apply_overrides
+    from discrepancy.trainers.config import TrainConfig
+    from discrepancy.trainers.run import train_run
+
+    torch.set_num_threads(1)
+    cfg = apply_overrides(TrainConfig(), [
+        "model.hidden_size=32", "model.num_heads=2", "model.intermediate_size=64", "sft.steps=5", "lora.rank=2",
+        "grpo.num_prompts=2", "grpo.group_size=4", "grpo.max_completion_length=8", "task.num_examples=50",
+        "run.steps=10", "run.snapshot_every=5", "run.checkpoint_every=0", "run.samples_per_step=2",
+        "run.flush_every=5", "run.threads=1", 'run.device="cpu"',
+    ])
+    path = tmp_path_factory.mktemp("real") / "run.h5"
+    train_run(cfg, path)
+    return path

@@ -123,3 +123,33 @@ def test_the_contract_loads_without_torch_or_pandas() -> None:
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'pandas', 'h5py')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("content", ["{not json", "\xff\xfe garbage", "[1, 2]", "5", '{"run_id": 7}',
+                                     '{"num_draws": "many"}', '{"num_chains": true}'])
+def test_a_damaged_settings_file_is_one_clear_error(tmp_path: Path, content: str) -> None:
+    """A settings file that is not JSON, not an object, or holds a value of the wrong type for a declared key
+    raises ResultsFileError naming the file and the fix, for both producers (was: JSONDecodeError, AttributeError)."""
+    from discrepancy.runfile.results import ResultsFileError
+
+    for producer in (LLC, PROBE):
+        if producer is PROBE and "num_" in content:
+            continue  # keys of the LLC settings only
+        producer.settings_path(tmp_path).write_bytes(content.encode("utf-8", "surrogateescape"))
+        with pytest.raises(ResultsFileError, match=f"{producer.settings}.*delete it to recompute"):
+            producer.read_settings(tmp_path)
+    (tmp_path / "llc_settings.json").write_text('{"num_draws": 100, "step_size": 1e-4, "run_id": "x"}')
+    assert LLC.read_settings(tmp_path) == {"num_draws": 100, "step_size": 1e-4, "run_id": "x"}
+
+
+def test_a_damaged_table_is_one_clear_error(tmp_path: Path) -> None:
+    from discrepancy.runfile.results import ResultsFileError, read_table
+
+    path = tmp_path / "llc.csv"
+    path.write_bytes(b"step,llc_mean\n1,2\n\xff\xfe\x00,3,4,5\n")
+    with pytest.raises(ResultsFileError, match="llc.csv is damaged"):
+        read_table(path)
+    with pytest.raises(ResultsFileError, match="llc.csv is damaged"):
+        append_table(pd.DataFrame({"step": [2]}), path)
+    path.write_text("")
+    assert read_table(path).empty  # an empty file is an empty table
