@@ -57,7 +57,7 @@ class ModelConfig:
 class SFTConfig:
     """Cold start (DeepSeek-R1): a short supervised phase on formatted solutions before GRPO."""
 
-    steps: int = field(default=60, **helped("supervised steps before GRPO (0 = no cold start)"))
+    steps: int = field(default=40, **helped("supervised steps before GRPO (0 = no cold start)"))
     batch_size: int = field(default=32, **helped("examples per supervised step"))
     lr: float = field(default=3e-3, **helped("AdamW learning rate of the cold start"))
     weights: Literal["auto", "all", "adapter"] = field(default="auto", **helped(
@@ -204,7 +204,7 @@ class TaskConfig:
 class RunConfig:
     """Length, seed, device and what the run file records."""
 
-    steps: int = field(default=150, **helped("GRPO steps"))
+    steps: int = field(default=300, **helped("GRPO steps"))
     seed: int = field(default=0, **helped("seed of every random number, in [0, 2**32 - 1] (same seed, same run on CPU)"))
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", **helped("auto = cuda when available"))
     threads: int = field(default=1, **helped(
