@@ -198,13 +198,15 @@ def _stacked_panel(  # noqa: PLR0913 - one panel needs all of these
 
 
 def tick_labels(ticks: list[float]) -> list[str]:
-    """Labels that tell every tick apart: the fewest significant digits (3 to 8) that make them distinct, else an
-    offset form ("1+2e-06") for ticks that differ far below their size (a ratio median of 1 ± 10⁻⁶)."""
+    """Labels that tell every tick apart and name it to 5 % of the tick spacing: the fewest significant digits
+    (3 to 8) that do, else an offset form ("1+2e-06") for ticks that differ far below their size (a ratio median of
+    1 ± 10⁻⁶ was labelled "1, 1, 1")."""
     if not ticks:
         return []
+    gap = float(np.min(np.diff(ticks))) if len(ticks) > 1 else abs(float(ticks[0])) or 1.0
     for digits in range(3, 9):
         labels = [f"{t:.{digits}g}" for t in ticks]
-        if len(set(labels)) == len(labels):
+        if len(set(labels)) == len(labels) and all(abs(float(x) - t) <= 0.05 * gap for x, t in zip(labels, ticks)):
             return labels
     ref = float(np.median(ticks))
     return [f"{ref:.6g}{t - ref:+.2g}" if t != ref else f"{ref:.6g}" for t in ticks]
@@ -215,8 +217,9 @@ def _title(name: str, row: pd.Series, unit: str, why: str | None) -> str:
     head = f"{name} [{unit}]" if unit else name
     if why is not None:
         return f"{head}: {why}, not searched"
-    counts = [f"{k} {w}{'s' if k != 1 else ''}" for k, w in ((row.n_jumps, "jump"), (row.n_plateaus, "plateau"),
-                                                             (getattr(row, "n_transients", 0), "transient"))]
+    counts = [f"{k} {w}{'s' if k != 1 else ''}" for k, w in ((int(row.n_jumps), "jump"),
+                                                             (int(row.n_plateaus), "plateau"),
+                                                             (int(getattr(row, "n_transients", 0)), "transient"))]
     return f"{head}: " + ", ".join(counts)
 
 

@@ -69,8 +69,10 @@ def _grouped(console, table_cls, title: str, rows: list[tuple[str, ...]]) -> Non
     if not rows:
         return
     t = table_cls(title=title)
-    for col in ("event", "step", "steps", "signals", "max |z|"):
-        t.add_column(col, no_wrap=col != "signals")
+    longest = max(len(name) for row in rows for name in row[3].split(", "))
+    for col in ("event", "step", "steps", "signals", "max |z|"):  # signals wrap between names, never inside one
+        t.add_column(col, no_wrap=col != "signals", min_width=longest if col == "signals" else None,
+                     overflow="fold")
     for row in rows:
         t.add_row(*row)
     console.print(t)

@@ -31,8 +31,8 @@ def series_table(res: AnalysisResult) -> str:
     """One row per series of the run: family, unit, description, treatment, and its events and noise σ̂."""
     info = res.signals.set_index("signal") if len(res.signals) else None
     skipped = not_searched(list(res.series.columns))
-    head = ("<table class='defs'><tr><th>series</th><th>family</th><th>unit</th><th>what it measures</th>"
-            "<th>analysis</th><th>jumps</th><th>plateaus</th><th>transients</th><th>noise σ̂</th></tr>")
+    head = ("<table class='defs'><tr><th>series</th><th>family</th><th>unit</th><th class='text'>what it measures"
+            "</th><th class='text'>analysis</th><th>jumps</th><th>plateaus</th><th>transients</th><th>noise σ̂</th></tr>")
     body = []
     for name in res.series.columns:
         row = info.loc[name] if info is not None and name in info.index else None
@@ -54,7 +54,8 @@ def event_columns_table() -> str:
     """What each events.csv column means (the same for every kind of row)."""
     rows = "".join(f"<tr><td>{c}</td><td class='text'>{html.escape(EVENT_DOCS.get(c, ''))}</td></tr>"
                    for c in EVENT_COLUMNS)
-    return f"<table class='defs'><tr><th>column</th><th>meaning (every kind of row)</th></tr>{rows}</table>"
+    return (f"<table class='defs'><tr><th>column</th><th class='text'>meaning (every kind of row)</th></tr>{rows}"
+            "</table>")
 
 
 def definitions_html(res: AnalysisResult) -> str:

@@ -101,15 +101,17 @@ def key_rows(res: AnalysisResult) -> list[KeyRow]:
 
 def around(res: AnalysisResult, step: int, names: list[str]) -> list[tuple[str, float, float, float]]:
     """(series, mean of the AROUND steps before ``step``, of the AROUND steps after it, z) for the key series
-    whose level after differs from before by ≥ 2 of its autocorrelation-corrected standard errors."""
+    whose level after differs from before by ≥ 1.96 of its autocorrelation-corrected standard errors and by
+    ≥ 10 % of its 1–99 % range (a shift a reader can see in its curve)."""
     out = []
     idx = res.series.index
     for name in names:
         y = res.series[name]
+        span = float(np.subtract(*np.nanpercentile(y, [99, 1])))
         before = y[(idx < step) & (idx >= step - AROUND)].dropna().to_numpy()
         after = y[(idx > step) & (idx <= step + AROUND)].dropna().to_numpy()
         change, width = mean_difference(before, after)
-        if np.isfinite(width) and width > 0 and abs(change) >= width:  # width is 1.96 SE: |z| ≥ 1.96
+        if np.isfinite(width) and width > 0 and abs(change) >= max(width, 0.1 * span):  # width is 1.96 SE
             out.append((name, float(before.mean()), float(after.mean()), 1.96 * change / width))
     return out
 
@@ -207,7 +209,7 @@ def headline_html(res: AnalysisResult) -> str:
     parts = ["<section id='headline'><h2>What happened</h2>"]
     text = lead(rows)
     if text:
-        parts.append(f"<p class='lead'>{html.escape(text[0].upper() + text[1:])}</p>")
+        parts.append(f"<p class='lead'>Over {res.num_steps} steps, {html.escape(text)}</p>")
     if rows:
         parts.append(f"<p class='small'>start / end: mean of the first / last {int(EDGE * 100)} % of the logged "
                      "steps; change ± its 95 % interval (corrected for autocorrelation): ✓ beyond it, (noise) "

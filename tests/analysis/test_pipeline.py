@@ -224,3 +224,36 @@ def test_duplicate_groups_join_copies_not_two_trends():
     frame["copy"] = -2.0 * frame["a"] + 1.0
     assert np.corrcoef(frame["a"], frame["b"])[0, 1] > 0.999
     assert duplicate_groups(frame, ["a", "b", "copy"]) == {"a": ["copy"]}
+
+
+def test_constant_series_are_neither_searched_nor_drawn_and_said_once():
+    """Clip ratios ≡ 0, the ratio ≡ 1 at one inner iteration, skipped ≡ 0: no plateau, no figure, one note."""
+    rng = np.random.default_rng(12)
+    n = 300
+    frame = pd.DataFrame({"loss": rng.standard_normal(n), "clip_ratio_low": np.zeros(n), "ratio_mean": np.ones(n),
+                          "skipped": np.zeros(n), "beta": np.full(n, 0.01)}, index=pd.Index(np.arange(n), name="step"))
+    frame.loc[5, "skipped"] = np.nan  # a gap does not make a constant series variable
+    res = analyze_series(frame)
+    assert res.constant == {"clip_ratio_low": 0.0, "ratio_mean": 1.0, "skipped": 0.0, "beta": 0.01}
+    assert list(res.signals["signal"]) == ["loss"] and res.plateaus["signal"].isin(list(res.constant)).sum() == 0
+    notes = [n for n in res.notes if "constant" in n]
+    assert len(notes) == 1 and "ratio_mean ≡ 1" in notes[0] and "beta ≡ 0.01" in notes[0]
+    one_step = frame.assign(skipped=(np.arange(n) == 150).astype(float))  # one skipped update: searched, found
+    found = analyze_series(one_step).transients
+    assert list(found.loc[found["signal"] == "skipped", "step"]) == [150]
+
+
+def test_events_columns_mean_one_thing_for_every_kind(run_file: Path):
+    from discrepancy.analysis.pipeline import EVENT_DOCS
+    from discrepancy.runfile.results import EVENT_COLUMNS
+
+    res = analyze(run_file)
+    ev = res.events()
+    assert set(EVENT_DOCS) >= set(EVENT_COLUMNS) and ev["event"].str.len().min() >= 2  # every row has an id
+    jumps = ev[ev["kind"] == "jump"]
+    assert (jumps["signals"] == jumps["signal"]).all() and (jumps["n_families"] == 1).all()
+    assert np.allclose(jumps["score"], res.jumps["z"].abs())  # strength ≥ 0; the direction is in size
+    plats = ev[ev["kind"] == "plateau"].reset_index(drop=True)
+    sigma = res.signals.set_index("signal")["sigma"]
+    expected = res.plateaus["drop"].abs().to_numpy() / res.plateaus["signal"].map(sigma).to_numpy()
+    assert np.allclose(plats["score"], expected, equal_nan=True)  # |change that ended it| / σ̂, not its level

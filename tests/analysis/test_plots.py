@@ -74,3 +74,43 @@ def test_family_pngs_of_an_earlier_analysis_are_removed(tmp_path):
         p.write_bytes(b"png")
     assert sorted(remove_family_pngs(tmp_path)) == sorted(stale)
     assert sorted(tmp_path.iterdir()) == sorted(kept)
+
+
+def test_tick_labels_tell_every_tick_apart():
+    """A ratio median of 1 ± 10⁻⁶ had ticks labelled "1, 1, 1"."""
+    from discrepancy.analysis.plots import tick_labels
+
+    for ticks in ([0.99999, 1.0, 1.00001], [1 - 2e-9, 1.0, 1 + 2e-9], [0.0, 0.5, 1.0], [1234.5, 1234.6]):
+        labels = tick_labels(ticks)
+        assert len(set(labels)) == len(labels), labels
+        spacing = ticks[1] - ticks[0]
+        for lab, t in zip(labels, ticks):  # "1+2e-09" reads back as 1 + 2e-09: each label names its tick
+            assert abs(eval(lab) - t) <= 0.05 * spacing, (lab, t)
+    assert tick_labels([0.0, 0.5, 1.0]) == ["0", "0.5", "1"]
+
+
+def test_band_titles_give_units_and_never_nan():
+    import pandas as pd
+
+    from discrepancy.analysis.plots import _title
+
+    row = pd.Series({"n_jumps": 1, "n_plateaus": 0, "n_transients": 2, "jump_fraction": float("nan")})
+    assert _title("kl", row, "nats", None) == "kl [nats]: 1 jump, 0 plateaus, 2 transients"
+    assert _title("lr", row, "", "config schedule") == "lr: config schedule, not searched"
+    assert "nan" not in _title("x", row, "", None)
+
+
+def test_timing_series_get_their_own_figure(tmp_path):
+    import pandas as pd
+
+    from discrepancy.analysis.pipeline import analyze_series
+    from discrepancy.analysis.plots import all_figures, family_pages
+
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame({"reward_mean": rng.standard_normal(200), "step_time": rng.gamma(2.0, 1.0, 200),
+                          "time_kl_start": rng.gamma(2.0, 1.0, 200), "ratio_mean": np.ones(200)},
+                         index=pd.Index(np.arange(200), name="step"))
+    res = analyze_series(frame)
+    assert family_pages(res, "rewards") == 1 and family_pages(res, "timing") == 1 and family_pages(res, "other") == 0
+    names = [p.name for p in all_figures(res, tmp_path, workers=1)]
+    assert names == ["rewards.png", "timing.png"]  # ratio_mean ≡ 1: not drawn at all

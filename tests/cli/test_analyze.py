@@ -108,3 +108,26 @@ def test_a_rerun_with_no_figures_leaves_no_stale_ones(run_file: Path, tmp_path: 
     assert result.exit_code == 0
     drawn = re.search(r"summary.json, (\d+) PNGs in", result.output)
     assert drawn and int(drawn.group(1)) == len(list(out.glob("*.png"))) > 0
+
+
+def test_table_never_cuts_series_names_and_leads_with_the_headline(tmp_path: Path):
+    """Outside a terminal rich lays tables out at 80 columns; the old per-signal table cut names to 'frac_reward…'."""
+    import numpy as np
+
+    from discrepancy.runfile import Recorder, RunSchema
+
+    rng = np.random.default_rng(5)
+    long_name = "completion_length_of_correct_answers_mean"
+    series = {"reward_correctness": rng.binomial(64, np.r_[np.full(150, 0.3), np.full(150, 0.7)]) / 64,
+              "frac_reward_zero_std": rng.uniform(0, 0.2, 300), long_name: 40 + rng.standard_normal(300)}
+    series[long_name][150:] += 10.0  # a jump, so the name is listed
+    path = tmp_path / "run.h5"
+    with Recorder.create(path, RunSchema(series={k: "" for k in series})) as rec:
+        for i in range(300):
+            rec.log_step(i, {k: float(v[i]) for k, v in series.items()})
+        rec.finish()
+    result = runner.invoke(_app(), ["analyze", str(path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert long_name in result.stdout and "…" not in result.stdout
+    lead = re.search(r"reward_correctness went ([\d.]+) → ([\d.]+)", result.stdout.replace("\n", " "))
+    assert lead and abs(float(lead.group(1)) - 0.3) < 0.02 and abs(float(lead.group(2)) - 0.7) < 0.02  # planted

@@ -1,0 +1,111 @@
+"""What report.html says, checked against what was planted in a GRPO-like run: the first screen tells what the run
+did (key series at start and end, when format saturated, the KL spike), samples, definitions, no events for
+constant series, one meaning per events.csv column."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from discrepancy.analysis.pipeline import EVENT_DOCS, analyze
+from discrepancy.report import write_outputs
+from discrepancy.runfile import Recorder, RunSchema
+from discrepancy.runfile.results import EVENT_COLUMNS
+
+N = 200
+SATURATED = 60  # reward_format is exactly 1 from this step on
+SPIKE = 130  # kl jumps ×5 for one step
+CONSTANT = {"clip_ratio_low": 0.0, "ratio_mean": 1.0, "skipped": 0.0, "truncated_frac": 0.0}
+DESCRIPTIONS = {
+    "reward_correctness": "mean of reward component correctness (unweighted)",
+    "reward_format": "mean of reward component format (unweighted)",
+    "kl": "token-mean KL term (k3) to the reference (adapter disabled)",
+    "entropy": "token-mean entropy of the policy on the sampled completions",
+    "step_time": "seconds for the whole step (sampling, scoring, update, instruments)",
+    "lr": "learning rate of the step",
+    **{k: f"constant series {k}" for k in CONSTANT},
+}
+
+
+def _series(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    t = np.arange(1, N + 1)
+    p = 0.3 + 0.4 / (1 + np.exp(-(t - 100) / 15))  # correctness learnt around step 100
+    fmt = np.where(t >= SATURATED, 1.0, rng.binomial(64, np.minimum(0.8 + 0.15 * t / SATURATED, 1.0)) / 64)
+    kl = (0.02 + 0.2 * t / N) * rng.gamma(8.0, 1 / 8.0, N)
+    kl[SPIKE - 1] = 5 * (0.02 + 0.2 * SPIKE / N)
+    return {"reward_correctness": rng.binomial(64, p) / 64, "reward_format": fmt, "kl": kl,
+            "entropy": 0.3 + 0.02 * rng.standard_normal(N), "step_time": 0.1 + 0.01 * rng.gamma(2.0, 1.0, N),
+            "lr": np.minimum(t / 10, 1.0) * 1e-4, **{k: np.full(N, v) for k, v in CONSTANT.items()}}
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
+    path = tmp_path_factory.mktemp("grpo") / "run.h5"
+    values = _series(np.random.default_rng(11))
+    schema = RunSchema(series=DESCRIPTIONS, sample_fields=["correctness", "format"])
+    with Recorder.create(path, schema, config_toml="[grpo]\nbeta = 0.01\n", meta={"task": "arithmetic"}) as rec:
+        for i in range(N):
+            step = i + 1
+            rec.log_step(step, {k: float(v[i]) for k, v in values.items()})
+            if step % 10 == 0 or step in (1, SPIKE):
+                answer = step % 7
+                rec.log_samples(step, prompt_ids=["p"] * 2, prompts=[f"{step}+0"] * 2,
+                                completions=[f"<think>{step}</think><answer>{answer}</answer>", "oops"],
+                                fields={"correctness": [1.0, 0.0], "format": [1.0, 0.0]})
+        rec.finish()
+    paths = write_outputs(analyze(path), tmp_path_factory.mktemp("out"))
+    return paths["report"].parent, values
+
+
+def _html(report) -> str:
+    return (report[0] / "report.html").read_text(encoding="utf-8")
+
+
+def test_first_screen_says_what_happened(report):
+    html, values = _html(report), report[1]
+    head = html[: html.index("<img")]  # everything above the first figure
+    assert "What happened" in head and "Where to look" in head
+    k = int(round(0.2 * N))
+    for name in ("reward_correctness", "kl"):  # start and end: means of the first and last 20 % (numpy, here)
+        start, end = values[name][:k].mean(), values[name][-k:].mean()
+        assert re.search(rf">{name}</td><td>[^<]*</td><td>{start:.3g}</td><td>{end:.3g}</td>", head), name
+    sat = re.search(r"reward_format saturated at step (\d+)", head)
+    assert sat and abs(int(sat.group(1)) - SATURATED) <= 4
+    assert re.search(rf"<b>kl</b> spikes to [\d.]+ at step {SPIKE} ", head)
+    assert "timing series" not in head and "constant over the whole run" not in head  # notes come later
+
+
+def test_constant_series_are_named_once_and_have_no_events(report):
+    html = _html(report)
+    events = pd.read_csv(report[0] / "events.csv")
+    assert not events["signal"].isin(list(CONSTANT)).any()
+    assert html.count("clip_ratio_low ≡ 0") == 1 and "ratio_mean ≡ 1" in html
+    assert "jump fraction nan" not in html and ">nan<" not in html
+
+
+def test_samples_definitions_and_figures(report):
+    html = _html(report)
+    assert "<h3>Step 1 — start</h3>" in html and "&lt;think&gt;1&lt;/think&gt;&lt;answer&gt;1&lt;/answer&gt;" in html
+    assert f"<h3>Step {SPIKE} — " in html  # the KL spike's moment
+    for name, text in DESCRIPTIONS.items():
+        assert f"<tr id='series-{name}'>" in html and text in html
+    for alt in ("overview", "jump_map", "rewards", "kl_entropy", "timing"):
+        assert f"alt='{alt}'" in html
+    assert html.index("alt='rewards'") < html.index("alt='timing'")  # RL figures first, timings apart
+    for column in EVENT_COLUMNS:
+        assert f"<tr><td>{column}</td>" in html
+
+
+def test_each_events_column_means_one_thing(report):
+    ev = pd.read_csv(report[0] / "events.csv")
+    assert list(ev.columns) == EVENT_COLUMNS and set(EVENT_DOCS) >= set(EVENT_COLUMNS)
+    single = ev[~ev["kind"].isin(["phase_transition", "episode"])]
+    assert (single["signals"] == single["signal"]).all() and (single["n_families"] == 1).all()
+    assert (ev["score"].dropna() >= 0).all() and ev["event"].notna().all()
+    assert (ev["start_step"] <= ev["step"]).all() and (ev["step"] <= ev["end_step"]).all()
+    spike = single[(single["kind"] == "transient") & (single["signal"] == "kl")]
+    assert list(spike["step"]) == [SPIKE] and (spike["size"] > 0).all()
