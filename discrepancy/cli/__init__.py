@@ -90,7 +90,24 @@ _register_all()
 
 def main() -> None:
     """Console-script entry point."""
+    quiet_libraries()
     app(prog_name="discrepancy")
+
+
+def quiet_libraries() -> None:
+    """Library progress bars (one "Loading weights" bar per snapshot a probe loads) and deprecation chatter would
+    bury our own progress and one-line messages on stderr. Set before the libraries are imported: they read these
+    once. Only the command line does this; a library call leaves its process as it found it."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # huggingface_hub's and transformers' tqdm bars
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    if "transformers" in sys.modules:  # already imported (a command run in-process, as tests do): tell it directly
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
 
 
 if __name__ == "__main__":

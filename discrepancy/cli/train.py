@@ -123,17 +123,6 @@ def _tune_process(cfg: Any) -> None:
         keep_freed_memory()  # freed activation memory is reused instead of faulted in again (glibc only)
 
 
-def _quiet_libraries() -> None:
-    """Library progress bars and deprecation chatter would bury our own progress on stderr."""
-    import warnings
-
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-
-
 def train(
     config: Annotated[Optional[Path], typer.Option(
         "--config", exists=True, dir_okay=False, help="TOML recipe (e.g. trainers/tiny.toml); default: embedded")] = None,
@@ -157,7 +146,9 @@ def train(
     if print_config:
         typer.echo(annotated_toml(cfg))
         return
-    _quiet_libraries()
+    from discrepancy.cli import quiet_libraries
+
+    quiet_libraries()
     _tune_process(cfg)
     from discrepancy.trainers.run import train_run
 

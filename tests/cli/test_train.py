@@ -191,3 +191,17 @@ def test_reward_that_raises_fails_in_one_line(tmp_path):
     result = _run(["--out", str(out), *FAST, "--set", 'rewards.names=["builtins:len","format"]'])
     _assert_one_error_line(result, 1, "reward 'builtins:len' raised TypeError: len() takes exactly one argument")
     _assert_nothing_written(tmp_path)  # each reward is tried on gold solutions before the cold start
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_the_command_line_silences_library_progress_bars(tmp_path, tiny_model, tiny_tokenizer, quiet):
+    """Every snapshot a probe or llc loads printed a "Loading weights" bar; the command line turns them off."""
+    from discrepancy.modeling import save_local_model
+
+    folder = save_local_model(tiny_model, tiny_tokenizer, tmp_path / "model")
+    code = ("from discrepancy.cli import quiet_libraries; quiet_libraries()\n" if quiet else "") + (
+        f"from discrepancy.modeling import load_local_model; load_local_model({str(folder)!r})")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-1000:]
+    assert ("Loading weights" in proc.stderr) is not quiet
