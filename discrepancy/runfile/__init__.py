@@ -1,4 +1,4 @@
-"""The run file (format v1): one HDF5 file per run, written by ``Recorder``, read by ``open_run``.
+"""The run file (format v2): one HDF5 file per run, written by ``Recorder``, read by ``open_run``.
 
 It is the contract between the trainer and every analysis; the on-disk schema is documented in docs/run-format.md.
 Names are imported lazily so that the file checker child process (``check``) starts without pandas.
@@ -11,7 +11,7 @@ from typing import Any
 
 _EXPORTS = {
     "NotARunFile": "errors", "RunCorrupted": "errors", "RunFileError": "errors", "RunNotFound": "errors",
-    "RunTruncated": "errors", "SchemaError": "errors",
+    "RunTruncated": "errors", "RunWriteError": "errors", "SchemaError": "errors",
     "Run": "reader", "open_run": "reader",
     "Recorder": "recorder",
     "RecoverResult": "recovery", "recover": "recovery",

@@ -143,13 +143,23 @@ def _check(path: str) -> dict[str, object]:
     sb = read_header(path)
     _limit_memory(sb.size)
     mode = choose_mode(path, sb)
+    short = (f"ends at {sb.size:,} bytes, before the {sb.base + sb.eof:,} its header records (a partial copy, or "
+             "a writer stopped in the middle of a write, as by a full disk)")
     opened = OpenedFile(path, sb, mode)
     try:
         f = opened.file
         warnings = validate(f, path, sb.size)
         damaged = _walk(f, skip_damaged_under=S.SNAPSHOT_TENSORS, live=mode == "live")
+    except (OSError, E.RunCorrupted) as exc:
+        if sb.truncated:  # the damage is the missing end: say so, with the sizes
+            raise E.RunTruncated(path, f"is truncated: it {short}, and data it refers to is missing") from None
+        if isinstance(exc, E.RunCorrupted):
+            raise
+        raise E.RunCorrupted(path, f"is damaged: {E.describe_read_error(exc)}") from None
     finally:
         opened.close()
+    if sb.truncated:
+        warnings.insert(0, f"{short}; what it flushed before reads as usual")
     return {"ok": True, "mode": mode, "damaged_snapshots": damaged, "warnings": warnings}
 
 
@@ -192,7 +202,8 @@ def _walk(f: object, skip_damaged_under: str, live: bool) -> list[str]:
                 read(obj)
             except OSError as exc:
                 if not name.startswith(skip_damaged_under.strip("/") + "/"):
-                    raise E.RunCorrupted(f.filename, f"dataset /{name} is damaged ({_first_line(exc)})") from None  # type: ignore[attr-defined]
+                    raise E.RunCorrupted(f.filename, f"dataset /{name} is damaged: "  # type: ignore[attr-defined]
+                                                     f"{E.describe_read_error(exc)}") from None
                 damaged.append(name.rsplit("/", 1)[-1])
 
     f.visititems(visit)  # type: ignore[attr-defined]

@@ -50,3 +50,13 @@ class RunWriteError(RunFileError):
         self.safe_steps = safe_steps
         self.last_safe_step = last_safe_step
         super().__init__(path, problem)
+
+
+def describe_read_error(exc: BaseException) -> str:
+    """HDF5's reason a read failed, in the reader's words (first line of the library's message otherwise)."""
+    text = str(exc)
+    if "filter returned failure" in text or "checksum" in text:
+        return "its checksum does not match the stored bytes"
+    if "addr overflow" in text:
+        return "it points past the end of the file"
+    return (text.strip().splitlines() or [type(exc).__name__])[0][:200]

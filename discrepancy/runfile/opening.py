@@ -30,7 +30,11 @@ _GROWTH_WAIT_S = (0.05, 0.1, 0.15, 0.2)  # a live writer mid-flush extends the f
 
 
 def read_header(path: str | Path) -> Superblock:
-    """The superblock, after ruling out a file that is not HDF5, has a damaged header, or is truncated."""
+    """The superblock, after ruling out a file that is not HDF5, has a damaged header, or is truncated.
+
+    A closed file shorter than its recorded end is truncated. One whose writer is flagged may be a live writer
+    mid-flush (it grows within moments: waited for) or a writer that stopped in the middle of a write, a full disk:
+    its recorded end covers space it never wrote, and what it flushed before is all there (read as ``abandoned``)."""
     try:
         sb = read_superblock(path)
     except SuperblockError as exc:
@@ -46,10 +50,10 @@ def read_header(path: str | Path) -> Superblock:
             sb = read_superblock(path)
             if not sb.truncated:
                 break
-    if sb.truncated:
+    if sb.truncated and not sb.open_for_writing:
         raise E.RunTruncated(path, f"is truncated: {sb.size:,} bytes on disk, but its header records "
                                    f"{sb.base + sb.eof:,} (a partial copy, or a writer killed before its first flush)")
-    return sb
+    return sb  # still short with a writer flagged: a write that never reached the disk (``choose_mode``)
 
 
 def writer_alive(host: Any, pid: Any) -> bool | None:
@@ -72,19 +76,39 @@ def writer_alive(host: Any, pid: Any) -> bool | None:
 
 
 def choose_mode(path: str | Path, sb: Superblock) -> str:
-    """``closed``, ``live`` or ``abandoned`` (module docstring); refuses a file a live writer holds without SWMR."""
+    """``closed``, ``live`` or ``abandoned`` (module docstring).
+
+    Flags without SWMR: the recorder never writes that way, so the holder was some other program; HDF5 takes an
+    exclusive file lock for it, so a free lock means the holder is gone. A held lock is refused (such a file
+    cannot be read while it is written). Flags with SWMR: the recorded writer process decides."""
     if not sb.open_for_writing:
         return "closed"
+    if not sb.swmr:
+        if _locked(path):
+            raise E.RunFileError(path, "is open for writing by another process (not in SWMR mode), so it cannot be "
+                                       "read meanwhile; try again when that process has closed it")
+        return "abandoned"
     try:
         with ClosedView(path, sb) as view, h5py.File(view, "r") as f:
             host, pid = f.attrs.get("writer_host"), f.attrs.get("writer_pid")
     except Exception:  # noqa: BLE001 - a live writer mid-flush, or damage: an SWMR reader is the next try
-        return "live" if sb.swmr else "abandoned"
-    alive = writer_alive(host, pid)
-    if alive and not sb.swmr:
-        raise E.RunFileError(path, f"is open for writing by process {int(pid)}, not in SWMR mode, so it cannot be "
-                                   "read meanwhile; try again when that process has closed it")
-    return "live" if alive else "abandoned"
+        return "live"
+    return "live" if writer_alive(host, pid) is not False else "abandoned"
+
+
+def _locked(path: str | Path) -> bool:
+    """Whether another open file holds an exclusive lock on ``path`` (HDF5's lock of a read-write open)."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
 
 
 class OpenedFile:

@@ -22,7 +22,7 @@ from discrepancy.runfile import rows as R
 from discrepancy.runfile import schema as S
 from discrepancy.runfile import text as T
 from discrepancy.runfile.check import check_run_file
-from discrepancy.runfile.errors import RunCorrupted, RunFileError, SchemaError
+from discrepancy.runfile.errors import RunCorrupted, RunFileError, SchemaError, describe_read_error
 from discrepancy.runfile.layout import read_schema
 from discrepancy.runfile.opening import OpenedFile, open_readonly, read_header, writer_alive
 
@@ -215,7 +215,7 @@ class Run:
         self.refresh()
         g = self._f[S.SAMPLES]
         steps = g[S.STEP][()]
-        n = min([R.first_not_increasing(steps, strict=False)] + [T.rows_stored(g[name]) for name in S.SAMPLE_TEXT]
+        n = min([R.written_prefix(steps, strict=False)[0]] + [T.rows_stored(g[name]) for name in S.SAMPLE_TEXT]
                 + [int(ds.shape[0]) for ds in self._f[S.SAMPLE_FIELDS].values()])
         return n, steps[:n]
 
@@ -282,7 +282,7 @@ class Run:
                     self._reopen()  # v1 strings: only a fresh handle sees the flush completed
                 self.refresh()
         name = what or (ds.name if ds is not None else "data")
-        raise RunCorrupted(self.path, f"{name} cannot be read ({_first_line(error)})") from None
+        raise RunCorrupted(self.path, f"{name} cannot be read: {describe_read_error(error)}") from None
 
     def _reopen(self) -> None:
         """A fresh handle on the file. The old one is closed first: HDF5 shares one file state between handles of a
@@ -324,10 +324,6 @@ def _refresh_all(group: h5py.Group) -> None:
             obj.refresh()
         elif isinstance(obj, h5py.Group):
             _refresh_all(obj)
-
-
-def _first_line(exc: BaseException | None) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0] if exc is not None else "unknown error"
 
 
 def _text(value: Any) -> str:

@@ -1,7 +1,9 @@
 """Which rows of a run file a reader takes: one set of rules for the file check, the reader and recovery.
 
-- **Steps.** A run has as many step rows as ``/series/step`` holds, cut at the first step that does not increase
-  (a damaged or hand-edited file; the rows before it are read, with a warning).
+- **Steps.** A run has as many step rows as ``/series/step`` holds, cut at the first step that does not increase.
+  Rows after it that are all zero were never written (HDF5 can store a column's new length before its data, and a
+  crash or a full disk in between leaves the fill value 0): they are left out in silence. Anything else there is
+  damage (or a hand-edited file): the rows before it are read, with a warning.
 - **A flush cut short.** Within a flush the recorder writes every data column before the step column, so after a
   crash the step column is the shortest and the half-written rows do not count. A data column shorter than the
   step column by at most ``flush_every`` rows (the most one flush writes) is the same crash seen in another order:
@@ -31,6 +33,13 @@ def first_not_increasing(values: np.ndarray, *, strict: bool) -> int:
     return int(bad[0]) + 1 if len(bad) else len(values)
 
 
+def written_prefix(values: np.ndarray, *, strict: bool) -> tuple[int, bool]:
+    """Rows before the first value that does not increase, and whether the rest is damage rather than rows never
+    written (all zero, the fill value of the integer columns)."""
+    n = first_not_increasing(values, strict=strict)
+    return n, bool(n < len(values) and np.any(np.asarray(values)[n:] != 0))
+
+
 def flush_every(value: object) -> int:
     """The recorded flush interval, or the recorder's default when it is missing or invalid."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and int(value) >= 1:
@@ -46,7 +55,7 @@ def data_columns(f: h5py.File) -> list[h5py.Dataset]:
 
 def run_length(f: h5py.File, steps: np.ndarray) -> int:
     """Complete step rows, given the step column as read (see the module docstring)."""
-    n = first_not_increasing(steps, strict=True)
+    n, _ = written_prefix(steps, strict=True)
     tolerance = flush_every(f.attrs.get("flush_every"))
     for length in sorted({int(ds.shape[0]) for ds in data_columns(f)}, reverse=True):
         if length < n <= length + tolerance:

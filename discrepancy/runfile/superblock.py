@@ -10,8 +10,10 @@ itself gets them wrong or slowly on a damaged or abandoned file.
   (bit 2). A writer killed while the file was open leaves them set: HDF5 then refuses every plain open, and every
   SWMR open too when bit 2 is clear ("file is not already open for SWMR writing"). The tool that clears them,
   ``h5clear -s --increment``, is not part of h5py and changes the file. ``ClosedView`` instead presents the file to
-  h5py (as a Python file object) with the flags cleared and the end address raised to the size on disk, as
-  ``h5clear`` would, without writing a byte: a dead writer's file reads like a closed one.
+  h5py (as a Python file object) with the flags cleared and the end address set to the size on disk, without
+  writing a byte: a dead writer's file reads like a closed one. (Raised, as ``h5clear`` does, when the writer wrote
+  past the end it last recorded; lowered when a write it had recorded never reached the disk, a full disk: HDF5
+  refuses any file shorter than its recorded end, although nothing flushed before lies there.)
 
 Formats v2 and v3 (what ``libver="latest"`` writes; every run file) carry a Jenkins lookup3 checksum of the
 superblock, so the patched copy needs it recomputed (``lookup3``, the function HDF5 uses for all its metadata
@@ -112,8 +114,8 @@ def _parse(head: bytes, offset: int, size: int) -> Superblock:
 
 
 def closed_header(sb: Superblock) -> bytes:
-    """The superblock bytes with the writer flags cleared and the end address raised to the size on disk (what
-    ``h5clear -s --increment`` writes), checksum recomputed. Only versions 2 and 3 have flags to clear."""
+    """The superblock bytes with the writer flags cleared and the end address set to the size on disk (module
+    docstring), checksum recomputed. Only versions 2 and 3 have flags to clear."""
     if sb.version not in (2, 3):
         return sb.raw
     head = bytearray(sb.raw)
@@ -122,7 +124,7 @@ def closed_header(sb: Superblock) -> bytes:
     head[11] = 0
     eof_at = 12 + 2 * width
     fmt = {2: "<H", 4: "<I", 8: "<Q"}[width]
-    struct.pack_into(fmt, head, eof_at, max(sb.eof, sb.size - sb.base))
+    struct.pack_into(fmt, head, eof_at, sb.size - sb.base)
     struct.pack_into("<I", head, checked, lookup3(bytes(head[:checked])))
     return bytes(head)
 

@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 
 from discrepancy.runfile import schema as S
+from discrepancy.runfile.rows import written_prefix
 
 _ERRORS = "surrogatepass"
 
@@ -45,14 +46,12 @@ def is_v2(obj: h5py.Group | h5py.Dataset) -> bool:
 
 
 def rows_stored(obj: h5py.Group | h5py.Dataset) -> int:
-    """How many rows of the column are complete: for v2, rows whose bytes are all stored (a crash between writing
-    the bytes and the offsets, or the other way round, leaves the rest out)."""
+    """How many rows of the column are complete: for v2, rows whose offsets were written (``rows.written_prefix``)
+    and whose bytes are all stored (a crash between writing the bytes and the offsets leaves the rest out)."""
     if not is_v2(obj):
         return int(obj.shape[0])
-    ends, nbytes = obj[S.TEXT_END], int(obj[S.TEXT_BYTES].shape[0])
-    n = int(ends.shape[0])
-    if n == 0 or int(ends[n - 1]) <= nbytes:
-        return n
+    ends, nbytes = obj[S.TEXT_END][()], int(obj[S.TEXT_BYTES].shape[0])
+    n, _ = written_prefix(ends, strict=False)
     return int(np.searchsorted(ends[:n], nbytes, side="right"))  # ends increase: the rows that fit
 
 

@@ -122,7 +122,7 @@ def _check_scalars(f: h5py.File, path: str) -> None:
         if ds.shape != () or ds.dtype.kind != kind:
             want = "a fixed-length string" if kind == "S" else "a float"
             raise E.SchemaError(path, f"/{name} is {ds.dtype} of shape {ds.shape}, not {want}: the file is damaged")
-    status = f[S.STATUS][()].decode("utf-8", "replace")
+    status = _data(f, S.STATUS).decode("utf-8", "replace")
     if status not in S.STATUSES:
         raise E.SchemaError(path, f"has an unknown status {status!r} (one of {', '.join(S.STATUSES)} expected)")
 
@@ -216,25 +216,34 @@ def _order_warnings(f: h5py.File, path: str, version: int) -> list[str]:
     from discrepancy.runfile import rows  # same package; the rules readers apply
 
     out = []
-    steps = f[f"{S.SERIES}/{S.STEP}"][()]
-    cut = rows.first_not_increasing(steps, strict=True)
-    if cut < len(steps):
+    steps = _data(f, f"{S.SERIES}/{S.STEP}")
+    cut, damaged = rows.written_prefix(steps, strict=True)
+    if damaged:
         out.append(f"series/step goes back at row {cut} (step {steps[cut]} after {steps[cut - 1]}): only the "
                    f"{cut} rows before it are read")
     flush_every = rows.flush_every(f.attrs.get("flush_every"))
     for name, n in rows.short_columns(f, len(steps), flush_every):
         out.append(f"{name} holds {n} of {len(steps)} rows: the rest of it reads as NaN")
-    sample_steps = f[f"{S.SAMPLES}/{S.STEP}"][()]
-    cut = rows.first_not_increasing(sample_steps, strict=False)
-    if cut < len(sample_steps):
+    sample_steps = _data(f, f"{S.SAMPLES}/{S.STEP}")
+    cut, damaged = rows.written_prefix(sample_steps, strict=False)
+    if damaged:
         out.append(f"samples/step goes back at row {cut}: only the {cut} samples before it are read")
     if version >= 2:
         for name in S.SAMPLE_TEXT:
-            ends = f[f"{S.SAMPLES}/{name}/{S.TEXT_END}"][()]
-            if len(ends) and (ends[0] < 0 or rows.first_not_increasing(ends, strict=False) < len(ends)):
+            ends = _data(f, f"{S.SAMPLES}/{name}/{S.TEXT_END}")
+            if len(ends) and (ends[0] < 0 or rows.written_prefix(ends, strict=False)[1]):
                 raise E.RunCorrupted(path, f"the row offsets of samples/{name} are damaged")
+    _data(f, f"{S.SNAPSHOTS}/{S.STEP}")  # read by snapshot_warnings: a damaged index is named first
     out += rows.snapshot_warnings(f)
     return out
+
+
+def _data(f: h5py.File, name: str) -> np.ndarray:
+    """All of dataset ``name`` (sizes are checked first), a read failure named after it."""
+    try:
+        return f[name][()]
+    except OSError as exc:
+        raise E.RunCorrupted(f.filename, f"dataset /{name} is damaged: {E.describe_read_error(exc)}") from None
 
 
 def _is_int(value: Any) -> bool:

@@ -221,6 +221,16 @@ def _killed_plain_writer(source: Path, path: Path) -> Path:
     return path
 
 
+def _crashed_run(path: Path) -> Path:
+    """A run whose writer process was killed (tests/runfile/_writer.py): its header still flags the SWMR writer."""
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_writer.py")), str(path), "30", "4",
+                             "wait"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("READY")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return path
+
+
 def make_cases(source: Path, folder: Path, *, seeds: range = range(10)) -> list[Case]:
     """Every case of the corpus, written into ``folder`` (see the module docstring)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -261,4 +271,9 @@ def make_cases(source: Path, folder: Path, *, seeds: range = range(10)) -> list[
                                                             lambda b: bytearray(random.Random(1).randbytes(4096))),
                       "not an HDF5 file"))
     cases.append(Case("killed_plain_writer", "any", _killed_plain_writer(source, folder / "killed_plain.h5")))
+    crashed = _crashed_run(folder / "crashed.h5").read_bytes()
+    for frac in (0.3, 0.7, 0.95, 0.999):  # a crashed run cut short: refused, or read with a warning naming the sizes
+        path = folder / f"crashed_trunc_{frac}.h5"
+        path.write_bytes(crashed[: int(len(crashed) * frac)])
+        cases.append(Case(path.stem, "warn", path))
     return cases

@@ -106,6 +106,7 @@ def classify(case: Case, result: dict, reference: tuple[str, str | None], path: 
 def run_command(command: str, cases: list[Case], source: Path, work: Path) -> tuple[Counter, list[str]]:
     """Every case through one command in one worker (replaced after a hang or a crash); outcomes and misfits."""
     counts: Counter = Counter()
+    seen: dict[str, str] = {}
     bad: list[str] = []
     worker = Worker()
     try:
@@ -120,6 +121,7 @@ def run_command(command: str, cases: list[Case], source: Path, work: Path) -> tu
                 worker = Worker()
             outcome = classify(case, result, reference, case.path, work / case.name)
             counts[outcome] += 1
+            seen[case.name] = f"{outcome}: {(result.get('stderr') or '').strip()[:200]}"
             wanted = {"error": ("clean-error",), "warn": ("warned", "clean-error", "ok")}.get(
                 case.expect, ("clean-error", "ok", "warned"))
             said = result.get("stderr", "") + result.get("stdout", "")
@@ -128,6 +130,7 @@ def run_command(command: str, cases: list[Case], source: Path, work: Path) -> tu
                 bad.append(f"{command} {case.name} ({case.expect}): {outcome}: {said.strip()[:300]}")
     finally:
         worker.close()
+    counts["_cases"] = seen  # type: ignore[assignment] - reported, not counted
     return counts, bad
 
 
@@ -144,11 +147,13 @@ def test_corpus_gives_no_traceback_hang_or_silent_wrong_result(real_run, tmp_pat
     for t in threads:
         t.join()
     assert set(results) == {"inspect", "analyze", "recover"}, "a command's worker loop failed"
+    outcomes = {cmd: results[cmd][0].pop("_cases") for cmd in results}
     table = {cmd: dict(results[cmd][0]) for cmd in ("inspect", "analyze", "recover")}
     bad = [line for cmd in table for line in results[cmd][1]]
     total = sum((results[cmd][0] for cmd in table), Counter())
     print(f"\ncorpus: {len(cases)} files x 3 commands in {time.monotonic() - started:.0f} s: {table}; "
           f"total {dict(total)}")
-    Path(os.environ.get("CORPUS_REPORT", os.devnull)).write_text(json.dumps({"counts": table, "bad": bad}, indent=1))
+    Path(os.environ.get("CORPUS_REPORT", os.devnull)).write_text(json.dumps({"counts": table, "bad": bad,
+                                                                                 "outcomes": outcomes}, indent=1))
     assert not bad, "\n".join(bad)
     assert all(total[f] == 0 for f in FAILURES), table
