@@ -1,7 +1,8 @@
 """The two figures a reader looks at first: the run's key curves (``overview.png``) and its jump map (``jump_map.png``).
 
 Key curves: reward, correctness, format, KL, entropy and completion length (whichever the run logged), each in its
-own small axes with its unit, the logged values (grey), a running median (blue), transients (orange circles at
+own small axes with its unit, the logged values (grey, min–max per pixel column as in the family figures), their
+running median (blue), transients (orange circles at
 their peaks), episodes (shaded orange) and phase transitions (dotted black, labelled). Jump map: one row per series
 with any event, one dot per jump (red: rose, blue: fell; size ∝ |z|), one circle per transient, the same episode
 shading and transition lines: where in the run things happened, across every series at once.
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from discrepancy.analysis.pipeline import AnalysisResult
+from discrepancy.analysis.plots import binned_curves
 from discrepancy.analysis.units import unit_of
 from discrepancy.runfile.results import atomic_path
 
@@ -34,9 +36,10 @@ def key_series(res: AnalysisResult, limit: int = 6) -> list[str]:
     return list(searched[:limit])
 
 
-def running_median(y: pd.Series, n: int) -> pd.Series:
-    """Centred running median of max(5, n/30) steps (about 5 per panel width's 150 pixels), NaNs skipped."""
-    return y.rolling(max(5, n // 30) | 1, center=True, min_periods=1).median()
+def display_median(y: pd.Series, n: int) -> pd.Series:
+    """Centred running median of max(5, n/30) steps, at most 101 (NaNs skipped): the curve a reader sees as the
+    level of a short run; a long run's figures bin it instead (``plots.binned_curves``)."""
+    return y.rolling(min(max(5, n // 30), 101) | 1, center=True, min_periods=1).median()
 
 
 def _marks(ax, res: AnalysisResult, label: bool) -> None:  # noqa: ANN001
@@ -70,9 +73,11 @@ def overview_figure(res: AnalysisResult, out: Path) -> Path | None:
     spikes = {k: g for k, g in res.transients.groupby("signal")}
     steps = res.series.index.to_numpy(dtype=np.float64)
     for ax, name in zip(axes.ravel(), names):
-        y = res.series[name]
-        ax.plot(steps, y.to_numpy(), color="0.7", lw=0.7)
-        ax.plot(steps, running_median(y, len(y)).to_numpy(), color="tab:blue", lw=1.4)
+        curves = binned_curves(steps, res.series[name].to_numpy(dtype=np.float64))  # ≤ 1000 x positions, spikes kept
+        if curves is not None:
+            c = curves[0]
+            ax.fill_between(c.x, c.lo, c.hi, color="0.8", lw=0, step="post")
+            ax.plot(c.x, c.mid, color="tab:blue", lw=1.4)
         ts = spikes.get(name)
         if ts is not None:
             ax.scatter(ts["step"], ts["size"] + ts["baseline"], s=36, facecolors="none", edgecolors="tab:orange",

@@ -215,7 +215,8 @@ def analyze_series(  # noqa: PLR0913 - every option of the analysis
                                       min_signals=min_signals, min_families=min_families),
         signals=pd.DataFrame(per_signal, columns=SIGNAL_COLUMNS),
         transients=tr_df.reset_index(drop=True),
-        episodes=group_episodes(tr_df, span=_span(frame), tolerance=near, min_signals=min_signals, min_families=min_families, alias=alias),
+        episodes=group_episodes(tr_df, span=_span(frame), tolerance=near, min_signals=min_signals,
+                                min_families=min_families, alias=alias),
         constant=constant,
         notes=notes,
     )

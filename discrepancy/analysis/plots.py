@@ -64,6 +64,9 @@ def _curves(steps: np.ndarray, y: np.ndarray) -> tuple[_Curve, _Curve] | None:
     return linear, log
 
 
+binned_curves = _curves  # the same binning for other figures (``overview``)
+
+
 def _step_label(v: float, _pos: object = None) -> str:
     """Compact step numbers (250k, 1.5M): no offset text to lay out, readable at a glance."""
     a = abs(v)

@@ -32,7 +32,8 @@ def series_table(res: AnalysisResult) -> str:
     info = res.signals.set_index("signal") if len(res.signals) else None
     skipped = not_searched(list(res.series.columns))
     head = ("<table class='defs'><tr><th>series</th><th>family</th><th>unit</th><th class='text'>what it measures"
-            "</th><th class='text'>analysis</th><th>jumps</th><th>plateaus</th><th>transients</th><th>noise σ̂</th></tr>")
+            "</th><th class='text'>analysis</th><th>jumps</th><th>plateaus</th><th>transients</th>"
+            "<th>noise σ̂</th></tr>")
     body = []
     for name in res.series.columns:
         row = info.loc[name] if info is not None and name in info.index else None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from discrepancy.analysis.overview import KEY_SERIES, running_median
+from discrepancy.analysis.overview import KEY_SERIES, display_median
 from discrepancy.analysis.pipeline import AnalysisResult
 from discrepancy.analysis.units import unit_of
 
@@ -64,17 +64,23 @@ def mean_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(np.mean(b) - np.mean(a)), float(1.96 * se)
 
 
-def saturation_step(y: pd.Series) -> int | None:
-    """First step of the final level when the series saturated (module docstring); None otherwise."""
+def saturation_step(y: pd.Series, max_points: int = 2000) -> int | None:
+    """First step of the final level when the series saturated (module docstring); None otherwise. Beyond
+    ``max_points`` values the series is read as medians of equal blocks (the step is then a block's first step:
+    to 0.05 % of the run)."""
     v = y.dropna()
     if len(v) < 10:
         return None
+    if len(v) > max_points:  # block medians: a rolling median over a long run costs seconds per series
+        f = -(-len(v) // max_points)
+        head = (len(v) // f) * f
+        v = pd.Series(np.median(v.to_numpy()[:head].reshape(-1, f), axis=1), index=v.index[:head:f])
     span = float(np.subtract(*np.percentile(v, [99, 1])))
     tail = v.iloc[-max(3, int(EDGE * len(v))):]
     if span == 0 or float(np.subtract(*np.percentile(tail, [75, 25]))) > 0.02 * span:
         return None
     final = float(tail.median())
-    med = running_median(v, len(v))
+    med = display_median(v, len(v))
     off = (med - final).abs() > 0.02 * span  # [n] steps whose running median is off the final level
     if not off.any():
         return int(v.index[0])
@@ -83,7 +89,11 @@ def saturation_step(y: pd.Series) -> int | None:
 
 
 def key_rows(res: AnalysisResult) -> list[KeyRow]:
-    """The headline table: each HEADLINE_SERIES the run logged and searched (constant ones are a note instead)."""
+    """The headline table: each HEADLINE_SERIES the run logged and searched (constant ones are a note instead).
+    Computed once per result (the report, summary.json and the terminal all show it)."""
+    cached = getattr(res, "_key_rows", None)
+    if cached is not None:
+        return cached
     rows = []
     for name in HEADLINE_SERIES:
         if name not in res.series.columns or name in res.constant:
@@ -96,6 +106,7 @@ def key_rows(res: AnalysisResult) -> list[KeyRow]:
         rows.append(KeyRow(name, unit_of(name, res.descriptions.get(name, "")), float(v.iloc[:k].mean()),
                            float(v.iloc[-k:].mean()), width, float(v.min()), int(v.idxmin()), float(v.max()),
                            int(v.idxmax()), saturation_step(v) if name.startswith("reward") else None))
+    res._key_rows = rows  # a plain attribute on the result: no field of the analysis, a memo of the report
     return rows
 
 
@@ -146,7 +157,8 @@ def key_table(rows: list[KeyRow], descriptions: dict[str, str]) -> str:
             f"<tr><td title='{html.escape(descriptions.get(r.name, ''), quote=True)}'>{html.escape(r.name)}</td>"
             f"<td>{html.escape(r.unit)}</td><td>{_num(r.start)}</td><td>{_num(r.end)}</td>"
             f"<td>{r.change:+.3g} ± {_num(r.half_width)}{verdict}</td>"
-            f"<td>{_num(r.low)} (step {r.low_step})</td><td>{_num(r.high)} (step {r.high_step})</td><td>{note}</td></tr>")
+            f"<td>{_num(r.low)} (step {r.low_step})</td><td>{_num(r.high)} (step {r.high_step})</td>"
+            f"<td>{note}</td></tr>")
     return head + "".join(body) + "</table>"
 
 
@@ -203,6 +215,36 @@ def lead(rows: list[KeyRow]) -> str:
     return ("; ".join(out) + ".") if out else ""
 
 
+def recipe(res: AnalysisResult) -> str:
+    """The training recipe in one line, from the run's config (keys a GRPO run of this project records; any that is
+    missing is left out), and the wall-clock time of its steps."""
+    import tomllib
+
+    try:
+        cfg = tomllib.loads(res.config_toml or "")
+    except tomllib.TOMLDecodeError:
+        cfg = {}
+    g, o, sc, rw = (cfg.get(k, {}) for k in ("grpo", "optim", "schedule", "rewards"))
+    parts = []
+    if "num_prompts" in g and "group_size" in g:
+        parts.append(f"{g['num_prompts']} prompts × {g['group_size']} completions per step")
+    if "beta" in g:
+        parts.append(f"β {g['beta']:g}")
+    if "lr" in o:
+        shape = f" ({o['decay']}, warm-up {o.get('warmup_steps', 0)})" if "decay" in o else ""
+        parts.append(f"lr {o['lr']:g}{shape}")
+    if "temperature" in sc:
+        end = sc.get("temperature_end")
+        parts.append(f"temperature {sc['temperature']:g}" + (f" → {end:g}" if end is not None else ""))
+    if "inner_iterations" in g:
+        parts.append(f"{g['inner_iterations']} inner iteration(s)")
+    if rw.get("names"):
+        parts.append("reward " + " + ".join(f"{w:g}·{n}" for n, w in zip(rw["names"], rw.get("weights", []))))
+    if "step_time" in res.series.columns and np.isfinite(res.series["step_time"]).any():
+        parts.append(f"{float(np.nansum(res.series['step_time'])):.0f} s of steps")
+    return " · ".join(parts)
+
+
 def headline_html(res: AnalysisResult) -> str:
     """The first screen: a lead sentence, the key-series table and where to look."""
     rows = key_rows(res)
@@ -210,6 +252,9 @@ def headline_html(res: AnalysisResult) -> str:
     text = lead(rows)
     if text:
         parts.append(f"<p class='lead'>Over {res.num_steps} steps, {html.escape(text)}</p>")
+    line = recipe(res)
+    if line:
+        parts.append(f"<p class='small'>Recipe: {html.escape(line)}.</p>")
     if rows:
         parts.append(f"<p class='small'>start / end: mean of the first / last {int(EDGE * 100)} % of the logged "
                      "steps; change ± its 95 % interval (corrected for autocorrelation): ✓ beyond it, (noise) "

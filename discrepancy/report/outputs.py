@@ -60,7 +60,9 @@ def summary_dict(res: AnalysisResult) -> dict[str, Any]:
 
 def _status_line(res: AnalysisResult) -> str:
     """One line: status, steps, model and task, and how many events of each kind."""
-    steps = f"{res.num_steps} steps" + (f" ({res.series.index.min()}–{res.series.index.max()})" if res.num_steps else "")
+    steps = f"{res.num_steps} steps"
+    if res.num_steps:
+        steps += f" ({res.series.index.min()}–{res.series.index.max()})"
     what = [res.meta.get(k) for k in ("base_model_kind", "base_model", "task") if res.meta.get(k)]
     lora = f"LoRA r{res.meta['lora_rank']}" if res.meta.get("lora_rank") else ""
     counts = [(len(res.transitions), "phase transition"), (len(res.episodes), "episode"), (len(res.jumps), "jump"),

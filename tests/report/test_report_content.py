@@ -109,3 +109,18 @@ def test_each_events_column_means_one_thing(report):
     assert (ev["start_step"] <= ev["step"]).all() and (ev["step"] <= ev["end_step"]).all()
     spike = single[(single["kind"] == "transient") & (single["signal"] == "kl")]
     assert list(spike["step"]) == [SPIKE] and (spike["size"] > 0).all()
+
+
+def test_sample_text_is_safe_and_moments_land_on_sampled_steps():
+    from discrepancy.analysis.pipeline import analyze_series
+    from discrepancy.report.samples import MAX_CHARS, _text, moments
+
+    assert _text("<a>\x00b\nc") == "&lt;a&gt;\\x00b⏎c"  # escaped, a NUL shown, a line break marked
+    assert _text("x" * (MAX_CHARS + 50)).endswith(f"… ({MAX_CHARS + 50} characters)")
+    rng = np.random.default_rng(2)
+    y = rng.standard_normal(300)
+    y[155] += 12.0  # a KL spike between two sampled steps
+    res = analyze_series(pd.DataFrame({"kl": y}, index=pd.Index(np.arange(1, 301), name="step")))
+    got = moments(res, np.arange(10, 301, 10))
+    assert got[0] == (10, "start") and got[-1] == (300, "end")
+    assert any(step == 160 and "kl transient (peak), step 156" in why for step, why in got)  # nearest sampled step
