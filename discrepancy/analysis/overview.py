@@ -46,9 +46,9 @@ def _marks(ax, res: AnalysisResult, label: bool) -> None:  # noqa: ANN001
     """Episodes (shaded) and phase transitions (dotted, labelled when ``label``) on one axes."""
     for e in res.episodes.itertuples():
         ax.axvspan(e.first_step - 0.5, e.last_step + 0.5, color="tab:orange", alpha=0.15, lw=0)
-        if label:
-            ax.annotate(e.event, (e.step, 1.0), xycoords=("data", "axes fraction"), fontsize=7.5, ha="center",
-                        va="bottom", color="tab:orange")
+        if label:  # at the foot of the band: phase-transition labels take the top
+            ax.annotate(e.event, (e.step, 0.0), xycoords=("data", "axes fraction"), fontsize=7.5, ha="center",
+                        va="bottom", color="tab:orange", xytext=(0, 2), textcoords="offset points")
     for t in res.transitions.itertuples():
         ax.axvline(t.step, color="black", ls=":", lw=0.9)
         if label:
@@ -76,7 +76,8 @@ def overview_figure(res: AnalysisResult, out: Path) -> Path | None:
         curves = binned_curves(steps, res.series[name].to_numpy(dtype=np.float64))  # ≤ 1000 x positions, spikes kept
         if curves is not None:
             c = curves[0]
-            ax.fill_between(c.x, c.lo, c.hi, color="0.8", lw=0, step="post")
+            ax.fill_between(c.x, c.lo, c.hi, color="0.85", lw=0)
+            ax.plot(c.x, c.lo, c.x, c.hi, color="0.65", lw=0.6)  # one line where a bin holds one step
             ax.plot(c.x, c.mid, color="tab:blue", lw=1.4)
         ts = spikes.get(name)
         if ts is not None:
