@@ -139,36 +139,57 @@ def _write_copy(run: Run, target: Path, plan: _Plan, suffix: str) -> tuple[list[
     return kept, dropped
 
 
+BLOCK = 1 << 16  # rows copied at a time: memory stays bounded whatever the run's length
+
+
 def _put(ds: h5py.Dataset, values: np.ndarray) -> None:
     ds.resize(values.shape[0], axis=0)
     if values.shape[0]:
         ds[...] = values
 
 
+def _append(ds: h5py.Dataset, values: np.ndarray) -> None:
+    start = ds.shape[0]
+    ds.resize(start + values.shape[0], axis=0)
+    if values.shape[0]:
+        ds[start:] = values
+
+
 def _copy_steps(run: Run, dst: h5py.File, steps: np.ndarray) -> None:
-    """Series and arrays as the reader sees them (a damaged short column comes out NaN-padded, as it reads)."""
+    """Series and arrays as the reader sees them, block by block: rows a damaged short column lacks stay NaN (the
+    fill value of the copy), as they read."""
     n = len(steps)
-    series = run.series()
-    for name in run.schema.series:
-        _put(dst[f"{S.SERIES}/{name}"], series[name].to_numpy(dtype=np.float64)[:n])
-    for name in run.schema.arrays:
-        _put(dst[f"{S.ARRAYS}/{name}"], run.array(name).to_numpy(dtype=np.float32)[:n])
+    columns = [f"{S.SERIES}/{name}" for name in run.schema.series] + [f"{S.ARRAYS}/{name}" for name in run.schema.arrays]
+    for name in columns:
+        src, out = run._f[name], dst[name]
+        have = min(n, int(src.shape[0]))
+        out.resize(n, axis=0)
+        for lo in range(0, have, BLOCK):
+            hi = min(have, lo + BLOCK)
+            out[lo:hi] = run._read(src, slice(lo, hi))
     _put(dst[f"{S.SERIES}/{S.STEP}"], np.asarray(steps, dtype=np.int64))
 
 
 def _copy_samples(run: Run, dst: h5py.File, plan: _Plan, steps: np.ndarray) -> None:
-    samples = run.samples()
+    """The sample rows before ``plan.sample_before`` (or up to the last kept step), block by block."""
+    n, sample_steps = run._sample_rows()
     if plan.sample_before is not None:
-        samples = samples[samples[S.STEP] < plan.sample_before]
+        keep = int(np.searchsorted(sample_steps, plan.sample_before, side="left"))
     else:
-        samples = samples[samples[S.STEP] <= (int(steps[-1]) if len(steps) else -1)]
-    for name in run.schema.sample_fields:
-        _put(dst[f"{S.SAMPLE_FIELDS}/{name}"], samples[name].to_numpy(dtype=np.float64))
-    for name in S.SAMPLE_TEXT:
-        data, lengths = T.encode(samples[name].tolist())
-        _put(dst[f"{S.SAMPLES}/{name}/{S.TEXT_BYTES}"], data)
-        _put(dst[f"{S.SAMPLES}/{name}/{S.TEXT_END}"], np.cumsum(lengths))
-    _put(dst[f"{S.SAMPLES}/{S.STEP}"], samples[S.STEP].to_numpy(dtype=np.int64))
+        keep = int(np.searchsorted(sample_steps, int(steps[-1]), side="right")) if len(steps) else 0
+    g = run._f[S.SAMPLES]
+    for lo in range(0, keep, BLOCK):
+        hi = min(keep, lo + BLOCK)
+        for name in run.schema.sample_fields:
+            _append(dst[f"{S.SAMPLE_FIELDS}/{name}"], run._read(run._f[f"{S.SAMPLE_FIELDS}/{name}"], slice(lo, hi)))
+        for name in S.SAMPLE_TEXT:
+            texts = run._retry(lambda name=name: T.read_rows(g[name], lo, hi), None, what=f"samples/{name}")
+            data, lengths = T.encode(texts)
+            ends = dst[f"{S.SAMPLES}/{name}/{S.TEXT_END}"]
+            offset = int(ends[-1]) if ends.shape[0] else 0
+            _append(dst[f"{S.SAMPLES}/{name}/{S.TEXT_BYTES}"], data)
+            _append(ends, offset + np.cumsum(lengths))
+        _append(dst[f"{S.SAMPLES}/{S.STEP}"], np.asarray(sample_steps[lo:hi], dtype=np.int64))
 
 
 def _copy_snapshots(run: Run, dst: h5py.File, before: int | None) -> tuple[list[int], list[int]]:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from discrepancy.cli import app
-from discrepancy.runfile import ArraySpec, Recorder, RunCorrupted, RunSchema, open_run
+from discrepancy.runfile import ArraySpec, Recorder, RunCorrupted, RunSchema, open_run, recover
 from discrepancy.runfile.reader import Run
 from discrepancy.runfile.superblock import closed_header, lookup3, read_superblock
 
@@ -174,3 +174,29 @@ def test_a_patched_header_is_one_hdf5_accepts(tmp_path):
     rec.finish()
     with h5py.File(copy, "r") as f:
         assert f["series/a"][()].tolist() == [1.0]
+
+
+def test_recover_and_resume_copy_block_by_block(tmp_path, monkeypatch):
+    """The copy is made in blocks of rows (memory stays bounded on long runs): with blocks of 7 rows, every value,
+    text and sample of a 30-step run comes through, and a resume keeps exactly the rows before its step."""
+    from discrepancy.runfile import recovery
+
+    monkeypatch.setattr(recovery, "BLOCK", 7)
+    path = tmp_path / "run.h5"
+    with Recorder.create(path, RunSchema(series={"a": ""}, arrays={"n": ArraySpec(["x", "y"])},
+                                         sample_fields=["r"]), flush_every=4) as rec:
+        for step in range(30):
+            rec.log_step(step, {"a": step / 3}, arrays={"n": [step, -step]})
+            rec.log_samples(step, prompt_ids=["p", "q"], prompts=["1+1=", "\x00"],
+                            completions=[TEXTS[step % len(TEXTS)], str(step)], fields={"r": [step, -step]})
+        rec.finish()
+    recover(path, tmp_path / "copy.h5")
+    with open_run(path) as run, open_run(tmp_path / "copy.h5") as copy:
+        assert copy.series().equals(run.series()) and copy.array("n").equals(run.array("n"))
+        assert copy.samples().equals(run.samples())
+        expected = run.samples()
+    with Recorder.resume(path, from_step=17) as rec:
+        rec.finish()
+    with open_run(path) as run:
+        assert list(run.steps) == list(range(17))
+        assert run.samples().equals(expected[expected["step"] < 17])
