@@ -167,13 +167,16 @@ def _walk(f: object, skip_damaged_under: str, live: bool) -> list[str]:
     """Touch every object: attributes, shapes, small datasets in full, the chunk index and last row of large ones.
 
     A dataset under ``skip_damaged_under`` (the snapshot tensors) whose data fails to read is listed, not fatal: one
-    damaged snapshot must not make a run's series unreadable. In a ``live`` run (still being written) the data of
+    damaged snapshot must not make a run's series unreadable; nor is a damaged data column (``rows.salvageable``),
+    whose damaged rows the reader reads as NaN. In a ``live`` run (still being written) the data of
     variable-length strings (format v1) is left unread: HDF5's SWMR mode does not cover them; and a chunk that
     fails its checksum is read again, since a chunk being rewritten can be seen half-written.
     """
     import time
 
     import h5py
+
+    from discrepancy.runfile.rows import salvageable
 
     damaged: list[str] = []
 
@@ -195,12 +198,18 @@ def _walk(f: object, skip_damaged_under: str, live: bool) -> list[str]:
         dict(obj.attrs)  # type: ignore[attr-defined]
         if isinstance(obj, h5py.Dataset):
             if obj.chunks is not None:
-                obj.id.get_num_chunks()
+                try:
+                    obj.id.get_num_chunks()
+                except (OSError, RuntimeError) as exc:
+                    raise E.RunCorrupted(f.filename, f"the chunk index of dataset /{name} is damaged: "  # type: ignore[attr-defined]
+                                                     f"{E.describe_read_error(exc)}") from None
             if live and obj.dtype.kind == "O":
                 return
             try:
                 read(obj)
             except OSError as exc:
+                if salvageable(name):  # its damaged rows read as NaN, and the reader says which
+                    return
                 if not name.startswith(skip_damaged_under.strip("/") + "/"):
                     raise E.RunCorrupted(f.filename, f"dataset /{name} is damaged: "  # type: ignore[attr-defined]
                                                      f"{E.describe_read_error(exc)}") from None
@@ -225,8 +234,7 @@ def main(path: str | None = None) -> None:
         report = {"ok": False, "kind": "RunCorrupted",
                   "message": "is damaged: reading it asked for more memory than the file could hold"}
     except Exception as exc:  # noqa: BLE001 - any other failure while reading means damaged bytes
-        report = {"ok": False, "kind": "RunCorrupted", "message": f"is damaged ({type(exc).__name__}: "
-                                                                   f"{_first_line(exc)})"}
+        report = {"ok": False, "kind": "RunCorrupted", "message": f"is damaged: {E.describe_read_error(exc)}"}
     print(json.dumps(report), flush=True)
 
 

@@ -80,7 +80,8 @@ def choose_mode(path: str | Path, sb: Superblock) -> str:
 
     Flags without SWMR: the recorder never writes that way, so the holder was some other program; HDF5 takes an
     exclusive file lock for it, so a free lock means the holder is gone. A held lock is refused (such a file
-    cannot be read while it is written). Flags with SWMR: the recorded writer process decides."""
+    cannot be read while it is written). Flags with SWMR: the recorded writer process decides (live only when it
+    runs on this host)."""
     if not sb.open_for_writing:
         return "closed"
     if not sb.swmr:
@@ -93,7 +94,8 @@ def choose_mode(path: str | Path, sb: Superblock) -> str:
             host, pid = f.attrs.get("writer_host"), f.attrs.get("writer_pid")
     except Exception:  # noqa: BLE001 - a live writer mid-flush, or damage: an SWMR reader is the next try
         return "live"
-    return "live" if writer_alive(host, pid) is not False else "abandoned"
+    # Another host's writer cannot be seen from here (and SWMR needs a local file system): read as abandoned.
+    return "live" if writer_alive(host, pid) is True else "abandoned"
 
 
 def _locked(path: str | Path) -> bool:

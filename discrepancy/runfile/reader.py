@@ -60,6 +60,7 @@ class Run:
         self.path = path
         self.mode = opened.mode  # closed | live | abandoned (runfile.opening)
         self._rows: tuple[int, np.ndarray] | None = None  # (run length, step column) of a file that cannot change
+        self._warned: set[str] = set()  # damaged data columns already named in a warning
         try:
             self.schema: S.RunSchema = read_schema(self._f)
         except (KeyError, OSError, ValueError, TypeError) as exc:
@@ -171,8 +172,11 @@ class Run:
             ds = self._f[f"{S.SERIES}/{name}"]
             have = min(n, int(ds.shape[0]))
             if have:
-                self._retry(lambda ds=ds, row=row, have=have: ds.read_direct(block, np.s_[0:have], np.s_[row, 0:have]),
-                            ds)
+                try:
+                    self._retry(lambda ds=ds, row=row, have=have: ds.read_direct(block, np.s_[0:have],
+                                                                                 np.s_[row, 0:have]), ds)
+                except RunCorrupted:
+                    block[row, :have] = self._rows_of(ds, 0, have)
         index = pd.Index(steps[:n], name="step")
         return pd.DataFrame(block.T, index=index, columns=names, copy=False)
 
@@ -183,7 +187,7 @@ class Run:
         out = {}
         for name in names:
             ds = self._f[f"{S.SERIES}/{name}"]
-            out[name] = float(self._read(ds, n - 1)) if 0 < n <= ds.shape[0] else float("nan")
+            out[name] = float(self._rows_of(ds, n - 1, n)[0]) if 0 < n <= ds.shape[0] else float("nan")
         return out if n else {}
 
     def _series_names(self, names: list[str] | None) -> list[str]:
@@ -202,7 +206,7 @@ class Run:
         ds = self._f[f"{S.ARRAYS}/{name}"]
         values = np.full((n, ds.shape[1]), np.nan, dtype=np.float32)
         have = min(n, int(ds.shape[0]))
-        values[:have] = self._read(ds, slice(0, have))
+        values[:have] = self._rows_of(ds, 0, have)
         return pd.DataFrame(values, index=pd.Index(steps[:n], name="step"), columns=self.schema.arrays[name].columns)
 
     # ---- samples -------------------------------------------------------------------------------------------------
@@ -232,7 +236,7 @@ class Run:
         for name in S.SAMPLE_TEXT:
             data[name] = _text_column(T.read_rows(g[name], lo, hi))
         for name in self.schema.sample_fields:
-            data[name] = self._f[f"{S.SAMPLE_FIELDS}/{name}"][lo:hi]
+            data[name] = self._rows_of(self._f[f"{S.SAMPLE_FIELDS}/{name}"], lo, hi)
         return pd.DataFrame(data)
 
     # ---- snapshots -----------------------------------------------------------------------------------------------
@@ -264,6 +268,28 @@ class Run:
     # ---- plumbing ------------------------------------------------------------------------------------------------
     def _read(self, ds: h5py.Dataset, selection: Any) -> np.ndarray:
         return self._retry(lambda: ds[selection], ds)
+
+    def _rows_of(self, ds: h5py.Dataset, lo: int, hi: int) -> np.ndarray:
+        """Rows ``lo``..``hi`` of a column; in a data column (``rows.salvageable``), chunks whose checksum fails
+        read as NaN, with one warning per column: one damaged chunk must not take a whole run down."""
+        try:
+            return self._read(ds, slice(lo, hi))
+        except RunCorrupted:
+            if not R.salvageable(ds.name) or ds.chunks is None:
+                raise
+        out = np.full((hi - lo, *ds.shape[1:]), np.nan, dtype=ds.dtype)
+        size, bad = ds.chunks[0], []
+        for start in range(lo - lo % size, hi, size):
+            a, b = max(lo, start), min(hi, start + size)
+            try:
+                out[a - lo : b - lo] = ds[a:b]
+            except OSError:
+                bad.append(f"{a}–{b - 1}" if b - a > 1 else str(a))
+        if ds.name not in self._warned:
+            self._warned.add(ds.name)
+            warnings.warn(f"{self.path}: rows {', '.join(bad)} of {ds.name} are damaged (their checksum does not "
+                          "match): they read as NaN", RuntimeWarning, stacklevel=4)
+        return out
 
     def _retry(self, read: Any, ds: h5py.Dataset | None, what: str | None = None) -> Any:
         """``read()``; in a live run, tried again on a fresh view when it fails. HDF5's SWMR mode lets a reader see

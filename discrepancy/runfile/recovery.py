@@ -166,7 +166,7 @@ def _copy_steps(run: Run, dst: h5py.File, steps: np.ndarray) -> None:
         out.resize(n, axis=0)
         for lo in range(0, have, BLOCK):
             hi = min(have, lo + BLOCK)
-            out[lo:hi] = run._read(src, slice(lo, hi))
+            out[lo:hi] = run._rows_of(src, lo, hi)
     _put(dst[f"{S.SERIES}/{S.STEP}"], np.asarray(steps, dtype=np.int64))
 
 
@@ -181,7 +181,7 @@ def _copy_samples(run: Run, dst: h5py.File, plan: _Plan, steps: np.ndarray) -> N
     for lo in range(0, keep, BLOCK):
         hi = min(keep, lo + BLOCK)
         for name in run.schema.sample_fields:
-            _append(dst[f"{S.SAMPLE_FIELDS}/{name}"], run._read(run._f[f"{S.SAMPLE_FIELDS}/{name}"], slice(lo, hi)))
+            _append(dst[f"{S.SAMPLE_FIELDS}/{name}"], run._rows_of(run._f[f"{S.SAMPLE_FIELDS}/{name}"], lo, hi))
         for name in S.SAMPLE_TEXT:
             texts = run._retry(lambda name=name: T.read_rows(g[name], lo, hi), None, what=f"samples/{name}")
             data, lengths = T.encode(texts)

@@ -9,6 +9,9 @@
   step column by at most ``flush_every`` rows (the most one flush writes) is the same crash seen in another order:
   the run is cut to it. A column shorter by more is damaged: it reads as NaN beyond its end (with a warning) instead
   of taking every other column down with it.
+- **Damaged data.** Rows of a data column (a series, an array, a sample field) whose chunk fails its checksum read
+  as NaN, with a warning naming them; the rest of the run reads as usual and ``recover`` writes a clean copy. Damage
+  to a step column, the text or the layout makes the file unreadable (an error naming the dataset).
 - **Snapshots.** A snapshot counts once its step is in ``/snapshots/step`` and every tensor holds its row; a step
   listed twice (a run resumed at a snapshot step) counts once, with its last row.
 """
@@ -45,6 +48,13 @@ def flush_every(value: object) -> int:
     if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and int(value) >= 1:
         return int(value)
     return DEFAULT_FLUSH_EVERY
+
+
+def salvageable(name: str) -> bool:
+    """Whether dataset ``name`` is a data column whose damaged rows may read as NaN (module docstring)."""
+    name = "/" + name.lstrip("/")
+    return (name.startswith(f"/{S.SERIES}/") and name != f"/{S.SERIES}/{S.STEP}") or name.startswith(
+        (f"/{S.ARRAYS}/", f"/{S.SAMPLE_FIELDS}/"))
 
 
 def data_columns(f: h5py.File) -> list[h5py.Dataset]:

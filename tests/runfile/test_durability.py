@@ -152,3 +152,18 @@ def test_a_full_tmpfs_ends_in_one_line_and_a_readable_run(tmp_path):
             assert run.num_steps > last
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_run_flagged_by_a_writer_on_another_host_is_read_as_abandoned(tmp_path, monkeypatch):
+    """Its writer cannot be seen from here: an SWMR reader (which retries a damaged checksum for minutes) is used only
+    for a writer alive on this host."""
+    from discrepancy.runfile import opening
+
+    path = tmp_path / "run.h5"
+    rec = Recorder.create(path, RunSchema(series={"a": ""}), flush_every=1)
+    rec.log_step(0, {"a": 1.0})
+    assert opening.choose_mode(path, opening.read_header(path)) == "live"
+    monkeypatch.setattr(opening.socket, "gethostname", lambda: "another-host")
+    assert opening.choose_mode(path, opening.read_header(path)) == "abandoned"
+    rec.finish()
+    assert opening.choose_mode(path, opening.read_header(path)) == "closed"

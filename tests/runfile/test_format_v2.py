@@ -102,13 +102,11 @@ def test_every_dataset_but_the_compact_scalars_carries_a_checksum(tmp_path):
     assert plain == [(n, h5py.h5d.COMPACT) for n in ("last_flush", "status", "status_message")]
 
 
-@pytest.mark.parametrize("target", ["series/a", "series/step", "samples/completion/utf8", "samples/fields/r"])
-def test_a_flipped_byte_in_any_column_is_an_error_not_a_wrong_value(tmp_path, target):
-    """In v1, series and samples had no checksum: 3 of 50 randomly damaged files read back wrong values."""
-    path = tmp_path / "run.h5"
-    with Recorder.create(path, RunSchema(series={"a": ""}, sample_fields=["r"])) as rec:
+def _run_with_a_flipped_byte(path: Path, target: str) -> Path:
+    """Five steps of series a (2·step) and samples; one bit flipped in the first row of ``target``'s first chunk."""
+    with Recorder.create(path, RunSchema(series={"a": "", "b": ""}, sample_fields=["r"])) as rec:
         for step in range(5):
-            rec.log_step(step, {"a": 2.0 * step})
+            rec.log_step(step, {"a": 2.0 * step, "b": -1.0 * step})
             rec.log_samples(step, prompt_ids=["p"], prompts=["q"], completions=["text"], fields={"r": [1.0]})
         rec.finish()
     with h5py.File(path, "r") as f:
@@ -116,8 +114,32 @@ def test_a_flipped_byte_in_any_column_is_an_error_not_a_wrong_value(tmp_path, ta
     data = bytearray(path.read_bytes())
     data[info.byte_offset + 1] ^= 0x10  # inside the first row's bytes
     path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("target", ["series/step", "samples/completion/utf8", "samples/step"])
+def test_a_flipped_byte_in_a_step_or_text_column_is_an_error_not_a_wrong_value(tmp_path, target):
+    """In v1, series and samples had no checksum: 3 of 50 randomly damaged files read back wrong values."""
+    path = _run_with_a_flipped_byte(tmp_path / "run.h5", target)
     with pytest.raises(RunCorrupted, match=f"dataset /{target} is damaged: its checksum does not match"):
         open_run(path)
+
+
+@pytest.mark.parametrize("target", ["series/a", "samples/fields/r"])
+def test_a_flipped_byte_in_a_data_column_reads_as_nan_with_a_warning(tmp_path, target):
+    """The damaged chunk's rows read as NaN (never as the flipped value), said once; other columns read as usual,
+    and recover writes a clean copy with the same NaN."""
+    path = _run_with_a_flipped_byte(tmp_path / "run.h5", target)
+    with open_run(path) as run:
+        with pytest.warns(RuntimeWarning, match=f"rows 0–4 of /{target} are damaged"):
+            values = run.series()["a"] if target == "series/a" else run.samples()["r"]
+        assert values.isna().all()
+        assert run.series()["b"].tolist() == [0.0, -1.0, -2.0, -3.0, -4.0]
+    with pytest.warns(RuntimeWarning, match="are damaged"):
+        recover(path, tmp_path / "copy.h5")
+    with open_run(tmp_path / "copy.h5") as copy:
+        assert (copy.series()["a"] if target == "series/a" else copy.samples()["r"]).isna().all()
+        assert copy.samples()["completion"].tolist() == ["text"] * 5
 
 
 def test_a_snapshot_step_is_recorded_once(tmp_path):
