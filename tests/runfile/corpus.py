@@ -6,7 +6,9 @@ Every case names what a reader must do with it:
   hold...);
 - ``warn``: read it, saying once what it works around (steps out of order, a duplicated snapshot, a short column);
 - ``any``: random damage (flipped bytes, a zeroed block) may hit bytes no reader uses; then reading it must give
-  exactly what the intact run gives, else refuse it or warn. Never a different answer in silence.
+  exactly what the intact run gives, else refuse it or warn. Never a different answer in silence;
+- ``control``: a value changed through HDF5 itself (its checksum recomputed: no reader can tell): the harness must
+  call that silent-wrong, which shows it can.
 
 ``make_cases(source, folder)`` writes every case into ``folder`` and returns them; ``MALFORMED`` are the edits with
 a fixed outcome, also used one by one in tests/runfile/test_malformed.py.
@@ -271,6 +273,11 @@ def make_cases(source: Path, folder: Path, *, seeds: range = range(10)) -> list[
                                                             lambda b: bytearray(random.Random(1).randbytes(4096))),
                       "not an HDF5 file"))
     cases.append(Case("killed_plain_writer", "any", _killed_plain_writer(source, folder / "killed_plain.h5")))
+    control = folder / "control_edited_value.h5"
+    shutil.copy(source, control)
+    with h5py.File(control, "r+") as f:
+        f["series/entropy"][-1] = 123.0
+    cases.append(Case(control.stem, "control", control))
     crashed = _crashed_run(folder / "crashed.h5").read_bytes()
     for frac in (0.3, 0.7, 0.95, 0.999):  # a crashed run cut short: refused, or read with a warning naming the sizes
         path = folder / f"crashed_trunc_{frac}.h5"

@@ -5,7 +5,8 @@ Every outcome is counted as one of: a clean error (non-zero exit, one line "erro
 the same output as for the intact run), warned (exit 0, a different output, and a "warning:" line saying why), or a
 failure: a traceback, a hang, a crash (the worker died: a signal or the memory cap), a messy error (more than one
 line), or silent-wrong (exit 0, a different output, nothing said). The truth for "the same output" is the command's
-output on the intact run; for ``recover``, what a reader sees in the recovered file.
+output on the intact run; for ``recover``, what a reader sees in the recovered file. A control case (a value edited
+through HDF5, checksum and all) must come out silent-wrong: the harness can see what it counts.
 """
 
 from __future__ import annotations
@@ -120,6 +121,10 @@ def run_command(command: str, cases: list[Case], source: Path, work: Path) -> tu
                 worker.close()
                 worker = Worker()
             outcome = classify(case, result, reference, case.path, work / case.name)
+            if case.expect == "control":  # the harness must see an edit no checksum can catch
+                if command != "analyze" and outcome != "silent-wrong":  # analyze's summary of 10 steps omits it
+                    bad.append(f"{command} {case.name}: the control case came out {outcome}, not silent-wrong")
+                continue
             counts[outcome] += 1
             seen[case.name] = f"{outcome}: {(result.get('stderr') or '').strip()[:200]}"
             wanted = {"error": ("clean-error",), "warn": ("warned", "clean-error", "ok")}.get(
@@ -151,7 +156,7 @@ def test_corpus_gives_no_traceback_hang_or_silent_wrong_result(real_run, tmp_pat
     table = {cmd: dict(results[cmd][0]) for cmd in ("inspect", "analyze", "recover")}
     bad = [line for cmd in table for line in results[cmd][1]]
     total = sum((results[cmd][0] for cmd in table), Counter())
-    print(f"\ncorpus: {len(cases)} files x 3 commands in {time.monotonic() - started:.0f} s: {table}; "
+    print(f"\ncorpus: {sum(c.expect != 'control' for c in cases)} files (+1 control) x 3 commands in {time.monotonic() - started:.0f} s: {table}; "
           f"total {dict(total)}")
     Path(os.environ.get("CORPUS_REPORT", os.devnull)).write_text(json.dumps({"counts": table, "bad": bad,
                                                                                  "outcomes": outcomes}, indent=1))
