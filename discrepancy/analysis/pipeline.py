@@ -18,16 +18,17 @@ import pandas as pd
 
 from discrepancy.analysis.changepoints.axes import Reduced, block_medians, refine
 from discrepancy.analysis.changepoints.events import group_transitions
-from discrepancy.analysis.changepoints.jumps import MIN_POINTS, JumpDetector, JumpResult
+from discrepancy.analysis.changepoints.jumps import JumpDetector, JumpResult
 from discrepancy.analysis.changepoints.noise import robust_sigma
 from discrepancy.analysis.changepoints.plateaus import PlateauDetector
+from discrepancy.analysis.changepoints.steptest import PERMUTATION_MIN
 from discrepancy.analysis.selection import (  # noqa: F401 - TIMING, SCHEDULE, DERIVED_SUFFIX: imported from here too
     DERIVED_SUFFIX, SCHEDULE, TIMING, constant_series, exclusion_notes, not_searched,
 )
 from discrepancy.analysis.transients import TRANSIENT_COLUMNS, EPISODE_COLUMNS, group_episodes, transient_rows
 from discrepancy.runfile.results import EVENT_COLUMNS
 
-MIN_STEPS = MIN_POINTS
+MIN_STEPS = PERMUTATION_MIN  # the short-series step test has a level from 8 points on (changepoints.steptest)
 FAMILIES: list[tuple[str, str]] = [  # (family, regex on the series name); first match wins, the rest is "other"
     ("rewards", r"^reward"),  # first: reward_length is a reward component
     ("lengths", r"length|^len_|truncat"),  # before rewards' patterns: len_correct is a length, not a reward
@@ -38,7 +39,8 @@ FAMILIES: list[tuple[str, str]] = [  # (family, regex on the series name); first
 ]
 JUMP_COLUMNS = ["signal", "family", "step", "size", "z", "axis"]
 PLATEAU_COLUMNS = ["signal", "family", "start_step", "end_step", "level", "drop", "ended_by_jump"]
-SIGNAL_COLUMNS = ["signal", "family", "points", "sigma", "n_jumps", "n_plateaus", "jump_fraction", "n_transients"]
+SIGNAL_COLUMNS = ["signal", "family", "points", "sigma", "n_jumps", "n_plateaus", "jump_fraction", "n_transients",
+                  "converged_from_step"]  # first step of the converged tail (NaN: none; never a plateau)
 
 
 def family_of(name: str) -> str:
@@ -101,6 +103,14 @@ class AnalysisResult:
                           "score": p["drop"].abs() / p["signal"].map(sigma).replace(0.0, np.nan).to_numpy(),
                           "axis": "linear", "signals": p["signal"], "n_families": 1}),
         ]
+        conv = self.signals[self.signals["converged_from_step"].notna()] if "converged_from_step" in self.signals \
+            else self.signals.iloc[:0]
+        last = int(self.series.index[-1]) if len(self.series) else 0
+        parts.append(pd.DataFrame({"event": [f"C{i + 1}" for i in range(len(conv))], "kind": "converged",
+                                   "signal": conv["signal"], "step": conv["converged_from_step"].astype("int64"),
+                                   "start_step": conv["converged_from_step"].astype("int64"), "end_step": last,
+                                   "size": np.nan, "level": np.nan, "score": np.nan, "axis": "linear",
+                                   "signals": conv["signal"], "n_families": 1}))
         cols = EVENT_COLUMNS
         rows = [r[[c for c in cols if c in r]] for r in parts if not r.empty]
         return pd.concat(rows, ignore_index=True)[cols] if rows else pd.DataFrame(columns=cols)
@@ -116,9 +126,10 @@ class AnalysisResult:
 # What each events.csv column means, for every kind of row (the report prints this; docs/ and results.py cite it).
 EVENT_DOCS = {
     "event": "id of the event: T1… phase transitions, E1… episodes (strongest first), J1… jumps, S1… transients, "
-             "P1… plateaus (in step order)",
+             "P1… plateaus (in step order), C1… converged tails",
     "kind": "phase_transition (jumps of several series at once), episode (transients of several series at once), "
-            "jump (a level change), transient (an excursion that returns), plateau (a stall ended by a change); "
+            "jump (a level change), transient (an excursion that returns), plateau (a stall ended by a change), "
+            "converged (a series' flat tail, from its first step to the end: never a plateau); "
             "llc_stage rows come from `discrepancy llc`",
     "signal": "the series the event is on; empty for a phase transition or an episode (their series: signals)",
     "step": "where to mark it: a jump's first step at its new level, a transient's peak, a plateau's first step, "
@@ -335,7 +346,8 @@ def _log_axis_rows(x: np.ndarray, max_points: int) -> list[tuple[int, float, flo
     m = x.size // 4
     while m >= 100:
         if m <= max_points:
-            res = JumpDetector(log_scale="auto").fit(x[:m]).predict()
+            # the window test only: the linear axis already tested short stretches, a prefix would test them again
+            res = JumpDetector(log_scale="auto", alpha=0.0).fit(x[:m]).predict()
             out += [(r, float(s), float(z)) for r, s, z in zip(res.indices, res.sizes, res.z_scores) if r < m // 2]
         m //= 4
     return out
@@ -356,13 +368,15 @@ def _one_signal(x: np.ndarray, steps: np.ndarray, name: str, log_axis: bool, max
                 seen.append(r)
                 jumps.append(dict(signal=name, family=fam, step=int(steps[r]), size=s, z=z, axis="log"))
     plats = []
-    for p in PlateauDetector(jumps=res).fit(red.values).predict():
+    found = PlateauDetector(jumps=res).fit(red.values).analyse()
+    for p in found.plateaus:
         start = int(red.starts[p.start])
         end_row = int(red.starts[p.end]) if p.end < red.values.size else x.size
         end_step = int(steps[end_row]) if end_row < x.size else int(steps[-1]) + 1
         plats.append(dict(signal=name, family=fam, start_step=int(steps[start]), end_step=end_step,
                           level=p.level, drop=p.drop, ended_by_jump=p.ended_by_jump))
     # σ̂ of the raw steps (the reduced series' σ̂ is that of block medians, √f smaller)
+    conv = np.nan if found.converged_from is None else float(steps[int(red.starts[found.converged_from])])
     info = dict(signal=name, family=fam, points=int(x.size), sigma=robust_sigma(x), n_jumps=len(jumps),
-                n_plateaus=len(plats), jump_fraction=float(res.jump_fraction))
+                n_plateaus=len(plats), jump_fraction=float(res.jump_fraction), converged_from_step=conv)
     return jumps, plats, info

@@ -25,10 +25,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, special
 
-from discrepancy.analysis.changepoints.noise import blockwise_mad_scale, robust_sigma
+from discrepancy.analysis.changepoints.noise import blockwise_mad_scale, local_scale, noise_floor, robust_sigma
 from discrepancy.analysis.changepoints.peaks import chi2_to_gaussian_z, find_peaks
+from discrepancy.analysis.changepoints.steptest import ALPHA, PERMUTATION_MIN, segment_jumps
 
 MIN_POINTS = 12  # below this no window pair fits and no jump can be told from noise
 
@@ -134,52 +135,6 @@ def _standardise(d: np.ndarray, x: np.ndarray, w: int) -> np.ndarray:
     return z
 
 
-SPARSE_SHARE = 0.1  # a block where ≥ 10 % of the values differ from its median is noisy, even when its MAD is 0
-
-
-def local_scale(v: np.ndarray, block: int) -> np.ndarray:
-    """Robust local scale of ``v`` [m] → [m]: 1.4826·MAD per block, or √(π/2)·mean|v − median| where MAD fails.
-
-    The MAD is 0 whenever more than half of the values equal the median: sparse counts (0–2 truncated completions
-    of 64 per step), a minimum that is mostly one lattice value. Their noise is still real, and a scale of 0 (or a
-    floor of the smallest move) turned ordinary moves into 5–10⁴ σ "jumps". Such a block (MAD 0 but ≥ SPARSE_SHARE
-    of its values off the median) takes the mean absolute deviation instead, the Gaussian-consistent scale that a
-    point mass does not zero out. A block with fewer moves than that (a noise-free step) keeps MAD 0, so the
-    caller's quantisation floor applies. Blocks and interpolation follow ``noise.blockwise_mad_scale``.
-    """
-    v = np.asarray(v, dtype=np.float64)
-    scale = blockwise_mad_scale(v, block)[1]
-    if np.all(scale > 0) or v.size == 0:
-        return scale
-    block = int(max(1, min(block, v.size)))
-    nb = max(1, v.size // block)
-    edges = np.append(np.arange(0, (nb - 1) * block + 1, block), v.size)  # [nb+1], last block takes the remainder
-    fallback = np.zeros(nb)
-    for b in range(nb):
-        dev = np.abs(v[edges[b] : edges[b + 1]] - np.median(v[edges[b] : edges[b + 1]]))
-        if np.mean(dev > 0) >= SPARSE_SHARE:
-            fallback[b] = np.sqrt(np.pi / 2.0) * float(np.mean(dev))
-    mids = 0.5 * (edges[:-1] + edges[1:])  # [nb]; np.interp of one block is that block's value everywhere
-    return np.maximum(scale, np.interp(np.arange(v.size), mids, fallback))
-
-
-def noise_floor(x: np.ndarray) -> float:
-    """Smallest noise scale σ̂ may take for series ``x``: the quantisation noise of its own resolution.
-
-    An exactly constant stretch has MAD 0. For series on a lattice (token counts, shares of a batch of 64,
-    means of 0/1 rewards) that is the rule, and a move of one lattice step is resolution, not a 10⁸-σ event. The
-    resolution q is the smallest non-zero change the series ever makes; uniform rounding to a grid of q has noise
-    q/√12. Continuous series have a tiny q, so their floor stays relative to their values (rounding is not a jump).
-    """
-    finite = x[np.isfinite(x)]
-    if finite.size == 0:
-        return 1e-300
-    moves = np.abs(np.diff(finite))
-    moves = moves[moves > 0]
-    resolution = float(moves.min()) / np.sqrt(12.0) if moves.size else 0.0
-    return max(1e-300, 1e-9 * float(np.max(np.abs(finite))), resolution)
-
-
 KAPPA_MIN = 0.5
 MIN_STEP_RATIO = 1.5  # a jump exceeds 1.5 × the median one-step move around it (``abrupt``)
 MAX_MISFIT = 16.0  # residual variance 16× the typical one: the window holds a level change (heavy tails reach ~9×)
@@ -219,7 +174,9 @@ class JumpDetector:
     and w), ``spike_width`` longest outlier run removed by the running median (default 3: a one- or two-step spike
     plus a heavy-tailed neighbour), ``confirm`` require the same jump at window 2w (default True), ``log_scale``
     search log(y + c) instead of y (True, False, or "auto": see ``use_log_scale``; sizes stay in units of y),
-    ``min_step_ratio`` a jump must exceed this many times the median one-step move |Δy| around it (0 disables).
+    ``min_step_ratio`` a jump must exceed this many times the median one-step move |Δy| around it (0 disables),
+    ``alpha`` level of the permutation test run on every stretch of 8–1,000 points between the jumps found (and on
+    series too short for the windows; ``steptest``); 0 disables it. 1-D input only.
     """
 
     def __init__(
@@ -231,7 +188,9 @@ class JumpDetector:
         confirm: bool = True,
         log_scale: bool | str = False,
         min_step_ratio: float = MIN_STEP_RATIO,
+        alpha: float = ALPHA,
     ) -> None:
+        self.alpha = alpha
         self.window = window
         self.log_scale = log_scale
         self.min_step_ratio = min_step_ratio
@@ -261,12 +220,31 @@ class JumpDetector:
         if self.log_scale is True or (self.log_scale == "auto" and all(use_log_scale(x[:, j]) for j in range(d))):
             x = np.stack([log_transform(x[:, j]) for j in range(d)], axis=1)
         w = self.window or default_window(n)
-        if n < max(MIN_POINTS, 2 * w + 1):
-            return self._result([], np.zeros((0, d)), np.zeros(0), lin, sigma, w, n)
+        peaks = self._scan(x, n, w) if n >= max(MIN_POINTS, 2 * w + 1) else np.zeros(0, dtype=np.int64)
+        z = np.zeros(0)
+        if peaks.size:
+            z = self._z1[peaks]
+        sizes = (self._d1[peaks] if lin is x else level_change(lin, peaks, w)) if peaks.size else np.zeros((0, d))
+        if self.alpha > 0 and d == 1 and n >= PERMUTATION_MIN:
+            short = segment_jumps(x[:, 0], peaks.tolist(), alpha=self.alpha, floor=noise_floor(x[:, 0]))
+            if short:
+                at = np.array([s.index for s in short], dtype=np.int64)
+                bounds = np.r_[0, np.sort(np.r_[peaks, at]), n]
+                size_short = np.array([[_side_means(lin[:, 0], bounds, i)] for i in at])  # [k, 1]
+                z_short = np.sign(size_short[:, 0]) * -special.ndtri(np.array([s.p_value for s in short]) / 2.0)
+                order = np.argsort(np.r_[peaks, at], kind="stable")
+                peaks = np.r_[peaks, at][order]
+                sizes, z = np.r_[sizes, size_short][order], np.r_[z, z_short][order]
+        return self._result(list(keep[peaks]), sizes, z, lin, sigma, w, n, peaks)
+
+    def _scan(self, x: np.ndarray, n: int, w: int) -> np.ndarray:
+        """The two-window line test (the module docstring): peaks of |z| confirmed, unbent and abrupt."""
+        d = x.shape[1]
         k = 2 * self.spike_width + 1
         xf = ndimage.median_filter(x, size=(k, 1), mode="nearest") if self.spike_width > 0 else x  # [n, d]
         d1 = np.stack([line_jump_statistic(xf[:, j], w) for j in range(d)], axis=1)  # [n, d]
         z1 = _combine(np.stack([_standardise(d1[:, j], x[:, j], w) for j in range(d)], axis=1))  # [n]
+        self._d1, self._z1 = d1, z1
         thr = self.threshold if self.threshold is not None else default_threshold(n, w)
         peaks = find_peaks(np.nan_to_num(np.abs(z1)), height=thr, distance=w)
         if self.confirm and peaks.size:
@@ -275,8 +253,7 @@ class JumpDetector:
             peaks = self._unbent(x, xf, peaks, w)
         if peaks.size and self.min_step_ratio > 0:
             peaks = peaks[abrupt(x, d1, peaks, w, self.min_step_ratio)]
-        sizes = d1[peaks] if lin is x else level_change(lin, peaks, w)
-        return self._result(list(keep[peaks]), sizes, z1[peaks], lin, sigma, w, n, peaks)
+        return peaks
 
     @staticmethod
     def _confirmed(x: np.ndarray, xf: np.ndarray, peaks: np.ndarray, z1: np.ndarray, w: int, thr: float) -> np.ndarray:
@@ -322,6 +299,12 @@ class JumpDetector:
             window=int(w),
             n=int(n),
         )
+
+
+def _side_means(y: np.ndarray, bounds: np.ndarray, at: int) -> float:
+    """Mean of ``y`` from ``at`` to the next bound minus its mean from the previous bound to ``at``."""
+    i = int(np.searchsorted(bounds, at))
+    return float(np.mean(y[at : bounds[i + 1]]) - np.mean(y[bounds[i - 1] : at]))
 
 
 def abrupt(x: np.ndarray, d: np.ndarray, peaks: np.ndarray, w: int, ratio: float) -> np.ndarray:

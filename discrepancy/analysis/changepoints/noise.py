@@ -52,3 +52,49 @@ def blockwise_mad_scale(x: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarr
     mids = 0.5 * (edges[:-1] + edges[1:])  # [n_blocks]
     pos = np.arange(n)
     return np.interp(pos, mids, centre), np.interp(pos, mids, scale)
+
+
+SPARSE_SHARE = 0.1  # a block where ≥ 10 % of the values differ from its median is noisy, even when its MAD is 0
+
+
+def local_scale(v: np.ndarray, block: int) -> np.ndarray:
+    """Robust local scale of ``v`` [m] → [m]: 1.4826·MAD per block, or √(π/2)·mean|v − median| where MAD fails.
+
+    The MAD is 0 whenever more than half of the values equal the median: sparse counts (0–2 truncated completions
+    of 64 per step), a minimum that is mostly one lattice value. Their noise is still real, and a scale of 0 (or a
+    floor of the smallest move) turned ordinary moves into 5–10⁴ σ "jumps". Such a block (MAD 0 but ≥ SPARSE_SHARE
+    of its values off the median) takes the mean absolute deviation instead, the Gaussian-consistent scale that a
+    point mass does not zero out. A block with fewer moves than that (a noise-free step) keeps MAD 0, so the
+    caller's quantisation floor applies. Blocks and interpolation follow ``noise.blockwise_mad_scale``.
+    """
+    v = np.asarray(v, dtype=np.float64)
+    scale = blockwise_mad_scale(v, block)[1]
+    if np.all(scale > 0) or v.size == 0:
+        return scale
+    block = int(max(1, min(block, v.size)))
+    nb = max(1, v.size // block)
+    edges = np.append(np.arange(0, (nb - 1) * block + 1, block), v.size)  # [nb+1], last block takes the remainder
+    fallback = np.zeros(nb)
+    for b in range(nb):
+        dev = np.abs(v[edges[b] : edges[b + 1]] - np.median(v[edges[b] : edges[b + 1]]))
+        if np.mean(dev > 0) >= SPARSE_SHARE:
+            fallback[b] = np.sqrt(np.pi / 2.0) * float(np.mean(dev))
+    mids = 0.5 * (edges[:-1] + edges[1:])  # [nb]; np.interp of one block is that block's value everywhere
+    return np.maximum(scale, np.interp(np.arange(v.size), mids, fallback))
+
+
+def noise_floor(x: np.ndarray) -> float:
+    """Smallest noise scale σ̂ may take for series ``x``: the quantisation noise of its own resolution.
+
+    An exactly constant stretch has MAD 0. For series on a lattice (token counts, shares of a batch of 64,
+    means of 0/1 rewards) that is the rule, and a move of one lattice step is resolution, not a 10⁸-σ event. The
+    resolution q is the smallest non-zero change the series ever makes; uniform rounding to a grid of q has noise
+    q/√12. Continuous series have a tiny q, so their floor stays relative to their values (rounding is not a jump).
+    """
+    finite = x[np.isfinite(x)]
+    if finite.size == 0:
+        return 1e-300
+    moves = np.abs(np.diff(finite))
+    moves = moves[moves > 0]
+    resolution = float(moves.min()) / np.sqrt(12.0) if moves.size else 0.0
+    return max(1e-300, 1e-9 * float(np.max(np.abs(finite))), resolution)

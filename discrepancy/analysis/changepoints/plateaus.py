@@ -1,44 +1,64 @@
-"""Plateaus of logged series (SPEC §4): long flat stretches, usually ended by a drop.
+"""Plateaus and converged tails of logged series (SPEC §4), estimated from noisy data.
 
-A step is *flat* when the least-squares slope of the spike-filtered signal over a centred window of m steps is below
-``z`` standard errors (SE from the robust noise scale σ̂) and the estimated drift over a minimum-length plateau,
-|slope|·min_length, stays below ``max_drift``·σ̂ (without it, a long window calls any slow trend significant and a
-short one calls it flat; the drift bound says "flat" means "moves less than the noise"). The t-statistic of a slope does not change when the axis is
-rescaled, so "slope per unit log-step below z·SE" and "slope per step below z·SE" flag the same steps; only the
-window differs, and m is tied to the shortest plateau. Windows never straddle a detected jump, so a plateau ends
-exactly where its drop happens. A plateau is a maximal run of flat steps of at least ``min_length`` (5 % of the run
-by default: a plateau is long by definition), with short interruptions (< m/2) bridged. Each such run is then
-tested over its whole length (``_confirmed``): a trend too slow to show in m steps but significant over the run is
-not a plateau; a run that is flat in one part and trending in another is split where a two-line fit says so.
+The definitions are in ``truth`` (the same rules label the synthetic benchmarks): a plateau is the maximal stretch
+before a transition over which the level stays within b = min(2σ, |D|/4) of the level the transition leaves from (D
+the transition's size, σ the noise scale); a converged tail is the final stretch within b of the final level, after
+the curve moved. Estimation, in order:
 
-Why by hand: no library segments "flat versus trending"; ruptures finds changes in mean, not stretches of zero
-slope. The pieces are cumulative sums and a median filter, O(n).
+1. **Level.** The series is reduced to ≤ ``MAX_POINTS`` block medians (plateaus are ≥ 5 % of the run, so 500
+   blocks lose nothing) and smoothed inside each stretch between detected jumps by a running median, then a
+   running mean, of h = min_length/4 blocks: spikes and heavy tails do not move a median, jumps stay sharp.
+2. **Noise.** σ̂ is the robust scale (MAD) of the residuals from that level, per tenth of the run, so it follows
+   heteroscedastic noise, and — unlike first differences — counts autocorrelated and EMA-smoothed noise at the size
+   it has in the signal. The level's own standard error SE = 1.25·σ̂/√(h·f) (f points per block) is a floor on the
+   band: the estimate's noise alone cannot end a plateau.
+3. **Scan.** For every candidate end e and length L: the deviation Dev(e, L) = max |level(t) − level(e−1)| over the L
+   points before e, and the transition D(e, L) = the largest move of the level away from level(e−1) within the L
+   points from e on — a transition takes at most as long as the plateau it ends (a slow trend, whose "transition"
+   takes longer, is never a plateau). e ends a plateau of length L when Dev(e, L) ≤ max(min(2σ̂, |D|/4), 3·SE),
+   |D| ≥ 3σ̂ and |D| ≥ 5·√2·SE (the transition is real), and L ≥ min_length. Adjacent valid ends form one plateau,
+   from the earliest start to the last end, which is where the level leaves the band: the start is where the decay
+   before it has come within the band of the plateau's final level. An end within one block of a detected jump is
+   moved onto the jump.
+4. **Converged tail.** The same band around the final level, with D the larger of the last transition and the largest
+   excursion of the level after it; reported as ``converged_from`` when the curve moved (|D| ≥ 3σ̂) and the tail is
+   at least min_length long — never as a plateau.
+
+Why by hand: no library segments "stalls before transitions"; ruptures finds changes in mean or slope, not bands.
+The scan is two [m, m] arrays of running maxima (m ≤ 500): a few ms per series.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
-from discrepancy.analysis.changepoints.jumps import JumpDetector, JumpResult, window_sums
-from discrepancy.analysis.changepoints.noise import robust_sigma
+from discrepancy.analysis.changepoints.axes import block_medians
+from discrepancy.analysis.changepoints.jumps import JumpDetector, JumpResult
+from discrepancy.analysis.changepoints.noise import MAD_TO_SIGMA
+from discrepancy.analysis.changepoints.truth import C_SIGMA, HORIZON, MOVED, RHO, default_min_plateau
 
+__all__ = ["Plateau", "PlateauDetector", "PlateauResult", "default_min_plateau", "detect_plateaus"]
 
-def default_min_plateau(n: int) -> int:
-    """Shortest stretch called a plateau: 5 % of the run, at least 10 steps (a plateau is *long* by definition).
-
-    The detector's rule; the synthetic ground truth (``synthetic``) labels plateaus with the same length."""
-    return max(10, n // 20)
+MAX_POINTS = 500
+MIN_SERIES = 30  # fewer points hold no plateau of 10 points with a transition after it
+SIGMA_WINDOW = 50
+WIDEN = True
+SPIKE_MEDIAN = 7  # the narrowest running median: removes spikes of up to 3 points
+ONSET_SHARE = 0.9  # the transition's onset: the last end with ≥ 90 % of the move still ahead
+SE_BAND = 3.0  # the band is at least 3 standard errors of the level
+Z_TRANSITION = 5.0  # a transition moves the level by at least 5 standard errors of a difference of two levels
+TRANSITION_SIGMA = 4.0  # ... and by at least 5σ̂ (set on the development seeds of both generators: 3 and 4 let noise bumps through)
 
 
 @dataclass(frozen=True)
 class Plateau:
-    """One plateau: half-open [start, end) in input positions, its median level, and the drop that ended it.
+    """One plateau: half-open [start, end) in input positions, its median level, and the change that ended it.
 
-    ``drop`` = level just after the plateau − plateau level (negative for a loss that fell); NaN when the plateau
-    runs to the end of the series. ``ended_by_jump`` says whether a detected jump closes it.
+    ``drop`` = level just after the plateau's transition − plateau level (negative for a loss that fell).
+    ``ended_by_jump`` says whether a detected jump closes it.
     """
 
     start: int
@@ -48,115 +68,167 @@ class Plateau:
     ended_by_jump: bool
 
 
-def _centred_slope(y: np.ndarray, m: int) -> np.ndarray:
-    """|OLS slope| over the m points centred on each position; positions within m/2 of an edge take the nearest value."""
-    n = y.size
-    if n < m or m < 3:
-        return np.zeros(n)
-    _, sum_xy = window_sums(y, m)  # [n-m+1]
-    t = np.abs(sum_xy) / (m * (m * m - 1) / 12.0)  # [n-m+1]
-    lead = m // 2
-    return np.concatenate((np.full(lead, t[0]), t, np.full(n - t.size - lead, t[-1])))  # [n]
+@dataclass(frozen=True)
+class PlateauResult:
+    """Plateaus in order, the first input position of the converged tail (None: the curve did not converge, or never
+    moved), and the noise scale σ̂ the bands were built from (median over the run, in the series' units)."""
+
+    plateaus: list[Plateau]
+    converged_from: int | None
+    sigma: float
+    notes: list[str] = field(default_factory=list)
 
 
-def _clipped(x: np.ndarray, xf: np.ndarray, sigma: float) -> np.ndarray:
-    """``x`` with residuals from its running median clipped to ±3σ̂, centred on its mean: a spike cannot tilt a fit,
-    and the noise left stays independent from step to step (a median-filtered series is correlated, so its slope SE
-    would be wrong). Centring keeps the prefix sums below small (less cancellation on long series)."""
-    c = 3.0 * max(sigma, 1e-12)
-    y = xf + np.clip(x - xf, -c, c)  # [n]
-    return y - y.mean()
+def _level(x: np.ndarray, cuts: list[int], med: int, mean: int) -> np.ndarray:
+    """Running median of width ``med``, then running mean of width ``mean``, of ``x`` [m], separately inside each
+    stretch between ``cuts``. A median keeps steps and ramps as they are and removes any bump narrower than half
+    its width: a spike, and the slow tail an EMA gives a spike."""
+    out = np.empty_like(x)
+    bounds = [0, *cuts, x.size]
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        seg = x[a:b]
+        out[a:b] = _truncated(_truncated(seg, min(med, seg.size), np.median), max(1, min(mean, seg.size)), np.mean)
+    return out
 
 
-class _Lines:
-    """Least-squares lines over any rows [a, b) of one series in O(1) each, from prefix sums of y, t·y and y²
-    (the sums of 1, t and t² have closed forms). Written by hand: a scan over every breakpoint needs all the
-    two-piece fits at once, which np.polyfit (one fit per call) would make O(L²)."""
-
-    def __init__(self, y: np.ndarray) -> None:
-        t = np.arange(y.size, dtype=np.float64)
-        self.cy, self.cty, self.cyy = (np.concatenate(([0.0], np.cumsum(v))) for v in (y, t * y, y * y))  # [n+1]
-
-    def fit(self, a: np.ndarray | int, b: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
-        """(slope, residual sum of squares) of the line over rows [a, b)."""
-        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-        ia, ib = a.astype(np.int64), b.astype(np.int64)
-        n = b - a
-        st = (b * (b - 1) - a * (a - 1)) / 2.0
-        stt = ((b - 1) * b * (2 * b - 1) - (a - 1) * a * (2 * a - 1)) / 6.0
-        sy, sty, syy = self.cy[ib] - self.cy[ia], self.cty[ib] - self.cty[ia], self.cyy[ib] - self.cyy[ia]
-        sxx = stt - st * st / n
-        sxy = sty - st * sy / n
-        slope = sxy / np.maximum(sxx, 1e-300)  # guard: a single row has sxx = 0
-        return slope, np.maximum(syy - sy * sy / n - slope * sxy, 0.0)
+def _truncated(y: np.ndarray, k: int, fn) -> np.ndarray:
+    """Running ``fn`` (np.median or np.mean) over k centred points, the window cut at both ends rather than padded:
+    padding with the end value (scipy's "nearest") would pull the last k/2 estimates toward one noisy point."""
+    if k <= 1:
+        return y.copy()
+    inner = (ndimage.median_filter if fn is np.median else ndimage.uniform_filter1d)(y, size=k, mode="nearest")
+    half = k // 2
+    for i in [*range(min(half, y.size)), *range(max(half, y.size - half), y.size)]:  # ≤ k edge points, k ≤ ~100
+        inner[i] = fn(y[max(0, i - half) : i + half + 1])
+    return inner
 
 
-def _confirmed(lines: _Lines, s: int, e: int, sigma: float, min_len: int, z: float, max_drift: float
-               ) -> list[tuple[int, int]]:
-    """Parts of the candidate rows [s, e) that pass the plateau test over their *whole* length.
+def _back_deviation(f: np.ndarray) -> np.ndarray:
+    """Dev [m+1, m+1]: Dev[e, L] = max_{1≤l≤L} |f[e−l] − f[e−1]| (inf where e − L < 0)."""
+    m = f.size
+    e = np.arange(m + 1)[:, None]  # [m+1, 1]
+    idx = e - np.arange(1, m + 1)[None, :]  # [m+1, m] index e − l
+    anchor = f[np.clip(e - 1, 0, m - 1)]  # [m+1, 1]
+    dev = np.where(idx >= 0, np.abs(f[np.clip(idx, 0, m - 1)] - anchor), np.inf)  # [m+1, m]
+    out = np.full((m + 1, m + 1), np.inf)
+    out[:, 0] = 0.0
+    out[:, 1:] = np.maximum.accumulate(dev, axis=1)
+    return out
 
-    The local test sees m steps and cannot tell a slow trend from noise (a slope of σ/50 per step is invisible
-    in 20 steps, plain over 150), so each candidate is tested as one interval: flat when |OLS slope| < z·SE with
-    SE = σ̂·√(12/(L(L²−1))), or when the fitted drift across it, |slope|·L, is below ``max_drift``·σ̂ (a very
-    long stretch makes even a drift smaller than the noise significant). One that fails is either a trend (no
-    plateau in it) or a flat part next to a trending part: it is split at the breakpoint of the best two-line fit
-    when that fit is significantly better than one line (ΔSSE/σ̂² > z² + 2 ln L, a scan threshold that grows with
-    the number of breakpoints tried), and the parts are tested again; otherwise it is dropped. O(L) per level.
+
+def _forward_move(f: np.ndarray, jumps: dict[int, float], min_len: int) -> np.ndarray:
+    """D [m+1, m+1]: for a plateau of length L ending at e, the signed move f[e+h] − f[e−1] of largest size over
+    h < ⌈L·HORIZON⌉: a transition is sudden, it makes its move within half the plateau's length (a slow trend,
+    however long, never does). 0 for L = 0 and after the last point.
+
+    A move counts only when the level is still at least half as far away at its horizon: the level is
+    median-filtered, so a spike is no move, and an EMA-smoothed spike, a dip that recovers, is none either.
+    ``jumps`` {reduced index: size}: a move never looks past the first jump at or after e, and a jump at e moves
+    the level by its own size (the jump detector's two-line estimate), not by what the curve does after it.
     """
-    sig = max(sigma, 1e-12)  # guard: σ̂ = 0 on a constant stretch
-    out: list[tuple[int, int]] = []
-    stack = [(s, e)]
-    while stack:
-        a, b = stack.pop()
-        length = b - a
-        if length < min_len:
-            continue
-        slope, sse = (float(v) for v in lines.fit(a, b))
-        se = sig * np.sqrt(12.0 / (length * (length * length - 1.0)))
-        if abs(slope) < z * se or abs(slope) * length < max_drift * sig:
-            out.append((a, b))
-            continue
-        ks = np.arange(a + min_len // 2, b - min_len // 2 + 1)  # breakpoints: both parts ≥ min_len/2 rows
-        if ks.size == 0:
-            continue
-        pieces = lines.fit(a, ks)[1] + lines.fit(ks, b)[1]  # [len(ks)] SSE of the two-line fits
-        best = int(np.argmin(pieces))
-        if (sse - float(pieces[best])) / sig**2 > z * z + 2.0 * np.log(length):
-            stack += [(int(ks[best]), b), (a, int(ks[best]))]
-    return sorted(out)
+    m = f.size
+    e = np.arange(m + 1)[:, None]
+    cuts = np.array([*sorted(jumps), m - 1, m - 1], dtype=np.int64)  # the end stops every move
+    stop = cuts[np.minimum(np.searchsorted(cuts, np.arange(m + 1)), cuts.size - 1)][:, None]  # [m+1, 1] first cut ≥ e
+    idx = np.minimum(np.clip(e + np.arange(m)[None, :], 0, m - 1), stop)  # [m+1, m]
+    move = f[idx] - f[np.clip(e - 1, 0, m - 1)]  # [m+1, m]: move h steps after the end
+    for c, size in jumps.items():
+        move[c, :] = size
+    move[m, :] = 0.0  # no transition after the last point
+    best = np.maximum.accumulate(np.abs(move), axis=1)
+    at = np.maximum.accumulate(np.where(np.abs(move) >= best, np.arange(m)[None, :], 0), axis=1)
+    signed = np.take_along_axis(move, at, axis=1)  # [m+1, m]: largest move within the first h+1 steps
+    lengths = np.arange(m + 1)
+    cols = np.clip(np.ceil(lengths * HORIZON).astype(np.int64) - 1, 0, m - 1)  # [m+1] quick horizon − 1
+    quick = signed[:, cols]
+    # the level stays moved (a new level, not a dip that recovers): at least half as far away a minimum plateau
+    # length after the end, and still a plateau's length later (an EMA-smoothed spike decays back over many steps)
+    late = np.abs(move[:, np.maximum(cols, min_len - 1).clip(max=m - 1)])  # [m+1, m+1]
+    back = np.abs(move[:, np.maximum(lengths, 2 * min_len).clip(max=m) - 1])  # [m+1, m+1]
+    lasting = np.minimum(late, back) >= 0.5 * np.abs(quick)
+    # a jump's row holds its size for every h; look at the level itself after it (up to the next jump)
+    after = cuts[np.minimum(np.searchsorted(cuts, np.arange(m + 1), side="right"), cuts.size - 1)]  # first cut > e
+    for c, size in jumps.items():
+        later = f[min(c + min_len - 1, m - 1, int(after[c]))] - f[max(c - 1, 0)]
+        lasting[c] = later * np.sign(size) >= 0.5 * abs(size) or c + min_len - 1 >= m
+    quick = np.where(lasting, quick, 0.0)
+    quick[:, 0] = 0.0
+    return quick
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """Half-open runs of True in a boolean mask."""
-    padded = np.concatenate(([False], mask, [False])).astype(np.int8)
-    edges = np.flatnonzero(np.diff(padded))
-    return list(zip(edges[0::2].tolist(), edges[1::2].tolist()))
+def _quadratic_residuals(x: np.ndarray, w: int) -> np.ndarray:
+    """x minus the least-squares parabola over the w points centred on each point (edges: the nearest full window),
+    divided by √(1 − 3/w) (a parabola absorbs 3 of the w points' noise variance).
+
+    The noise scale is taken from these residuals, not from first differences: noise that is autocorrelated or
+    EMA-smoothed varies little from one step to the next but as much as it is large over a window, and that is the
+    size the band must allow. A parabola (not a line) over a minimum plateau length follows the curvature of a
+    decay, which would otherwise count as noise on smooth, quiet curves. Coefficients from prefix sums of y, j·y and
+    j²·y (j centred on the series), O(n).
+    """
+    n = x.size
+    w = int(min(max(w, 5), n))
+    y = x - np.median(x)
+    j = np.arange(n, dtype=np.float64) - (n - 1) / 2.0  # centred: smaller prefix sums
+    c0, c1, c2 = (np.concatenate(([0.0], np.cumsum(v))) for v in (y, j * y, j * j * y))  # [n+1] each
+    t0, t1, t2 = c0[w:] - c0[:-w], c1[w:] - c1[:-w], c2[w:] - c2[:-w]  # [n-w+1] window sums
+    mid = j[: n - w + 1] + (w - 1) / 2.0  # [n-w+1] centre of each window, in j units
+    s0, s1, s2 = t0, t1 - mid * t0, t2 - 2.0 * mid * t1 + mid * mid * t0  # sums of u^k·y, u = j − mid
+    u2 = w * (w * w - 1) / 12.0
+    u4 = w * (w * w - 1) * (3.0 * w * w - 7) / 240.0
+    b2 = (w * s2 - u2 * s0) / (w * u4 - u2 * u2)
+    b1, b0 = s1 / u2, (s0 - b2 * u2) / w
+    a = np.clip(np.arange(n) - w // 2, 0, n - w)  # [n] window of each point
+    u = j - mid[a]
+    return (y - (b0[a] + b1[a] * u + b2[a] * u * u)) / np.sqrt(max(1.0 - 3.0 / w, 0.25))
+
+
+def _piecewise_residuals(x: np.ndarray, bounds: list[int], w: int) -> np.ndarray:
+    """``_quadratic_residuals`` inside each stretch [bounds[i], bounds[i+1]); stretches under 5 points: minus their
+    median."""
+    resid = np.empty_like(x)
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        resid[a:b] = _quadratic_residuals(x[a:b], min(w, b - a)) if b - a >= 5 else x[a:b] - np.median(x[a:b])
+    return resid
+
+
+def _local_mad(r: np.ndarray, starts: np.ndarray, k: int) -> np.ndarray:
+    """1.4826 · running median of |r| over ``k`` points, at each block of ``starts`` ([m]).
+
+    ``r`` are residuals from local lines, already centred: subtracting a running median again would remove the slow
+    part of autocorrelated noise, which the band must allow for. Blocks of ≥ 8 points: each block's median |r|,
+    then a running median of those over k points' worth of blocks; shorter blocks: a running median of |r| itself.
+    """
+    n = r.size
+    f = int(np.ceil(n / starts.size)) if starts.size else 1
+    a = np.abs(r)
+    if f >= 8:
+        m = n // f
+        med = np.median(a[: m * f].reshape(m, f), axis=1)  # [m]
+        if starts.size > m:  # the last, shorter block
+            med = np.append(med, np.median(a[m * f :]))
+        kb = max(1, int(round(k / f)))
+        return MAD_TO_SIGMA * (ndimage.median_filter(med, size=kb, mode="nearest") if kb > 1 else med)
+    k = int(min(max(3, k), n))
+    med = ndimage.median_filter(a, size=k, mode="nearest")  # [n]
+    return MAD_TO_SIGMA * med[np.minimum(starts + f // 2, n - 1)]
 
 
 class PlateauDetector:
-    """Plateau detector, ruptures-style: ``PlateauDetector().fit(y).predict() -> list[Plateau]``.
+    """Plateau detector, ruptures-style: ``PlateauDetector().fit(y).predict() -> list[Plateau]``; ``analyse()`` also
+    gives the converged tail.
 
-    Keyword-only parameters: ``min_length`` shortest plateau (default 5 % of n, ≥ 10), ``z`` slope threshold in
-    standard errors (default 3), ``window`` slope window m (default 2·min_length), ``jumps`` a JumpResult to reuse
-    (default: detected here), ``max_drift`` largest drift over min_length, and over a whole plateau whose slope is
-    significant only because it is long, in units of σ̂ (default 1). Defaults
-    chosen on the synthetic benchmark (seed 0) and checked on a held-out seed.
+    Keyword-only parameters: ``min_length`` shortest plateau or tail (default 5 % of n, ≥ 10), ``jumps`` a
+    JumpResult of the same series to reuse (default: detected here), ``rho`` and ``c_sigma`` the band's share of the
+    transition and multiple of the noise (the definition's 1/4 and 2; change them to change what "flat" means).
     """
 
-    def __init__(
-        self,
-        *,
-        min_length: int | None = None,
-        z: float = 3.0,
-        window: int | None = None,
-        jumps: JumpResult | None = None,
-        max_drift: float = 1.0,
-    ) -> None:
-        self.max_drift = max_drift
+    def __init__(self, *, min_length: int | None = None, jumps: JumpResult | None = None, rho: float = RHO,
+                 c_sigma: float = C_SIGMA) -> None:
         self.min_length = min_length
-        self.z = z
-        self.window = window
         self.jumps = jumps
+        self.rho = rho
+        self.c_sigma = c_sigma
         self._y: np.ndarray | None = None
 
     def fit(self, signal: np.ndarray) -> PlateauDetector:
@@ -168,63 +240,160 @@ class PlateauDetector:
         return self
 
     def predict(self) -> list[Plateau]:
-        """Plateaus of the fitted series, in order."""
+        """Plateaus of the fitted series, in order (the converged tail is not one: see ``analyse``)."""
+        return self.analyse().plateaus
+
+    def analyse(self) -> PlateauResult:
+        """Plateaus, converged tail and noise scale of the fitted series."""
         if self._y is None:
             raise RuntimeError("call fit(signal) before predict()")
         keep = np.flatnonzero(np.isfinite(self._y))
         x = self._y[keep]  # [n] gaps removed
         n = x.size
         min_len = self.min_length or default_min_plateau(n)
-        if n < max(min_len, 12):
-            return []
-        m = self.window or 2 * min_len
+        if n < max(MIN_SERIES, 2 * min_len) or np.ptp(x) == 0:
+            return PlateauResult([], None, 0.0)  # too short, or constant by construction: neither
         jumps = self.jumps if self.jumps is not None else JumpDetector().fit(self._y).predict()
-        pos = np.searchsorted(keep, jumps.indices)  # jump positions in the gap-free series
-        sizes = dict(zip(pos.tolist(), np.atleast_1d(jumps.sizes).tolist()))
-        xf = ndimage.median_filter(x, size=5, mode="nearest")  # isolated spikes do not tilt a slope
-        bounds = [0, *sorted(sizes), n]
-        out: list[Plateau] = []
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            seg = xf[a:b]
-            sigma = robust_sigma(x[a:b])
-            mm = min(m, seg.size)
-            slope = _centred_slope(seg, mm)  # [b-a]
-            se = max(sigma, 1e-12) * np.sqrt(12.0 / (mm * (mm * mm - 1.0)))  # guard: σ̂ = 0 on a constant stretch
-            # flat = slope not significant AND (estimated) drift over a minimum-length plateau below max_drift·σ
-            flat = (slope < self.z * se) & (slope * min_len < self.max_drift * max(sigma, 1e-12))
-            lines = _Lines(_clipped(x[a:b], xf[a:b], sigma))
-            for s, e in self._bridged(flat, m // 2):
-                for s2, e2 in _confirmed(lines, s, e, sigma, min_len, self.z, self.max_drift):
-                    out.append(self._plateau(x, xf, keep, a + s2, a + e2, b, sizes))
-        return out
+        jump_rows = np.searchsorted(keep, jumps.indices).tolist()  # positions in the gap-free series
+        sizes = dict(zip(jump_rows, np.atleast_1d(jumps.sizes).tolist()))
+        red = block_medians(x, MAX_POINTS)
+        f_rows = int(np.ceil(n / red.values.size))
+        at = {int(np.searchsorted(red.starts, r, side="left")): sizes[r] for r in jump_rows}  # first block of the new level
+        cuts = sorted(set(at) - {0, red.values.size})
+        med = max(SPIKE_MEDIAN, 2 * int(round(min_len / f_rows / 4)) + 1)  # half a plateau, odd, ≥ 7
+        level = _level(red.values, cuts, med, max(1, int(round(min_len / f_rows / 8))))  # [m]
+        sigma, se = self._noise(x, red.starts, min_len, med * f_rows, jump_rows)  # [m] each
+        scan = _Scan(level, sigma, se, {c: at[c] for c in cuts}, rho=self.rho, c_sigma=self.c_sigma,
+                     min_len=max(1, int(np.ceil(min_len / f_rows))))
+        plats = [self._plateau(x, keep, red.starts, level, s, e, d, sizes) for s, e, d in scan.plateaus()]
+        tail = scan.converged()
+        converged = None if tail is None else int(keep[int(red.starts[tail])])
+        return PlateauResult(plats, converged, float(np.median(sigma)))
 
     @staticmethod
-    def _bridged(flat: np.ndarray, max_gap: int) -> list[tuple[int, int]]:
-        """Runs of flat steps, joining runs separated by fewer than ``max_gap`` steps."""
-        runs = _runs(flat)
-        merged: list[tuple[int, int]] = []
-        for s, e in runs:
-            if merged and s - merged[-1][1] < max_gap:
-                merged[-1] = (merged[-1][0], e)
-            else:
-                merged.append((s, e))
-        return merged
+    def _noise(x: np.ndarray, starts: np.ndarray, min_len: int, hw: int, jump_rows: list[int]
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Noise scale σ̂ of the input and standard error of the level (smoothed over ``hw`` input points), at each
+        reduced point ([m] each). σ̂: MAD of the residuals from local parabolas over min_len points inside each
+        stretch between jumps (a fit across a jump would count the jump as noise), over a running window of min_len
+        points (``_local_mad``). Strongly autocorrelated noise (AR, EMA-smoothed) wanders over many steps, and a
+        parabola over min_len points follows part of the wander: when the residuals' integrated autocorrelation time
+        τ = (1 + φ̂)/(1 − φ̂) (φ̂ their lag-1 correlation) is more than min_len/4, the parabolas are widened to 4τ
+        (at most 4·min_len) and σ̂ is the larger of the two."""
+        w = max(5, min_len)
+        bounds = [0, *sorted(r for r in jump_rows if 0 < r < x.size), x.size]
+        resid = _piecewise_residuals(x, bounds, w)
+        ok = np.ones(x.size - 1, dtype=bool)
+        ok[np.asarray(bounds[1:-1], dtype=np.int64) - 1] = False  # no pair across a jump
+        a, b = resid[:-1][ok], resid[1:][ok]
+        phi = float(np.clip(np.sum(a * b) / max(np.sum(a * a), 1e-300), 0.0, 0.99)) if a.size > 2 else 0.0
+        tau = (1.0 + phi) / (1.0 - phi)
+        k = max(w, min(x.size, SIGMA_WINDOW))  # at least 50 points: a median of fewer |r| is too noisy to take a min of
+        sigma = _local_mad(resid, starts, k)
+        if WIDEN and 4.0 * tau > w:
+            wide = _piecewise_residuals(x, bounds, int(min(4 * w, 4 * tau)))
+            sigma = np.maximum(sigma, _local_mad(wide, starts, k))
+        sigma = np.maximum(sigma, 1e-12 * max(1.0, np.max(np.abs(x))))
+        return sigma, 1.25 * sigma / np.sqrt(max(1, hw))
 
     @staticmethod
-    def _plateau(
-        x: np.ndarray, xf: np.ndarray, keep: np.ndarray, s: int, e: int, seg_end: int, sizes: dict[int, float]
-    ) -> Plateau:
-        """The plateau over gap-free rows [s, e) of a segment ending at ``seg_end``, in input positions."""
-        level = float(np.median(x[s:e]))
-        ended_by_jump = e == seg_end and seg_end in sizes
-        if ended_by_jump:
-            drop = float(sizes[seg_end])  # the jump's own estimate: a level right after the drop, before any decay
-        elif e < x.size:
-            drop = float(np.median(xf[e : e + 10])) - level
-        else:
-            drop = float("nan")
-        end = int(keep[e]) if e < keep.size else int(keep[-1]) + 1
-        return Plateau(int(keep[s]), end, level, drop, bool(ended_by_jump))
+    def _plateau(x: np.ndarray, keep: np.ndarray, starts: np.ndarray, level: np.ndarray, s: int, e: int,
+                 drop: float, sizes: dict[int, float]) -> Plateau:
+        """A plateau over reduced points [s, e) as input positions; its end snapped onto a jump within one block."""
+        rows = np.append(starts, x.size)
+        a, b = int(rows[s]), int(rows[e])
+        near = [r for r in sizes if rows[max(0, e - 1)] <= r <= rows[min(e + 1, len(rows) - 1)]]
+        ended_by_jump = bool(near)
+        if near:
+            b = min(near, key=lambda r: abs(r - b))
+            drop = float(sizes[b])
+        end = int(keep[b]) if b < keep.size else int(keep[-1]) + 1
+        return Plateau(int(keep[a]), end, float(np.median(x[a:b])), float(drop), ended_by_jump)
+
+
+class _Scan:
+    """The scan of step 3 and the tail of step 4 over a reduced level [m] with its noise and standard error."""
+
+    def __init__(self, level: np.ndarray, sigma: np.ndarray, se: np.ndarray, jumps: dict[int, float], *, rho: float,
+                 c_sigma: float, min_len: int) -> None:
+        self.f, self.sigma, self.rho, self.c, self.min_len = level, sigma, rho, c_sigma, min_len
+        self.se = se / np.maximum(sigma, 1e-300)  # the level's standard error per unit of σ̂
+        self.jumps = jumps
+        self._found: list[tuple[int, int, float]] | None = None
+
+    def _sigma_before(self, at: np.ndarray | int) -> np.ndarray:
+        """σ̂ for a plateau ending at ``at``: the smaller of σ̂ there and one plateau length earlier, since the local
+        lines near a transition (a sigmoid is not a line) inflate σ̂ around it, never inside the plateau."""
+        at = np.asarray(at)
+        return np.minimum(self.sigma[at], self.sigma[np.maximum(at - self.min_len, 0)])
+
+    def _band(self, at: int, size: np.ndarray | float) -> np.ndarray:
+        sig = self._sigma_before(at)
+        return np.maximum(np.minimum(self.c * sig, self.rho * np.abs(size)), SE_BAND * self.se[at] * sig)
+
+    def plateaus(self) -> list[tuple[int, int, float]]:
+        """(start, end, D) of every plateau over reduced points, in order."""
+        if self._found is not None:
+            return self._found
+        m = self.f.size
+        dev = _back_deviation(self.f)  # [m+1, m+1]
+        move = _forward_move(self.f, self.jumps, self.min_len)  # [m+1, m+1]
+        lengths = np.arange(m + 1)[None, :]
+        ends = np.clip(np.arange(m + 1) - 1, 0, m - 1)  # the anchor of each candidate end
+        sig = self._sigma_before(ends)[:, None]
+        se = self.se[ends][:, None] * sig
+        band = np.maximum(np.minimum(self.c * sig, self.rho * np.abs(move)), SE_BAND * se)
+        real = (np.abs(move) >= TRANSITION_SIGMA * sig) & (np.abs(move) >= Z_TRANSITION * np.sqrt(2.0) * se)
+        ok = (dev <= band) & real & (lengths >= self.min_len) & (lengths <= np.arange(m + 1)[:, None])
+        seen = np.arange(m + 1) <= m - max(1, self.min_len // 2)  # the new level is seen for half a plateau length
+        seen[[c for c in self.jumps if c < m]] = True  # (a detected jump has been tested already)
+        ok &= seen[:, None]
+        best = np.where(ok.any(axis=1), m - np.argmax(ok[:, ::-1], axis=1), 0)  # [m+1] longest valid L per end
+        valid = np.flatnonzero(best > 0)
+        found: list[tuple[int, int, float]] = []
+        for run in np.split(valid, np.flatnonzero(np.diff(valid) > 1) + 1) if valid.size else []:
+            plateau = self._anchored(run, move[run, best[run]], floor=found[-1][1] if found else 0)
+            if plateau is not None:
+                found.append(plateau)
+        self._found = found
+        return found
+
+    def _anchored(self, run: np.ndarray, moves: np.ndarray, floor: int) -> tuple[int, int, float] | None:
+        """The plateau of one run of valid ends, anchored as the definition says: at the transition's onset, the
+        last end from which the level still has ≥ 90 % of the run's largest move ahead of it; the band is then
+        laid around the level there, back to where the decay before it enters the band and forward to where the
+        transition leaves it."""
+        sizes = np.abs(moves)
+        k = int(np.flatnonzero(sizes >= ONSET_SHARE * sizes.max())[-1])
+        onset, size = int(run[k]), float(moves[k])
+        if onset <= floor:
+            return None  # the same stall as the previous plateau, seen from a later end
+        anchor = self.f[onset - 1]
+        b = float(self._band(onset - 1, size))
+        inside = np.abs(self.f - anchor) <= b  # [m]
+        start = onset
+        while start > floor and inside[start - 1]:
+            start -= 1
+        end = onset
+        while end < self.f.size and inside[end] and end not in self.jumps:
+            end += 1
+        return (start, end, size) if end - start >= self.min_len else None
+
+    def converged(self) -> int | None:
+        """First reduced point of the converged tail, or None. The change it settled from: the largest excursion of
+        the level from its final value since just before the last plateau's end or the last jump (so that
+        transition counts), which must be a real move (as a transition must)."""
+        m = self.f.size
+        ends = [e for _, e, _ in self.plateaus()] + list(self.jumps)
+        after = max([e - 1 for e in ends if e > 0], default=0)
+        final = self.f[-1]
+        size = float(np.max(np.abs(self.f[after:] - final)))
+        sig = float(self._sigma_before(m - 1))
+        if size < TRANSITION_SIGMA * sig or size < Z_TRANSITION * np.sqrt(2.0) * self.se[-1] * sig:
+            return None
+        outside = np.abs(self.f[::-1] - final) > float(self._band(m - 1, size))  # [m] from the end backwards
+        length = int(np.argmax(outside)) if outside.any() else m
+        return m - length if length >= self.min_len else None
 
 
 def detect_plateaus(signal: np.ndarray) -> list[tuple[int, int]]:

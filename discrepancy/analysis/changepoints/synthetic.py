@@ -3,7 +3,8 @@
 Like ``ruptures.datasets.pw_constant``, but shaped like what a GRPO run logs: exponential decay with heteroscedastic
 heavy-tailed noise (Student-t, 3 degrees of freedom, larger early in the run), long plateaus ended by sudden drops
 (grokking-like), piecewise-constant reward levels, isolated one- or two-step spikes that are not jumps, and NaN gaps.
-The truth is computed from the noiseless curve, never from a detector.
+The truth is computed from the noiseless curve and the planted transitions (``truth``), never from a detector.
+``synthetic2`` is a second generator built unlike this one.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from discrepancy.analysis.changepoints.plateaus import default_min_plateau  # the detector's definition of "long"
+from discrepancy.analysis.changepoints.truth import borderline, converged_truth, default_min_plateau, plateau_truth
 
 KINDS = ("decay", "plateau", "steps", "reward")
 
 
 @dataclass(frozen=True)
 class SyntheticCurve:
-    """One curve and its truth. ``jumps`` are first indices of a new level; ``plateaus`` half-open intervals."""
+    """One curve and its truth. ``jumps`` are first indices of a new level; ``plateaus`` half-open intervals;
+    ``converged_from`` the first index of the converged tail (None: none), both by the rules of ``truth``."""
 
     signal: np.ndarray  # [n] float64, NaN inside gaps
     clean: np.ndarray  # [n] the noiseless curve
@@ -29,9 +31,8 @@ class SyntheticCurve:
     spikes: list[int]
     kind: str
     gaps: list[tuple[int, int]] = field(default_factory=list)
-    # Borderline stretches (drift between σ/2 and 2σ per minimum plateau length): whether they are "flat" is a
-    # matter of threshold, so plateau scores ignore them (a "don't care" label, as in segmentation benchmarks).
-    plateau_ignore: list[tuple[int, int]] = field(default_factory=list)
+    converged_from: int | None = None
+    plateau_ignore: list[tuple[int, int]] = field(default_factory=list)  # borderline stretches ("don't care")
 
 
 def _jump_positions(rng: np.random.Generator, n: int, k: int, lo: int, hi: int, gap: int) -> list[int]:
@@ -47,14 +48,15 @@ def _jump_positions(rng: np.random.Generator, n: int, k: int, lo: int, hi: int, 
 
 
 def _base(kind: str, t: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """Noiseless smooth part of a curve, and for the "plateau" kind the forced flat interval [start, drop)."""
+    """Noiseless smooth part of a curve, and the planted smooth transition as [(centre, width)]: the sigmoid of the
+    "reward" kind; for the "plateau" kind [(start, drop)], the stall and the drop that ends it."""
     n = t.size
     if kind == "decay":
         tau = n * rng.uniform(0.05, 0.4)
         return 1.0 + 2.0 * np.exp(-t / tau), []
     if kind == "reward":
         mid, width = n * rng.uniform(0.2, 0.6), n * rng.uniform(0.05, 0.2)
-        return 0.2 + 0.6 / (1.0 + np.exp(-(t - mid) / width)), []
+        return 0.2 + 0.6 / (1.0 + np.exp(-(t - mid) / width)), [(mid, width)]
     if kind == "steps":
         return np.full(n, rng.uniform(0.0, 1.0)), []
     # "plateau": quick decay onto a level, a long flat stretch, a sudden drop, then a slower decay to a lower level
@@ -67,23 +69,6 @@ def _base(kind: str, t: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarra
     return np.where(t < drop, pre, post), [(start, drop)]
 
 
-def _flat_truth(
-    clean: np.ndarray, sigma: np.ndarray, bounds: list[int], min_len: int, drift: float = 0.5
-) -> list[tuple[int, int]]:
-    """Maximal runs (≥ min_len, inside one segment between jumps) where the clean curve's slope is so small that it
-    would move by less than ``drift``·σ over a plateau of minimum length: |f′(t)| · min_len < drift · σ_t."""
-    out: list[tuple[int, int]] = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        if b - a < min_len:
-            continue
-        slope = np.gradient(clean[a:b]) if b - a > 1 else np.zeros(b - a)  # [b-a]
-        flat = np.abs(slope) * min_len < drift * sigma[a:b]
-        padded = np.concatenate(([False], flat, [False])).astype(np.int8)
-        edges = np.flatnonzero(np.diff(padded))
-        out += [(a + int(s), a + int(e)) for s, e in zip(edges[0::2], edges[1::2]) if e - s >= min_len]
-    return out
-
-
 def training_curve(n: int, rng: np.random.Generator, kind: str | None = None, *, gaps: bool = False) -> SyntheticCurve:
     """One synthetic curve of length ``n`` (≥ 50) with planted jumps, plateaus, decoy spikes and optional NaN gaps."""
     kind = kind or str(rng.choice(KINDS))
@@ -93,6 +78,8 @@ def training_curve(n: int, rng: np.random.Generator, kind: str | None = None, *,
     min_sep = max(20, n // 8)
     k = int(rng.integers(0, 4)) if kind != "steps" else int(rng.integers(1, 5))
     jumps = _jump_positions(rng, n, k, min_sep // 2, n - min_sep // 2, min_sep)
+    sigmoid = forced if kind == "reward" else []
+    forced = forced if kind == "plateau" else []
     if forced:  # the drop that ends the plateau is a jump; keep other jumps off the plateau
         start, drop = forced[0]
         jumps = sorted([drop] + [j for j in jumps if (j < start - min_sep or j > drop + min_sep)])
@@ -102,6 +89,10 @@ def training_curve(n: int, rng: np.random.Generator, kind: str | None = None, *,
             continue  # the plateau's drop is built into the base curve
         step[j:] += rng.choice([-1.0, 1.0]) * rng.uniform(5.0, 12.0) * sigma[j]
     clean = smooth + step
+    transitions = [(float(j), 0.0, float(clean[j] - clean[j - 1])) for j in jumps]
+    transitions += [(float(c), float(w), float(clean[min(n - 1, int(c + 3 * w))] - clean[max(0, int(c - 3 * w))]))
+                    for c, w in sigmoid]
+    transitions.sort()
     noise = sigma * rng.standard_t(3, size=n) / 1.13  # t₃ rescaled so its MAD matches a Gaussian of scale σ
     signal = clean + noise
     spikes = _jump_positions(rng, n, int(rng.integers(0, 4)), 5, n - 5, 10)
@@ -116,10 +107,11 @@ def training_curve(n: int, rng: np.random.Generator, kind: str | None = None, *,
             if all(j < g - 5 or j > g + length + 5 for j in jumps):
                 signal[g : g + length] = np.nan
                 gap_list.append((g, g + length))
-    bounds, min_len = [0, *jumps, n], default_min_plateau(n)
-    plateaus = _flat_truth(clean, sigma, bounds, min_len)
-    loose = _flat_truth(clean, sigma, bounds, min_len, drift=2.0)
-    return SyntheticCurve(signal, clean, sigma, jumps, plateaus, spikes, kind, gap_list, loose)
+    min_len = default_min_plateau(n)
+    plateaus = plateau_truth(clean, sigma, transitions, min_len)
+    converged = converged_truth(clean, sigma, transitions, min_len)
+    return SyntheticCurve(signal, clean, sigma, jumps, plateaus, spikes, kind, gap_list, converged,
+                          borderline(clean, sigma, transitions, min_len))
 
 
 def benchmark_suite(n_curves: int = 120, seed: int = 0, min_len: int = 50, max_len: int = 5000) -> list[SyntheticCurve]:

@@ -149,3 +149,44 @@ def test_multiplicative_level_change_found_on_log_scale():
         if res.indices:
             assert res.sizes[0] == pytest.approx(0.75, rel=0.35)  # reported in the series' own units
     assert hits >= 8
+
+
+@pytest.mark.parametrize("n", [8, 10, 14, 20, 30, 45, 60, 100, 300])
+def test_five_sigma_step_found_from_eight_points(n: int):
+    """A 5σ step in the middle of Gaussian noise is found (within one point) in ≥ 95 % of 200 trials at every
+    length from 8 on: the permutation test where the windows do not reach, the window test beyond."""
+    rng = np.random.default_rng(n)
+    hits = 0
+    for _ in range(200):
+        y = rng.standard_normal(n)
+        y[n // 2 :] += 5.0
+        hits += any(abs(i - n // 2) <= 1 for i in detect_jumps(y))
+    assert hits >= 0.95 * 200
+
+
+@pytest.mark.parametrize("n", [8, 10, 14, 20, 30, 60, 100, 300, 1000])
+def test_null_series_false_alarms_at_most_five_percent(n: int):
+    """Pure noise (Gaussian, and Student-t with 3 degrees of freedom) gives a jump in ≤ 5 % of 200 series at every
+    length (two binomial sd of slack); the permutation test's level is 5 %, the window test's far lower."""
+    rng = np.random.default_rng(100 + n)
+    for draw in (rng.standard_normal, lambda m: rng.standard_t(3, m)):
+        alarms = sum(bool(detect_jumps(draw(n))) for _ in range(200))
+        assert alarms <= 10 + 2 * np.sqrt(200 * 0.05 * 0.95), n
+
+
+def test_noiseless_step_on_short_series():
+    """A noiseless step of 2.5 is found at every length from 8 to 60 (the window test alone missed 14–30), and one
+    at noise σ = 0.2 at every length too."""
+    rng = np.random.default_rng(8)
+    for n in range(8, 61):
+        y = np.where(np.arange(n) >= n // 2, 2.5, 0.0)
+        assert detect_jumps(y) == [n // 2], n
+        assert detect_jumps(y + 0.2 * rng.standard_normal(n)) == [n // 2], n
+
+
+def test_short_series_jump_carries_its_p_value_as_z():
+    y = np.r_[np.zeros(10), np.ones(10)] + 0.05 * np.random.default_rng(9).standard_normal(20)
+    res = JumpDetector().fit(y).predict()
+    assert res.indices == [10] and res.sizes[0] == pytest.approx(1.0, abs=0.1)
+    assert res.z_scores[0] > 3.0  # −Φ⁻¹(p/2) of a permutation p-value of ~1/2000
+    assert JumpDetector(alpha=0).fit(y).predict().indices == []  # the window test alone: too short
