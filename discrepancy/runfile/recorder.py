@@ -80,19 +80,24 @@ class Recorder:
             raise RunFileError(path, f"folder {path.parent} does not exist")
         if path.is_dir():
             raise RunFileError(path, "is a folder; name the run file to write")
-        # Declared fully in a temporary file, then renamed: a crash here never leaves a half-declared run behind.
+        # Declared fully in a temporary file, opened for SWMR writing, then renamed: a crash never leaves a
+        # half-declared run behind, and the run file never exists in any other state.
         tmp = path.with_name(f".{path.name}.creating")
+        rec = None
         try:
             with _write_errors(path, "creating the run file", 0, None), h5py.File(tmp, "w", libver="latest") as f:
                 create_layout(f, schema, config_toml=config_toml, meta=dict(meta or {}), checksums=checksums)
                 f.attrs["writer_pid"] = os.getpid()
                 f.attrs["writer_host"] = socket.gethostname()
                 f.attrs["flush_every"] = flush_every
+            rec = cls._open_for_writing(tmp, flush_every, path)
             os.replace(tmp, path)
         except BaseException:
+            if rec is not None:
+                rec._abandon()
             tmp.unlink(missing_ok=True)
             raise
-        return cls._open_for_writing(path, flush_every)
+        return rec
 
     @classmethod
     def resume(cls, path: str | Path, from_step: int, *, flush_every: int = 10,
@@ -107,11 +112,11 @@ class Recorder:
         from discrepancy.runfile.recovery import rewrite  # recovery reads through the reader, which is heavier
 
         path = Path(path)
-        rewrite(path, from_step=from_step, flush_every=flush_every, config_toml=config_toml)
-        return cls._open_for_writing(path, flush_every)
+        return rewrite(path, from_step=from_step, flush_every=flush_every, config_toml=config_toml,
+                       then=lambda tmp: cls._open_for_writing(tmp, flush_every, path))
 
     @classmethod
-    def _open_for_writing(cls, path: Path, flush_every: int) -> "Recorder":
+    def _open_for_writing(cls, opened: Path, flush_every: int, path: Path) -> "Recorder":
         """Open for SWMR writing directly (never plain read-write first: a kill in between would leave the file
         flagged "open for writing" without SWMR, which no HDF5 reader opens). Without HDF5's file lock, as every
         reader of the package opens (HDF5 refuses mixed settings within a process); a second writer is still
@@ -119,8 +124,8 @@ class Recorder:
         fapl = h5p.create(h5p.FILE_ACCESS)
         fapl.set_libver_bounds(h5f.LIBVER_LATEST, h5f.LIBVER_LATEST)
         fapl.set_file_locking(False, True)
-        try:
-            fid = h5f.open(os.fsencode(path), h5f.ACC_RDWR | h5f.ACC_SWMR_WRITE, fapl)
+        try:  # ``opened`` is the temporary name ``path`` gets once the recorder holds it
+            fid = h5f.open(os.fsencode(opened), h5f.ACC_RDWR | h5f.ACC_SWMR_WRITE, fapl)
         except OSError as exc:
             raise RunFileError(path, f"cannot be opened for writing ({_first_line(exc)})") from None
         f = h5py.File(fid)

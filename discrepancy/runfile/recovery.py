@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import socket
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import h5py
 import numpy as np
@@ -23,6 +25,8 @@ from discrepancy.runfile.check import check_path
 from discrepancy.runfile.errors import RunCorrupted, RunFileError, RunWriteError
 from discrepancy.runfile.layout import create_layout
 from discrepancy.runfile.reader import Run, open_run
+
+T_ = TypeVar("T_")
 
 
 @dataclass(frozen=True)
@@ -75,13 +79,16 @@ def recover(path: str | Path, out: str | Path | None = None, *, in_place: bool =
         status_after = "interrupted" if stored == "running" else stored
         message = f"recovered after the writer stopped; {n} steps kept" if stored == "running" else run.status_message
         plan = _Plan(n, None, None, status_after, message, {}, run.config_toml)
-        kept, dropped = _write_copy(run, target, plan, suffix="recovering")
+        kept, dropped, _ = _write_copy(run, target, plan, suffix="recovering")
     return RecoverResult(target, n, len(kept), status_before, status_after, tuple(dropped))
 
 
-def rewrite(path: str | Path, *, from_step: int, flush_every: int, config_toml: str | None = None) -> None:
+def rewrite(path: str | Path, *, from_step: int, flush_every: int, config_toml: str | None = None,
+            then: Callable[[Path], T_] | None = None) -> T_ | None:
     """Replace the run at ``path`` by a copy without any record at step ≥ ``from_step``, marked running by this
-    process (``Recorder.resume``). Refused while the run's writer is alive."""
+    process (``Recorder.resume``). Refused while the run's writer is alive. ``then`` receives the finished copy's
+    temporary name before it is renamed into place (the recorder opens it for writing there) and its result is
+    returned."""
     path = Path(path)
     with open_run(path) as run:
         if run.status == "running":
@@ -95,15 +102,19 @@ def rewrite(path: str | Path, *, from_step: int, flush_every: int, config_toml: 
                  "flush_every": max(int(flush_every), int(old_every) if _is_int(old_every) else 1)}
         plan = _Plan(keep, int(from_step), int(from_step), "running", f"resumed at step {from_step}", attrs,
                      run.config_toml if config_toml is None else config_toml)
-        _, dropped = _write_copy(run, path, plan, suffix="resuming")
+        _, dropped, opened = _write_copy(run, path, plan, suffix="resuming", then=then)
     if dropped:
         warnings.warn(f"{path}: left out the damaged snapshot(s) of step(s) {', '.join(map(str, dropped))}",
                       RuntimeWarning, stacklevel=3)
+    return opened
 
 
-def _write_copy(run: Run, target: Path, plan: _Plan, suffix: str) -> tuple[list[int], list[int]]:
-    """Write the copy to a temporary name next to ``target``, then rename it; returns kept and dropped snapshots."""
+def _write_copy(run: Run, target: Path, plan: _Plan, suffix: str,
+                then: Callable[[Path], T_] | None = None) -> tuple[list[int], list[int], T_ | None]:
+    """Write the copy to a temporary name next to ``target``, pass that name to ``then``, then rename it; returns
+    the kept and dropped snapshots and what ``then`` returned."""
     tmp = target.with_name(f".{target.name}.{suffix}")
+    opened = None
     try:
         with h5py.File(tmp, "w", libver="latest") as dst:
             create_layout(dst, run.schema, config_toml=plan.config_toml, meta={})
@@ -127,16 +138,26 @@ def _write_copy(run: Run, target: Path, plan: _Plan, suffix: str) -> tuple[list[
             dst[S.STATUS_MESSAGE][()] = np.bytes_(plan.message.encode("utf-8", "replace")[: S.MESSAGE_BYTES - 1])
             if S.LAST_FLUSH in src:
                 dst[S.LAST_FLUSH][()] = float(src[S.LAST_FLUSH][()])
+        opened = then(tmp) if then is not None else None
         os.replace(tmp, target)
     except (OSError, RuntimeError) as exc:
+        _close(opened)
         tmp.unlink(missing_ok=True)
         from discrepancy.runfile.recorder import write_cause  # same package; the words for a failed write
 
         raise RunWriteError(target, f"{write_cause(exc)} while writing the copy {tmp.name}; nothing was changed")
     except BaseException:
+        _close(opened)
         tmp.unlink(missing_ok=True)
         raise
-    return kept, dropped
+    return kept, dropped, opened
+
+
+def _close(opened: object) -> None:
+    """Let go of what ``then`` opened on a copy that is being thrown away."""
+    abandon = getattr(opened, "_abandon", None)
+    if abandon is not None:
+        abandon()
 
 
 BLOCK = 1 << 16  # rows copied at a time: memory stays bounded whatever the run's length
