@@ -201,8 +201,9 @@ def _walk(f: object, skip_damaged_under: str, live: bool) -> list[str]:
                 try:
                     obj.id.get_num_chunks()
                 except (OSError, RuntimeError) as exc:
-                    raise E.RunCorrupted(f.filename, f"the chunk index of dataset /{name} is damaged: "  # type: ignore[attr-defined]
-                                                     f"{E.describe_read_error(exc)}") from None
+                    where = f.filename  # type: ignore[attr-defined]
+                    raise E.RunCorrupted(where, f"the chunk index of dataset /{name} is damaged: "
+                                                f"{E.describe_read_error(exc)}") from None
             if live and obj.dtype.kind == "O":
                 return
             try:

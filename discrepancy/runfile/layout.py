@@ -122,7 +122,8 @@ def read_schema(f: h5py.File) -> S.RunSchema:
     """The schema a run file declares (used by the reader and when reopening a run to resume it)."""
     series = {name: str(ds.attrs.get("description", "")) for name, ds in f[S.SERIES].items() if name != S.STEP}
     arrays = {
-        name: S.ArraySpec(columns=[_text(c) for c in ds.attrs["columns"]], description=str(ds.attrs.get("description", "")))
+        name: S.ArraySpec(columns=[_text(c) for c in ds.attrs["columns"]],
+                          description=str(ds.attrs.get("description", "")))
         for name, ds in f[S.ARRAYS].items()
     }
     fields = list(f[S.SAMPLE_FIELDS].keys())

@@ -81,7 +81,8 @@ class Run:
     def status(self) -> str:
         """The stored status, except "incomplete" for a run marked running whose writer process is gone."""
         status = self.stored_status
-        if status == "running" and writer_alive(self._f.attrs.get("writer_host"), self._f.attrs.get("writer_pid")) is False:
+        attrs = self._f.attrs
+        if status == "running" and writer_alive(attrs.get("writer_host"), attrs.get("writer_pid")) is False:
             return "incomplete"
         return status
 

@@ -51,8 +51,8 @@ class Recorder:
         self._series = {name: file[f"{S.SERIES}/{name}"] for name in [S.STEP, *schema.series]}
         self._arrays = {name: file[f"{S.ARRAYS}/{name}"] for name in schema.arrays}
         self._sample_step = file[f"{S.SAMPLES}/{S.STEP}"]
-        self._sample_text = {name: (file[f"{S.SAMPLES}/{name}/{S.TEXT_BYTES}"], file[f"{S.SAMPLES}/{name}/{S.TEXT_END}"])
-                             for name in S.SAMPLE_TEXT}
+        self._sample_text = {name: (file[f"{S.SAMPLES}/{name}/{S.TEXT_BYTES}"],
+                                    file[f"{S.SAMPLES}/{name}/{S.TEXT_END}"]) for name in S.SAMPLE_TEXT}
         self._sample_fields = {name: file[f"{S.SAMPLE_FIELDS}/{name}"] for name in schema.sample_fields}
         self._snap_step = file[f"{S.SNAPSHOTS}/{S.STEP}"]
         self._snap_tensors = {name: file[f"{S.SNAPSHOT_TENSORS}/{name}"] for name in schema.snapshot_tensors}
@@ -67,8 +67,9 @@ class Recorder:
 
     # ---- opening -------------------------------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | Path, schema: S.RunSchema, *, config_toml: str = "", meta: Mapping[str, Any] | None = None,
-               flush_every: int = 10, overwrite: bool = False, checksums: bool = True) -> "Recorder":
+    def create(cls, path: str | Path, schema: S.RunSchema, *, config_toml: str = "",
+               meta: Mapping[str, Any] | None = None, flush_every: int = 10, overwrite: bool = False,
+               checksums: bool = True) -> "Recorder":
         """Create a new run file, declare everything in ``schema``, and open it for SWMR writing.
 
         ``checksums=False`` leaves out the fletcher32 checksums of the per-step data (a valid run all the same); it
@@ -369,10 +370,13 @@ def _write_error(path: Path, exc: BaseException, what: str, safe_rows: int, last
     if what.startswith("creating"):
         return RunWriteError(path, f"{write_cause(exc)} while {what}: nothing was recorded; make room and start "
                                    "the run again")
-    kept = (f"the run file keeps its first {safe_rows} steps (up to step {last_step}, its last complete flush)"
-            if safe_rows else "the run file holds no step yet")
-    return RunWriteError(path, f"{write_cause(exc)} while {what}: {kept} and stays readable; make room, then "
-                               f"continue the run with `discrepancy train --out {path} --resume`", safe_rows, last_step)
+    if not safe_rows:
+        return RunWriteError(path, f"{write_cause(exc)} while {what}, before the run file's first complete flush; "
+                                   "make room and start the run again")
+    return RunWriteError(path, f"{write_cause(exc)} while {what}: the run file keeps at least its first {safe_rows} "
+                               f"steps (up to step {last_step}, its last complete flush) and stays readable; make "
+                               f"room, then continue the run with `discrepancy train --out {path} --resume`",
+                         safe_rows, last_step)
 
 
 @contextlib.contextmanager

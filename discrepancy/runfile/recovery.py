@@ -180,7 +180,8 @@ def _copy_steps(run: Run, dst: h5py.File, steps: np.ndarray) -> None:
     """Series and arrays as the reader sees them, block by block: rows a damaged short column lacks stay NaN (the
     fill value of the copy), as they read."""
     n = len(steps)
-    columns = [f"{S.SERIES}/{name}" for name in run.schema.series] + [f"{S.ARRAYS}/{name}" for name in run.schema.arrays]
+    columns = [f"{S.SERIES}/{name}" for name in run.schema.series]
+    columns += [f"{S.ARRAYS}/{name}" for name in run.schema.arrays]
     for name in columns:
         src, out = run._f[name], dst[name]
         have = min(n, int(src.shape[0]))

@@ -259,8 +259,8 @@ def make_cases(source: Path, folder: Path, *, seeds: range = range(10)) -> list[
         if seed < len(seeds) // 2:
             cases.append(Case(f"zero_{seed}", "any", _bytes_case(source, folder / f"zero_{seed}.h5", zero)))
     header = folder / "flip_header.h5"
-    cases.append(Case("flip_header", "error", _bytes_case(source, header, lambda b: b[:20] + bytes([b[20] ^ 1]) + b[21:]),
-                      "superblock checksum"))
+    flipped = _bytes_case(source, header, lambda b: b[:20] + bytes([b[20] ^ 1]) + b[21:])  # inside the superblock
+    cases.append(Case("flip_header", "error", flipped, "superblock checksum"))
     loop = folder / "loop_a.h5"
     os.symlink(folder / "loop_b.h5", loop)
     os.symlink(loop, folder / "loop_b.h5")

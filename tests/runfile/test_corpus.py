@@ -156,7 +156,8 @@ def test_corpus_gives_no_traceback_hang_or_silent_wrong_result(real_run, tmp_pat
     table = {cmd: dict(results[cmd][0]) for cmd in ("inspect", "analyze", "recover")}
     bad = [line for cmd in table for line in results[cmd][1]]
     total = sum((results[cmd][0] for cmd in table), Counter())
-    print(f"\ncorpus: {sum(c.expect != 'control' for c in cases)} files (+1 control) x 3 commands in {time.monotonic() - started:.0f} s: {table}; "
+    files = sum(c.expect != "control" for c in cases)
+    print(f"\ncorpus: {files} files (+1 control) x 3 commands in {time.monotonic() - started:.0f} s: {table}; "
           f"total {dict(total)}")
     Path(os.environ.get("CORPUS_REPORT", os.devnull)).write_text(json.dumps({"counts": table, "bad": bad,
                                                                                  "outcomes": outcomes}, indent=1))

@@ -96,9 +96,9 @@ def test_a_file_a_dead_process_left_open_for_writing_reads_recovers_and_resumes(
 
 
 _ONE_LINE = re.compile(r"error: (?P<path>\S+): (?P<cause>the disk is full|the file size limit is reached) while "
-                       r"writing [^:]+: the run file keeps its first (?P<n>\d+) steps \(up to step (?P<last>\d+), its "
-                       r"last complete flush\) and stays readable; make room, then continue the run with "
-                       r"`discrepancy train --out (?P=path) --resume`")
+                       r"writing [^:]+: the run file keeps at least its first (?P<n>\d+) steps \(up to step "
+                       r"(?P<last>\d+), its last complete flush\) and stays readable; make room, then continue the run "
+                       r"with `discrepancy train --out (?P=path) --resume`")
 
 
 def _fill(path: Path, limit: int | None = None) -> subprocess.CompletedProcess:
