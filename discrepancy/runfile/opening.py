@@ -99,8 +99,12 @@ def choose_mode(path: str | Path, sb: Superblock) -> str:
 
 
 def _locked(path: str | Path) -> bool:
-    """Whether another open file holds an exclusive lock on ``path`` (HDF5's lock of a read-write open)."""
-    import fcntl
+    """Whether another open file holds an exclusive lock on ``path`` (HDF5's lock of a read-write open); False
+    where POSIX locks do not exist (HDF5 does not lock there either)."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
 
     fd = os.open(path, os.O_RDONLY)
     try:
