@@ -4,11 +4,16 @@ Training curves carry trends, jumps, isolated spikes and heavy-tailed noise whos
 noise level is taken from first differences (trend- and jump-free up to a few terms) with the median absolute
 deviation (insensitive to spikes): σ̂ = 1.4826 · MAD(Δy) / √2 (SPEC §4). The 1.4826 makes MAD consistent for a
 Gaussian; the √2 undoes the variance doubling of differencing independent noise.
+
+Two other scales serve the detectors: ``local_scale`` / ``noise_floor`` (the jump test's local σ̂ of differences and
+its floor on lattice-valued series), and ``quadratic_residuals`` / ``local_mad`` (the plateau bands' σ̂: residuals
+from local parabolas, which keep the part of autocorrelated or EMA-smoothed noise that first differences miss).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 MAD_TO_SIGMA = 1.4826  # 1 / Φ⁻¹(3/4): MAD of a Gaussian is 0.6745 σ
 
@@ -98,3 +103,61 @@ def noise_floor(x: np.ndarray) -> float:
     moves = moves[moves > 0]
     resolution = float(moves.min()) / np.sqrt(12.0) if moves.size else 0.0
     return max(1e-300, 1e-9 * float(np.max(np.abs(finite))), resolution)
+
+
+def quadratic_residuals(x: np.ndarray, w: int) -> np.ndarray:
+    """x minus the least-squares parabola over the w points centred on each point (edges: the nearest full window),
+    divided by √(1 − 3/w) (a parabola absorbs 3 of the w points' noise variance).
+
+    The noise scale is taken from these residuals, not from first differences: noise that is autocorrelated or
+    EMA-smoothed varies little from one step to the next but as much as it is large over a window, and that is the
+    size the band must allow. A parabola (not a line) over a minimum plateau length follows the curvature of a
+    decay, which would otherwise count as noise on smooth, quiet curves. Coefficients from prefix sums of y, j·y and
+    j²·y (j centred on the series), O(n).
+    """
+    n = x.size
+    w = int(min(max(w, 5), n))
+    y = x - np.median(x)
+    j = np.arange(n, dtype=np.float64) - (n - 1) / 2.0  # centred: smaller prefix sums
+    c0, c1, c2 = (np.concatenate(([0.0], np.cumsum(v))) for v in (y, j * y, j * j * y))  # [n+1] each
+    t0, t1, t2 = c0[w:] - c0[:-w], c1[w:] - c1[:-w], c2[w:] - c2[:-w]  # [n-w+1] window sums
+    mid = j[: n - w + 1] + (w - 1) / 2.0  # [n-w+1] centre of each window, in j units
+    s0, s1, s2 = t0, t1 - mid * t0, t2 - 2.0 * mid * t1 + mid * mid * t0  # sums of u^k·y, u = j − mid
+    u2 = w * (w * w - 1) / 12.0
+    u4 = w * (w * w - 1) * (3.0 * w * w - 7) / 240.0
+    b2 = (w * s2 - u2 * s0) / (w * u4 - u2 * u2)
+    b1, b0 = s1 / u2, (s0 - b2 * u2) / w
+    a = np.clip(np.arange(n) - w // 2, 0, n - w)  # [n] window of each point
+    u = j - mid[a]
+    return (y - (b0[a] + b1[a] * u + b2[a] * u * u)) / np.sqrt(max(1.0 - 3.0 / w, 0.25))
+
+
+def piecewise_residuals(x: np.ndarray, bounds: list[int], w: int) -> np.ndarray:
+    """``quadratic_residuals`` inside each stretch [bounds[i], bounds[i+1]); stretches under 5 points: minus their
+    median."""
+    resid = np.empty_like(x)
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        resid[a:b] = quadratic_residuals(x[a:b], min(w, b - a)) if b - a >= 5 else x[a:b] - np.median(x[a:b])
+    return resid
+
+
+def local_mad(r: np.ndarray, starts: np.ndarray, k: int) -> np.ndarray:
+    """1.4826 · running median of |r| over ``k`` points, at each block of ``starts`` ([m]).
+
+    ``r`` are residuals from local lines, already centred: subtracting a running median again would remove the slow
+    part of autocorrelated noise, which the band must allow for. Blocks of ≥ 8 points: each block's median |r|,
+    then a running median of those over k points' worth of blocks; shorter blocks: a running median of |r| itself.
+    """
+    n = r.size
+    f = int(np.ceil(n / starts.size)) if starts.size else 1
+    a = np.abs(r)
+    if f >= 8:
+        m = n // f
+        med = np.median(a[: m * f].reshape(m, f), axis=1)  # [m]
+        if starts.size > m:  # the last, shorter block
+            med = np.append(med, np.median(a[m * f :]))
+        kb = max(1, int(round(k / f)))
+        return MAD_TO_SIGMA * (ndimage.median_filter(med, size=kb, mode="nearest") if kb > 1 else med)
+    k = int(min(max(3, k), n))
+    med = ndimage.median_filter(a, size=k, mode="nearest")  # [n]
+    return MAD_TO_SIGMA * med[np.minimum(starts + f // 2, n - 1)]

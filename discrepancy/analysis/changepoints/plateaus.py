@@ -37,7 +37,7 @@ from scipy import ndimage
 
 from discrepancy.analysis.changepoints.axes import block_medians
 from discrepancy.analysis.changepoints.jumps import JumpDetector, JumpResult
-from discrepancy.analysis.changepoints.noise import MAD_TO_SIGMA
+from discrepancy.analysis.changepoints.noise import local_mad, piecewise_residuals
 from discrepancy.analysis.changepoints.truth import C_SIGMA, HORIZON, MOVED, RHO, default_min_plateau
 
 __all__ = ["Plateau", "PlateauDetector", "PlateauResult", "default_min_plateau", "detect_plateaus"]
@@ -50,7 +50,7 @@ SPIKE_MEDIAN = 7  # the narrowest running median: removes spikes of up to 3 poin
 ONSET_SHARE = 0.9  # the transition's onset: the last end with ≥ 90 % of the move still ahead
 SE_BAND = 3.0  # the band is at least 3 standard errors of the level
 Z_TRANSITION = 5.0  # a transition moves the level by at least 5 standard errors of a difference of two levels
-TRANSITION_SIGMA = 4.0  # ... and by at least 5σ̂ (set on the development seeds of both generators: 3 and 4 let noise bumps through)
+TRANSITION_SIGMA = 4.0  # ... and by at least 4σ̂ (set on the development seeds of both generators, between 3 and 6)
 
 
 @dataclass(frozen=True)
@@ -156,64 +156,6 @@ def _forward_move(f: np.ndarray, jumps: dict[int, float], min_len: int) -> np.nd
     return quick
 
 
-def _quadratic_residuals(x: np.ndarray, w: int) -> np.ndarray:
-    """x minus the least-squares parabola over the w points centred on each point (edges: the nearest full window),
-    divided by √(1 − 3/w) (a parabola absorbs 3 of the w points' noise variance).
-
-    The noise scale is taken from these residuals, not from first differences: noise that is autocorrelated or
-    EMA-smoothed varies little from one step to the next but as much as it is large over a window, and that is the
-    size the band must allow. A parabola (not a line) over a minimum plateau length follows the curvature of a
-    decay, which would otherwise count as noise on smooth, quiet curves. Coefficients from prefix sums of y, j·y and
-    j²·y (j centred on the series), O(n).
-    """
-    n = x.size
-    w = int(min(max(w, 5), n))
-    y = x - np.median(x)
-    j = np.arange(n, dtype=np.float64) - (n - 1) / 2.0  # centred: smaller prefix sums
-    c0, c1, c2 = (np.concatenate(([0.0], np.cumsum(v))) for v in (y, j * y, j * j * y))  # [n+1] each
-    t0, t1, t2 = c0[w:] - c0[:-w], c1[w:] - c1[:-w], c2[w:] - c2[:-w]  # [n-w+1] window sums
-    mid = j[: n - w + 1] + (w - 1) / 2.0  # [n-w+1] centre of each window, in j units
-    s0, s1, s2 = t0, t1 - mid * t0, t2 - 2.0 * mid * t1 + mid * mid * t0  # sums of u^k·y, u = j − mid
-    u2 = w * (w * w - 1) / 12.0
-    u4 = w * (w * w - 1) * (3.0 * w * w - 7) / 240.0
-    b2 = (w * s2 - u2 * s0) / (w * u4 - u2 * u2)
-    b1, b0 = s1 / u2, (s0 - b2 * u2) / w
-    a = np.clip(np.arange(n) - w // 2, 0, n - w)  # [n] window of each point
-    u = j - mid[a]
-    return (y - (b0[a] + b1[a] * u + b2[a] * u * u)) / np.sqrt(max(1.0 - 3.0 / w, 0.25))
-
-
-def _piecewise_residuals(x: np.ndarray, bounds: list[int], w: int) -> np.ndarray:
-    """``_quadratic_residuals`` inside each stretch [bounds[i], bounds[i+1]); stretches under 5 points: minus their
-    median."""
-    resid = np.empty_like(x)
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        resid[a:b] = _quadratic_residuals(x[a:b], min(w, b - a)) if b - a >= 5 else x[a:b] - np.median(x[a:b])
-    return resid
-
-
-def _local_mad(r: np.ndarray, starts: np.ndarray, k: int) -> np.ndarray:
-    """1.4826 · running median of |r| over ``k`` points, at each block of ``starts`` ([m]).
-
-    ``r`` are residuals from local lines, already centred: subtracting a running median again would remove the slow
-    part of autocorrelated noise, which the band must allow for. Blocks of ≥ 8 points: each block's median |r|,
-    then a running median of those over k points' worth of blocks; shorter blocks: a running median of |r| itself.
-    """
-    n = r.size
-    f = int(np.ceil(n / starts.size)) if starts.size else 1
-    a = np.abs(r)
-    if f >= 8:
-        m = n // f
-        med = np.median(a[: m * f].reshape(m, f), axis=1)  # [m]
-        if starts.size > m:  # the last, shorter block
-            med = np.append(med, np.median(a[m * f :]))
-        kb = max(1, int(round(k / f)))
-        return MAD_TO_SIGMA * (ndimage.median_filter(med, size=kb, mode="nearest") if kb > 1 else med)
-    k = int(min(max(3, k), n))
-    med = ndimage.median_filter(a, size=k, mode="nearest")  # [n]
-    return MAD_TO_SIGMA * med[np.minimum(starts + f // 2, n - 1)]
-
-
 class PlateauDetector:
     """Plateau detector, ruptures-style: ``PlateauDetector().fit(y).predict() -> list[Plateau]``; ``analyse()`` also
     gives the converged tail.
@@ -276,23 +218,23 @@ class PlateauDetector:
         """Noise scale σ̂ of the input and standard error of the level (smoothed over ``hw`` input points), at each
         reduced point ([m] each). σ̂: MAD of the residuals from local parabolas over min_len points inside each
         stretch between jumps (a fit across a jump would count the jump as noise), over a running window of min_len
-        points (``_local_mad``). Strongly autocorrelated noise (AR, EMA-smoothed) wanders over many steps, and a
+        points (``noise.local_mad``). Strongly autocorrelated noise (AR, EMA-smoothed) wanders over many steps, and a
         parabola over min_len points follows part of the wander: when the residuals' integrated autocorrelation time
         τ = (1 + φ̂)/(1 − φ̂) (φ̂ their lag-1 correlation) is more than min_len/4, the parabolas are widened to 4τ
         (at most 4·min_len) and σ̂ is the larger of the two."""
         w = max(5, min_len)
         bounds = [0, *sorted(r for r in jump_rows if 0 < r < x.size), x.size]
-        resid = _piecewise_residuals(x, bounds, w)
+        resid = piecewise_residuals(x, bounds, w)
         ok = np.ones(x.size - 1, dtype=bool)
         ok[np.asarray(bounds[1:-1], dtype=np.int64) - 1] = False  # no pair across a jump
         a, b = resid[:-1][ok], resid[1:][ok]
         phi = float(np.clip(np.sum(a * b) / max(np.sum(a * a), 1e-300), 0.0, 0.99)) if a.size > 2 else 0.0
         tau = (1.0 + phi) / (1.0 - phi)
         k = max(w, min(x.size, SIGMA_WINDOW))  # at least 50 points: a median of fewer |r| is too noisy to take a min of
-        sigma = _local_mad(resid, starts, k)
+        sigma = local_mad(resid, starts, k)
         if WIDEN and 4.0 * tau > w:
-            wide = _piecewise_residuals(x, bounds, int(min(4 * w, 4 * tau)))
-            sigma = np.maximum(sigma, _local_mad(wide, starts, k))
+            wide = piecewise_residuals(x, bounds, int(min(4 * w, 4 * tau)))
+            sigma = np.maximum(sigma, local_mad(wide, starts, k))
         sigma = np.maximum(sigma, 1e-12 * max(1.0, np.max(np.abs(x))))
         return sigma, 1.25 * sigma / np.sqrt(max(1, hw))
 
@@ -345,7 +287,7 @@ class _Scan:
         band = np.maximum(np.minimum(self.c * sig, self.rho * np.abs(move)), SE_BAND * se)
         real = (np.abs(move) >= TRANSITION_SIGMA * sig) & (np.abs(move) >= Z_TRANSITION * np.sqrt(2.0) * se)
         ok = (dev <= band) & real & (lengths >= self.min_len) & (lengths <= np.arange(m + 1)[:, None])
-        seen = np.arange(m + 1) <= m - max(1, self.min_len // 2)  # the new level is seen for half a plateau length
+        seen = np.arange(m + 1) <= m - max(1, self.min_len)  # the new level is seen for a plateau length
         seen[[c for c in self.jumps if c < m]] = True  # (a detected jump has been tested already)
         ok &= seen[:, None]
         best = np.where(ok.any(axis=1), m - np.argmax(ok[:, ::-1], axis=1), 0)  # [m+1] longest valid L per end

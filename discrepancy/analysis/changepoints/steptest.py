@@ -10,7 +10,7 @@ once for the whole series, as a test:
 * **null and level** — no change: the values are exchangeable (independent noise around one level, any
   distribution). The p-value is the share of random permutations of the series whose T reaches the observed one,
   (1 + #{T_π ≥ T}) / (1 + B), B = 1999, stopped early once 20 reach it (Besag & Clifford 1991), so P(p ≤ α) ≤ α
-  exactly under that null (Monte Carlo error ≈ √(α/B) ≈ 0.005 at α = 0.05). Below
+  exactly under that null (Monte Carlo error ≈ √(α(1−α)/B) ≈ 0.005 at α = 0.05). Below
   ``PERMUTATION_MIN`` points no permutation p-value can reach 0.05 (with n = 7 and the split 3|4, 2/35 = 0.057),
   so there the same split is tested with the two-sample t statistic against its exact null under Gaussian noise
   (a pivotal distribution, simulated once per n): level exact for Gaussian noise only, and said so in ``method``.
@@ -20,7 +20,8 @@ once for the whole series, as a test:
   medians of the 3 points on either side differ by half the size). A linear or saturating drift fails the first,
   the knee of a fast decay into a flat stretch the second; a step passes both by its whole size.
 * **several changes** — binary segmentation: after a significant change each side is tested again, at the same
-  level, while it has at least ``2·PERMUTATION_MIN`` points.
+  level, while it has at least ``2·PERMUTATION_MIN`` points; a bump (up, then down) in ≤ 100 points is split on
+  trial and kept when its levels beat a line and a parabola (``segment_steps``).
 
 Written by hand: the permutations are one [B, n] array of ranks and one cumulative sum (O(B·n)); scipy's
 ``permutation_test`` would recompute a Python statistic per resample and has no scan over the split.
@@ -120,15 +121,20 @@ def abrupt_margin(n: int) -> float:
     return float(np.clip(0.5 * (n - 10), -1.0, max(8.0, 2.0 * np.log(n) + 2.0)))
 
 
+def levels_gap(y: np.ndarray, cuts: list[int]) -> float:
+    """(RSS of the best line or parabola − RSS of constant levels between ``cuts``) / that RSS's variance."""
+    bounds = [0, *sorted(cuts), y.size]
+    rss = sum(float(np.sum((y[a:b] - y[a:b].mean()) ** 2)) for a, b in zip(bounds[:-1], bounds[1:]))
+    x = np.linspace(-1.0, 1.0, y.size)
+    smooth = min(float(np.sum((y - np.polyval(np.polyfit(x, y, d), x)) ** 2)) for d in (1, 2))
+    if rss <= 0.0:
+        return np.inf if smooth > 0.0 else 0.0
+    return (smooth - rss) / (rss / max(y.size - len(bounds) + 1, 1))
+
+
 def smooth_gap(y: np.ndarray, k: int) -> float:
     """(RSS of the best line or parabola − RSS of two levels split at k) / residual variance of the two levels."""
-    n = y.size
-    rss_step = float(np.sum((y[:k] - y[:k].mean()) ** 2) + np.sum((y[k:] - y[k:].mean()) ** 2))
-    x = np.linspace(-1.0, 1.0, n)  # centred: a well-conditioned fit
-    rss_smooth = min(float(np.sum((y - np.polyval(np.polyfit(x, y, d), x)) ** 2)) for d in (1, 2))
-    if rss_step <= 0.0:
-        return np.inf if rss_smooth > 0.0 else 0.0  # a noiseless step: infinitely better than any smooth curve
-    return (rss_smooth - rss_step) / (rss_step / (n - 2))
+    return levels_gap(y, [k])
 
 
 def concentrated(y: np.ndarray, k: int, size: float, s: int = 3) -> bool:
@@ -188,17 +194,6 @@ def step_test(y: np.ndarray, *, min_side: int = 2, permutations: int = PERMUTATI
                     abrupt=smooth_gap(y, k) >= abrupt_margin(n) and concentrated(y, k, size))
 
 
-def _levels_gap(y: np.ndarray, cuts: list[int]) -> float:
-    """(RSS of the best line or parabola − RSS of constant levels between ``cuts``) / that RSS's variance."""
-    bounds = [0, *sorted(cuts), y.size]
-    rss = sum(float(np.sum((y[a:b] - y[a:b].mean()) ** 2)) for a, b in zip(bounds[:-1], bounds[1:]))
-    x = np.linspace(-1.0, 1.0, y.size)
-    smooth = min(float(np.sum((y - np.polyval(np.polyfit(x, y, d), x)) ** 2)) for d in (1, 2))
-    if rss <= 0.0:
-        return np.inf if smooth > 0.0 else 0.0
-    return (smooth - rss) / (rss / max(y.size - len(bounds) + 1, 1))
-
-
 def segment_steps(y: np.ndarray, *, alpha: float = ALPHA, min_side: int = 2, floor: float = 0.0,
                   max_changes: int = 8) -> list[StepTest]:
     """Significant abrupt level changes of ``y`` by binary segmentation, sorted by index (indices into ``y``).
@@ -231,7 +226,7 @@ def segment_steps(y: np.ndarray, *, alpha: float = ALPHA, min_side: int = 2, flo
         if not ks:
             continue
         cuts = sorted({split.index, *ks})
-        if _levels_gap(y[a:b], [k - a for k in cuts]) >= abrupt_margin(b - a):
+        if levels_gap(y[a:b], [k - a for k in cuts]) >= abrupt_margin(b - a):
             found.setdefault(split.index, StepTest(split.index, split.size, split.statistic, split.p_value,
                                                    split.method, True))
         else:

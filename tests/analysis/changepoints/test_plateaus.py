@@ -6,7 +6,8 @@ import pytest
 
 from discrepancy.analysis.changepoints import synthetic, synthetic2
 from discrepancy.analysis.changepoints.metrics import interval_iou, mask_iou
-from discrepancy.analysis.changepoints.plateaus import PlateauDetector, _quadratic_residuals, detect_plateaus
+from discrepancy.analysis.changepoints.noise import quadratic_residuals
+from discrepancy.analysis.changepoints.plateaus import PlateauDetector, detect_plateaus
 from discrepancy.analysis.changepoints.truth import band, converged_truth, plateau_truth
 
 
@@ -135,7 +136,7 @@ def test_autocorrelated_noise_is_not_a_plateau_per_wander():
 
 def test_quadratic_residuals_match_polyfit():
     y = np.random.default_rng(4).standard_normal(300).cumsum()
-    r = _quadratic_residuals(y, 21)
+    r = quadratic_residuals(y, 21)
     for i, (a, b) in [(150, (140, 161)), (3, (0, 21)), (299, (279, 300))]:
         t = np.arange(a, b)
         fit = np.polyval(np.polyfit(t, y[a:b], 2), i)
