@@ -26,7 +26,7 @@ from discrepancy.analysis.selection import (  # noqa: F401 - TIMING, SCHEDULE, D
     DERIVED_SUFFIX, SCHEDULE, TIMING, constant_series, exclusion_notes, not_searched,
 )
 from discrepancy.analysis.transients import TRANSIENT_COLUMNS, EPISODE_COLUMNS, group_episodes, transient_rows
-from discrepancy.runfile.results import EVENT_COLUMNS
+from discrepancy.runfile.results import EVENT_COLUMNS, EVENT_DOCS
 
 MIN_STEPS = PERMUTATION_MIN  # the short-series step test has a level from 8 points on (changepoints.steptest)
 FAMILIES: list[tuple[str, str]] = [  # (family, regex on the series name); first match wins, the rest is "other"
@@ -121,32 +121,6 @@ class AnalysisResult:
         if not len(steps) or not len(p):
             return p["end_step"].to_numpy()
         return steps[np.clip(np.searchsorted(steps, p["end_step"].to_numpy(), side="left") - 1, 0, None)]
-
-
-# What each events.csv column means, for every kind of row (the report prints this; docs/ and results.py cite it).
-EVENT_DOCS = {
-    "event": "id of the event: T1… phase transitions, E1… episodes (strongest first), J1… jumps, S1… transients, "
-             "P1… plateaus (in step order), C1… converged tails",
-    "kind": "phase_transition (jumps of several series at once), episode (transients of several series at once), "
-            "jump (a level change), transient (an excursion that returns), plateau (a stall ended by a change), "
-            "converged (a series' flat tail, from its first step to the end: never a plateau); "
-            "llc_stage rows come from `discrepancy llc`",
-    "signal": "the series the event is on; empty for a phase transition or an episode (their series: signals)",
-    "step": "where to mark it: a jump's first step at its new level, a transient's peak, a plateau's first step, "
-            "the median jump of a phase transition, the strongest transient's peak of an episode",
-    "start_step": "first logged step of the event (inclusive)",
-    "end_step": "last logged step of the event (inclusive)",
-    "size": "signed change in the series' units: a jump's level change, a transient's excess over its running "
-            "level at the peak, the change that ended a plateau; empty for grouped kinds (their series differ)",
-    "level": "the level the event departs from, in the series' units: a plateau's level, a transient's running "
-             "level at its peak; empty otherwise",
-    "score": "strength in units of the series' noise (≥ 0): |z| of a jump, z of a transient, |change that ended "
-             "a plateau| / σ̂ of its series, the strongest member's for grouped kinds",
-    "axis": "the step axis the event was found on: linear, or log (a jump seen only at log-spaced resolution); "
-            "empty for grouped kinds",
-    "signals": "every series involved, comma-separated, strongest first (the one series of a single-series event)",
-    "n_families": "how many signal families those series come from (1 for a single-series event)",
-}
 
 
 def analyze(

@@ -27,7 +27,6 @@ FAMILY_FILES = {  # family -> file stem (results.FAMILY_STEMS, and "timing": wal
     "rewards": "rewards", "losses and D_t/ρ": "losses", "gradient noise": "gradient_noise",
     "KL and entropy": "kl_entropy", "lengths": "lengths", "other": "other", "timing": "timing",
 }
-EXTRA_STEMS = ("timing", "overview", "jump_map")  # this module's PNGs beyond results.FAMILY_STEMS
 MAX_ROWS = 16  # panels per figure; a family with more signals continues in <family>_2.png, <family>_3.png, ...
 PLOT_POINTS = 1000  # x positions per line: ~2 per pixel column of a panel at DPI (no line needs more)
 DPI = 80
@@ -312,11 +311,7 @@ def remove_family_pngs(out: Path) -> list[Path]:
     A re-run into the same folder may draw fewer families or pages; their old files would otherwise sit next to
     the new report as if current. Other PNGs (llc.png, probe_*.png) belong to other jobs and are kept.
     """
-    gone = family_pngs(out)
-    for stem in EXTRA_STEMS:  # figures results.FAMILY_STEMS does not list yet, same naming
-        gone += [p for p in out.glob(f"{stem}*.png")
-                 if p.stem == stem or (p.stem[len(stem):].startswith("_") and p.stem[len(stem) + 1:].isdigit())]
-    gone = sorted(set(gone))
+    gone = sorted(set(family_pngs(out)))
     for old in gone:
         old.unlink()
     return gone

@@ -7,10 +7,10 @@ import html
 
 import numpy as np
 
-from discrepancy.analysis.pipeline import EVENT_DOCS, AnalysisResult
+from discrepancy.analysis.pipeline import AnalysisResult
 from discrepancy.analysis.selection import not_searched
 from discrepancy.analysis.units import unit_of
-from discrepancy.runfile.results import EVENT_COLUMNS
+from discrepancy.runfile.results import EVENT_COLUMNS, EVENT_DOCS
 
 TREATMENT = {"timing": "drawn (timing figure), not searched", "schedule": "drawn, not searched (config schedule)",
              "smoothed": "drawn, not searched (smoothed copy)"}

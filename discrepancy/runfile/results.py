@@ -47,11 +47,32 @@ class ResultsFileError(DiscrepancyError):
 
 
 # ---- table schemas ---------------------------------------------------------------------------------------------------
-# events.csv and llc_stages.csv: one row per event. start_step/end_step: first and last logged step, both inclusive;
-# step: where to draw it; size/score/axis: per kind (see analysis.pipeline.AnalysisResult.events); signals and
-# n_families: the members of a phase transition.
-EVENT_COLUMNS = ["event", "kind", "signal", "step", "start_step", "end_step", "size", "score", "axis", "signals",
-                 "n_families"]
+# events.csv and llc_stages.csv: one row per event, each column with one meaning for every kind of row (the report
+# prints these; docs/ cites them).
+EVENT_DOCS = {
+    "event": "id of the event: T1… phase transitions, E1… episodes (strongest first), J1… jumps, S1… transients, "
+             "P1… plateaus (in step order), C1… converged tails",
+    "kind": "phase_transition (jumps of several series at once), episode (transients of several series at once), "
+            "jump (a level change), transient (an excursion that returns), plateau (a stall ended by a change), "
+            "converged (a series' flat tail, from its first step to the end: never a plateau); "
+            "llc_stage rows come from `discrepancy llc`",
+    "signal": "the series the event is on; empty for a phase transition or an episode (their series: signals)",
+    "step": "where to mark it: a jump's first step at its new level, a transient's peak, a plateau's first step, "
+            "the median jump of a phase transition, the strongest transient's peak of an episode",
+    "start_step": "first logged step of the event (inclusive)",
+    "end_step": "last logged step of the event (inclusive)",
+    "size": "signed change in the series' units: a jump's level change, a transient's excess over its running "
+            "level at the peak, the change that ended a plateau; empty for grouped kinds (their series differ)",
+    "level": "the level the event departs from, in the series' units: a plateau's level, a transient's running "
+             "level at its peak; empty otherwise",
+    "score": "strength in units of the series' noise (≥ 0): |z| of a jump, z of a transient, |change that ended "
+             "a plateau| / σ̂ of its series, the strongest member's for grouped kinds",
+    "axis": "the step axis the event was found on: linear, or log (a jump seen only at log-spaced resolution); "
+            "empty for grouped kinds",
+    "signals": "every series involved, comma-separated, strongest first (the one series of a single-series event)",
+    "n_families": "how many signal families those series come from (1 for a single-series event)",
+}
+EVENT_COLUMNS = list(EVENT_DOCS)
 # llc.csv: one row per snapshot. llc_std: spread across chains; llc_se: standard error of the mean (std/√chains
 # kept); chains_ok/chains: chains kept/run; health: "ok" or the symptoms (analysis.llc.health).
 LLC_HEALTH_COLUMNS = ["llc_se", "chains_ok", "chains", "health"]
@@ -65,7 +86,8 @@ EMERGENCE_COLUMNS = ["suite", "skill", "kind", "step", "logprob_jump_step", "log
 # ---- file names ------------------------------------------------------------------------------------------------------
 EVENTS_CSV, SUMMARY_JSON, REPORT_HTML = "events.csv", "summary.json", "report.html"
 # One PNG per signal family of the analysis (page k > 0 of a long family: <stem>_<k+1>.png).
-FAMILY_STEMS = ("rewards", "losses", "gradient_noise", "kl_entropy", "lengths", "other")
+FAMILY_STEMS = ("rewards", "losses", "gradient_noise", "kl_entropy", "lengths", "other", "timing", "overview",
+                "jump_map")
 LLC_CSV, LLC_SETTINGS, LLC_PNG, LLC_STAGES_CSV = "llc.csv", "llc_settings.json", "llc.png", "llc_stages.csv"
 PROBE_SKILLS_CSV, PROBE_ITEMS_CSV, PROBE_UNITS_CSV = "probe_skills.csv", "probe_items.csv", "probe_units.csv"
 PROBE_EMERGENCE_CSV, PROBE_SETTINGS = "probe_emergence.csv", "probe_settings.json"

@@ -244,8 +244,7 @@ def test_constant_series_are_neither_searched_nor_drawn_and_said_once():
 
 
 def test_events_columns_mean_one_thing_for_every_kind(run_file: Path):
-    from discrepancy.analysis.pipeline import EVENT_DOCS
-    from discrepancy.runfile.results import EVENT_COLUMNS
+    from discrepancy.runfile.results import EVENT_COLUMNS, EVENT_DOCS, EVENT_DOCS
 
     res = analyze(run_file)
     ev = res.events()

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from discrepancy.analysis.pipeline import EVENT_DOCS, analyze
+from discrepancy.analysis.pipeline import analyze
 from discrepancy.report import write_outputs
 from discrepancy.runfile import Recorder, RunSchema
-from discrepancy.runfile.results import EVENT_COLUMNS
+from discrepancy.runfile.results import EVENT_COLUMNS, EVENT_DOCS
 
 N = 200
 SATURATED = 60  # reward_format is exactly 1 from this step on
