@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -14,19 +16,22 @@ from discrepancy.errors import DiscrepancyError
 def llc(
     run: Annotated[Path, typer.Argument(help="Path of the run file (run.h5) holding LoRA snapshots.", show_default=False)],
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: RUN.analysis next to the run).")] = None,
-    probe_size: Annotated[int, typer.Option("--probe-size", min=1, help="Recorded (prompt, completion) samples in the fixed evaluation set.")] = 32,
+    probe_size: Annotated[int, typer.Option("--probe-size", min=1, help="Recorded (prompt, completion) samples whose completion positions form the fixed evaluation set.")] = 16,
     chains: Annotated[int, typer.Option("--chains", min=1, help="SGLD chains per snapshot (run vectorised).")] = 4,
-    draws: Annotated[int, typer.Option("--draws", min=2, help="Draws per chain after burn-in.")] = 200,
-    burnin: Annotated[int, typer.Option("--burnin", min=0, help="Burn-in draws per chain (not averaged; a draw is one or more SGLD steps, calibrated).")] = 100,
+    draws: Annotated[int, typer.Option("--draws", min=2, help="Draws per chain after burn-in, averaged.")] = 20,
+    burnin: Annotated[int, typer.Option("--burnin", min=0, help="Burn-in draws per chain (not averaged).")] = 20,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the SGLD noise.")] = 0,
-    format: Annotated[Literal["table", "csv"], typer.Option("--format", help="table for people, csv for machines.")] = "table",
+    format: Annotated[Literal["table", "json"], typer.Option("--format", help="table for people, json for machines.")] = "table",
 ) -> None:
-    """Estimate the weight-refined LLC at every LoRA snapshot; write llc.csv, llc.png and llc_settings.json.
+    """Estimate the weight-refined LLC of the LoRA adapter at every snapshot; write llc.csv, llc.png, llc_stages.csv
+    and llc_settings.json into the analysis folder.
 
-    Settings are calibrated once and frozen across snapshots; snapshots already in llc.csv are skipped (resumable).
-    Resuming with other --chains/--draws/--burnin/--seed/evaluation set is refused; results of an earlier run under the
-    same name (train --force) are discarded with a notice. Each estimate gets a health verdict (negative, diverged
-    chains, chain spread, drift); unhealthy estimates are not LLCs and yield no stage boundaries.
+    The sampler is calibrated once, on the last snapshot, and its settings are reused for every snapshot (estimates
+    are comparable only at equal settings); each snapshot's row is written as soon as it is done, so an interrupted
+    job resumes where it stopped. Resuming with other --probe-size/--chains/--draws/--burnin/--seed is refused;
+    results of an earlier run under the same name (train --force) are discarded with a notice. Each estimate gets a
+    health verdict (negative, diverged chains, chain spread, drift): unhealthy estimates are not LLCs and yield no
+    stage boundaries. Progress goes to stderr (a bar in a terminal, one line per phase otherwise).
     """
     from discrepancy.analysis.llc.health import unhealthy_summary
     from discrepancy.analysis.llc.over_run import llc_over_run
@@ -34,63 +39,84 @@ def llc(
 
     if not run.exists():
         raise DiscrepancyError(f"{run} not found: pass the path of a run file")
-    progress = _progress() if sys.stderr.isatty() else None
-    try:
-        callback = None
-        if progress is not None:
-            task = progress.add_task("LLC per snapshot", total=None)
-
-            def callback(done: int, total: int, step: int) -> None:
-                progress.update(task, completed=done, total=total, description=f"LLC at step {step}")
-
+    with _Progress(sys.stderr.isatty()) as progress:
         table = llc_over_run(run, out, eval_size=probe_size, num_chains=chains, num_draws=draws,
-                             num_burnin=burnin, seed=seed, on_snapshot=callback,
-                             notice=lambda line: typer.echo(f"note: {line}", err=True))
-    finally:
-        if progress is not None:
-            progress.stop()
+                             num_burnin=burnin, seed=seed, on_snapshot=progress.snapshot,
+                             on_message=progress.line, notice=lambda line: progress.line(f"note: {line}"))
     bounds = healthy_stage_boundaries(table)
-    if format == "csv":
-        typer.echo(table.to_csv(index=False), nl=False)
+    summary = unhealthy_summary(table, _settings(run, out).get("probe_pairs"))
+    if format == "json":
+        typer.echo(json.dumps({"estimates": json.loads(table.to_json(orient="records")), "stage_boundaries": bounds,
+                               "settings": _settings(run, out), "unhealthy": summary}, indent=2))
     else:
         _print_table(table, bounds)
     for step, w in zip(table["step"], table["warnings"]):
         if isinstance(w, str) and w.strip():
             typer.echo(f"warning: step {step}: {w}", err=True)
-    summary = unhealthy_summary(table, _eval_pairs(run, out))
     if summary:
         typer.echo(f"warning: {summary}", err=True)
 
 
-def _eval_pairs(run: Path, out: Path | None) -> int | None:
-    """Size of the evaluation set, from the settings next to the results (for the unhealthy-estimates line)."""
+def _settings(run: Path, out: Path | None) -> dict[str, Any]:
+    """The stored settings next to the results (sampler, evaluation set, calibration cost); {} when unreadable."""
     from discrepancy.runfile.results import LLC, output_dir
 
     try:
-        return int(LLC.read_settings(output_dir(run, out))["probe_pairs"])
-    except (OSError, KeyError, TypeError, ValueError):
-        return None
+        return LLC.read_settings(output_dir(run, out)) or {}
+    except (OSError, ValueError):
+        return {}
 
 
-def _progress():  # noqa: ANN202 - rich.progress.Progress, imported lazily
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+class _Progress:
+    """Progress on stderr: a rich bar advancing per snapshot (lines printed above it) in a terminal; outside one,
+    each line as it comes, so a log or a CI job shows signs of life too."""
 
-    p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                 console=Console(stderr=True))
-    p.start()
-    return p
+    def __init__(self, terminal: bool) -> None:
+        self.terminal = terminal
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.terminal:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("LLC: loading the model", total=None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(text, highlight=False, markup=False)
+            if text.startswith("calibrating"):
+                self.bar.update(self.task, description="LLC: calibrating")
+        else:
+            typer.echo(text, err=True)
+
+    @property
+    def snapshot(self) -> Callable[[int, int, int], None]:
+        def advance(done: int, total: int, step: int) -> None:
+            if self.bar is not None:
+                self.bar.update(self.task, completed=done, total=total, description=f"LLC: step {step} done")
+        return advance
 
 
 def _print_table(table, bounds: list[int]) -> None:  # noqa: ANN001 - pandas DataFrame
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title="Weight-refined LLC per snapshot",
-              caption="s.e.: standard error of the mean (std/√chains kept); chain std: spread across chains")
+    t = Table(title="Weight-refined LLC of the LoRA adapter per snapshot",
+              caption="s.e.: standard error of the mean (chain std/√chains kept); chain std: spread across chains; "
+                      "stage boundary: a turn of the curve larger than 2 s.e. on both sides")
     for col in ("step", "LLC", "± s.e.", "chain std", "chains kept", "health", "stage boundary"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col != "health")
     for r in table.itertuples():
-        t.add_row(str(r.step), f"{r.llc_mean:.3g}", f"{r.llc_se:.2g}", f"{r.llc_std:.2g}",
+        t.add_row(str(r.step), f"{r.llc_mean:.4g}", f"{r.llc_se:.2g}", f"{r.llc_std:.2g}",
                   f"{int(r.chains_ok)}/{int(r.chains)}", str(r.health), "◆" if int(r.step) in bounds else "")
     Console(width=max(100, Console().width)).print(t)

@@ -1,7 +1,9 @@
-"""``discrepancy llc``: the CSV on stdout, one-line failures that leave no folder, refused option changes."""
+"""``discrepancy llc``: JSON on stdout, progress lines on stderr outside a terminal, the same --format values as the
+other commands, one-line failures that leave no folder, refused option changes."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,20 +12,36 @@ from typer.testing import CliRunner
 
 from discrepancy.cli import app
 
+from sample_runs import STEPS
 from sample_runs import tiny_snapshot_run as _tiny_run
 
 
 @pytest.mark.slow
-def test_cli_writes_csv_to_stdout(tmp_path: Path) -> None:
+def test_cli_writes_json_to_stdout_and_progress_to_stderr(tmp_path: Path) -> None:
+    """--format takes table|json like analyze and inspect (it took csv before); outside a terminal (CliRunner is
+    none) every phase prints a plain line on stderr: the calibration with its cost, then one line per snapshot."""
     run = _tiny_run(tmp_path)
     res = CliRunner().invoke(app, ["llc", str(run), "--chains", "2", "--draws", "6", "--burnin", "2",
-                                   "--format", "csv"])
+                                   "--format", "json"])
     assert res.exit_code == 0, res.output
-    assert res.stdout.splitlines()[0].startswith("step,llc_mean,llc_std")
-    assert {"llc_se", "chains_ok", "health"} <= set(res.stdout.splitlines()[0].split(","))
+    doc = json.loads(res.stdout)
+    assert [r["step"] for r in doc["estimates"]] == list(STEPS)
+    assert {"llc_mean", "llc_se", "chains_ok", "health"} <= set(doc["estimates"][0])
+    assert doc["settings"]["calibration_seconds"] > 0 and doc["settings"]["loss"] == "self_kl"
+    assert isinstance(doc["stage_boundaries"], list)
+    lines = res.stderr.splitlines()
+    assert any(line.startswith("calibrating") for line in lines)
+    assert any(line.startswith("calibrated in ") and " s: ε = " in line for line in lines)
+    assert [line.split(":")[0] for line in lines if line.startswith("[")] == [
+        f"[{i + 1}/{len(STEPS)}] step {s}" for i, s in enumerate(STEPS)]
     assert (tmp_path / "run.h5.analysis" / "llc.csv").exists()
+    again = CliRunner().invoke(app, ["llc", str(run), "--chains", "2", "--draws", "6", "--burnin", "2"])
+    assert again.exit_code == 0 and "reusing the calibration" in again.stderr
+    assert not any(line.startswith("[") for line in again.stderr.splitlines())  # every snapshot was already done
     missing = CliRunner().invoke(app, ["llc", str(tmp_path / "nope.h5")])
     assert missing.exit_code != 0 and "not found" in missing.output
+    wrong = CliRunner().invoke(app, ["llc", str(run), "--format", "csv"])
+    assert wrong.exit_code == 2 and "table" in wrong.output and "json" in wrong.output
 
 
 @pytest.mark.slow

@@ -5,9 +5,12 @@ The rule (documented in ``docs`` of ``estimate_llc``):
 1. Curvature scale. Power iteration with Hessian-vector products gives the largest |eigenvalue| h_max of the Hessian
    of L at w* (sampled parameters only, first batch). The stiffest direction of the sampled density then has
    stiffness a_max = nβ·h_max + γ, and SGLD is stable only for ε·a_max < 4.
-2. Localisation, if not given: γ = 1e-4·nβ·h_max. Weak enough that every direction carrying loss curvature above
-   1e-3·h_max is biased by under 10 % (a regular direction of stiffness a is scaled by nβh/(nβh + γ)), strong enough to
-   keep chains from wandering along exactly flat directions forever.
+2. Localisation, if not given: γ = h_max, a prior worth one example (the curvature one example adds in the stiffest
+   direction). It does not grow with n, so λ̂ → λ as n → ∞; a regular direction of stiffness a is scaled by
+   nβh/(nβh + γ), so only directions flatter than h_max/nβ, which carry no information at this n, are damped; exactly
+   flat directions (symmetries) stay bound. The former rule, γ = 10⁻⁴·nβ·h_max, grew with n and confined the
+   degenerate directions of deep networks (at n = 10⁶: −17 % against −9 % now on a 4-layer network with a width-2
+   bottleneck; benchmarks/results/llc.md).
 3. Step size: ε = c/a_max for c on the ladder 2, 1, ½, ¼, ⅛. Because the estimator evaluates the loss at the midpoint
    of consecutive iterates (see ``sgld``), large steps carry no discretisation bias on quadratic parts of the loss,
    and large steps mix the slow degenerate directions much faster. The chosen c is the largest one whose short pilot
@@ -31,6 +34,12 @@ The rule (documented in ``docs`` of ``estimate_llc``):
    barely move the loss: the loss trace of a deep linear network decorrelates within 1 to 3 steps at c = 2 even
    where the estimate is 10 % low for want of mixing. A 100-draw pilot cannot resolve τ much above 14 steps, so
    singular models with slow directions reach the cap, and regular ones get k = 2 (benchmarks/results/llc.md).
+6. Heated burn-in: the first half of the burn-in runs at nβ/100 with ε·100 (the same ε·nβ·h_max, so as stable),
+   the second half at the target. The degenerate directions of a deep network (products of several layers) are
+   wider than the start's spread and, at the target temperature, are reached only by diffusion at a step size set
+   by the stiff directions: chains then relax into them from below for longer than any budget, and λ̂ sits near
+   rank(Hessian)/2 (−15 % on a 5-layer network of width 10 at n = 10⁶; 4× the draws: −7 %). Heated, they spread
+   100× faster and cool back from above. Only burn-in is heated, so what is averaged samples the target.
 """
 
 from __future__ import annotations
@@ -45,7 +54,9 @@ from discrepancy.analysis.llc.sgld import SGLDSettings, Target, run_chains
 from discrepancy.analysis.llc.stats import autocorr_time, chain_llcs, step_values
 
 LADDER = (2.0, 1.0, 0.5, 0.25, 0.125)
-LOCALIZATION_RATIO = 1e-4
+BURNIN_HEAT = 100.0  # the first half of the burn-in at nβ/100 (rule 6)
+START_DEPTH = 3  # the start's spread is the posterior width of a product of this many factors (rule 4)
+LOCALIZATION_EXAMPLES = 1.0  # γ = this many examples' worth of the top curvature (rule 2)
 AGREEMENT_TOL = 0.15
 THIN_FACTOR = 2.0  # steps per draw = THIN_FACTOR·τ: draws about independent (AR(1) lag-2τ correlation ≈ e^-4)
 MAX_STEPS_PER_DRAW = 16  # cost cap: the final run costs at most this many times the default budget
@@ -101,10 +112,10 @@ def top_hessian_eigenvalue(target: Target, at: torch.Tensor | None = None, iters
 
 
 def _start_spread(target: Target, nbeta: float, h_max: float, seed: int, max_halvings: int = 8) -> float:
-    """σ₀ = (nβ·h_max)^(-1/6), halved until the curvature at w* + σ₀·ξ is at most 2·h_max (rule 4)."""
+    """σ₀ = (nβ·h_max)^(−1/(2·START_DEPTH)), halved until the curvature at w* + σ₀·ξ is at most 2·h_max (rule 4)."""
     gen = torch.Generator(device=target.w0.device).manual_seed(seed + 2)
     xi = torch.randn(target.w0.shape, generator=gen, device=target.w0.device)
-    spread = (nbeta * h_max) ** (-1 / 6)
+    spread = (nbeta * h_max) ** (-1 / (2 * START_DEPTH))
     for _ in range(max_halvings):
         # a rough eigenvalue suffices for this comparison: fewer power iterations
         if top_hessian_eigenvalue(target, at=target.w0 + spread * xi, iters=8, seed=seed) <= 2.0 * h_max:
@@ -136,6 +147,7 @@ class Calibration:
     c: float
     init_spread: float = 0.0
     steps_per_draw: int = 1
+    burnin_heat: float = 1.0
     pilots: list[Pilot] = field(default_factory=list)
     warning: str | None = None
 
@@ -171,13 +183,13 @@ def calibrate(
     h_max = top_hessian_eigenvalue(target, seed=seed)
     if not math.isfinite(h_max) or h_max <= 0:
         h_max = 1.0  # flat at w* on the first batch: fall back to unit curvature so ε and γ stay finite
-    gamma = LOCALIZATION_RATIO * nbeta * h_max if localization is None else localization
+    gamma = LOCALIZATION_EXAMPLES * h_max if localization is None else localization
     a_max = nbeta * h_max + gamma
     spread = _start_spread(target, nbeta, h_max, seed)
     base = SGLDSettings(
         step_size=1.0, localization=gamma, nbeta=nbeta, num_chains=num_chains,
         num_burnin=max(num_burnin // 2, 5), num_draws=max(num_draws // 2, 10), precondition=precondition, init_spread=spread,
-        seed=seed + 1,
+        seed=seed + 1, burnin_heat=BURNIN_HEAT,
     )
     pilots: list[Pilot] = []
     cache: dict[float, Pilot] = {}
@@ -199,7 +211,7 @@ def calibrate(
         if abs(hi.llc - lo.llc) <= slack:
             return Calibration(
                 step_size=c / a_max, localization=gamma, h_max=h_max, c=c, init_spread=spread, pilots=pilots,
-                steps_per_draw=steps_per_draw_for(hi.tau),
+                steps_per_draw=steps_per_draw_for(hi.tau), burnin_heat=BURNIN_HEAT,
             )
     c = LADDER[-1]
     warning = (
@@ -208,5 +220,25 @@ def calibrate(
     )
     return Calibration(
         step_size=c / a_max, localization=gamma, h_max=h_max, c=c, init_spread=spread, pilots=pilots, warning=warning,
-        steps_per_draw=steps_per_draw_for(get(c).tau),
+        steps_per_draw=steps_per_draw_for(get(c).tau), burnin_heat=BURNIN_HEAT,
     )
+
+
+RESOLUTION_C = 0.5  # ε·a_max of the fixed-budget rule: the plain estimate moves by ≈ 3 % from c = ½ to ¼ (over_run)
+RESOLUTION_GAMMA = 0.05  # γ/(nβ·h_max): the slowest direction relaxes in 1/(c·0.05) = 40 steps
+
+
+def resolution_settings(target: Target, nbeta: float, c: float = RESOLUTION_C,
+                        gamma_ratio: float = RESOLUTION_GAMMA, iters: int = 10) -> Calibration:
+    """Settings for a small fixed budget (tens of draws, chains started at w*), as the LLC over a run's snapshots
+    needs: no pilots, only the top Hessian eigenvalue (``iters`` Hessian-vector products, seconds).
+
+    γ = ``gamma_ratio``·nβ·h_max makes every direction settle within the burn-in, so the estimate is the LLC at a
+    resolution: directions whose curvature is far below γ/nβ add little (a quadratic direction of stiffness a adds
+    nβh/(2a)); ε = c/(nβ·h_max + γ). Frozen across a run, so estimates at different snapshots compare.
+    """
+    h_max = top_hessian_eigenvalue(target, iters=iters)
+    if not math.isfinite(h_max) or h_max <= 0:
+        h_max = 1.0  # flat at w*: unit curvature keeps ε and γ finite (a diverging run backs off from there)
+    gamma = gamma_ratio * nbeta * h_max
+    return Calibration(step_size=c / (nbeta * h_max + gamma), localization=gamma, h_max=h_max, c=c)

@@ -1,9 +1,21 @@
-"""The fixed evaluation set of an LLC over a run: recorded (prompt, completion) pairs and their token loss.
+"""The fixed evaluation set of an LLC over a run and its loss: the snapshot's own predictions as the truth.
 
-The GRPO objective is not a likelihood, so the LLC of an adapter is taken on a likelihood: the token-mean NLL of
-completions the run itself produced, the first ones it recorded (a fixed choice, the same at every snapshot). n is
-the number of completion tokens, so nβ = n/log n. (Stored settings name it the "probe" set, ``probe_pairs`` and
-so on: those keys stay, so that older result folders keep resuming.)
+The GRPO objective is not a likelihood, so the LLC of an adapter is taken on one. The contexts are fixed: the first
+recorded (prompt, completion) pairs of the run, the same at every snapshot; the positions scored are those that
+predict a completion token or the EOS after it, n of them, so nβ = n/log n. The loss at a snapshot w* is the token-mean
+
+    K(w) = (1/n) Σ_positions KL(p_{w*}(·|context) ‖ p_w(·|context)),
+
+the cross-entropy of the model against the snapshot's own next-token distributions minus their entropy: the
+expected NLL of completions the snapshot itself would sample, with the sampling done exactly (a sum over the
+vocabulary) rather than by drawing tokens. Why this loss and not the NLL of the recorded tokens (``token_nll``):
+K ≥ 0 with K(w*) = 0, so w* is an exact minimum, the condition under which λ̂ is an LLC at all. The recorded
+completions were drawn by earlier policies (and at a sampling temperature below 1 late in training), so the
+snapshot is not a minimum of their NLL: its gradient there is O(1) (0.27 at the first snapshot of the demo run,
+0.8–1.5 later, with 27,648 LoRA parameters), SGLD chains slide downhill from w*, and every estimate came out
+negative. Noise-free regression in the closed-form tests is the same construction: there the loss is K itself.
+(Stored settings name the evaluation set the "probe" set, ``probe_pairs`` and so on: those keys stay, so that older
+result folders keep resuming.)
 """
 
 from __future__ import annotations
@@ -69,6 +81,44 @@ def completion_tokens(batches: Sequence[EvalBatch]) -> int:
 def token_nll(model: torch.nn.Module, batch: EvalBatch) -> torch.Tensor:
     """Mean NLL per completion token (transformers' causal-LM loss ignores the -100 labels)."""
     return model(**batch).loss
+
+
+class KLBatch(TypedDict):
+    """A slice of the evaluation set with the snapshot's next-token log-probabilities at the scored positions."""
+
+    input_ids: torch.Tensor  # [B, T]
+    attention_mask: torch.Tensor  # [B, T]
+    positions: torch.Tensor  # [m] flat indices into the [B·(T−1)] next-token predictions that are scored
+    target: torch.Tensor  # [m, V] float32: log p_{w*}(·|context) at those positions
+
+
+def _next_token_logits(model: torch.nn.Module, batch: EvalBatch | KLBatch) -> torch.Tensor:
+    """Logits of every next-token prediction, flattened: [B·(T−1), V] (the last position predicts nothing)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]  # [B, T-1, V]
+    return logits.reshape(-1, logits.shape[-1]).float()
+
+
+@torch.no_grad()
+def snapshot_targets(model: torch.nn.Module, batches: Sequence[EvalBatch]) -> list[KLBatch]:
+    """The evaluation batches with the model's current next-token log-probs as targets (one forward per batch).
+
+    Memory: m × V floats per batch (the tiny model: 105-token vocabulary; a 150k vocabulary with 200 scored
+    positions takes 120 MB).
+    """
+    out = []
+    for b in batches:
+        positions = (b["labels"][:, 1:] != -100).reshape(-1).nonzero().squeeze(1)  # [m]
+        target = torch.log_softmax(_next_token_logits(model, b)[positions], dim=-1)  # [m, V]
+        out.append(KLBatch(input_ids=b["input_ids"], attention_mask=b["attention_mask"], positions=positions,
+                           target=target))
+    return out
+
+
+def self_kl(model: torch.nn.Module, batch: KLBatch) -> torch.Tensor:
+    """Token-mean KL(p_{w*} ‖ p_w) over the scored positions (≥ 0, and 0 at the snapshot the targets came from)."""
+    logp = torch.log_softmax(_next_token_logits(model, batch)[batch["positions"]], dim=-1)  # [m, V]
+    target = batch["target"]
+    return (target.exp() * (target - logp)).sum(-1).mean()
 
 
 def pairs_fingerprint(pairs: Sequence[tuple[str, str]]) -> str:

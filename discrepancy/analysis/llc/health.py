@@ -7,7 +7,8 @@ chains sampled its basin. The symptoms of the opposite are checked per snapshot:
 - ``diverged k/C``: k of C chains produced NaN/inf or exceeded the d/2 ceiling; they are left out of the mean,
   which is then an average over the survivors and says so;
 - ``spread``: the chains disagree (std > half the |mean|, the threshold of ``stats.diagnose``);
-- ``drift``: the loss trace still drifts after burn-in.
+- ``drift``: the loss trace still drifts after burn-in;
+- ``step size``: the step-size calibration found no pair of step sizes whose estimates agree.
 
 ``health`` is "ok" or the symptoms joined by "; ". Two uncertainties are reported and must not be confused: the
 chain spread ``llc_std`` (std across chains: how much one chain varies) and the standard error ``llc_se`` =
@@ -20,10 +21,14 @@ import json
 import math
 from collections.abc import Sequence
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from discrepancy.runfile.results import LLC_HEALTH_COLUMNS
+
+if TYPE_CHECKING:  # pandas only for the table functions: the estimator's verdict needs none
+    import pandas as pd
 
 SPREAD = 0.5  # chains disagree when std > SPREAD·max(|mean|, 1), as in stats.diagnose
 
@@ -46,6 +51,8 @@ def health_of(per_chain: Sequence[float], dim: int | None, warnings: str = "") -
         std = math.nan
     if "drifts after burn-in" in (warnings or ""):
         out.append("drift")
+    if "calibration found no pair" in (warnings or ""):
+        out.append("step size")
     se = std / math.sqrt(ok.size) if ok.size else math.nan
     return {"llc_se": se, "chains_ok": int(ok.size), "chains": int(x.size), "health": "; ".join(out) or "ok"}
 
@@ -70,6 +77,8 @@ def with_health(table: pd.DataFrame, dim: int | None) -> pd.DataFrame:
 
 def healthy_mask(table: pd.DataFrame) -> pd.Series:
     """True for rows whose estimate is healthy; tables without a health column count as healthy (given by hand)."""
+    import pandas as pd
+
     if "health" not in table:
         return pd.Series(True, index=table.index)
     return table["health"].astype(str) == "ok"

@@ -1,17 +1,30 @@
-"""LLC over a training run: the weight-refined LLC of the LoRA adapter at every snapshot (SPEC §5).
+"""LLC over a training run: the weight-refined LLC of the LoRA adapter at every snapshot (docs/llc.md).
 
-For each snapshot the model is rebuilt (base + adapter at that step) and the LLC of the adapter parameters is
-estimated on a fixed evaluation set of recorded (prompt, completion) pairs with the token-mean NLL of the completions
-as the loss (``evalset``: the GRPO objective is not a likelihood).
+For each snapshot w* the model is rebuilt (base + adapter at that step) and the LLC of the adapter parameters is
+estimated on a fixed evaluation set of contexts, the first recorded (prompt, completion) pairs, with the loss
+K(w) = token-mean KL(p_{w*} ‖ p_w) at the completion positions (``evalset``: w* is then an exact minimum of the loss,
+which the NLL of the recorded completions is not, and every estimate on that loss came out negative).
 
-Settings are frozen across snapshots, as LLCs are only comparable at equal (ε, γ, nβ, chains, draws, steps per
-draw): they are calibrated once, at the LAST snapshot (the trained adapter; the first one, B = 0, is a singular point
-with little curvature to calibrate on), stored in ``llc_settings.json`` with the run's identity and a fingerprint of
-the evaluation set, and reused on resume. Results go to ``llc.csv`` (one row per snapshot, appended as each
-finishes, so an interrupted job resumes where it stopped), ``llc.png`` and ``llc_stages.csv`` (stage boundaries,
-``stages``, in the layout of the analysis event table); the folder's contract is ``discrepancy.runfile.results``.
-A resume asked for other chains, draws, burn-in, seed or evaluation set is refused; results of an earlier run under
-the same name (``train --force``) are discarded (``results.check_run_identity``).
+Settings are frozen across snapshots, as LLCs are only comparable at equal (ε, γ, nβ, chains, draws): they are
+calibrated once, at the LAST snapshot (the trained adapter; the first one, B = 0, is a singular point with little
+curvature to calibrate on), by ``calibrate.resolution_settings`` (the top Hessian eigenvalue h_max, a few seconds),
+stored in ``llc_settings.json`` with the run's identity, a fingerprint of the evaluation set and the calibration's
+cost, and reused on resume. Where a snapshot's chains diverge at the frozen ε, the estimator halves it and says so in
+that row's ``warnings``. Results go to ``llc.csv`` (one row per snapshot, appended as each finishes, so an
+interrupted job resumes where it stopped), ``llc.png`` and ``llc_stages.csv`` (stage boundaries, ``stages``, in the
+layout of the analysis event table); the folder's contract is ``discrepancy.runfile.results``. A resume asked for
+other chains, draws, burn-in, seed, evaluation set or loss is refused; results of an earlier run under the same name
+(``train --force``) are discarded (``results.check_run_identity``).
+
+The estimate is the plain one (loss at the SGLD iterates, ``corrected=False``) at c = ε·nβ·h_max = ½: with n in the
+hundreds of tokens the chains roam where the KL is far from quadratic, and the midpoint correction, exact on
+quadratic losses, then over-corrects (last demo snapshot, 4 × 400 draws: corrected 53 / 70 / 85 at c = 1, ½, ¼ against
+plain 101 / 98 / 95, both heading for ≈ 92 as c → 0). The plain estimate at c = ½ sits ≈ 7 % above that limit, the
+same bias at every snapshot since ε is frozen. γ = ``RESOLUTION_GAMMA``·nβ·h_max localises the chains enough that they
+settle within the default burn-in of 20 draws (the slowest direction relaxes in 1/(ε·γ) = 40 steps, the ones that
+carry loss much faster; with 10 burn-in draws the drift check fired at the demo's first snapshot in 4 of 4 seeds,
+with 20 in none): the estimate counts the directions whose curvature is within a factor ≈ 20 of the top one, and
+longer chains do not change it (last demo snapshot: 99 ± 1 with 20 + 20 draws, 98.3 with 100 + 400).
 
 Every row carries a health verdict (``health``): a negative mean, diverged chains (left out of the mean) or chains
 that disagree mean the number is not an LLC, and such rows yield no stage boundary.
@@ -21,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,11 +44,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from discrepancy.analysis.llc.calibrate import resolution_settings
 from discrepancy.analysis.llc.estimator import LLCResult, estimate_llc
 from discrepancy.analysis.llc.evalset import (
-    EvalBatch, completion_tokens, eval_pairs_from_run, pairs_fingerprint, token_nll, tokenize_pairs,
+    EvalBatch, completion_tokens, eval_pairs_from_run, pairs_fingerprint, self_kl, snapshot_targets, tokenize_pairs,
 )
 from discrepancy.analysis.llc.health import health_of, healthy_mask, with_health
+from discrepancy.analysis.llc.sgld import Target
 from discrepancy.analysis.llc.stages import healthy_stage_boundaries, llc_stage_events
 from discrepancy.errors import DiscrepancyError
 from discrepancy.runfile import open_run
@@ -44,6 +60,9 @@ from discrepancy.runfile.results import (
 )
 
 OnSnapshot = Callable[[int, int, int], None]  # (done, total, step)
+LOSS = "self_kl"  # recorded with the settings: results on another evaluation loss are not resumed
+FROZEN = ("step_size", "localization", "nbeta", "init_spread", "num_chains", "num_draws", "num_burnin", "seed",
+          "steps_per_draw", "corrected")
 
 
 class LLCSettingsError(DiscrepancyError):
@@ -55,25 +74,28 @@ def llc_over_run(
     out: str | Path | None = None,
     *,
     eval_pairs: Sequence[tuple[str, str]] | None = None,
-    eval_size: int = 32,
+    eval_size: int = 16,
     num_chains: int = 4,
-    num_draws: int = 200,
-    num_burnin: int = 100,
+    num_draws: int = 20,
+    num_burnin: int = 20,
     seed: int = 0,
     on_snapshot: OnSnapshot | None = None,
     notice: Notice | None = None,
+    on_message: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Estimate the adapter's LLC at every snapshot of a run; returns the LLC-vs-step table (also in ``llc.csv``).
 
-    ``eval_pairs``: the evaluation set (default: the first ``eval_size`` recorded samples of the run).
+    ``eval_pairs``: the evaluation contexts (default: the first ``eval_size`` recorded samples of the run).
     ``on_snapshot(done, total, step)`` is called after each snapshot (the CLI hangs a progress bar on it);
+    ``on_message(line)`` receives one line per phase (calibration and its cost, each snapshot's estimate and time);
     ``notice(line)`` receives the notice that results of a re-created run were discarded (default: a warning).
     The run and its model are checked before anything is written, so a failed call leaves no folder behind.
-    Resuming with settings that change the results (evaluation set, chains, draws, burn-in, seed) raises
+    Resuming with settings that change the results (evaluation set, loss, chains, draws, burn-in, seed) raises
     ``LLCSettingsError``; results of another run are discarded or refused (``results.check_run_identity``).
     """
     from discrepancy.modeling import model_from_run  # lazily: loads transformers
 
+    say = on_message or (lambda line: None)
     run_path = Path(run_path)
     if not run_path.is_file():
         raise DiscrepancyError(f"{run_path} is not a run file: pass the path of a run (.h5)")
@@ -88,48 +110,75 @@ def llc_over_run(
         # refuse other sampler settings before the (slow) model load; the evaluation set is compared once tokenized
         _stored_settings(out, run_path, identity["run_id"], budget, notice)
         model, tokenizer = model_from_run(run, steps[-1], dtype=torch.float32)
-        batches = tokenize_pairs(pairs, tokenizer)
+        batches = tokenize_pairs(pairs, tokenizer, batch_size=max(len(pairs), 1))  # one batch: no minibatch noise
         n_tokens = completion_tokens(batches)
         if n_tokens < 3:
             raise DiscrepancyError("the LLC evaluation set has fewer than 3 completion tokens: use a larger "
                                    "evaluation set (--probe-size)")
         # stored under the historical "probe" keys: older settings files keep resuming
-        eval_id = {"probe_pairs": len(pairs), "probe_tokens": n_tokens, "probe_sha256": pairs_fingerprint(pairs)}
+        eval_id = {"probe_pairs": len(pairs), "probe_tokens": n_tokens, "probe_sha256": pairs_fingerprint(pairs),
+                   "loss": LOSS}
         stored = _stored_settings(out, run_path, identity["run_id"], budget | eval_id, notice)
         out.mkdir(parents=True, exist_ok=True)
         if stored is None:
-            frozen, last = _calibrate(out, model, batches, n_tokens, budget, identity | eval_id)
-            dim = last.settings["num_params"]
+            say(f"calibrating the sampler on the last snapshot (step {steps[-1]}, {n_tokens} evaluation tokens)")
+            stored = _calibrate(out, model, batches, n_tokens, budget, identity | eval_id | {"calibrated_at": steps[-1]})
+            say(f"calibrated in {stored['calibration_seconds']:.1f} s: {_describe(stored)}; reused for every snapshot")
         else:
-            frozen, last, dim = _frozen(stored), None, stored.get("num_params")
-        _estimate_missing(run, model, batches, frozen, last, out / LLC_CSV, on_snapshot)
+            say(f"reusing the calibration in {LLC.settings_path(out)} (made in "
+                f"{stored.get('calibration_seconds', math.nan):.1f} s): {_describe(stored)}")
+        _estimate_missing(run, model, batches, _frozen(stored), out / LLC_CSV, on_snapshot, say)
+        dim = stored.get("num_params")
     return _finish(out, steps, int(dim) if dim is not None else None)
 
 
+def _describe(settings: dict[str, Any]) -> str:
+    return (f"ε = {settings['step_size']:.3g}, γ = {settings['localization']:.3g}, nβ = {settings['nbeta']:.3g}, "
+            f"{settings['num_chains']} chains × ({settings['num_burnin']} + {settings['num_draws']}) draws")
+
+
 def _estimate_missing(run: Any, model: torch.nn.Module, batches: list[EvalBatch], frozen: dict[str, Any],
-                      last: LLCResult | None, csv: Path, on_snapshot: OnSnapshot | None) -> None:
+                      csv: Path, on_snapshot: OnSnapshot | None, say: Callable[[str], None]) -> None:
     """Estimate the snapshots not yet in ``csv`` with the frozen settings, appending one row as each finishes (an
-    interrupted job resumes where it stopped). ``last``: the calibration's estimate of the last snapshot, reused."""
+    interrupted job resumes where it stopped)."""
     from discrepancy.modeling.lora import load_lora_state  # lazily: loads transformers
 
     steps = list(run.snapshot_steps)
     done = set(_read_done(csv)["step"].astype(int))
     todo = [s for s in steps if s not in done]
+    if done and todo:
+        say(f"resuming: {len(done)} of {len(steps)} snapshots already in {csv.name}")
     for k, step in enumerate(todo):
-        if step == steps[-1] and last is not None:
-            res = last  # the calibration's final run used exactly the frozen settings on this snapshot
-        else:
-            load_lora_state(model, run.snapshot(step))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # kept in the CSV's warnings column instead
-                res = estimate_llc(model, token_nll, batches, **frozen)
-        warn = " | ".join(res.warnings) or ""
-        row = {"step": step, "llc_mean": res.llc_mean, "llc_std": res.llc_std,
-               "llc_per_chain": json.dumps(res.llc_per_chain), "init_loss": res.init_loss, "warnings": warn,
-               **health_of(res.llc_per_chain, res.settings["num_params"], warn)}
+        t0 = time.perf_counter()
+        load_lora_state(model, run.snapshot(step))
+        res = _estimate(model, batches, frozen)
+        row = _row(step, res)
         append_table(pd.DataFrame([row], columns=LLC_COLUMNS), csv)
+        i = len(steps) - len(todo) + k + 1
+        say(f"[{i}/{len(steps)}] step {step}: LLC {res.llc_mean:.4g} ± {row['llc_se']:.2g} s.e., {row['health']} "
+            f"({time.perf_counter() - t0:.1f} s)")
         if on_snapshot is not None:
-            on_snapshot(len(steps) - len(todo) + k + 1, len(steps), step)
+            on_snapshot(i, len(steps), step)
+
+
+def _estimate(model: torch.nn.Module, batches: list[EvalBatch], frozen: dict[str, Any]) -> LLCResult:
+    """The LLC at the model's current adapter, on K = KL(current ‖ ·) at the evaluation contexts."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # kept in the CSV's warnings column instead
+        return estimate_llc(model, self_kl, snapshot_targets(model, batches), backoff=True, **frozen)
+
+
+def _row(step: int, res: LLCResult) -> dict[str, Any]:
+    """One row of ``llc.csv``; a step size halved after a divergence is said in ``warnings`` (the row stays
+    comparable: only ε changed, and the plain estimate moves by a few per cent between c = ½ and ¼)."""
+    notes = list(res.warnings)
+    if len(res.backoff) > 1:
+        notes.append(f"chains diverged at the frozen step size: halved {len(res.backoff) - 1}× to "
+                     f"ε = {res.settings['step_size']:.3g}")
+    warn = " | ".join(notes)
+    return {"step": step, "llc_mean": res.llc_mean, "llc_std": res.llc_std,
+            "llc_per_chain": json.dumps(res.llc_per_chain), "init_loss": res.init_loss, "warnings": warn,
+            **health_of(res.llc_per_chain, res.settings["num_params"], " | ".join(res.warnings))}
 
 
 def _finish(out: Path, steps: list[int], dim: int | None) -> pd.DataFrame:
@@ -151,38 +200,40 @@ def _stored_settings(out: Path, run_path: Path, identity: str, current: dict[str
     """The settings stored in ``out`` when its results may be resumed; None when there are none (left) to resume.
 
     Results of a re-created run are discarded (with a notice); other settings are refused, naming the differences.
+    Settings files written before the evaluation loss was recorded used the token NLL of the recorded completions.
     """
     stored = LLC.read_settings(out)
     if stored is None or not check_run_identity(stored, identity, run_path, out, LLC.owned(out), LLC.what, notice):
         return None
     diff = differing(stored, current)
+    if "loss" in current and stored.get("loss", "token_nll") != current["loss"]:
+        diff.append(f"loss {stored.get('loss', 'token_nll')}→{current['loss']}")
     if diff:
-        raise LLCSettingsError(f"{out} holds LLC results computed with other settings ({', '.join(diff)}): pass a "
-                               f"fresh --out folder, or delete {out / LLC_CSV} and {LLC.settings_path(out)} to "
-                               "recompute")
+        raise LLCSettingsError(f"{out} holds LLC results computed with other settings ({', '.join(dict.fromkeys(diff))}):"
+                               f" pass a fresh --out folder, or delete {out / LLC_CSV} and {LLC.settings_path(out)} "
+                               "to recompute")
     return stored
 
 
 def _frozen(stored: dict[str, Any]) -> dict[str, Any]:
-    """The sampler settings of a stored settings file (files written before steps per draw was calibrated ran one
-    SGLD step per draw)."""
-    keys = ("step_size", "localization", "nbeta", "init_spread", "num_chains", "num_draws", "num_burnin", "seed")
-    return {k: stored[k] for k in keys} | {"steps_per_draw": stored.get("steps_per_draw", 1)}
+    """The estimator's keyword arguments from a stored settings file."""
+    return {k: stored[k] for k in FROZEN}
 
 
 def _calibrate(out: Path, model: torch.nn.Module, batches: list[EvalBatch], n_tokens: int, budget: dict[str, int],
-               record: dict[str, Any]) -> tuple[dict[str, Any], LLCResult]:
-    """Calibrate the settings shared by every snapshot on the model as loaded (the last snapshot) and store them with
-    ``record`` (run identity, evaluation set); the calibration's own estimate is returned for reuse."""
+               record: dict[str, Any]) -> dict[str, Any]:
+    """Calibrate the settings shared by every snapshot on the model as loaded (the last snapshot) and store them
+    with ``record`` (run identity, evaluation set, loss) and the calibration's cost in seconds."""
+    t0 = time.perf_counter()
     nbeta = n_tokens / math.log(n_tokens)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = estimate_llc(model, token_nll, batches, nbeta=nbeta, **budget)
-    calibrated = ("step_size", "localization", "nbeta", "init_spread", "steps_per_draw")
-    frozen = {k: res.settings[k] for k in calibrated} | budget
-    LLC.write_settings(out, {**frozen, **record, "calibrated_at": "last snapshot",
-                             "num_params": res.settings["num_params"]})
-    return frozen, res
+    names = [k for k, _ in model.named_parameters() if "lora_" in k]
+    target = Target(model, self_kl, snapshot_targets(model, batches), names)
+    calib = resolution_settings(target, nbeta)
+    stored = {"step_size": calib.step_size, "localization": calib.localization, "nbeta": nbeta, "init_spread": 0.0,
+              "steps_per_draw": 1, "corrected": False, **budget, **record, "num_params": target.dim,
+              "h_max": calib.h_max, "calibration_seconds": time.perf_counter() - t0}
+    LLC.write_settings(out, stored)
+    return stored
 
 
 def plot_llc(table: pd.DataFrame, path: Path) -> Path:

@@ -52,6 +52,7 @@ class SGLDSettings:
     init_spread: float = 0.0
     seed: int = 0
     steps_per_draw: int = 1
+    burnin_heat: float = 1.0  # first half of the burn-in at nβ/heat with ε·heat (``run_chains``); 1 = off
 
 
 class _LossModule(nn.Module):
@@ -182,15 +183,21 @@ def run_chains(target: Target, s: SGLDSettings, vectorised: bool) -> ChainTraces
     deltas = torch.zeros(C, T, dtype=torch.float64, device=w.device)
     gdots, dist2 = torch.zeros_like(deltas), torch.zeros_like(deltas)
     nb = len(target.batches)
-    half_eps, sqrt_eps = 0.5 * s.step_size, math.sqrt(s.step_size)
+    hot_steps = (s.num_burnin * k) // 2 if s.burnin_heat > 1 else 0
     for t in range(T * k):
+        # A hot first half of the burn-in (nβ/heat, ε·heat: the same ε·nβ·h) spreads the chains along the slow
+        # degenerate directions `heat` times faster than diffusion at the target temperature; the second half
+        # cools them back, from above. Only burn-in is heated, so what is averaged samples the target.
+        heat = s.burnin_heat if t < hot_steps else 1.0
+        nbeta, eps = s.nbeta / heat, s.step_size * heat
+        half_eps, sqrt_eps = 0.5 * eps, math.sqrt(eps)
         b = t % nb
         losses, grad = target.losses_and_grads(w, target.batches[b], vectorised)
         deltas[:, t // k] += (losses - target.ref_losses[b]).double() / k
         with torch.no_grad():
             off = w - target.w0  # [C, D]
             dist2[:, t // k] += off.square().sum(dim=1).double() / k
-            drift = grad * s.nbeta + off * s.localization  # [C, D]
+            drift = grad * nbeta + off * s.localization  # [C, D]
             noise = torch.randn(w.shape, generator=gen, device=w.device, dtype=w.dtype)
             if sq_avg is None:
                 step = noise.mul_(sqrt_eps).sub_(drift, alpha=half_eps)  # [C, D]

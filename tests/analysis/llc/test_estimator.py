@@ -101,7 +101,7 @@ def test_regular_model_gives_half_the_dimension() -> None:
     model, teacher = orthonormal_dln([10, 1], 1)
     data = gaussian_regression_data(teacher, 100_000, 200)
     res = estimate_llc(model, gaussian_nll, data)
-    assert res.llc_mean == pytest.approx(5.0, rel=0.10)
+    assert res.llc_mean == pytest.approx(5.0, rel=0.05)
     assert res.healthy, res.warnings
 
 
@@ -115,17 +115,30 @@ def test_preconditioned_sampler_gives_half_the_dimension() -> None:
     assert res.llc_mean == pytest.approx(5.0, rel=0.10)
 
 
+SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize(
     ("widths", "rank"),
-    [
-        ([8, 2, 8], 2),  # bottleneck: hidden width equals the rank
-        ([10, 5, 10], 3),  # rank-deficient two-layer (reduced-rank regression)
-        ([5, 4, 3, 5], 2),  # three layers, rank-deficient
+    [  # n = 10⁶ noise-free examples, seed 0 (seeds 1 and 2 are held out: benchmarks/results/llc.md)
+        ([8, 2, 8], 2),  # 2 layers, bottleneck: hidden width equals the rank
+        ([10, 5, 10], 3),  # 2 layers, rank-deficient (reduced-rank regression)
+        ([12, 6, 12], 0),  # 2 layers, zero teacher
+        ([5, 4, 3, 5], 2),  # 3 layers, rank-deficient
+        pytest.param([10, 8, 8, 10], 0, marks=SLOW),  # 3 layers, zero teacher
+        pytest.param([20, 30, 30, 20], 6, marks=SLOW),  # 3 layers, wide (2,100 parameters)
+        pytest.param([6, 6, 6, 6], 3, marks=SLOW),  # 3 layers, equal widths
+        pytest.param([8, 8, 2, 8, 8], 1, marks=SLOW),  # 4 layers, narrow bottleneck
+        pytest.param([10, 10, 10, 10, 10], 4, marks=SLOW),  # 4 layers, width 10
+        pytest.param([5, 3, 5, 3, 5, 3], 1, marks=SLOW),  # 5 layers, alternating widths
+        pytest.param([10, 10, 10, 10, 10, 10], 5, marks=SLOW),  # 5 layers, width 10
     ],
 )
-def test_linear_networks_match_aoyagi(widths: list[int], rank: int) -> None:
-    est, true = _dln_case(widths, rank, 200_000)
-    assert est == pytest.approx(true, rel=0.10)
+def test_deep_linear_networks_match_aoyagi_within_5_percent(widths: list[int], rank: int) -> None:
+    """Default arguments against Aoyagi's closed form, 2 to 5 layers (the former defaults were 6 to 30 % low on the
+    deeper ones and raised on a 4-layer bottleneck; the rule changes are in ``calibrate``, rules 2, 4 and 6)."""
+    est, true = _dln_case(widths, rank, 1_000_000)
+    assert est == pytest.approx(true, rel=0.05)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -136,15 +149,9 @@ def test_three_layer_network_matches_aoyagi_across_seeds(seed: int) -> None:
 
 
 @pytest.mark.slow
-def test_four_layer_network_matches_aoyagi() -> None:
-    est, true = _dln_case([6, 6, 6, 6], 3, 1_000_000)
-    assert est == pytest.approx(true, rel=0.10)
-
-
-@pytest.mark.slow
 def test_few_thousand_parameter_network_matches_aoyagi() -> None:
     est, true = _dln_case([40, 30, 40], 10, 1_000_000)  # 2,400 parameters, rank-deficient
-    assert est == pytest.approx(true, rel=0.10)
+    assert est == pytest.approx(true, rel=0.05)
 
 
 def test_lora_only_sampling_on_peft_linear_layer() -> None:
