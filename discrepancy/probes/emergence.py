@@ -1,4 +1,4 @@
-"""Emergence and forgetting of a skill across snapshots (SPEC §6, Schaeffer et al. 2023).
+"""Emergence and forgetting of a skill across snapshots (docs/definitions.md §6, Schaeffer et al. 2023).
 
 Two curves per skill over the snapshot steps: the continuous score c (mean gold-answer log-prob per answer token) and
 exact match e.

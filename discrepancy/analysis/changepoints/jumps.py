@@ -1,6 +1,7 @@
-"""Jump sets of logged series (SPEC §4): where the level changes abruptly, with signed size and z-score.
+"""Jump sets of logged series (docs/definitions.md §4): where the level changes abruptly, with signed size and z-score.
 
-The test is the one SPEC §4 describes: at each boundary t, fit a straight line to the ``w`` points left of t and
+The test is the one docs/definitions.md §4 describes: at each boundary t, fit a straight line to the ``w`` points
+left of t and
 another to the ``w`` points right of t, and compare their values at the boundary. Lines (not means) so that a steep
 but smooth trend — early exponential decay — is not mistaken for a jump, and a kink (slope change) gives no signal.
 Robustness, in order:

@@ -2,7 +2,8 @@
 
 Training curves carry trends, jumps, isolated spikes and heavy-tailed noise whose size changes over the run, so the
 noise level is taken from first differences (trend- and jump-free up to a few terms) with the median absolute
-deviation (insensitive to spikes): σ̂ = 1.4826 · MAD(Δy) / √2 (SPEC §4). The 1.4826 makes MAD consistent for a
+deviation (insensitive to spikes): σ̂ = 1.4826 · MAD(Δy) / √2 (docs/definitions.md §4). The 1.4826 makes MAD
+consistent for a
 Gaussian; the √2 undoes the variance doubling of differencing independent noise.
 
 Two other scales serve the detectors: ``local_scale`` / ``noise_floor`` (the jump test's local σ̂ of differences and

@@ -1,4 +1,4 @@
-"""Plateaus and converged tails of logged series (SPEC §4), estimated from noisy data.
+"""Plateaus and converged tails of logged series (docs/definitions.md §4), estimated from noisy data.
 
 The definitions are in ``truth`` (the same rules label the synthetic benchmarks): a plateau is the maximal stretch
 before a transition over which the level stays within b = min(2σ, |D|/4) of the level the transition leaves from (D

@@ -1,4 +1,5 @@
-"""The definitions of a plateau and of a converged tail (SPEC §4), applied to a noiseless curve: the ground truth.
+"""The definitions of a plateau and of a converged tail (docs/definitions.md §4), applied to a noiseless curve: the
+ground truth.
 
 Both synthetic generators label their curves with these functions, from the clean curve, the noise scale they put on
 it and the transitions they planted; the detector (``plateaus``) estimates the same quantities from noisy data.

@@ -1,4 +1,5 @@
-"""The local learning coefficient (LLC, SPEC §5): the estimator and the LLC of a run's adapter over training.
+"""The local learning coefficient (LLC, docs/definitions.md §5): the estimator and the LLC of a run's adapter over
+training.
 
 - ``estimator``: ``estimate_llc(model, loss_fn, data)`` at the model's current weights, with ``LLCResult``;
 - ``sgld``, ``calibrate``, ``stats``: the vectorised SGLD chains, the automatic step-size rule, traces → LLC values;

@@ -1,4 +1,4 @@
-"""Vectorised SGLD chains for local learning coefficient estimation (SPEC §5).
+"""Vectorised SGLD chains for local learning coefficient estimation (docs/definitions.md §5).
 
 All chains live in ONE flat buffer ``w`` of shape [C, D] (C chains, D sampled scalars); each sampled parameter of the
 model is a view into it. A step evaluates every chain's minibatch loss at once with ``torch.func.vmap`` over

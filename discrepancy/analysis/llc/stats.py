@@ -1,4 +1,4 @@
-"""From recorded SGLD traces to per-chain LLC values and health diagnostics (SPEC §5).
+"""From recorded SGLD traces to per-chain LLC values and health diagnostics (docs/definitions.md §5).
 
 Per step t the recorded value is nβ·(L_b(w_t) − L_b(w*) + ¼·∇L_b(w_t)·(w_{t+1} − w_t)). The last term turns the loss at
 w_t into the loss at the midpoint (w_t + w_{t+1})/2 (exact for a quadratic loss, by a second-order Taylor expansion), and

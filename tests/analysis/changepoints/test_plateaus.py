@@ -63,7 +63,8 @@ def test_reward_like_mirror_gives_the_same_intervals():
 
 
 def test_trend_and_constant_are_neither():
-    """A ramp is no plateau; a constant series has neither plateau nor converged tail (SPEC §4: it never moved).
+    """A ramp is no plateau; a constant series has neither plateau nor converged tail (docs/definitions.md §4: it
+    never moved).
     This used to call the constant series one plateau [0, 300)."""
     rng = np.random.default_rng(1)
     ramp = np.linspace(0, 3, 2000) + 0.03 * rng.standard_normal(2000)
