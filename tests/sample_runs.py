@@ -84,8 +84,9 @@ def damage_snapshot(run: Path, path: Path) -> Path:
     return path
 
 
-def tiny_snapshot_run(folder: Path, run_id: str | None = None) -> Path:
-    """A run with three snapshots: B = 0 (step 0), then two trained adapters, and the evaluation pairs as samples."""
+def tiny_snapshot_run(folder: Path, run_id: str | None = None, base_at: Path | None = None) -> Path:
+    """A run with three snapshots: B = 0 (step 0), then two trained adapters, and the evaluation pairs as samples.
+    ``base_at``: keep the base model there (recorded as an absolute path) instead of next to the run."""
     import torch  # lazily: only the LLC tests need the model code
 
     from discrepancy.analysis.llc.evalset import tokenize_pairs
@@ -96,7 +97,7 @@ def tiny_snapshot_run(folder: Path, run_id: str | None = None) -> Path:
 
     tok = build_char_tokenizer()
     base = build_tiny_model(tok, seed=0, hidden_size=16, intermediate_size=32, num_layers=1)
-    save_local_model(base, tok, folder / "run.base")
+    save_local_model(base, tok, base_at or folder / "run.base")
     lora = LoraSettings(2, 4.0, ("q_proj",), 0.0)
     model = attach_lora(base, lora.rank, lora.alpha, lora.target_modules, lora.dropout)
     snaps = {0: lora_state_numpy(model)}
@@ -110,7 +111,7 @@ def tiny_snapshot_run(folder: Path, run_id: str | None = None) -> Path:
             snaps[step] = lora_state_numpy(model)
     schema = RunSchema(series={"loss": "loss"}, snapshot_tensors={k: v.shape for k, v in snaps[0].items()})
     path = folder / "run.h5"
-    meta = run_model_meta("tiny", "run.base", lora) | ({"run_id": run_id} if run_id else {})
+    meta = run_model_meta("tiny", str(base_at) if base_at else "run.base", lora) | ({"run_id": run_id} if run_id else {})
     with Recorder.create(path, schema, meta=meta) as rec:
         for step in STEPS:
             rec.log_step(step, {"loss": 0.0})

@@ -22,6 +22,9 @@ def llc(
     burnin: Annotated[int, typer.Option("--burnin", min=0, help="Burn-in draws per chain (not averaged).")] = 20,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the SGLD noise.")] = 0,
     format: Annotated[Literal["table", "json"], typer.Option("--format", help="table for people, json for machines.")] = "table",
+    trust_run: Annotated[bool, typer.Option(
+        "--trust-run", help="Read the run's base model where the run file records it, also outside the run's "
+                            "folder (only for run files you trust).")] = False,
 ) -> None:
     """Estimate the weight-refined LLC of the LoRA adapter at every snapshot; write llc.csv, llc.png, llc_stages.csv
     and llc_settings.json into the analysis folder.
@@ -42,7 +45,7 @@ def llc(
     with _Progress(sys.stderr.isatty()) as progress:
         table = llc_over_run(run, out, eval_size=probe_size, num_chains=chains, num_draws=draws,
                              num_burnin=burnin, seed=seed, on_snapshot=progress.snapshot,
-                             on_message=progress.line, notice=lambda line: progress.line(f"note: {line}"))
+                             on_message=progress.line, notice=lambda line: progress.line(f"note: {line}"), trust_paths=trust_run)
     bounds = healthy_stage_boundaries(table)
     summary = unhealthy_summary(table, _settings(run, out).get("probe_pairs"))
     if format == "json":
@@ -59,11 +62,11 @@ def llc(
 
 def _settings(run: Path, out: Path | None) -> dict[str, Any]:
     """The stored settings next to the results (sampler, evaluation set, calibration cost); {} when unreadable."""
-    from discrepancy.runfile.results import LLC, output_dir
+    from discrepancy.runfile.results import LLC, ResultsFileError, output_dir
 
     try:
         return LLC.read_settings(output_dir(run, out)) or {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, ResultsFileError):
         return {}
 
 

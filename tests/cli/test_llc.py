@@ -68,3 +68,19 @@ def test_cli_refuses_changed_options_in_one_line(tmp_path: Path) -> None:
     changed = CliRunner().invoke(app, args[:-2] + ["--burnin", "3", "--seed", "7"])
     assert changed.exit_code == 1 and len(changed.output.strip().splitlines()) == 1
     assert "num_burnin 2→3" in changed.output and "seed 0→7" in changed.output
+
+
+@pytest.mark.slow
+def test_a_base_model_outside_the_run_folder_needs_trust_run(tmp_path: Path) -> None:
+    """A received run file never sends the reader elsewhere: its recorded base model outside the run's folder is
+    refused in one line naming --trust-run, leaving no folder; with --trust-run the estimates are made."""
+    (tmp_path / "runs").mkdir()
+    run = _tiny_run(tmp_path / "runs", base_at=(tmp_path / "elsewhere" / "model").resolve())
+    args = ["llc", str(run), "--chains", "2", "--draws", "4", "--burnin", "1", "--format", "json"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code != 0
+    assert "--trust-run" in refused.output and len(refused.output.strip().splitlines()) == 1, refused.output
+    assert not (tmp_path / "runs" / "run.h5.analysis").exists()
+    trusted = CliRunner().invoke(app, [*args, "--trust-run"])
+    assert trusted.exit_code == 0, trusted.output
+    assert [r["step"] for r in json.loads(trusted.stdout)["estimates"]] == list(STEPS)

@@ -82,6 +82,7 @@ def llc_over_run(
     on_snapshot: OnSnapshot | None = None,
     notice: Notice | None = None,
     on_message: Callable[[str], None] | None = None,
+    trust_paths: bool = False,
 ) -> pd.DataFrame:
     """Estimate the adapter's LLC at every snapshot of a run; returns the LLC-vs-step table (also in ``llc.csv``).
 
@@ -89,6 +90,8 @@ def llc_over_run(
     ``on_snapshot(done, total, step)`` is called after each snapshot (the CLI hangs a progress bar on it);
     ``on_message(line)`` receives one line per phase (calibration and its cost, each snapshot's estimate and time);
     ``notice(line)`` receives the notice that results of a re-created run were discarded (default: a warning).
+    ``trust_paths``: read the base model where the run file records it even outside the run's folder (the user said
+    so, ``--trust-run``); otherwise a received run file never sends the reader elsewhere.
     The run and its model are checked before anything is written, so a failed call leaves no folder behind.
     Resuming with settings that change the results (evaluation set, loss, chains, draws, burn-in, seed) raises
     ``LLCSettingsError``; results of another run are discarded or refused (``results.check_run_identity``).
@@ -109,7 +112,7 @@ def llc_over_run(
         identity = identity_record(run.identity, run_path)
         # refuse other sampler settings before the (slow) model load; the evaluation set is compared once tokenized
         _stored_settings(out, run_path, identity["run_id"], budget, notice)
-        model, tokenizer = model_from_run(run, steps[-1], dtype=torch.float32)
+        model, tokenizer = model_from_run(run, steps[-1], dtype=torch.float32, trust_paths=trust_paths)
         batches = tokenize_pairs(pairs, tokenizer, batch_size=max(len(pairs), 1))  # one batch: no minibatch noise
         n_tokens = completion_tokens(batches)
         if n_tokens < 3:
