@@ -51,7 +51,7 @@ class ResultsFileError(DiscrepancyError):
 # prints these; docs/ cites them).
 EVENT_DOCS = {
     "event": "id of the event: T1… phase transitions, E1… episodes (strongest first), J1… jumps, S1… transients, "
-             "P1… plateaus (in step order), C1… converged tails",
+             "P1… plateaus (in step order), C1… converged tails, L1… LLC stage boundaries",
     "kind": "phase_transition (jumps of several series at once), episode (transients of several series at once), "
             "jump (a level change), transient (an excursion that returns), plateau (a stall ended by a change), "
             "converged (a series' flat tail, from its first step to the end: never a plateau); "
@@ -64,9 +64,9 @@ EVENT_DOCS = {
     "size": "signed change in the series' units: a jump's level change, a transient's excess over its running "
             "level at the peak, the change that ended a plateau; empty for grouped kinds (their series differ)",
     "level": "the level the event departs from, in the series' units: a plateau's level, a transient's running "
-             "level at its peak; empty otherwise",
+             "level at its peak, the LLC at an llc_stage boundary; empty otherwise",
     "score": "strength in units of the series' noise (≥ 0): |z| of a jump, z of a transient, |change that ended "
-             "a plateau| / σ̂ of its series, the strongest member's for grouped kinds",
+             "a plateau| / σ̂ of its series, the strongest member's for grouped kinds; empty for llc_stage",
     "axis": "the step axis the event was found on: linear, or log (a jump seen only at log-spaced resolution); "
             "empty for grouped kinds",
     "signals": "every series involved, comma-separated, strongest first (the one series of a single-series event)",

@@ -106,13 +106,14 @@ def healthy_stage_boundaries(table: pd.DataFrame, z: float | None = None) -> lis
 
 
 def llc_stage_events(table: pd.DataFrame) -> pd.DataFrame:
-    """Stage boundaries (from healthy rows) as rows of the analysis event table (kind "llc_stage", one step long;
-    score: the LLC there), so they can be listed with the jumps and plateaus of ``discrepancy analyze``."""
+    """Stage boundaries (from healthy rows) as rows of the analysis event table (kind "llc_stage", one step long,
+    ids L1…; level: the LLC there; no size or score), so they can be listed with the jumps and plateaus of
+    ``discrepancy analyze`` with each column meaning what ``EVENT_DOCS`` says."""
     import pandas as pd
 
     bounds = healthy_stage_boundaries(table)
     at = table.set_index("step")["llc_mean"]
-    rows = [{"event": "", "kind": "llc_stage", "signal": "llc", "step": b, "start_step": b, "end_step": b,
-             "size": np.nan, "score": float(at.loc[b]), "axis": "log", "signals": "", "n_families": np.nan}
-            for b in bounds]
+    rows = [{"event": f"L{i + 1}", "kind": "llc_stage", "signal": "llc", "step": b, "start_step": b, "end_step": b,
+             "size": np.nan, "level": float(at.loc[b]), "score": np.nan, "axis": "log", "signals": "llc",
+             "n_families": 1} for i, b in enumerate(bounds)]
     return pd.DataFrame(rows, columns=EVENT_COLUMNS)

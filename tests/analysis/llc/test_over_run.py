@@ -33,7 +33,8 @@ def test_stage_boundaries_are_turns_beyond_the_error_bars() -> None:
     # one estimate with huge error bars cannot make a turn on its own
     assert stage_boundaries(steps, [1, 1, 1, 1, 9, 1, 1, 1, 1, 1], [0.1] * 4 + [5.0] + [0.1] * 5) == []
     events = llc_stage_events(pd.DataFrame({"step": steps, "llc_mean": [float(v) for v in dip], "llc_se": 0.1}))
-    assert list(events["step"]) == [30] and events["kind"].iloc[0] == "llc_stage" and events["score"].iloc[0] == 1.0
+    assert list(events["step"]) == [30] and events["kind"].iloc[0] == "llc_stage" and events["level"].iloc[0] == 1.0
+    assert events["event"].iloc[0] == "L1" and pd.isna(events["score"].iloc[0])
 
 
 def test_stage_boundaries_false_alarms_and_power_on_noisy_curves() -> None:
