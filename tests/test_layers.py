@@ -14,7 +14,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("report",),
     ("trainers", "probes"),
     ("instrumentation", "rollout", "analysis"),
-    ("modeling",),
+    ("modeling", "interop"),
     ("runfile", "config"),
     ("grading", "errors"),
 )

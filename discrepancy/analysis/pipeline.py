@@ -1,6 +1,7 @@
 """``analyze(path)``: jumps, plateaus and phase transitions of every series of a run, as pandas DataFrames.
 
-Reads runs only through ``discrepancy.runfile.open_run`` (finished, live or crashed) and never writes into them.
+Reads runs only through ``discrepancy.runfile.open_run`` (finished, live or crashed) and never writes into them;
+foreign logs (TensorBoard, CSV / Parquet histories, HF ``trainer_state.json``) through ``discrepancy.interop``.
 Long series are reduced first (``discrepancy.analysis.changepoints.axes``) so that a million-step run with dozens of
 series is analysed in seconds; every series is also looked at with log-spaced resolution (prefixes of the run with
 shorter windows), where early events are resolved.
@@ -26,7 +27,7 @@ from discrepancy.analysis.selection import (  # noqa: F401 - TIMING, SCHEDULE, D
     DERIVED_SUFFIX, SCHEDULE, TIMING, constant_series, exclusion_notes, not_searched,
 )
 from discrepancy.analysis.transients import TRANSIENT_COLUMNS, EPISODE_COLUMNS, group_episodes, transient_rows
-from discrepancy.runfile.results import EVENT_COLUMNS, EVENT_DOCS
+from discrepancy.runfile.results import EVENT_COLUMNS
 
 MIN_STEPS = PERMUTATION_MIN  # the short-series step test has a level from 8 points on (changepoints.steptest)
 FAMILIES: list[tuple[str, str]] = [  # (family, regex on the series name); first match wins, the rest is "other"
@@ -135,17 +136,19 @@ def analyze(
     timing_jumps: bool = False,
     schedule_jumps: bool = False,
 ) -> AnalysisResult:
-    """Analyse a run file: see ``analyze_series``. Raises the reader's errors for a missing or damaged file."""
-    from discrepancy.runfile import open_run  # lazily: h5py is needed for run files only, not for analyze_series
+    """Analyse a run file, a TensorBoard log folder, a CSV / Parquet history or an HF ``trainer_state.json``: see
+    ``analyze_series`` (the log's kind: ``interop.kind_of``). A foreign log's result carries a note that what only a
+    run file records (snapshots, samples, D_t) is absent, and ``meta["source"]`` names its kind. Raises the
+    reader's errors for a missing or damaged file, ``interop.LogError`` for a log that holds no series."""
+    from discrepancy.interop import read_series  # lazily: h5py, tensorboard, pyarrow only for the kind read
 
-    with open_run(path) as run:
-        status, config_toml, meta = run.status, run.config_toml, run.meta
-        descriptions = dict(run.schema.series)  # name -> what it measures, declared by whoever recorded the run
-        frame = run.series(signals) if run.num_steps else pd.DataFrame(columns=signals or list(run.schema.series))
-    result = analyze_series(frame, smooth=smooth, log_axis=log_axis, max_points=max_points, min_signals=min_signals,
-                            min_families=min_families, timing_jumps=timing_jumps, schedule_jumps=schedule_jumps)
-    result.path, result.status, result.config_toml, result.meta = str(path), status, config_toml, meta
-    result.descriptions = {name: descriptions.get(name, "") for name in frame.columns}
+    src = read_series(path, signals)
+    result = analyze_series(src.frame, smooth=smooth, log_axis=log_axis, max_points=max_points,
+                            min_signals=min_signals, min_families=min_families, timing_jumps=timing_jumps,
+                            schedule_jumps=schedule_jumps)
+    result.path, result.status, result.config_toml, result.meta = str(path), src.status, src.config_toml, src.meta
+    result.descriptions = {name: src.descriptions.get(name, "") for name in src.frame.columns}
+    result.notes = [*src.notes, *result.notes]
     return result
 
 

@@ -1,4 +1,7 @@
-"""``discrepancy analyze RUN``: jumps, plateaus and phase transitions of a run, as a table, files and a report."""
+"""``discrepancy analyze RUN``: jumps, plateaus and phase transitions of a run, as a table, files and a report.
+
+RUN may also be a log of another trainer: a TensorBoard log folder, a CSV or Parquet history (a W&B export, one row
+per step) or an HF ``trainer_state.json`` (``discrepancy.interop``; docs/interop.md)."""
 
 from __future__ import annotations
 
@@ -79,7 +82,7 @@ def _grouped(console, table_cls, title: str, rows: list[tuple[str, ...]]) -> Non
 
 
 def analyze(
-    run: Annotated[Path, typer.Argument(help="Path of the run file (run.h5); finished, live or crashed.", show_default=False)],
+    run: Annotated[Path, typer.Argument(help="Path of the run file (run.h5; finished, live or crashed), or of another trainer's log: a TensorBoard log folder, a CSV or Parquet history with a _step or step column (W&B export), an HF trainer_state.json.", show_default=False)],
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: RUN.analysis next to the run).")] = None,
     signals: Annotated[list[str] | None, typer.Option("--signals", help="Series to analyse (repeat or comma-separate; default: all).")] = None,
     smooth: Annotated[int, typer.Option("--smooth", min=0, help="Centred running median of this many steps before detection (0: none).")] = 0,
@@ -89,7 +92,8 @@ def analyze(
     timing_jumps: Annotated[bool, typer.Option("--timing-jumps/--no-timing-jumps", help="Also search per-step timing series (time_*, *_time: step, sample, score, train, instrument) for jumps; they follow machine load, so by default they are only plotted.")] = False,
     format: Annotated[Literal["table", "json"], typer.Option("--format", help="table for people, json (summary.json content) for machines.")] = "table",
 ) -> None:
-    """Find jumps, plateaus and phase transitions in a run; write events.csv, summary.json, PNGs and report.html."""
+    """Find jumps, plateaus and phase transitions in a run or a training log; write events.csv, summary.json, PNGs and
+    report.html."""
     from discrepancy.analysis.pipeline import analyze as run_analysis
     from discrepancy.report import summary_dict, write_outputs
     from discrepancy.runfile.results import output_dir

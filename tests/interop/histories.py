@@ -1,0 +1,96 @@
+"""Training histories with planted jumps, written as each tool writes them: a discrepancy run file (Recorder), a W&B
+history CSV, an HF ``trainer_state.json``, TensorBoard events from PyTorch's ``SummaryWriter`` (what TRL and HF
+Trainer use). Two generators unlike each other: Gaussian steps on flat levels, and binomial rewards with a decaying,
+Laplace-noised loss."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from discrepancy.runfile import Recorder, RunSchema
+
+N = 400
+JUMP = 250  # every generator: loss, reward and kl jump here (a phase transition across three families)
+EVAL_EVERY = 50  # eval_loss exists at these steps only, as HF Trainer's evaluation rows
+
+
+def gaussian_steps(seed: int) -> pd.DataFrame:
+    """Flat levels with Gaussian noise; reward also steps alone at 120."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(1, N + 1)
+    after = t >= JUMP
+    return pd.DataFrame({
+        "loss": 0.8 - 0.4 * after + 0.02 * rng.standard_normal(N),
+        "reward": 0.2 + 0.15 * (t >= 120) + 0.4 * after + 0.03 * rng.standard_normal(N),
+        "kl": 0.001 + 0.004 * after + 0.0003 * rng.standard_normal(N),
+        "learning_rate": np.linspace(1e-5, 0, N),
+        "epoch": t / N,
+        "eval_loss": np.where(t % EVAL_EVERY == 0, 0.9 - 0.3 * after + 0.01 * rng.standard_normal(N), np.nan),
+    }, index=pd.Index(t, name="step"))
+
+
+def binomial_decay(seed: int) -> pd.DataFrame:
+    """Rewards as fractions of 64 draws, a log-decaying loss with Laplace noise, both moving at JUMP."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(1, N + 1)
+    after = t >= JUMP
+    return pd.DataFrame({
+        "loss": 1.0 / np.log(t + 2.0) - 0.3 * after + rng.laplace(0, 0.01, N),
+        "reward": rng.binomial(64, np.where(after, 0.75, 0.3)) / 64,
+        "kl": np.abs(0.002 + 0.006 * after + rng.laplace(0, 0.0004, N)),
+        "learning_rate": np.full(N, 1e-5),
+        "epoch": t / N,
+        "eval_loss": np.where(t % EVAL_EVERY == 0, 1.0 - 0.3 * after, np.nan),
+    }, index=pd.Index(t, name="step"))
+
+
+def write_run(frame: pd.DataFrame, path: Path) -> Path:
+    """The equivalent discrepancy run file: the same series at the same steps (NaN where a log has no value)."""
+    with Recorder.create(path, RunSchema(series={c: f"the {c}" for c in frame.columns})) as rec:
+        for step, row in zip(frame.index, frame.to_numpy()):
+            rec.log_step(int(step), {c: float(v) for c, v in zip(frame.columns, row) if np.isfinite(v)})
+        rec.finish()
+    return path
+
+
+def write_wandb_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """A W&B history export: ``_step``, ``_runtime``, ``_timestamp``, a media column, and the eval value on a row
+    of its own at the same step (W&B logs evaluation as a separate call)."""
+    train = frame.drop(columns="eval_loss").reset_index().rename(columns={"step": "_step"})
+    train["_runtime"] = np.arange(len(train)) * 1.7
+    train["_timestamp"] = 1.7e9 + train["_runtime"]
+    train["completions"] = '{"_type": "table-file", "path": "media/table.json"}'
+    evals = frame["eval_loss"].dropna().rename_axis("_step").reset_index()
+    pd.concat([train, evals], ignore_index=True).to_csv(path, index=False)
+    return path
+
+
+def write_trainer_state(frame: pd.DataFrame, path: Path) -> Path:
+    """An HF Trainer / TRL ``trainer_state.json``: one log row per step, eval rows apart, the final summary row."""
+    history = []
+    for step, row in frame.iterrows():
+        history.append({"step": int(step), **{k: float(v) for k, v in row.items() if k != "eval_loss"}})
+        if np.isfinite(row["eval_loss"]):
+            history.append({"step": int(step), "epoch": float(row["epoch"]), "eval_loss": float(row["eval_loss"])})
+    history.append({"step": N, "epoch": 1.0, "train_runtime": 812.5, "train_loss": 0.55, "total_flos": 0.0,
+                    "train_samples_per_second": 3.1, "train_steps_per_second": 0.5})
+    state = {"global_step": N, "max_steps": N, "logging_steps": 1, "log_history": history,
+             "best_metric": None, "is_world_process_zero": True}
+    path.write_text(json.dumps(state, indent=2), encoding="utf-8")
+    return path
+
+
+def write_torch_events(frame: pd.DataFrame, logdir: Path) -> Path:
+    """TensorBoard events as TRL writes them (PyTorch's SummaryWriter, tags ``train/<name>``)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(logdir)) as writer:
+        for step, row in frame.iterrows():
+            for k, v in row.items():
+                if np.isfinite(v):
+                    writer.add_scalar(f"train/{k}", float(v), int(step))
+    return logdir

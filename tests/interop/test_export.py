@@ -1,0 +1,110 @@
+"""Export round trips: the event files read back with TensorBoard's own classic reader (``event_accumulator``, not
+the plugin reader ``analyze`` uses), the tables read back with pandas, each compared with what the run recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from discrepancy.analysis.pipeline import family_of
+from discrepancy.interop.export import SAMPLES_TAG, TOTAL_NORM, export_run
+from discrepancy.runfile import ArraySpec, Recorder, RunSchema
+
+STEPS = 30
+SNAP_EVERY = 10
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 steps: two series (one with NaN gaps), a two-label array, two samples a step, a 3×2 snapshot every 10."""
+    rng = np.random.default_rng(11)
+    path = tmp_path_factory.mktemp("export") / "run.h5"
+    schema = RunSchema(series={"reward_mean": "mean total reward", "kl_realised": "realised KL"},
+                       arrays={"lora_norm": ArraySpec(columns=["q_proj.0", "v_proj.0"], description="‖BA‖ per module")},
+                       sample_fields=["correctness"], snapshot_tensors={"lora_A": (3, 2)})
+    with Recorder.create(path, schema) as rec:
+        for step in range(STEPS):
+            kl = np.nan if step % 7 == 3 else float(rng.uniform())
+            rec.log_step(step, {"reward_mean": float(rng.normal()) * 1e3, "kl_realised": kl},
+                         arrays={"lora_norm": rng.uniform(size=2)})
+            rec.log_samples(step, prompt_ids=["p1", "p2"], prompts=["1+2", "3+4"],
+                            completions=[f"a|b\nstep {step}", "<answer>7</answer>"], fields={"correctness": [0.0, 1.0]})
+            if step % SNAP_EVERY == 0:
+                rec.log_snapshot(step, {"lora_A": np.full((3, 2), step + 1.0)})
+        rec.finish()
+    return path
+
+
+def _accumulator(folder: Path):
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    acc = ea.EventAccumulator(str(folder), size_guidance={ea.SCALARS: 0, ea.TENSORS: 0})
+    acc.Reload()
+    return acc
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # TensorBoard's vendored html5lib sanitizer
+def test_tensorboard_round_trip(run: Path, tmp_path: Path):
+    from discrepancy.runfile import open_run
+
+    counts = export_run(run, "tensorboard", tmp_path / "tb", family=family_of)
+    assert counts == {"series": 2, "arrays": 1, "samples": 2 * STEPS, "snapshots": STEPS // SNAP_EVERY}
+    acc = _accumulator(tmp_path / "tb")
+    with open_run(run) as r:
+        series, norms = r.series(), r.array("lora_norm")
+    for name, tag in (("reward_mean", "rewards/reward_mean"), ("kl_realised", "KL and entropy/kl_realised")):
+        events = acc.Scalars(tag)
+        want = series[name].dropna()  # NaN (not measured) draws no point
+        assert [e.step for e in events] == list(want.index)
+        np.testing.assert_array_equal([e.value for e in events], want.to_numpy(np.float32))
+        assert acc.SummaryMetadata(tag).summary_description == {"reward_mean": "mean total reward",
+                                                                "kl_realised": "realised KL"}[name]
+    for label in ("q_proj.0", "v_proj.0"):
+        values = [e.value for e in acc.Scalars(f"lora_norm/{label}")]
+        np.testing.assert_array_equal(values, norms[label].to_numpy(np.float32))
+    snap = acc.Scalars(f"snapshots/{TOTAL_NORM}")
+    # ‖W‖_F of a 3×2 matrix filled with c is c·√6 (independent of the exporter's sum)
+    np.testing.assert_allclose([e.value for e in snap], [(s + 1.0) * np.sqrt(6) for s in range(0, STEPS, SNAP_EVERY)],
+                               rtol=1e-6)
+    from tensorboard.util import tensor_util
+
+    texts = acc.Tensors(SAMPLES_TAG)
+    assert len(texts) == STEPS and texts[4].step == 4
+    text = tensor_util.make_ndarray(texts[4].tensor_proto).item().decode()
+    from tensorboard.plugin_util import markdown_to_safe_html
+
+    shown = markdown_to_safe_html(text)  # what TensorBoard's text tab shows: one row per sample, tags as text
+    assert shown.count("<tr>") == 3 and "<td>a|b<br>step 4</td>" in shown
+    assert "&lt;answer&gt;7&lt;/answer&gt;" in shown
+
+
+def test_a_second_export_replaces_the_first(run: Path, tmp_path: Path):
+    export_run(run, "tensorboard", tmp_path / "tb")
+    export_run(run, "tensorboard", tmp_path / "tb")
+    assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == 1
+    assert len(_accumulator(tmp_path / "tb").Scalars("series/reward_mean")) == STEPS
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_tables_round_trip(run: Path, tmp_path: Path, fmt: str):
+    from discrepancy.runfile import open_run
+
+    export_run(run, fmt, tmp_path / fmt, family=family_of)
+    read = pd.read_csv if fmt == "csv" else pd.read_parquet
+    with open_run(run) as r:
+        series, norms, samples = r.series(), r.array("lora_norm"), r.samples()
+    got = read(tmp_path / fmt / f"series.{fmt}").set_index("step")
+    pd.testing.assert_frame_equal(got, series, check_names=False, check_index_type=False)
+    arrays = read(tmp_path / fmt / f"arrays.{fmt}")
+    wide = arrays.pivot(index="step", columns="label", values="value")
+    np.testing.assert_array_equal(wide[norms.columns].to_numpy(), norms.to_numpy())
+    back = read(tmp_path / fmt / f"samples.{fmt}")
+    assert back["completion"].tolist() == samples["completion"].tolist()  # "|" and line breaks survive
+    snaps = read(tmp_path / fmt / f"snapshots.{fmt}")
+    assert set(snaps["tensor"]) == {"lora_A", TOTAL_NORM} and len(snaps) == 2 * STEPS // SNAP_EVERY
+    columns = read(tmp_path / fmt / f"columns.{fmt}").set_index("series")
+    assert columns.loc["reward_mean", "family"] == "rewards"
+    assert columns.loc["kl_realised", "description"] == "realised KL"

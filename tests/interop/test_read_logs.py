@@ -1,0 +1,100 @@
+"""Foreign logs read as per-step tables: each reader against the values the test wrote, in the layout each tool
+writes (W&B history CSV, Parquet, HF trainer_state.json, PyTorch SummaryWriter events)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from discrepancy.interop import LogError, kind_of, read_series
+from discrepancy.interop.tensorboard import EventWriter
+from interop.histories import EVAL_EVERY, N, gaussian_steps, write_torch_events, write_trainer_state, write_wandb_csv
+
+SERIES = ["loss", "reward", "kl", "learning_rate"]
+
+
+@pytest.fixture(scope="module")
+def truth() -> pd.DataFrame:
+    return gaussian_steps(seed=3)
+
+
+def test_kinds_from_the_path(tmp_path: Path):
+    (tmp_path / "tb").mkdir()
+    assert [kind_of(tmp_path / n) for n in ("tb", "h.csv", "h.parquet", "trainer_state.json", "run.h5")] == [
+        "tensorboard", "csv", "parquet", "trainer_state", "run"]
+
+
+def test_wandb_csv_merges_rows_and_leaves_out_bookkeeping(truth: pd.DataFrame, tmp_path: Path):
+    src = read_series(write_wandb_csv(truth, tmp_path / "history.csv"))
+    assert list(src.frame.index) == list(truth.index)  # the separate eval rows merged into their step
+    np.testing.assert_array_equal(src.frame[SERIES].to_numpy(), truth[SERIES].to_numpy())  # CSV keeps float64
+    np.testing.assert_array_equal(src.frame["eval_loss"].dropna().index % EVAL_EVERY, 0)
+    assert not {"_runtime", "_timestamp", "completions", "epoch"} & set(src.frame.columns)
+    notes = " ".join(src.notes)
+    assert "'_step'" in notes and "completions" in notes and "epoch" in notes and "snapshots" in notes
+    assert src.meta["source"] == "csv" and src.status == "unknown"
+
+
+def test_parquet_with_a_step_column(truth: pd.DataFrame, tmp_path: Path):
+    path = tmp_path / "h.parquet"
+    truth.reset_index().to_parquet(path)
+    src = read_series(path, signals=["loss", "kl"])
+    assert list(src.frame.columns) == ["loss", "kl"]
+    np.testing.assert_array_equal(src.frame.to_numpy(), truth[["loss", "kl"]].to_numpy())
+
+
+def test_trainer_state_rows_eval_rows_and_summary_row(truth: pd.DataFrame, tmp_path: Path):
+    src = read_series(write_trainer_state(truth, tmp_path / "trainer_state.json"))
+    assert len(src.frame) == N and "train_runtime" not in src.frame and "total_flos" not in src.frame
+    np.testing.assert_array_equal(src.frame[SERIES].to_numpy(), truth[SERIES].to_numpy())  # JSON keeps float64
+    assert src.frame["eval_loss"].notna().sum() == N // EVAL_EVERY
+    assert src.meta["max_steps"] == N and src.meta["source"] == "trainer_state"
+
+
+def test_torch_summary_writer_events(truth: pd.DataFrame, tmp_path: Path):
+    src = read_series(write_torch_events(truth, tmp_path / "runs"))
+    assert "train/epoch" not in src.frame  # a counter
+    got = src.frame[[f"train/{k}" for k in SERIES]].to_numpy()
+    np.testing.assert_array_equal(got, truth[SERIES].to_numpy(np.float32))  # TensorBoard stores float32
+    assert src.frame["train/eval_loss"].notna().sum() == N // EVAL_EVERY
+
+
+def test_several_runs_in_one_log_folder_are_named_apart(truth: pd.DataFrame, tmp_path: Path):
+    write_torch_events(truth.head(20), tmp_path / "tb" / "a")
+    write_torch_events(truth.head(30) * 2, tmp_path / "tb" / "b")
+    src = read_series(tmp_path / "tb", signals=["a/train/loss", "b/train/loss"])
+    assert src.frame["a/train/loss"].count() == 20 and src.frame["b/train/loss"].count() == 30
+    np.testing.assert_allclose(src.frame["b/train/loss"].dropna(), 2 * truth["loss"].head(30), rtol=1e-6)
+
+
+def test_bad_inputs_name_the_problem(tmp_path: Path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    no_step = tmp_path / "no_step.csv"
+    no_step.write_text("loss,reward\n1,2\n3,4\n")
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"epoch": 3, "metrics": {"loss": [1, 2]}}))
+    no_steps = tmp_path / "trainer_state.json"
+    no_steps.write_text(json.dumps({"log_history": [{"loss": 1.0}, {"loss": 0.5}]}))
+    text_only = tmp_path / "text.csv"
+    text_only.write_text("step,note\n1,a\n2,b\n")
+    text_events = tmp_path / "text_events"
+    with EventWriter(text_events) as writer:
+        writer.text(1, "samples", "| a |")
+    cases = {text_events: "hold no scalars", empty: "no TensorBoard event files", no_step: "no step column", other: "no 'log_history'",
+             no_steps: "without a numeric 'step'", text_only: "no numeric series", tmp_path / "gone.csv": "no such"}
+    for path, words in cases.items():
+        with pytest.raises(LogError, match=words):
+            read_series(path)
+    with pytest.raises(LogError, match="no series nosuch"):
+        read_series(_ok_csv(tmp_path), signals=["nosuch"])
+
+
+def _ok_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "ok.csv"
+    pd.DataFrame({"step": range(10), "loss": np.arange(10.0)}).to_csv(path, index=False)
+    return path
