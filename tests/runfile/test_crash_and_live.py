@@ -135,7 +135,10 @@ def test_sample_strings_of_a_live_run_always_read(tmp_path):
     never fail, nor lose rows it had already seen."""
     path = tmp_path / "live.h5"
     script = Path(__file__).parent / "_fast_writer.py"
-    proc = subprocess.Popen([sys.executable, str(script), str(path), "12"])
+    stop = tmp_path / "stop"
+    # The writer runs until told to stop (at most 120 s): each open runs the file check in a child process, which
+    # takes seconds on a loaded machine, and the test needs 20 reads however slow the machine is.
+    proc = subprocess.Popen([sys.executable, str(script), str(path), "120", str(stop)])
     try:
         deadline = time.time() + 30
         while not path.exists() and time.time() < deadline:
@@ -143,7 +146,7 @@ def test_sample_strings_of_a_live_run_always_read(tmp_path):
         time.sleep(0.5)
         reads, seen = 0, 0
         end = time.time() + 8
-        while time.time() < end and proc.poll() is None:
+        while (time.time() < end or reads < 20) and proc.poll() is None:
             with open_run(path) as run:
                 for _ in range(4):
                     samples = run.samples()
@@ -154,6 +157,7 @@ def test_sample_strings_of_a_live_run_always_read(tmp_path):
                     reads += 1
         assert reads >= 20 and seen > 0
     finally:
+        stop.touch()
         proc.wait(timeout=60)
     assert proc.returncode == 0
 
