@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "discrepancy"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli",),
     ("report",),
-    ("trainers", "probes"),
+    ("trainers", "probes", "integrations"),
     ("instrumentation", "rollout", "analysis"),
     ("modeling", "interop"),
     ("runfile", "config"),

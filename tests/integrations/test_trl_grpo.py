@@ -1,0 +1,202 @@
+"""TRL's GRPOTrainer instrumented into a run file: the run opens in inspect and analyze, D_t and its parts equal an
+independent recomputation (the test's own forwards and its own GRPO loss formula, from parameters and gradients a
+plain callback captured), LoRA norms equal the snapshots', the trained run is the one a plain GRPOTrainer trains,
+and a trl outside the supported range is refused in one line."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("trl")
+
+from trl_setup import grpo_parts  # noqa: E402
+
+STEPS = 2
+
+
+class Capture:
+    """θ_t, the unclipped gradient (no clipping is configured) and θ_{t+1} of every optimizer step, and the
+    micro-batch inputs TRL prepared, taken by a plain `TrainerCallback` and a wrapper of `_prepare_inputs`."""
+
+    def __init__(self, trainer: Any) -> None:
+        from transformers import TrainerCallback
+
+        self.steps: list[dict[str, Any]] = []
+        self.micro: list[dict[str, Any]] = []
+        capture = self
+
+        class Hook(TrainerCallback):
+            def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+                params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+                capture.steps.append({"theta": {n: p.detach().clone() for n, p in params.items()},
+                                      "grad": {n: p.grad.detach().clone() for n, p in params.items()},
+                                      "micro": capture.micro})
+                capture.micro = []
+
+            def on_optimizer_step(self, args, state, control, model=None, **kw):
+                capture.steps[-1]["after"] = {n: p.detach().clone() for n, p in model.named_parameters()
+                                              if p.requires_grad}
+
+        trainer.add_callback(Hook())
+        prepare = trainer._prepare_inputs
+
+        def prepared(batch: Any) -> Any:
+            out = prepare(batch)
+            if trainer.model.training:
+                capture.micro.append(out)
+            return out
+
+        trainer._prepare_inputs = prepared
+
+
+@pytest.fixture(scope="module")
+def trl_run(tmp_path_factory) -> dict[str, Any]:
+    from discrepancy.integrations.trl_trainer import InstrumentedGRPOTrainer
+
+    folder = tmp_path_factory.mktemp("trl")
+    torch.set_num_threads(1)
+    trainer = InstrumentedGRPOTrainer(**grpo_parts(folder / "out", steps=STEPS), discrepancy_run=folder / "run.h5",
+                                      snapshot_every=1)
+    capture = Capture(trainer)
+    with pytest.warns(RuntimeWarning, match="sample_time, score_time cannot be measured"):
+        trainer.train()
+    return {"path": folder / "run.h5", "trainer": trainer, "capture": capture}
+
+
+def _completion_logp(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """log π of the completion tokens [n, T] from one plain forward (no TRL code)."""
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    width = inputs["completion_ids"].shape[1]
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, -width - 1:-1].double()
+    return torch.log_softmax(logits, -1).gather(-1, inputs["completion_ids"].unsqueeze(-1)).squeeze(-1)
+
+
+def _grpo_loss(logp: torch.Tensor, old: torch.Tensor, inputs: dict[str, torch.Tensor], k: int, eps: float) -> float:
+    """TRL's "grpo" loss with β = 0, written out: −min(rA, clip(r)A) averaged per sequence, then over sequences,
+    divided by the K micro-batches of the step."""
+    ratio = torch.exp(logp - old)
+    adv = inputs["advantages"].double().unsqueeze(1)
+    per_token = -torch.minimum(ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv)
+    mask = inputs["completion_mask"].double()
+    return float(((per_token * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()) / k
+
+
+def _load(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in tensors:
+                p.copy_(tensors[name])
+
+
+def test_discrepancy_equals_an_independent_recomputation(trl_run):
+    from discrepancy.runfile import open_run
+
+    trainer, steps = trl_run["trainer"], trl_run["capture"].steps
+    model, eps = trainer.model, trainer.epsilon_low
+    with open_run(trl_run["path"]) as run:
+        series = run.series()
+    assert len(steps) == STEPS and list(series.index) == list(range(1, STEPS + 1))
+    model.eval()  # no dropout in this model: eval only skips TRL's train-mode bookkeeping
+    for step, cap in enumerate(steps, start=1):
+        k = len(cap["micro"])
+        assert k == 2
+        with torch.no_grad():
+            _load(model, cap["theta"])
+            olds = [_completion_logp(model, m) for m in cap["micro"]]
+            _load(model, cap["after"])
+            news = [_completion_logp(model, m) for m in cap["micro"]]
+        pre = sum(_grpo_loss(o, o, m, k, eps) for o, m in zip(olds, cap["micro"]))
+        post = sum(_grpo_loss(n, o, m, k, eps) for n, o, m in zip(news, olds, cap["micro"]))
+        pred = sum(float((cap["grad"][n].double() * (cap["after"][n] - cap["theta"][n]).double()).sum())
+                   for n in cap["theta"])
+        row = series.loc[step]
+        assert row["loss_pre"] == pytest.approx(pre, abs=1e-5)
+        assert row["loss_post"] == pytest.approx(post, abs=1e-5)
+        assert row["dloss_pred"] == pytest.approx(pred, abs=1e-5)
+        assert row["disc"] == pytest.approx(post - pre - pred, abs=1e-5)
+        assert abs(post - pre) > 1e-3  # the step moved the loss: ΔL_obs is not 0 by construction
+        if math.isfinite(row["rho"]):
+            assert row["rho"] == pytest.approx((post - pre) / pred, rel=1e-3)
+    _load(model, steps[-1]["after"])
+    model.train()
+
+
+def test_noise_norms_samples_and_snapshots(trl_run):
+    from discrepancy.runfile import open_run
+
+    with open_run(trl_run["path"]) as run:
+        series, norms = run.series(), run.array("lora_delta_norm")
+        samples, meta = run.samples(), run.meta
+        snap = run.snapshot(STEPS)
+        assert run.snapshot_steps == list(range(1, STEPS + 1)) and run.status == "finished"
+    assert np.isfinite(series["noise_trace"]).all()  # two micro-batches per step: the noise scale is defined
+    assert series["sample_time"].isna().all() and "sample_time" in json.loads(meta["unmeasured"])
+    assert np.isfinite(series[["reward_mean", "loss", "grad_norm", "entropy", "kl_realised"]]).all().all()
+    # ‖(α/r)BA‖_F per module from the snapshot's tensors, formed densely here
+    for label in norms.columns:
+        a = next(v for k, v in snap.items() if f"{label}.lora_A" in k).astype(np.float64)
+        b = next(v for k, v in snap.items() if f"{label}.lora_B" in k).astype(np.float64)
+        assert norms.loc[STEPS, label] == pytest.approx(2.0 * np.linalg.norm(b @ a), rel=1e-5)
+    assert len(samples) == 8 * STEPS and set(samples["step"]) == set(range(1, STEPS + 1))
+    assert samples["prompt"].str.fullmatch(r"\d\+\d=").all()
+    assert np.allclose(samples["reward_len"], -np.abs(samples["completion"].str.len() - 4) / 4.0)
+    assert meta["model_rebuild"] == "ok" and (trl_run["path"].parent / "run.base" / "config.json").is_file()
+
+
+def test_inspect_and_analyze_read_the_run(trl_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from discrepancy.cli import app
+
+    runner = CliRunner()
+    shown = runner.invoke(app, ["inspect", str(trl_run["path"])])
+    assert shown.exit_code == 0, shown.output
+    assert "disc" in shown.output and "reward_mean" in shown.output
+    out = tmp_path / "analysis"
+    analysed = runner.invoke(app, ["analyze", str(trl_run["path"]), "--out", str(out), "--format", "json"])
+    assert analysed.exit_code == 0, analysed.output
+    assert json.loads(analysed.stdout)["num_steps"] == STEPS and (out / "report.html").exists()
+
+
+def test_the_instrumented_run_trains_what_plain_trl_trains(trl_run, tmp_path):
+    from trl import GRPOTrainer
+
+    torch.set_num_threads(1)
+    plain = GRPOTrainer(**grpo_parts(tmp_path / "out", steps=STEPS))
+    plain.train()
+    ours = {n: p for n, p in trl_run["trainer"].model.named_parameters() if p.requires_grad}
+    theirs = {n: p for n, p in plain.model.named_parameters() if p.requires_grad}
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[n], theirs[n]) for n in ours)
+
+
+def test_a_trl_outside_the_supported_range_is_one_line(monkeypatch):
+    import trl
+
+    from discrepancy.integrations.trl_version import SUPPORTED_TRL, TRLVersionError, require_trl
+
+    monkeypatch.setattr(trl, "__version__", "0.19.1")
+    with pytest.raises(TRLVersionError) as err:
+        require_trl()
+    assert "\n" not in str(err.value) and SUPPORTED_TRL in str(err.value) and "discrepancy[trl]" in str(err.value)
+    monkeypatch.setattr(trl, "__version__", "1.16.3")
+    assert require_trl() == "1.16.3"
+
+
+def test_a_run_that_cannot_be_rebuilt_says_why(tmp_path: Path):
+    from peft import LoraConfig
+
+    from discrepancy.integrations.trl_record import lora_rebuild
+
+    settings, why = lora_rebuild(LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], use_rslora=True))
+    assert settings is None and "use_rslora" in why
+    settings, why = lora_rebuild(LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    assert settings is not None and settings.target_modules == ("q_proj", "v_proj") and why == ""
