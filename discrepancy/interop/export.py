@@ -52,7 +52,7 @@ def export_run(run_path: str | Path, to: str, out: Path, family: Callable[[str],
         return _to_tables(run, out, to, family)
 
 
-def _tag(family: Callable[[str], str], name: str) -> str:
+def tag_of(family: Callable[[str], str], name: str) -> str:
     """``family/name``; a ``/`` inside the family name would split TensorBoard's group, so it becomes ``|``."""
     return f"{family(name).replace('/', '|')}/{name}"
 
@@ -71,7 +71,7 @@ def _to_tensorboard(run, out: Path, family: Callable[[str], str]) -> dict[str, i
 
     clear_own_events(out)
     series = run.series() if run.num_steps else pd.DataFrame()
-    tags = {name: _tag(family, name) for name in series.columns}
+    tags = {name: tag_of(family, name) for name in series.columns}
     descriptions = {tags[k]: v for k, v in run.schema.series.items() if k in tags}
     for name, spec in run.schema.arrays.items():
         descriptions |= {f"{name}/{label}": spec.description for label in spec.columns}
@@ -99,13 +99,14 @@ def _to_tensorboard(run, out: Path, family: Callable[[str], str]) -> dict[str, i
 
 def _snapshot_norms(run) -> list[tuple[int, dict[str, float]]]:  # noqa: ANN001 - a Run
     """(step, {tensor: ‖W‖_F, TOTAL_NORM: √Σ‖W‖²}) for every snapshot, read one snapshot at a time."""
-    out = []
-    for step in run.snapshot_steps:
-        tensors = run.snapshot(step)
-        norms = {k: float(np.linalg.norm(np.asarray(v, dtype=np.float64))) for k, v in tensors.items()}
-        norms[TOTAL_NORM] = float(np.sqrt(sum(v * v for v in norms.values())))
-        out.append((int(step), norms))
-    return out
+    return [(int(step), snapshot_norms(run.snapshot(step))) for step in run.snapshot_steps]
+
+
+def snapshot_norms(tensors: dict[str, np.ndarray]) -> dict[str, float]:
+    """{tensor: ‖W‖_F} of one snapshot (in float64), and TOTAL_NORM: √Σ‖W‖² over all of them."""
+    norms = {k: float(np.linalg.norm(np.asarray(v, dtype=np.float64))) for k, v in tensors.items()}
+    norms[TOTAL_NORM] = float(np.sqrt(sum(v * v for v in norms.values())))
+    return norms
 
 
 def samples_markdown(rows: pd.DataFrame) -> str:

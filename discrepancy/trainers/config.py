@@ -185,19 +185,38 @@ class RewardsConfig:
 
 @dataclass
 class TaskConfig:
-    """The training prompts."""
+    """The training prompts: where they come from and how the model sees them."""
 
-    name: Literal["arithmetic", "gsm8k"] = field(default="arithmetic", **helped("task: arithmetic or gsm8k"))
-    path: str | None = field(default=None, **helped("gsm8k: jsonl file; unset = the sample shipped with the package"))
-    num_examples: int = field(default=2000, **helped("arithmetic: examples generated; gsm8k: at most this many"))
+    name: Literal["arithmetic", "gsm8k", "dataset"] = field(default="arithmetic", **helped(
+        "task: arithmetic, gsm8k, or dataset (a local file read with HF datasets and the column mapping below)"))
+    path: str | None = field(default=None, **helped(
+        "gsm8k: jsonl file (unset = the sample shipped with the package); dataset: a .jsonl, .json, .parquet, "
+        ".arrow or .csv file, or a folder written by save_to_disk"))
+    num_examples: int = field(default=2000, **helped("arithmetic: examples generated; gsm8k, dataset: at most this many"))
     min_ops: int = field(default=1, **helped("arithmetic: fewest operations per question"))
     max_ops: int = field(default=1, **helped("arithmetic: most operations per question"))
     max_operand: int = field(default=5, **helped("arithmetic: largest operand"))
+    question_field: str = field(default="question", **helped("dataset: the column holding the question"))
+    answer_field: str = field(default="answer", **helped("dataset: the column holding the answer"))
+    rationale_field: str | None = field(default=None, **helped(
+        "dataset: a column with the worked solution (the cold start's reasoning); unset = from the answer when "
+        "answer_format is gsm8k or boxed, else none"))
+    answer_format: Literal["plain", "gsm8k", "boxed"] = field(default="plain", **helped(
+        "dataset: how the answer column holds the final answer: plain (the cell is the answer), gsm8k (a worked "
+        "answer ending '#### N'), boxed (the last \\boxed{...}, as MATH)"))
+    chat_template: Literal["auto", "on", "off"] = field(default="auto", **helped(
+        "wrap each prompt in the tokenizer's chat template (apply_chat_template, assistant turn opened): auto = "
+        "when the tokenizer has one (instruct models), on = require one, off = the plain prompt"))
+    system_prompt: str = field(default="", **helped("chat template: a system message before each prompt (empty = none)"))
 
     def __post_init__(self) -> None:
         _check(self.num_examples >= 1, "task.num_examples", "≥ 1", self.num_examples)
         _check(1 <= self.min_ops <= self.max_ops, "task.min_ops", f"in [1, task.max_ops={self.max_ops}]", self.min_ops)
         _check(self.max_operand >= 1, "task.max_operand", "≥ 1", self.max_operand)
+        _check(self.name != "dataset" or bool(self.path), "task.path", "set for task.name = 'dataset' (the file to "
+               "read)", self.path)
+        _check(bool(self.question_field.strip()), "task.question_field", "a column name", self.question_field)
+        _check(bool(self.answer_field.strip()), "task.answer_field", "a column name", self.answer_field)
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Training histories with planted jumps, written as each tool writes them: a discrepancy run file (Recorder), a W&B
 history CSV, an HF ``trainer_state.json``, TensorBoard events from PyTorch's ``SummaryWriter`` (what TRL and HF
 Trainer use). Two generators unlike each other: Gaussian steps on flat levels, and binomial rewards with a decaying,
-Laplace-noised loss."""
+Laplace-noised loss. And ``write_full_run``: a small run with every kind of record, for the exports."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from discrepancy.runfile import Recorder, RunSchema
+from discrepancy.runfile import ArraySpec, Recorder, RunSchema
 
 N = 400
 JUMP = 250  # every generator: loss, reward and kl jump here (a phase transition across three families)
@@ -94,3 +94,27 @@ def write_torch_events(frame: pd.DataFrame, logdir: Path) -> Path:
                 if np.isfinite(v):
                     writer.add_scalar(f"train/{k}", float(v), int(step))
     return logdir
+
+
+STEPS = 30
+SNAP_EVERY = 10
+
+
+def write_full_run(path: Path) -> Path:
+    """STEPS steps: two series (one with NaN gaps), a two-label array, two samples a step (one with ``|`` and a
+    line break), a 3×2 snapshot filled with step + 1 every SNAP_EVERY steps."""
+    rng = np.random.default_rng(11)
+    schema = RunSchema(series={"reward_mean": "mean total reward", "kl_realised": "realised KL"},
+                       arrays={"lora_norm": ArraySpec(columns=["q_proj.0", "v_proj.0"], description="‖BA‖ per module")},
+                       sample_fields=["correctness"], snapshot_tensors={"lora_A": (3, 2)})
+    with Recorder.create(path, schema) as rec:
+        for step in range(STEPS):
+            kl = np.nan if step % 7 == 3 else float(rng.uniform())
+            rec.log_step(step, {"reward_mean": float(rng.normal()) * 1e3, "kl_realised": kl},
+                         arrays={"lora_norm": rng.uniform(size=2)})
+            rec.log_samples(step, prompt_ids=["p1", "p2"], prompts=["1+2", "3+4"],
+                            completions=[f"a|b\nstep {step}", "<answer>7</answer>"], fields={"correctness": [0.0, 1.0]})
+            if step % SNAP_EVERY == 0:
+                rec.log_snapshot(step, {"lora_A": np.full((3, 2), step + 1.0)})
+        rec.finish()
+    return path

@@ -11,34 +11,10 @@ import pytest
 
 from discrepancy.analysis.pipeline import family_of
 from discrepancy.interop.export import SAMPLES_TAG, TOTAL_NORM, export_run
-from discrepancy.runfile import ArraySpec, Recorder, RunSchema
-
-STEPS = 30
-SNAP_EVERY = 10
+from interop.histories import SNAP_EVERY, STEPS
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """30 steps: two series (one with NaN gaps), a two-label array, two samples a step, a 3×2 snapshot every 10."""
-    rng = np.random.default_rng(11)
-    path = tmp_path_factory.mktemp("export") / "run.h5"
-    schema = RunSchema(series={"reward_mean": "mean total reward", "kl_realised": "realised KL"},
-                       arrays={"lora_norm": ArraySpec(columns=["q_proj.0", "v_proj.0"], description="‖BA‖ per module")},
-                       sample_fields=["correctness"], snapshot_tensors={"lora_A": (3, 2)})
-    with Recorder.create(path, schema) as rec:
-        for step in range(STEPS):
-            kl = np.nan if step % 7 == 3 else float(rng.uniform())
-            rec.log_step(step, {"reward_mean": float(rng.normal()) * 1e3, "kl_realised": kl},
-                         arrays={"lora_norm": rng.uniform(size=2)})
-            rec.log_samples(step, prompt_ids=["p1", "p2"], prompts=["1+2", "3+4"],
-                            completions=[f"a|b\nstep {step}", "<answer>7</answer>"], fields={"correctness": [0.0, 1.0]})
-            if step % SNAP_EVERY == 0:
-                rec.log_snapshot(step, {"lora_A": np.full((3, 2), step + 1.0)})
-        rec.finish()
-    return path
-
-
-def _accumulator(folder: Path):
+def accumulator(folder: Path):
     from tensorboard.backend.event_processing import event_accumulator as ea
 
     acc = ea.EventAccumulator(str(folder), size_guidance={ea.SCALARS: 0, ea.TENSORS: 0})
@@ -52,7 +28,7 @@ def test_tensorboard_round_trip(run: Path, tmp_path: Path):
 
     counts = export_run(run, "tensorboard", tmp_path / "tb", family=family_of)
     assert counts == {"series": 2, "arrays": 1, "samples": 2 * STEPS, "snapshots": STEPS // SNAP_EVERY}
-    acc = _accumulator(tmp_path / "tb")
+    acc = accumulator(tmp_path / "tb")
     with open_run(run) as r:
         series, norms = r.series(), r.array("lora_norm")
     for name, tag in (("reward_mean", "rewards/reward_mean"), ("kl_realised", "KL and entropy/kl_realised")):
@@ -85,7 +61,7 @@ def test_a_second_export_replaces_the_first(run: Path, tmp_path: Path):
     export_run(run, "tensorboard", tmp_path / "tb")
     export_run(run, "tensorboard", tmp_path / "tb")
     assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == 1
-    assert len(_accumulator(tmp_path / "tb").Scalars("series/reward_mean")) == STEPS
+    assert len(accumulator(tmp_path / "tb").Scalars("series/reward_mean")) == STEPS
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
