@@ -32,6 +32,10 @@ class InstrumentationConfig:
     correct_reward: str = field(default="correctness", **helped(
         "reward component that marks a completion correct (for the length split)"))
     correct_threshold: float = field(default=0.5, **helped("a completion is correct when that component exceeds this"))
+    diversity: bool = field(default=False, **helped(
+        "completion diversity within prompt groups: distinct-1/2, duplicate share, sampled edit distance, distinct "
+        "completions in the batch (mode collapse; the early-warning rules one_completion and mode_collapse read it)"))
+    diversity_pairs: int = field(default=32, **helped("completion pairs per step for the mean edit distance"))
     linearisation_every: int = field(default=0, **helped(
         "linearisation error N_t on a fixed probe batch every K steps (0 = off; ≈ 3 forwards each time)"))
     linearisation_probe: int = field(default=8, **helped("completions in the linearisation probe batch"))
@@ -43,6 +47,8 @@ class InstrumentationConfig:
         if self.linearisation_every < 0:
             raise ConfigError(
                 f"config key 'instruments.linearisation_every' must be ≥ 0, got {self.linearisation_every!r}")
+        if self.diversity_pairs < 1:
+            raise ConfigError(f"config key 'instruments.diversity_pairs' must be ≥ 1, got {self.diversity_pairs!r}")
         if self.linearisation_probe < 1:
             raise ConfigError(
                 f"config key 'instruments.linearisation_probe' must be ≥ 1, got {self.linearisation_probe!r}")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from torch import nn
 
 from discrepancy.instrumentation.discrepancy_operator import DiscrepancyOperator
+from discrepancy.instrumentation.diversity import Diversity
 from discrepancy.instrumentation.config import InstrumentationConfig
 from discrepancy.instrumentation.grad_noise import GradNoise
 from discrepancy.instrumentation.hooks import Instrument
@@ -47,6 +48,8 @@ def build_instruments(cfg: InstrumentationConfig, model: nn.Module, *, share_pro
             chosen.append(("lora_norms", norms))
     if cfg.rollout_stats:
         chosen.append(("rollout_stats", RolloutStats(cfg.correct_reward, cfg.correct_threshold)))
+    if cfg.diversity:
+        chosen.append(("diversity", Diversity(cfg.diversity_pairs)))
     if cfg.linearisation_every > 0:
         chosen.append(("linearisation", Linearisation(cfg.linearisation_every, cfg.linearisation_probe)))
     need = needed(inst for _, inst in chosen)
