@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from discrepancy.instrumentation.hooks import Instrument, PostStep, StepContext
-from discrepancy.integrations.trl_batch import MicroBatch, pad_cat
+from discrepancy.integrations.trl_batch import MicroBatch, StepRecord, pad_cat
 from discrepancy.modeling.modes import has_active_dropout
 
 #: TRL attributes its loss changes as a side effect (the adaptive entropy controller's state).
@@ -88,14 +88,15 @@ def evaluate_trl_loss(trainer: Any, micro: list[MicroBatch],
 class TRLSharedMeasurements(Instrument):
     """Provides θ_t, L_pre and the post-step forward from TRL's loss (module docstring), every step.
 
-    ``step_micro`` returns the current step's micro-batches; ``evaluate`` is `evaluate_trl_loss` bound to the
-    trainer; ``dropout`` says whether the training forward was random (then L_pre is evaluated again).
+    ``step_record`` returns the current step's record (its micro-batches, and the order the `StepBatch` put their
+    rows in); ``evaluate`` is `evaluate_trl_loss` bound to the trainer; ``dropout`` says whether the training
+    forward was random (then L_pre is evaluated again).
     """
 
     provides = ("theta_before", "loss_before", "post_step")
 
-    def __init__(self, step_micro: Callable[[], list[MicroBatch]], evaluate: LossEvaluator, dropout: bool) -> None:
-        self._micro = step_micro
+    def __init__(self, step_record: Callable[[], StepRecord], evaluate: LossEvaluator, dropout: bool) -> None:
+        self._record = step_record
         self._evaluate = evaluate
         self._dropout = dropout
         self._olds: list[torch.Tensor] | None = None
@@ -105,7 +106,7 @@ class TRLSharedMeasurements(Instrument):
         shared = ctx.shared
         shared.theta_before = shared.loss_before = shared.post_step = None
         shared.theta_before = {n: p.detach().clone() for n, p in ctx.params.items()}
-        micro = self._micro()
+        micro = self._record().micro
         if self._dropout:
             loss, logp, _ = self._evaluate(micro, None)
             sizes = [m.logp.shape for m in micro]
@@ -118,5 +119,9 @@ class TRLSharedMeasurements(Instrument):
     def on_after_optimizer(self, ctx: StepContext) -> None:
         """The post-step forward: TRL's loss on the step's micro-batches at θ_{t+1}."""
         ctx.shared.post_step = None
-        loss, logp, entropy = self._evaluate(self._micro(), self._olds)
+        record = self._record()
+        loss, logp, entropy = self._evaluate(record.micro, self._olds)
+        if record.order is not None:  # the StepBatch's rows are in generation order
+            index = torch.as_tensor(record.order, device=logp.device)
+            logp, entropy = logp[index], entropy[index]
         ctx.shared.post_step = PostStep(logp=logp, entropy=entropy, loss=loss)

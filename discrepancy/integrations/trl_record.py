@@ -24,14 +24,21 @@ UNMEASURED: dict[str, str] = {
     "sample_time": "seconds sampling; NaN under TRL: it generates and scores in one call (see generation_time)",
     "score_time": "seconds scoring; NaN under TRL: it generates and scores in one call (see generation_time)",
 }
-#: How the gradient-noise series read when micro-batches are shuffled completions (trl_batch's docstring).
-NOISE_UNIT = {
-    "noise_trace": "Ŝ: per-completion gradient covariance trace from the micro-batches (TRL shuffles completions "
-                   "across micro-batches; raw, this step)",
-    "b_simple": "B_simple = Ŝ/|G|² in completions (raw, this step)",
-    "b_simple_ewma": "B_simple = EWMA(Ŝ)/EWMA(|G|²), in completions",
-    "noise_snr": "B/B_simple: completions per step over the smoothed noise scale",
-}
+#: How the gradient-noise series read under TRL: its micro-batches are shuffled completions, not whole groups, so
+#: `GradNoise`'s b (groups per micro-batch) counts completions / G. ``grouped``: the step's rows are whole groups
+#: (TRL's default, steps_per_generation = gradient_accumulation_steps); otherwise b counts completions.
+def noise_unit(grouped: bool) -> dict[str, str]:
+    """Descriptions of the noise series in the unit `GradNoise` will use for this run."""
+    unit = "groups of G completions (b = completions per micro-batch / G)" if grouped else "completions"
+    return {
+        "noise_trace": f"Ŝ: gradient covariance trace per example, examples in {unit}; TRL's micro-batches are "
+                       "shuffled completions (raw, this step)",
+        "b_simple": f"B_simple = Ŝ/|G|² in {unit} (raw, this step)",
+        "b_simple_ewma": f"B_simple = EWMA(Ŝ)/EWMA(|G|²), in {unit}",
+        "noise_snr": "B/B_simple: examples per step over the smoothed noise scale (the same in either unit)",
+    }
+
+
 #: Series this integration adds from TRL's step.
 EXTRA = {
     "advantage_abs_mean": "mean |advantage| of the step's completions",

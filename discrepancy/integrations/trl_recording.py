@@ -20,7 +20,7 @@ import torch
 from discrepancy.instrumentation.hooks import HookRunner, StepBatch
 from discrepancy.instrumentation.drift import masked_mean
 from discrepancy.integrations.trl_batch import Generation, prompt_key
-from discrepancy.integrations.trl_record import EXTRA, NOISE_UNIT, UNMEASURED
+from discrepancy.integrations.trl_record import EXTRA, UNMEASURED, noise_unit
 from discrepancy.integrations.trl_series import IGNORED, safe_name, trl_series
 from discrepancy.modeling.lora import lora_state_numpy
 from discrepancy.runfile import Recorder, RunSchema
@@ -55,7 +55,9 @@ class RunWriter:
     def create(cls, trainer: Any, path: Path, runner: HookRunner, meta: dict[str, Any], config_toml: str,
                overwrite: bool) -> "RunWriter":
         """Declare everything the run will write (instruments, TRL's series, extras, the unmeasured) and open it."""
-        series = {name: NOISE_UNIT.get(name, text) for name, text in runner.declared_series().items()}
+        grouped = trainer.args.steps_per_generation == trainer.args.gradient_accumulation_steps
+        units = noise_unit(grouped)
+        series = {name: units.get(name, text) for name, text in runner.declared_series().items()}
         names = {}
         for key, (name, text) in trl_series(trainer).items():
             name = name if name not in series else f"trl_{name}"  # an instrument's series keeps its name

@@ -95,7 +95,7 @@ class InstrumentedGRPOTrainer(GRPOTrainer):
     def _instruments(self, cfg: InstrumentationConfig) -> list[Any]:
         """The project's instruments for this model, with the TRL provider of the shared measurements in front."""
         built = build_instruments(cfg, self.model, share_prompts=False)
-        provider = TRLSharedMeasurements(lambda: self._dc_step.micro, self._evaluate,
+        provider = TRLSharedMeasurements(lambda: self._dc_step, self._evaluate,
                                          dropout=has_active_dropout(self.model))
         out = []
         for inst in built:
@@ -198,7 +198,7 @@ class InstrumentedGRPOTrainer(GRPOTrainer):
         if not self._dc_step.micro:
             return
         pad = getattr(getattr(self.processing_class, "tokenizer", self.processing_class), "pad_token_id", 0) or 0
-        batch, logp, entropy = step_batch(self._dc_step, self._dc_generations, pad)
+        batch, logp, entropy = step_batch(self._dc_step, self._dc_generations, pad, int(self.num_generations))
         self._dc_ctx = self._context(self.state.global_step + 1, batch, logp, entropy)
         self._dc_metrics.update(self._dc_runner.on_before_optimizer(self._dc_ctx))
         self._dc_metrics.update(step_extras(batch, logp, self.args.temperature, self.beta))
