@@ -28,6 +28,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from accelerate import PartialState  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 from trl import GRPOTrainer  # noqa: E402
 
@@ -58,6 +59,9 @@ class InstrumentedGRPOTrainer(GRPOTrainer):
     `probe` can rebuild it; a model named by a local folder is recorded by path instead.
     """
 
+    _dc_capture: list[tuple[torch.Tensor, torch.Tensor | None]] | None = None  # see capturing_logps
+    _dc_saved_base = False
+
     def __init__(self, *args: Any, discrepancy_run: str | Path, instruments: InstrumentationConfig | None = None,
                  snapshot_every: int = 10, samples_per_step: int = 8, save_base: bool = True,
                  overwrite: bool = False, **kwargs: Any) -> None:
@@ -69,6 +73,9 @@ class InstrumentedGRPOTrainer(GRPOTrainer):
         if snapshot_every < 1 or samples_per_step < 0:
             raise DiscrepancyError(f"snapshot_every must be ≥ 1 and samples_per_step ≥ 0, got {snapshot_every} and "
                                    f"{samples_per_step}")
+        if PartialState().num_processes > 1:
+            raise DiscrepancyError("the TRL integration records single-process runs only; launch this run as one "
+                                   "process (or record one with `discrepancy train`, which supports torchrun)")
         model = kwargs.get("model", args[0] if args else None)
         base = trl_record.local_folder(model)
         lora, why_not = trl_record.lora_rebuild(kwargs.get("peft_config"))
@@ -76,7 +83,7 @@ class InstrumentedGRPOTrainer(GRPOTrainer):
             base = trl_record.save_base_model(model, run_path)  # before TRL injects the adapter into it
             self._dc_saved_base = True
         super().__init__(*args, **kwargs)
-        if getattr(self, "_dc_saved_base", False):
+        if self._dc_saved_base:
             trl_record.save_base_tokenizer(self.processing_class, run_path)
         self._dc_meta = {**trl_record.model_meta(base, lora, why_not, self.model.dtype),
                          "trainer": "trl.GRPOTrainer", "trl_version": TRL_VERSION}
@@ -88,7 +95,6 @@ class InstrumentedGRPOTrainer(GRPOTrainer):
         self._dc_generations: dict[int, Generation] = {}
         self._dc_new_generations: list[int] = []
         self._dc_gen_time = 0.0
-        self._dc_capture: list[tuple[torch.Tensor, torch.Tensor | None]] | None = None
         self._dc_writer: RunWriter | None = None
         self.add_callback(_StepHooks(self))
 
