@@ -140,8 +140,14 @@ def train(
                             "dataset and model paths outside the run's folder (only for run files you trust)")] = False,
     print_config: Annotated[bool, typer.Option(
         "--print-config", help="print the resolved config (every --set key, its value and help) and exit")] = False,
+    stop_on: Annotated[str, typer.Option(
+        "--stop-on", help="stop cleanly (checkpoint kept, --resume continues) on the first early-warning event of "
+                          "this severity or worse: never, warning, critical (exit code 3); docs/early-warning.md")
+    ] = "never",
 ) -> None:
     """Train with GRPO (cold start first) and record the run; with no arguments, the embedded tiny recipe."""
+    if stop_on not in ("never", "warning", "critical"):
+        raise DiscrepancyError(f"--stop-on must be never, warning or critical, got {stop_on!r}")
     cfg = _load_config(config, model, steps, seed, list(set_ or []), resume, out)
     if print_config:
         typer.echo(annotated_toml(cfg))
@@ -157,7 +163,8 @@ def train(
     def notify(line: str) -> None:
         typer.echo(line, err=True)
 
-    options = dict(resume=resume, progress=report, overwrite=force, notify=notify, trust_run=trust_run)
+    options = dict(resume=resume, progress=report, overwrite=force, notify=notify, trust_run=trust_run,
+                   stop_on=stop_on, events=lambda ev: notify(ev.line()))
     if bar is not None:
         with bar:
             summary = train_run(cfg, out, **options)
@@ -167,6 +174,8 @@ def train(
         _print_summary(summary)
     if summary.status == "failed":
         raise typer.Exit(code=1)
+    if summary.stop_reason:
+        raise typer.Exit(code=3)  # stopped by an early-warning event (--stop-on)
     if summary.status == "interrupted" and summary.stop_signal is not None:
         raise typer.Exit(code=128 + summary.stop_signal)  # the shell's convention: 130 Ctrl-C, 143 SIGTERM
 
@@ -177,6 +186,8 @@ def _print_summary(summary: Any) -> None:
 
     typer.echo(f"run: {summary.path}")
     typer.echo(f"status: {summary.status} after step {summary.steps}")
+    if summary.stop_reason:
+        typer.echo(f"{summary.stop_reason}; continue with --resume")
     values = [m.get("reward_correctness", np.nan) for m in summary.metrics]
     if len(values) >= 5:
         k = max(1, len(values) // 5)

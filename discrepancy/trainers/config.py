@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from discrepancy.analysis.online.config import EarlyWarningConfig
 from discrepancy.config import check_finite, helped
 from discrepancy.errors import ConfigError
 from discrepancy.instrumentation import InstrumentationConfig
@@ -266,6 +267,9 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig, **helped("run"))
     instruments: InstrumentationConfig = field(default_factory=InstrumentationConfig,
                                                **helped("per-step measurements (discrepancy operator, noise, ...)"))
+    # Early warning while training (docs/early-warning.md): its own section, defined with its rules.
+    early_warning: EarlyWarningConfig = field(default_factory=EarlyWarningConfig,
+                                              **helped("live rules and level-change detection while training"))
 
     def __post_init__(self) -> None:
         check_finite(self)

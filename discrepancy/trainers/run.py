@@ -19,6 +19,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from discrepancy.analysis.online.actions import LiveWatch
+from discrepancy.analysis.online.events import EVENTS_ARRAY, Event, event_arrays
+from discrepancy.analysis.online.monitor import check_names, frame_rows
 from discrepancy.config import apply_overrides, to_toml
 from discrepancy.errors import DiscrepancyError
 from discrepancy.instrumentation.hooks import HookRunner, Instrument
@@ -54,6 +57,7 @@ class RunSummary:
     metrics: list[dict[str, float]] = field(default_factory=list)
     rank: int = 0  # process rank under torchrun; only rank 0 wrote the run
     stop_signal: int | None = None  # SIGINT / SIGTERM when a signal stopped the run early
+    stop_reason: str | None = None  # the early-warning event that stopped the run (``stop_on``)
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,8 @@ class Request:
     progress: ProgressFn | None = None
     notify: Callable[[str], None] | None = None
     trust_run: bool = False  # a resumed run may import the code and read the paths its recorded config names
+    stop_on: str = "never"  # stop cleanly on the first early-warning event this severe: warning, critical
+    events: Callable[[Event], None] | None = None  # receives each early-warning event (the CLI prints its line)
 
 
 @dataclass
@@ -79,6 +85,7 @@ class Session:
     run_id: str
     sft_losses: list[float]
     snapshot_steps: list[int] = field(default_factory=list)  # already in the run file (a resumed run has some)
+    watch: LiveWatch | None = None  # early warning (rank 0 only)
 
     def snapshot(self) -> None:
         """Record the adapter at the current step, once: a resumed run that stopped at a snapshot step has it."""
@@ -111,7 +118,8 @@ class NullRecorder:
 def train_run(cfg: TrainConfig, out: str | Path = "run.h5", *, resume: bool = False, stop_at: int | None = None,
               instruments: list[Instrument] | None = None, progress: ProgressFn | None = None,
               overwrite: bool = False, notify: Callable[[str], None] | None = None,
-              trust_run: bool = False) -> RunSummary:
+              trust_run: bool = False, stop_on: str = "never",
+              events: Callable[[Event], None] | None = None) -> RunSummary:
     """Train per ``cfg`` and write the run to ``out`` (plus ``<out>.base/`` and ``<out>.ckpt.pt``).
 
     ``resume`` continues ``out`` from its checkpoint with the same model, task and schedules (``cfg.run.steps`` may
@@ -121,8 +129,11 @@ def train_run(cfg: TrainConfig, out: str | Path = "run.h5", *, resume: bool = Fa
     ``cfg.instruments`` enables; ``[]`` for none). A resumed run's recorded config is data from a file: its reward
     code (``module:function``) is imported and its dataset and model paths outside the run's folder are read only
     with ``trust_run`` (``--trust-run``); otherwise the resume is refused, naming them, before anything is loaded.
+    ``stop_on`` ("warning", "critical") stops the run like ``stop_at`` on the first early-warning event that severe
+    (docs/early-warning.md); the status message and ``RunSummary.stop_reason`` name it. ``events`` receives every
+    early-warning event as it fires (they are also recorded in the run file's ``early_warning`` array).
     """
-    req = Request(Path(out), resume, overwrite, stop_at, instruments, progress, notify, trust_run)
+    req = Request(Path(out), resume, overwrite, stop_at, instruments, progress, notify, trust_run, stop_on, events)
     if os.environ.get("RANK", "0") != "0" or req.out.is_dir() or not req.out.parent.is_dir():
         return _train(cfg, req)  # rank 0 alone holds the run and its lock; a bad --out is refused by the checks
     with run_lock(req.out):
@@ -144,7 +155,7 @@ def _train(cfg: TrainConfig, req: Request) -> RunSummary:
     _barrier(where)  # every rank has checked `out` before rank 0 creates anything
     if not where.writer:
         req = Request(req.out, req.resume, req.overwrite, req.stop_at, req.instruments,  # no progress, no notices
-                      trust_run=req.trust_run)
+                      trust_run=req.trust_run, stop_on=req.stop_on)
     seed_everything(cfg.run.seed)  # same seed on every rank: identical base, cold start and LoRA init
     try:
         session = _start(cfg, prep, req, where, config_toml)
@@ -169,6 +180,7 @@ def _check_request(cfg: TrainConfig, req: Request, config_toml: str) -> None:
     schedule = recorded.setdefault("schedule", {})
     if schedule.get("horizon") is None:  # runs recorded before the horizon was: it was their run.steps
         schedule["horizon"] = recorded.get("run", {}).get("steps")
+    recorded.setdefault("early_warning", tomllib.loads(config_toml).get("early_warning", {}))  # older runs
     changed = resume_changes(recorded, tomllib.loads(config_toml))
     if changed:
         raise ResumeError(f"{req.out}: a resumed run keeps its recorded config, but {', '.join(changed[:4])} "
@@ -242,8 +254,23 @@ def _start(cfg: TrainConfig, prep: Prepared, req: Request, where: Launch, config
     if req.resume:
         load_checkpoint(req.out, state, run_id=run_id, last_step=last_step)
     meta.update(run_id=run_id, sft_final_loss=sft_losses[-1] if sft_losses else math.nan)
-    return Session(state, _open_recorder(state, prep, req, where, config_toml, meta), run_id, sft_losses,
-                   snapshots)
+    watch = _live_watch(cfg, req, where, state.step)  # before the recorder reopens a resumed run: it replays its steps
+    session = Session(state, _open_recorder(state, prep, req, where, config_toml, meta), run_id, sft_losses,
+                      snapshots, watch)
+    if watch is not None:  # runs created before the events arrays existed get the console lines and actions only
+        watch.record = EVENTS_ARRAY in getattr(getattr(session.recorder, "schema", None), "arrays", {})
+    return session
+
+
+def _live_watch(cfg: TrainConfig, req: Request, where: Launch, last_step: int) -> LiveWatch | None:
+    """The early-warning monitor of the writer (docs/early-warning.md); a resumed run's steps are replayed into it."""
+    if not where.writer or not cfg.early_warning.enabled:
+        return None
+    watch = LiveWatch(cfg.early_warning, stop_on=req.stop_on, notify=req.notify, show=req.events)
+    if req.resume:
+        with open_run(req.out) as run:
+            watch.replay(frame_rows(run.series().loc[:last_step]))  # the steps its checkpoint has seen
+    return watch
 
 
 def _open_recorder(state: TrainState, prep: Prepared, req: Request, where: Launch, config_toml: str,
@@ -267,8 +294,10 @@ def _schema(state: TrainState, prep: Prepared) -> RunSchema:
     series.update(state.hooks.declared_series())
     fields = ["reward", "advantage", "length", *[s.name for s in prep.rewards]]
     tensors = {k: tuple(v.shape) for k, v in lora_state(state.model).items()}
-    return RunSchema(series=series, arrays=state.hooks.declared_arrays(), sample_fields=fields,
-                     snapshot_tensors=tensors)
+    arrays = state.hooks.declared_arrays()
+    if state.cfg.early_warning.enabled:
+        arrays.update(event_arrays(check_names(state.cfg.early_warning)))
+    return RunSchema(series=series, arrays=arrays, sample_fields=fields, snapshot_tensors=tensors)
 
 
 def _loop(session: Session, req: Request, where: Launch) -> RunSummary:
@@ -285,13 +314,19 @@ def _loop(session: Session, req: Request, where: Launch) -> RunSummary:
         agreed: list[int] = []  # the signal that stopped the run, as every rank agreed on it
 
         def stop() -> bool:
-            agreed[:] = [all_ranks_agree(stop_requested(), state.model)]
+            warned = EARLY_STOP if session.watch is not None and session.watch.stop_reason else None
+            agreed[:] = [all_ranks_agree(stop_requested() or warned, state.model)]
             return agreed[0] != 0
 
         status = _steps(session, last, save, req.progress, rows, stop)
         status = _close(session, status, save)
+    signum = (agreed or [0])[0]
+    reason = session.watch.stop_reason if session.watch is not None and signum == EARLY_STOP else None
     return RunSummary(req.out if where.writer else Path(), status, state.step, session.sft_losses, rows, where.rank,
-                      (agreed or [0])[0] or None)
+                      None if signum in (0, EARLY_STOP) else signum, reason)
+
+
+EARLY_STOP = 1 << 16  # the stop code of an early-warning stop: above every signal number, so every rank stops too
 
 
 def _record_step(rec: Any, state: TrainState, result: StepResult) -> None:
@@ -310,6 +345,8 @@ def _steps(session: Session, last: int, save: Callable[[], Any], progress: Progr
     cfg = state.cfg
     while state.step < last and not stop_requested():
         result = grpo_step(state)
+        if session.watch is not None:  # early warning: judge the step before its row is written (events array)
+            result.arrays.update(session.watch.step(state.step, result.metrics))
         _record_step(rec, state, result)
         rows.append(result.metrics)
         if state.step % cfg.run.snapshot_every == 0:
@@ -331,11 +368,15 @@ def _close(session: Session, status: str, save: Callable[[], Any]) -> str:
     session.snapshot()
     rec.flush()
     save()
+    if session.watch is not None:
+        session.watch.close()
     if status == "failed":
         rec.fail(f"{state.bad_steps} consecutive steps skipped, the last ({state.step}) because {state.bad_reason}")
         return status
     if state.step < cfg.run.steps:
-        rec.set_status("interrupted", f"stopped after step {state.step} of {cfg.run.steps}; continue with --resume")
+        why = session.watch.stop_reason if session.watch is not None else None
+        rec.set_status("interrupted", f"{why or 'stopped'} after step {state.step} of {cfg.run.steps}; continue "
+                       "with --resume")
         rec.close()
         return "interrupted"
     rec.finish()

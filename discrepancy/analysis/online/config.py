@@ -5,8 +5,6 @@ means and why it has its default: docs/early-warning.md."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
-
 from discrepancy.config import helped
 from discrepancy.errors import ConfigError
 
@@ -26,8 +24,6 @@ class EarlyWarningConfig:
 
     enabled: bool = field(default=True, **helped(
         "check every step's metrics while training: console line per event, events recorded in the run file"))
-    stop_on: Literal["never", "warning", "critical"] = field(default="never", **helped(
-        "stop the run cleanly (checkpoint kept, resumable) on the first event of this severity or worse"))
     on_event: str = field(default="", **helped(
         'command run for each event, e.g. "notify-send {event} {step}" ({event}, {step}, {severity}, {series}, '
         "{message} are filled in); runs in the background, never stops training"))

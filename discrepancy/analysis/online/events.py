@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from discrepancy.runfile.schema import ArraySpec
+
 SEVERITIES = ("notice", "warning", "critical")
 """notice: a level change on a key series (something happened, maybe learning); warning: a silent-failure sign that
 can be benign for a while; critical: training is no longer doing what it should (``--stop-on critical`` stops)."""
@@ -63,3 +65,25 @@ def event_rows(events: list[Event], columns: list[str]) -> tuple[np.ndarray, np.
         if i is not None and SEVERITY_CODE[ev.severity] >= codes[i]:
             codes[i], values[i] = SEVERITY_CODE[ev.severity], ev.value
     return codes, values
+
+
+def event_arrays(columns: list[str]) -> dict[str, ArraySpec]:
+    """The run file's events arrays over the monitor's ``columns`` (docs/run-format.md, docs/early-warning.md)."""
+    codes = ", ".join(f"{i} {name}" for name, i in SEVERITY_CODE.items())
+    return {
+        EVENTS_ARRAY: ArraySpec(columns=list(columns), description=f"early-warning events: 0 none, {codes}"),
+        VALUES_ARRAY: ArraySpec(columns=list(columns), description="the value that fired each event (NaN: none)"),
+    }
+
+
+def recorded_events(codes: object, values: object) -> list[tuple[int, str, str, float]]:
+    """(step, check, severity, value) of every event in a run's two events arrays (DataFrames indexed by step)."""
+    names = {i: name for name, i in SEVERITY_CODE.items()}
+    out = []
+    c = codes.to_numpy()  # type: ignore[attr-defined]
+    v = values.to_numpy()  # type: ignore[attr-defined]
+    steps = codes.index.to_numpy()  # type: ignore[attr-defined]
+    cols = list(codes.columns)  # type: ignore[attr-defined]
+    for i, j in zip(*np.nonzero(np.nan_to_num(c) > 0)):
+        out.append((int(steps[i]), cols[j], names.get(int(c[i, j]), "?"), float(v[i, j])))
+    return out
