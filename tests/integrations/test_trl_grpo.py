@@ -200,3 +200,46 @@ def test_a_run_that_cannot_be_rebuilt_says_why(tmp_path: Path):
     assert settings is None and "use_rslora" in why
     settings, why = lora_rebuild(LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
     assert settings is not None and settings.target_modules == ("q_proj", "v_proj") and why == ""
+
+
+def _train(folder: Path, **kwargs: Any) -> Path:
+    """A short instrumented run into ``folder / run.h5`` (kwargs: grpo_parts settings and GRPOConfig fields)."""
+    from discrepancy.integrations.trl_trainer import InstrumentedGRPOTrainer
+
+    peft = kwargs.pop("peft_config", None)
+    parts = grpo_parts(folder / "out", **kwargs)
+    if peft is not None:
+        parts["peft_config"] = peft
+    torch.set_num_threads(1)
+    with pytest.warns(RuntimeWarning):
+        InstrumentedGRPOTrainer(**parts, discrepancy_run=folder / "run.h5").train()
+    return folder / "run.h5"
+
+
+def test_a_second_inner_iteration_starts_where_the_first_ended(tmp_path):
+    """With μ = 2 TRL reuses the step's micro-batches and π_old for a second optimizer step, so that step's L_pre is
+    the same loss at the same weights as the first step's L_post: two measurements that must agree."""
+    from discrepancy.runfile import open_run
+
+    with open_run(_train(tmp_path, steps=2, num_iterations=2)) as run:
+        s = run.series()
+    assert s.loc[2, "loss_pre"] == pytest.approx(s.loc[1, "loss_post"], abs=1e-6)
+    assert abs(s.loc[1, "loss_post"] - s.loc[1, "loss_pre"]) > 1e-3
+
+
+def test_a_run_whose_model_cannot_be_rebuilt_is_refused_in_one_line(tmp_path):
+    from peft import LoraConfig
+    from typer.testing import CliRunner
+
+    from discrepancy.cli import app
+    from discrepancy.runfile import open_run
+
+    peft = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], use_rslora=True)
+    path = _train(tmp_path, steps=1, peft_config=peft)
+    with open_run(path) as run:
+        assert "use_rslora" in run.meta["model_rebuild"] and "base_model_path" not in run.meta
+        assert run.snapshot_steps == [1]
+    for command in ("llc", "probe"):
+        result = CliRunner().invoke(app, [command, str(path)])
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 1 and len(lines) == 1 and "cannot be rebuilt" in lines[0], result.output
