@@ -84,6 +84,9 @@ def _register_all() -> None:
     command("probe", probe.probe)
     command("inspect", run_commands.inspect)
     command("recover", run_commands.recover)
+    from discrepancy.cli.watch import watch
+
+    command("watch", watch)
 
 
 _register_all()

@@ -108,3 +108,13 @@ def test_hook_returns_at_once_and_kills_after_its_timeout(tmp_path) -> None:
     assert proc.poll() is not None and time.perf_counter() - t0 < 3.0
     assert marker.read_text() == "kl_blowup@7"
     assert any("killed" in n for n in notes)
+
+
+def test_bad_stop_on_is_one_line() -> None:
+    from typer.testing import CliRunner
+
+    from discrepancy.cli import app
+
+    res = CliRunner().invoke(app, ["train", "--stop-on", "sometimes", "--print-config"])
+    assert res.exit_code != 0 and res.stderr.strip() == "error: --stop-on must be never, warning or critical, got " \
+                                                        "'sometimes'"
