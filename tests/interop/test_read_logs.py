@@ -98,3 +98,34 @@ def _ok_csv(tmp_path: Path) -> Path:
     path = tmp_path / "ok.csv"
     pd.DataFrame({"step": range(10), "loss": np.arange(10.0)}).to_csv(path, index=False)
     return path
+
+
+def test_the_reader_agrees_with_tensorboards_event_accumulator(truth: pd.DataFrame, tmp_path: Path):
+    """Legacy simple_value scalars (PyTorch), TF2 tensor scalars with a description, text, and a step written again
+    by a resumed writer: every scalar as TensorBoard's own EventAccumulator reads it, the later value of a step."""
+    from tensorboard.backend.event_processing import plugin_event_accumulator as pea
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.plugins.scalar.summary_v2 import scalar_pb
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    from tensorboard.util import tensor_util
+
+    logdir = write_torch_events(truth.head(40), tmp_path / "tb")
+    writer = EventFileWriter(str(logdir), filename_suffix=".tf2")  # a later file: a resumed run's writer
+    for step in range(30, 60):
+        writer.add_event(event_pb2.Event(step=step, summary=scalar_pb("eval/acc", step / 100.0, description="acc")))
+        writer.add_event(event_pb2.Event(step=step, summary=scalar_pb("train/loss", -1.0)))
+    writer.close()
+    with EventWriter(logdir) as text:
+        text.text(3, "samples", "| a |")
+    src = read_series(logdir)
+    acc = pea.EventAccumulator(str(logdir), size_guidance={pea.TENSORS: 0})
+    acc.Reload()
+    tags = sorted(acc.PluginTagToContent("scalars"))
+    assert sorted([*src.frame.columns, "train/epoch"]) == tags  # epoch: a counter, left out
+    for tag in (t for t in tags if t != "train/epoch"):
+        want: dict[int, float] = {}
+        for e in acc.Tensors(tag):
+            want[e.step] = float(tensor_util.make_ndarray(e.tensor_proto))
+        got = src.frame[tag].dropna()
+        assert got.to_dict() == dict(sorted(want.items())), tag
+    assert src.descriptions["eval/acc"] == "acc" and src.frame["train/loss"].loc[35] == -1.0
