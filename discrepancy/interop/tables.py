@@ -24,7 +24,7 @@ TRAINER_SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_step
 
 
 def read_table(path: Path) -> SeriesSource:
-    """A CSV (comma, or tab for .tsv) or Parquet history with a step column (STEP_COLUMNS)."""
+    """A CSV (comma, or tab for .tsv) or Parquet history with a step column (STEP_COLUMNS, in any case)."""
     kind = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
     try:
         if kind == "parquet":
@@ -33,13 +33,14 @@ def read_table(path: Path) -> SeriesSource:
             frame = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", low_memory=False)
     except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as err:
         raise LogError(f"{path}: cannot be read as a {kind.upper()} table ({_first_line(err)})") from None
-    step = next((c for c in STEP_COLUMNS if c in frame.columns), None)
+    lower = {str(c).lower(): c for c in frame.columns}  # W&B's chart export names it "Step"
+    step = next((lower[c] for c in STEP_COLUMNS if c in lower), None)
     if step is None:
         raise LogError(f"{path}: no step column; a history needs one of {', '.join(STEP_COLUMNS)} (one row per step)")
     steps = pd.to_numeric(frame[step], errors="coerce")
     if steps.isna().all():
         raise LogError(f"{path}: the step column '{step}' holds no numbers")
-    dropped = [c for c in frame.columns if c in WANDB_INTERNAL or (c in STEP_COLUMNS and c != step)]
+    dropped = [c for c in frame.columns if c in WANDB_INTERNAL or (str(c).lower() in STEP_COLUMNS and c != step)]
     body = frame.drop(columns=[step, *dropped])[steps.notna().to_numpy()]
     body.index = steps[steps.notna()].astype("int64").to_numpy()
     notes = [f"steps from column '{step}'"]

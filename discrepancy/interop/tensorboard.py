@@ -1,9 +1,10 @@
 """TensorBoard event files, both ways, through the ``tensorboard`` package (no TensorFlow needed).
 
 Reading: TensorBoard's own event-file loader over every run folder under a log directory, taking the legacy
-``simple_value`` scalars (PyTorch's ``SummaryWriter``, TRL, HF Trainer) and the TF2 tensor scalars alike. Writing: ``EventFileWriter`` with scalar and text summaries
-built from TensorBoard's own protos and plugin metadata. TensorBoard stores a scalar as float32, so values round
-to about 7 significant digits there (CSV and Parquet exports keep float64).
+``simple_value`` scalars (PyTorch's ``SummaryWriter``, TRL, HF Trainer) and the TF2 tensor scalars alike. Writing:
+``EventFileWriter`` with scalar and text summaries built from TensorBoard's own protos and plugin metadata.
+TensorBoard stores a scalar as float32, so values round to about 7 significant digits there (CSV and Parquet exports
+keep float64).
 """
 
 from __future__ import annotations

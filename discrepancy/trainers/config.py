@@ -193,7 +193,8 @@ class TaskConfig:
     path: str | None = field(default=None, **helped(
         "gsm8k: jsonl file (unset = the sample shipped with the package); dataset: a .jsonl, .json, .parquet, "
         ".arrow or .csv file, or a folder written by save_to_disk"))
-    num_examples: int = field(default=2000, **helped("arithmetic: examples generated; gsm8k, dataset: at most this many"))
+    num_examples: int = field(default=2000, **helped(
+        "arithmetic: examples generated; gsm8k, dataset: at most this many"))
     min_ops: int = field(default=1, **helped("arithmetic: fewest operations per question"))
     max_ops: int = field(default=1, **helped("arithmetic: most operations per question"))
     max_operand: int = field(default=5, **helped("arithmetic: largest operand"))
@@ -208,7 +209,8 @@ class TaskConfig:
     chat_template: Literal["auto", "on", "off"] = field(default="auto", **helped(
         "wrap each prompt in the tokenizer's chat template (apply_chat_template, assistant turn opened): auto = "
         "when the tokenizer has one (instruct models), on = require one, off = the plain prompt"))
-    system_prompt: str = field(default="", **helped("chat template: a system message before each prompt (empty = none)"))
+    system_prompt: str = field(default="", **helped(
+        "chat template: a system message before each prompt (empty = none)"))
 
     def __post_init__(self) -> None:
         _check(self.num_examples >= 1, "task.num_examples", "≥ 1", self.num_examples)

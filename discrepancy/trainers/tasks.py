@@ -1,10 +1,11 @@
-"""Training tasks: a synthetic arithmetic task with difficulty levels, a GSM8K loader, and any local dataset file
-read through HF ``datasets`` (``load_dataset_examples``; ``load_task`` picks by ``task.name``).
+"""Training tasks: a synthetic arithmetic task with difficulty levels, a GSM8K loader, and any local dataset file read
+through HF ``datasets`` (``load_dataset_examples``; ``load_task`` picks by ``task.name``).
 
-All yield :class:`Example` rows. The prompt a model sees is ``Example.prompt_text``: ``grading.format_prompt(question)``,
-inside the tokenizer's chat template when it has one (``with_chat_prompts``), so an instruct model is prompted as it
-was trained. The cold-start SFT target is ``format_solution(example)``. The plain prompt is deliberately short: the
-default model reads characters, and every prompt character costs in every forward pass of training.
+All yield :class:`Example` rows. The prompt a model sees is ``Example.prompt_text``:
+``grading.format_prompt(question)``, inside the tokenizer's chat template when it has one (``with_chat_prompts``), so
+an instruct model is prompted as it was trained. The cold-start SFT target is ``format_solution(example)``. The plain
+prompt is deliberately short: the default model reads characters, and every prompt character costs in every forward
+pass of training.
 """
 
 from __future__ import annotations

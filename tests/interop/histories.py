@@ -105,7 +105,8 @@ def write_full_run(path: Path) -> Path:
     line break), a 3×2 snapshot filled with step + 1 every SNAP_EVERY steps."""
     rng = np.random.default_rng(11)
     schema = RunSchema(series={"reward_mean": "mean total reward", "kl_realised": "realised KL"},
-                       arrays={"lora_norm": ArraySpec(columns=["q_proj.0", "v_proj.0"], description="‖BA‖ per module")},
+                       arrays={"lora_norm": ArraySpec(columns=["q_proj.0", "v_proj.0"],
+                                                      description="‖BA‖ per module")},
                        sample_fields=["correctness"], snapshot_tensors={"lora_A": (3, 2)})
     with Recorder.create(path, schema) as rec:
         for step in range(STEPS):

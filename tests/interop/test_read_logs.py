@@ -42,6 +42,8 @@ def test_wandb_csv_merges_rows_and_leaves_out_bookkeeping(truth: pd.DataFrame, t
 def test_parquet_with_a_step_column(truth: pd.DataFrame, tmp_path: Path):
     path = tmp_path / "h.parquet"
     truth.reset_index().to_parquet(path)
+    truth.reset_index().rename(columns={"step": "Step"}).to_csv(tmp_path / "chart.csv", index=False)
+    assert read_series(tmp_path / "chart.csv").frame.index.equals(truth.index)  # W&B's chart export: "Step"
     src = read_series(path, signals=["loss", "kl"])
     assert list(src.frame.columns) == ["loss", "kl"]
     np.testing.assert_array_equal(src.frame.to_numpy(), truth[["loss", "kl"]].to_numpy())
@@ -85,7 +87,8 @@ def test_bad_inputs_name_the_problem(tmp_path: Path):
     text_events = tmp_path / "text_events"
     with EventWriter(text_events) as writer:
         writer.text(1, "samples", "| a |")
-    cases = {text_events: "hold no scalars", empty: "no TensorBoard event files", no_step: "no step column", other: "no 'log_history'",
+    cases = {text_events: "hold no scalars", empty: "no TensorBoard event files", no_step: "no step column",
+             other: "no 'log_history'",
              no_steps: "without a numeric 'step'", text_only: "no numeric series", tmp_path / "gone.csv": "no such"}
     for path, words in cases.items():
         with pytest.raises(LogError, match=words):
