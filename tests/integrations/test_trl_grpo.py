@@ -243,3 +243,25 @@ def test_a_run_whose_model_cannot_be_rebuilt_is_refused_in_one_line(tmp_path):
         result = CliRunner().invoke(app, [command, str(path)])
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert result.exit_code == 1 and len(lines) == 1 and "cannot be rebuilt" in lines[0], result.output
+
+
+def test_a_crash_leaves_a_failed_run_with_the_steps_done(tmp_path):
+    from discrepancy.integrations.trl_trainer import InstrumentedGRPOTrainer
+    from discrepancy.runfile import open_run
+
+    calls = []
+
+    def reward_then_fail(completions: list[str], **_: Any) -> list[float]:
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("reward server down")
+        return [float(len(c)) for c in completions]
+
+    parts = grpo_parts(tmp_path / "out", steps=3)
+    parts["reward_funcs"] = [reward_then_fail]
+    trainer = InstrumentedGRPOTrainer(**parts, discrepancy_run=tmp_path / "run.h5")
+    with pytest.warns(RuntimeWarning), pytest.raises(RuntimeError, match="reward server down"):
+        trainer.train()
+    with open_run(tmp_path / "run.h5") as run:
+        assert run.status == "failed" and "reward server down" in run.status_message
+        assert list(run.series().index) == [1] and np.isfinite(run.series()["disc"]).all()
