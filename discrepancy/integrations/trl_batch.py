@@ -29,8 +29,8 @@ NOT_REWARDS = ("advantage", "length")
 class Generation:
     """One TRL generation batch, in generation order (rows g*G .. g*G+G-1 are the completions of prompt g)."""
 
-    prompts: list[str]  # the prompt text the model saw (chat template applied, padding removed)
-    completions: list[str]
+    prompts: list[str]  # the prompt text the model saw (chat template applied, padding removed): sampled rows only
+    completions: list[str]  # every row's
     fields: dict[str, np.ndarray]  # per row: one column per reward function, "advantage", "length"
 
 

@@ -97,7 +97,7 @@ class RunWriter:
         arrays = {k: v for k, v in metrics.items() if isinstance(v, np.ndarray)}
         self._pending = (step, scalars, arrays)
         for gen in generations:
-            n = min(samples, len(gen.completions))
+            n = min(samples, len(gen.prompts))
             if n:
                 self.rec.log_samples(step, prompt_ids=[prompt_key(p) for p in gen.prompts[:n]],
                                      prompts=gen.prompts[:n], completions=gen.completions[:n],

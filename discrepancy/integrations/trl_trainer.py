@@ -163,9 +163,9 @@ class InstrumentedGRPOTrainer(GRPOTrainer):
         """TRL's generation and scoring, timed; each row is tagged so that its text survives TRL's shuffle."""
         start = time.perf_counter()
         out = super()._generate_and_score_completions(inputs)
-        self._dc_gen_time += time.perf_counter() - start
         if not self.model.training:
             return out
+        self._dc_gen_time += time.perf_counter() - start
         gid = max(self._dc_generations, default=-1) + 1
         n = int(out["completion_ids"].shape[0])
         device = out["completion_ids"].device
@@ -178,20 +178,21 @@ class InstrumentedGRPOTrainer(GRPOTrainer):
         return out
 
     def _generation(self, out: dict[str, Any], n: int) -> Generation:
-        """The rows of a generation batch: texts as the model saw them, reward components, advantage, length."""
+        """The rows of a generation batch (one process: TRL's buffers end with them): completion texts as TRL
+        decoded them, reward components, advantage, length; the prompt text, as the model saw it, of the rows
+        recorded as samples."""
         tok = self.processing_class
         tok = getattr(tok, "tokenizer", tok)  # a multimodal processor holds its tokenizer
-        world, rank = self.accelerator.num_processes, self.accelerator.process_index
-        fields = {}
-        for name in self.reward_func_names:  # TRL's buffer holds every process's rows: take this process's
-            values = list(self._logs["rewards"][name])[-n * world:]
-            fields[safe_name(name)] = np.asarray(values[rank * n:(rank + 1) * n], dtype=np.float64)
+        texts = list(self._logs["completion"])[-n:]
+        if len(texts) != n or not all(isinstance(t, str) for t in texts):  # conversational: decode the tokens
+            texts = decode_rows(tok, out["completion_ids"], out["completion_mask"], skip_special=True)
+        fields = {safe_name(name): np.asarray(list(self._logs["rewards"][name])[-n:], dtype=np.float64)
+                  for name in self.reward_func_names}
         fields["advantage"] = out["advantages"].detach().float().reshape(n, -1).mean(1).cpu().numpy()
         fields["length"] = out["completion_mask"].sum(1).float().cpu().numpy()
-        return Generation(prompts=decode_rows(tok, out["prompt_ids"], out["prompt_mask"], skip_special=False),
-                          completions=decode_rows(tok, out["completion_ids"], out["completion_mask"],
-                                                  skip_special=True),
-                          fields=fields)
+        k = min(self._dc_samples, n)
+        prompts = decode_rows(tok, out["prompt_ids"][:k], out["prompt_mask"][:k], skip_special=False)
+        return Generation(prompts=prompts, completions=texts, fields=fields)
 
     def _context(self, step: int, batch: Any, logp: Any, entropy: Any) -> StepContext:
         params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
