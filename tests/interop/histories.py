@@ -119,3 +119,12 @@ def write_full_run(path: Path) -> Path:
                 rec.log_snapshot(step, {"lora_A": np.full((3, 2), step + 1.0)})
         rec.finish()
     return path
+
+
+def accumulator(folder: Path):  # noqa: ANN201 - tensorboard's EventAccumulator
+    """TensorBoard's classic reader over ``folder``, every event kept: the independent reader of the export tests."""
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    acc = ea.EventAccumulator(str(folder), size_guidance={ea.SCALARS: 0, ea.TENSORS: 0})
+    acc.Reload()
+    return acc

@@ -12,7 +12,7 @@ from discrepancy.analysis.pipeline import family_of
 from discrepancy.interop.export import SAMPLES_TAG, export_run
 from discrepancy.interop.live import TensorBoardMirror
 from discrepancy.runfile import open_run
-from interop.test_export import accumulator
+from interop.histories import accumulator
 
 
 def _replay(run: Path, logdir: Path) -> None:

@@ -11,15 +11,7 @@ import pytest
 
 from discrepancy.analysis.pipeline import family_of
 from discrepancy.interop.export import SAMPLES_TAG, TOTAL_NORM, export_run
-from interop.histories import SNAP_EVERY, STEPS
-
-
-def accumulator(folder: Path):
-    from tensorboard.backend.event_processing import event_accumulator as ea
-
-    acc = ea.EventAccumulator(str(folder), size_guidance={ea.SCALARS: 0, ea.TENSORS: 0})
-    acc.Reload()
-    return acc
+from interop.histories import SNAP_EVERY, STEPS, accumulator
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # TensorBoard's vendored html5lib sanitizer
