@@ -24,6 +24,7 @@ from discrepancy.report.fragments import CSS, data_uri, note, table
 from discrepancy.report.headline import headline_html, key_rows
 from discrepancy.report.samples import read_samples, samples_html
 from discrepancy.report.sections import llc_section, probe_section
+from discrepancy.report.training_events import training_events_section
 from discrepancy.runfile.results import EVENTS_CSV, REPORT_HTML, SUMMARY_JSON, write_json, write_table, write_text
 
 
@@ -138,7 +139,8 @@ def write_outputs(res: AnalysisResult, out: Path, *, figures: bool = True) -> di
             images = all_figures(res, out)
             overview, jump_map = overview_figure(res, out), jump_map_figure(res, out)
     samples, problem = read_samples(res.path)
-    extra = probe_section(out) + llc_section(out) + (note(problem) if problem else "")
+    extra = training_events_section(res.path) + probe_section(out) + llc_section(out)
+    extra += note(problem) if problem else ""
     write_text(paths["report"], report_html(res, images, extra, samples_html(res, samples), overview, jump_map))
     paths.update({f"figure:{img.stem}": img for img in [*images, overview, jump_map] if img is not None})
     return paths

@@ -329,9 +329,10 @@ def _loop(session: Session, req: Request, where: Launch) -> RunSummary:
 EARLY_STOP = 1 << 16  # the stop code of an early-warning stop: above every signal number, so every rank stops too
 
 
-def _record_step(rec: Any, state: TrainState, result: StepResult) -> None:
+def _record_step(rec: Any, state: TrainState, result: StepResult, every: bool = False) -> None:
+    """The step's row and its samples (``every``: all its completions, an early-warning event's evidence)."""
     rec.log_step(state.step, result.metrics, arrays=result.arrays or None)
-    k = min(state.cfg.run.samples_per_step, len(result.completions))
+    k = len(result.completions) if every else min(state.cfg.run.samples_per_step, len(result.completions))
     if k:
         rec.log_samples(state.step, prompt_ids=result.prompt_ids[:k], prompts=result.prompts[:k],
                         completions=result.completions[:k],
@@ -345,11 +346,12 @@ def _steps(session: Session, last: int, save: Callable[[], Any], progress: Progr
     cfg = state.cfg
     while state.step < last and not stop_requested():
         result = grpo_step(state)
-        if session.watch is not None:  # early warning: judge the step before its row is written (events array)
-            result.arrays.update(session.watch.step(state.step, result.metrics))
-        _record_step(rec, state, result)
+        watch = session.watch
+        if watch is not None:  # early warning: judge the step before its row is written (events array)
+            result.arrays.update(watch.step(state.step, result.metrics))
+        _record_step(rec, state, result, watch is not None and watch.in_dossier(state.step))
         rows.append(result.metrics)
-        if state.step % cfg.run.snapshot_every == 0:
+        if state.step % cfg.run.snapshot_every == 0 or (watch is not None and watch.snapshot_due(state.step)):
             session.snapshot()
         if cfg.run.checkpoint_every and state.step % cfg.run.checkpoint_every == 0:
             rec.flush()  # the run file must hold every step the checkpoint has seen

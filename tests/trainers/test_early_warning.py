@@ -118,3 +118,31 @@ def test_bad_stop_on_is_one_line() -> None:
     res = CliRunner().invoke(app, ["train", "--stop-on", "sometimes", "--print-config"])
     assert res.exit_code != 0 and res.stderr.strip() == "error: --stop-on must be never, warning or critical, got " \
                                                         "'sometimes'"
+
+
+def test_dossier_keeps_every_completion_and_snapshots_that_rebuild_their_step(tmp_path, fast_train_config,
+                                                                              planted) -> None:
+    import numpy as np
+
+    cfg = apply_overrides(fast_train_config, ["run.steps=7", "instruments.grad_noise=false", QUIET_TRUNCATION,
+                                              "early_warning.dossier_steps=2", "run.snapshot_every=100"])
+    planted.add(3)
+    train_run(cfg, tmp_path / "a.h5")
+    planted.clear()
+    train_run(cfg, tmp_path / "b.h5", stop_at=3)  # the same run stopped at the event: its model at step 3
+    per_step = cfg.grpo.num_prompts * cfg.grpo.group_size
+    with open_run(tmp_path / "a.h5") as a, open_run(tmp_path / "b.h5") as b:
+        assert a.snapshot_steps == [0, 3, 5, 7]  # start, the event, the end of its window, the end of the run
+        counts = a.samples().groupby("step").size().to_dict()
+        assert counts == {1: 2, 2: 2, 3: per_step, 4: per_step, 5: per_step, 6: 2, 7: 2}
+        assert set(cfg.rewards.names) <= set(a.samples().columns)  # with each completion's reward components
+        snap_a, snap_b = a.snapshot(3), b.snapshot(3)
+        assert snap_a.keys() == snap_b.keys()
+        for name in snap_a:
+            np.testing.assert_array_equal(snap_a[name], snap_b[name])
+    from discrepancy.report.training_events import training_events_section
+
+    section = training_events_section(tmp_path / "a.h5")  # the report's section shows the dossier
+    assert "Events while training" in section and "critical non_finite at step 3" in section
+    assert f"completions recorded at its step: {per_step}" in section and "snapshots near it: 0, 3, 5, 7" in section
+    assert training_events_section(None) == ""

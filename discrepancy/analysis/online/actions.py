@@ -88,6 +88,8 @@ class LiveWatch:
         self.hook = EventHook(cfg.on_event, cfg.on_event_timeout, notify) if cfg.on_event else None
         self.stop_reason: str | None = None
         self.failed = False
+        self.dossier_steps = cfg.dossier_steps
+        self.dossier: tuple[int, int] | None = None  # (event step, last step) of the evidence being kept
 
     def replay(self, rows: Iterable[tuple[int, Mapping[str, float]]]) -> None:
         """Feed a resumed run's recorded rows: the monitor continues where it was, nothing is printed or run."""
@@ -109,12 +111,23 @@ class LiveWatch:
                 self.show(ev)
             if self.hook is not None:
                 self.hook.fire(ev)
+            if self.dossier_steps and at_least(ev.severity, "warning") and not self.in_dossier(step):
+                self.dossier = (step, step + self.dossier_steps)
             if self.stop_reason is None and self.stop_on != "never" and at_least(ev.severity, self.stop_on):
                 self.stop_reason = f"stopped by early warning at step {ev.step}: {ev.severity} {ev.check}"
         if not self.record:
             return {}
         codes, values = event_rows(events, self.monitor.columns)
         return {EVENTS_ARRAY: codes, VALUES_ARRAY: values}
+
+    def in_dossier(self, step: int) -> bool:
+        """Whether ``step`` is inside an event's evidence window: all its completions are recorded."""
+        return self.dossier is not None and self.dossier[0] <= step <= self.dossier[1]
+
+    def snapshot_due(self, step: int) -> bool:
+        """Whether the evidence of an event wants a LoRA snapshot at ``step`` (the event's step, and the window's
+        last step)."""
+        return self.dossier is not None and step in self.dossier
 
     def close(self) -> None:
         """Wait for (or end) the user's commands still running."""

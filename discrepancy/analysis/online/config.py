@@ -28,6 +28,9 @@ class EarlyWarningConfig:
         'command run for each event, e.g. "notify-send {event} {step}" ({event}, {step}, {severity}, {series}, '
         "{message} are filled in); runs in the background, never stops training"))
     on_event_timeout: float = field(default=10.0, **helped("seconds before an on_event command is killed"))
+    dossier_steps: int = field(default=5, **helped(
+        "evidence kept for a warning or critical event: every completion of its step and of this many steps after "
+        "it goes into the samples table, and LoRA snapshots are taken at the event and at the end (0 = none)"))
     level_changes: bool = field(default=True, **helped("streaming level-change detection on level_series"))
     level_series: list[str] = field(default_factory=lambda: list(LEVEL_SERIES), **helped(
         "series searched for level changes (missing ones are skipped)"))
@@ -69,6 +72,7 @@ class EarlyWarningConfig:
     def __post_init__(self) -> None:
         _check(self.on_event_timeout > 0, "on_event_timeout", "> 0", self.on_event_timeout)
         _check(self.window >= 5, "window", "≥ 5", self.window)
+        _check(self.dossier_steps >= 0, "dossier_steps", "≥ 0", self.dossier_steps)
         _check(self.threshold > 0, "threshold", "> 0", self.threshold)
         _check(0 < self.truncated_frac <= 1, "truncated_frac", "in (0, 1]", self.truncated_frac)
         _check(0 < self.zero_std_frac <= 1, "zero_std_frac", "in (0, 1]", self.zero_std_frac)
