@@ -151,6 +151,21 @@ def test_noise_norms_samples_and_snapshots(trl_run):
     assert meta["model_rebuild"] == "ok" and (trl_run["path"].parent / "run.base" / "config.json").is_file()
 
 
+def test_llc_and_probe_rebuild_the_trained_model(trl_run):
+    """`llc` and `probe` load a run's model through `model_from_run`: from the saved base, the LoRA settings in meta
+    and the last snapshot it must give the trained model's logits back."""
+    from discrepancy.modeling import model_from_run
+
+    rebuilt, tokenizer = model_from_run(trl_run["path"], STEPS)
+    trained = trl_run["trainer"].model
+    ids = tokenizer(["1+2=", "7+7="], return_tensors="pt")
+    was_training = trained.training
+    trained.eval()
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(**ids).logits, trained(**ids).logits, atol=1e-5)
+    trained.train(was_training)
+
+
 def test_inspect_and_analyze_read_the_run(trl_run, tmp_path):
     from typer.testing import CliRunner
 
