@@ -23,7 +23,10 @@ KINDS = {"run": "discrepancy run file", "tensorboard": "TensorBoard log", "csv":
 
 #: Columns HF Trainer, TRL and W&B log that count progress (a ramp in the step, never an event): left out unless
 #: asked for by name with ``--signals``.
-COUNTERS = ("epoch", "global_step", "total_flos", "num_input_tokens_seen")
+COUNTERS = ("epoch", "global_step", "total_flos", "num_input_tokens_seen", "num_tokens")
+#: The totals HF Trainer logs once at the end of training (a row of ``log_history``; ``train/train_*`` tags in
+#: TensorBoard): one value each, not series.
+TRAINER_TOTALS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss")
 
 
 class LogError(DiscrepancyError):
@@ -89,10 +92,14 @@ def read_series(path: str | Path, signals: list[str] | None = None) -> SeriesSou
     readers = {"tensorboard": tensorboard.read_scalars, "csv": tables.read_table, "parquet": tables.read_table,
                "trainer_state": tables.read_trainer_state}
     src = readers[kind](Path(path))
-    counters = [c for c in src.frame.columns if c.rsplit("/", 1)[-1] in COUNTERS and c not in (signals or [])]
+    last = {c: c.rsplit("/", 1)[-1] for c in src.frame.columns if c not in (signals or [])}
+    counters = [c for c, name in last.items() if name in COUNTERS]
+    totals = [c for c, name in last.items() if name in TRAINER_TOTALS]
+    src.frame = src.frame.drop(columns=counters + totals)
     if counters:
-        src.frame = src.frame.drop(columns=counters)
         src.notes.append(f"counters, not series: {', '.join(counters)} (they grow with the step)")
+    if totals:
+        src.notes.append(f"end-of-training totals, not series: {', '.join(totals)}")
     src.frame = _select(src.frame, signals, path)
     src.descriptions = {k: v for k, v in src.descriptions.items() if k in src.frame.columns}
     src.meta = {"source": kind, **src.meta}

@@ -11,16 +11,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from discrepancy.interop.source import LogError, SeriesSource, dropped_note, tidy
+from discrepancy.interop.source import TRAINER_TOTALS, LogError, SeriesSource, dropped_note, tidy
 
 #: Step columns, preferred first. W&B's history export names its step ``_step``; pandas dumps and our own export
 #: ``step``; HF integrations log ``train/global_step`` (W&B) or ``global_step``.
 STEP_COLUMNS = ("_step", "step", "global_step", "train/global_step", "trainer/global_step")
 #: W&B bookkeeping columns: wall-clock seconds and timestamps, not training series.
 WANDB_INTERNAL = ("_runtime", "_timestamp", "_wandb")
-#: Keys of the one summary row HF Trainer appends to ``log_history`` at the end of training (totals, not series).
-TRAINER_SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos",
-                        "train_loss")
+#: Keys that mark the one summary row HF Trainer appends to ``log_history`` at the end of training.
+TRAINER_SUMMARY_KEYS = (*TRAINER_TOTALS, "total_flos")
 
 
 def read_table(path: Path) -> SeriesSource:

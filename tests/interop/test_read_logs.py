@@ -132,3 +132,19 @@ def test_the_reader_agrees_with_tensorboards_event_accumulator(truth: pd.DataFra
         got = src.frame[tag].dropna()
         assert got.to_dict() == dict(sorted(want.items())), tag
     assert src.descriptions["eval/acc"] == "acc" and src.frame["train/loss"].loc[35] == -1.0
+
+
+TRL_LOGS = Path(__file__).parent / "data" / "trl-1.16"  # a real TRL 1.16 GRPO run's logs (data/trl-1.16/make.py)
+
+
+def test_a_real_trl_runs_two_logs_read_as_the_same_series():
+    """TRL writes one history twice: TensorBoard tags ``train/<key>`` (float32) and trainer_state.json keys
+    (float64). Both readers give the same 12 steps and, to float32, the same values of every series."""
+    state, tb = read_series(TRL_LOGS / "trainer_state.json"), read_series(TRL_LOGS / "tb")
+    assert list(state.frame.index) == list(range(1, 13)) and list(tb.frame.index) == list(range(1, 13))
+    assert [f"train/{c}" for c in state.frame.columns] == list(tb.frame.columns) and len(state.frame.columns) >= 20
+    np.testing.assert_array_equal(state.frame.to_numpy(np.float32), tb.frame.to_numpy(np.float32))
+    assert {"reward", "loss", "rewards/reward_len/mean", "completions/mean_length"} <= set(state.frame.columns)
+    left_out = " ".join(tb.notes)
+    assert "train/epoch" in left_out and "train/num_tokens" in left_out and "train/train_runtime" in left_out
+    assert state.meta["max_steps"] == 12
