@@ -18,6 +18,8 @@ import pandas as pd
 
 from discrepancy.interop.source import LogError, SeriesSource, tidy
 
+#: Bytes around each record of an event file (TFRecord framing: length, its checksum, the data's checksum).
+RECORD_FRAMING = 8 + 4 + 4
 #: Suffix of the event files this package writes, so a re-export replaces its own files and nobody else's.
 SUFFIX = ".discrepancy"
 
@@ -39,30 +41,35 @@ def read_scalars(path: Path) -> SeriesSource:
         raise LogError(f"{path}: no TensorBoard event files (events.out.tfevents.*) in this folder or below it")
     columns: dict[str, pd.Series] = {}
     descriptions: dict[str, str] = {}
+    notes: list[str] = []
     for run_dir in dirs:
         prefix = "" if len(dirs) == 1 or run_dir == path else f"{run_dir.relative_to(path).as_posix()}/"
-        found, described = _scalars_of(run_dir)
+        found, described, damaged = _scalars_of(run_dir)
+        notes += damaged
         columns |= {prefix + tag: s for tag, s in found.items()}
         descriptions |= {prefix + tag: d for tag, d in described.items()}
     if not columns:
-        raise LogError(f"{path}: its event files hold no scalars (only images, histograms, text or graphs)")
+        raise LogError(f"{path}: its event files hold no scalars (only images, histograms, text or graphs"
+                       + (f"; {notes[0]}" if notes else "") + ")")
     frame, _ = tidy(pd.DataFrame(columns), path, "the event files")
     return SeriesSource(frame=frame, kind="tensorboard", path=str(path), descriptions=descriptions,
-                        notes=[f"{len(columns)} scalar tag(s) from {len(dirs)} run folder(s)"])
+                        notes=[f"{len(columns)} scalar tag(s) from {len(dirs)} run folder(s)", *notes])
 
 
-def _scalars_of(run_dir: Path) -> tuple[dict[str, pd.Series], dict[str, str]]:
-    """({tag: values by step}, {tag: description}) of the scalar tags in one run folder's event files, oldest file
-    first, so a resumed run's later value of a step wins.
+def _scalars_of(run_dir: Path) -> tuple[dict[str, pd.Series], dict[str, str], list[str]]:
+    """({tag: values by step}, {tag: description}, notes on files read only in part) of the scalar tags in one run
+    folder's event files, oldest file first, so a resumed run's later value of a step wins.
 
-    Read with TensorBoard's ``LegacyEventFileLoader`` (its record reader with the checksum check, and the Event
-    proto) and the values taken here, as its ``EventAccumulator`` would: a legacy ``simple_value`` (PyTorch's
+    Read with TensorBoard's ``RawEventFileLoader`` (its record reader with the checksum check; it stops quietly at a
+    damaged or unfinished record, so the bytes read are counted against the file's size to say so) and its Event
+    proto, and the values taken here, as its ``EventAccumulator`` would: a legacy ``simple_value`` (PyTorch's
     SummaryWriter, TRL, HF Trainer) or a tensor whose tag's metadata names the scalars plugin (TF2; a writer sends
     the metadata with a tag's first value in each file). The
     accumulator itself costs ~90 µs a value (its per-event compatibility rewrite); this loop ~10 µs, most of it
     TensorBoard's pure-Python checksum.
     """
     from tensorboard.backend.event_processing import event_file_loader, io_wrapper
+    from tensorboard.compat.proto import event_pb2
     from tensorboard.util import tensor_util
 
     files = [run_dir] if run_dir.is_file() else sorted(
@@ -70,8 +77,12 @@ def _scalars_of(run_dir: Path) -> tuple[dict[str, pd.Series], dict[str, str]]:
     values: dict[str, dict[int, float]] = {}
     plugin: dict[str, str] = {}  # tag -> plugin named by its first metadata ("" for none)
     described: dict[str, str] = {}
+    partial: list[str] = []
     for f in files:
-        for event in event_file_loader.LegacyEventFileLoader(str(f)).Load():
+        used = 0
+        for raw in event_file_loader.RawEventFileLoader(str(f)).Load():
+            used += len(raw) + RECORD_FRAMING
+            event = event_pb2.Event.FromString(raw)
             if not event.HasField("summary"):
                 continue
             for v in event.summary.value:
@@ -83,9 +94,13 @@ def _scalars_of(run_dir: Path) -> tuple[dict[str, pd.Series], dict[str, str]]:
                     values.setdefault(v.tag, {})[int(event.step)] = float(v.simple_value)
                 elif kind == "tensor" and plugin[v.tag] == "scalars":
                     values.setdefault(v.tag, {})[int(event.step)] = float(tensor_util.make_ndarray(v.tensor))
+        size = f.stat().st_size
+        if used < size:
+            partial.append(f"{f.name}: read {used} of {size} bytes, up to a damaged or unfinished record (a live "
+                           "writer's last record is often unfinished)")
     series = {tag: pd.Series(list(d.values()), index=np.fromiter(d.keys(), np.int64, len(d)), dtype=np.float64)
               for tag, d in sorted(values.items())}
-    return series, {tag: described[tag] for tag in series}
+    return series, {tag: described[tag] for tag in series}, partial
 
 
 class EventWriter:

@@ -148,3 +148,20 @@ def test_a_real_trl_runs_two_logs_read_as_the_same_series():
     left_out = " ".join(tb.notes)
     assert "train/epoch" in left_out and "train/num_tokens" in left_out and "train/train_runtime" in left_out
     assert state.meta["max_steps"] == 12
+
+
+def test_a_damaged_event_file_is_read_up_to_the_damage_and_said_so(tmp_path: Path):
+    real = next((TRL_LOGS / "tb").glob("events.out.tfevents.*")).read_bytes()
+    (tmp_path / "tb").mkdir()
+    (tmp_path / "tb" / "events.out.tfevents.1.host").write_bytes(real[: len(real) * 2 // 3])  # cut mid-record
+    src = read_series(tmp_path / "tb")
+    assert 1 <= len(src.frame) < 12  # the steps before the cut
+    whole = read_series(TRL_LOGS / "tb").frame
+    got, want = src.frame.to_numpy(), whole.loc[src.frame.index, src.frame.columns].to_numpy()
+    seen = np.isfinite(got)  # one event per value: the step at the cut has some of its series
+    assert seen[:-1].all() and np.array_equal(got[seen], want[seen])
+    assert any(f"of {len(real) * 2 // 3} bytes" in n for n in src.notes)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "events.out.tfevents.2.host").write_bytes(b"z" * 64)
+    with pytest.raises(LogError, match="no scalars .*read 0 of 64 bytes"):
+        read_series(tmp_path / "junk")
