@@ -18,8 +18,8 @@ import pandas as pd
 from discrepancy.errors import DiscrepancyError
 
 #: The kinds of log ``read_series`` recognises, with the name a note gives each.
-KINDS = {"run": "discrepancy run file", "tensorboard": "TensorBoard log", "csv": "CSV history",
-         "parquet": "Parquet history", "trainer_state": "HF Trainer state (trainer_state.json)"}
+KINDS = {"run": "a discrepancy run file", "tensorboard": "a TensorBoard log", "csv": "a CSV history",
+         "parquet": "a Parquet history", "trainer_state": "an HF Trainer state (trainer_state.json)"}
 
 #: Columns HF Trainer, TRL and W&B log that count progress (a ramp in the step, never an event): left out unless
 #: asked for by name with ``--signals``.
@@ -71,7 +71,7 @@ def kind_of(path: str | Path) -> str:
 
 def absent_note(kind: str) -> str:
     """The one line a foreign log's analysis carries about what only a discrepancy run has."""
-    return (f"read from a {KINDS[kind]}: only its logged scalar series are analysed; LoRA snapshots, samples, "
+    return (f"read from {KINDS[kind]}: only its logged scalar series are analysed; LoRA snapshots, samples, "
             "the run config and D_t/ρ_t (unless logged as series) are recorded only by a discrepancy run, so their "
             "report sections are absent")
 
@@ -92,19 +92,24 @@ def read_series(path: str | Path, signals: list[str] | None = None) -> SeriesSou
     readers = {"tensorboard": tensorboard.read_scalars, "csv": tables.read_table, "parquet": tables.read_table,
                "trainer_state": tables.read_trainer_state}
     src = readers[kind](Path(path))
-    last = {c: c.rsplit("/", 1)[-1] for c in src.frame.columns if c not in (signals or [])}
-    counters = [c for c, name in last.items() if name in COUNTERS]
-    totals = [c for c, name in last.items() if name in TRAINER_TOTALS]
-    src.frame = src.frame.drop(columns=counters + totals)
-    if counters:
-        src.notes.append(f"counters, not series: {', '.join(counters)} (they grow with the step)")
-    if totals:
-        src.notes.append(f"end-of-training totals, not series: {', '.join(totals)}")
-    src.frame = _select(src.frame, signals, path)
+    src.frame = _select(src.frame, signals, path) if signals is not None else _without_counters(src)
     src.descriptions = {k: v for k, v in src.descriptions.items() if k in src.frame.columns}
     src.meta = {"source": kind, **src.meta}
     src.notes.append(absent_note(kind))
     return src
+
+
+def _without_counters(src: SeriesSource) -> pd.DataFrame:
+    """``src.frame`` without its counters and end-of-training totals (matched on a name's last ``/`` part), each
+    kind named in a note of ``src``."""
+    last = {c: c.rsplit("/", 1)[-1] for c in src.frame.columns}
+    counters = [c for c, name in last.items() if name in COUNTERS]
+    totals = [c for c, name in last.items() if name in TRAINER_TOTALS]
+    if counters:
+        src.notes.append(f"counters, not series: {', '.join(counters)} (they grow with the step)")
+    if totals:
+        src.notes.append(f"end-of-training totals, not series: {', '.join(totals)}")
+    return src.frame.drop(columns=counters + totals)
 
 
 def _select(frame: pd.DataFrame, signals: list[str] | None, path: str | Path) -> pd.DataFrame:
