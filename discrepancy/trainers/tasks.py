@@ -189,7 +189,11 @@ def _read_rows(path: Path) -> tuple[list[str], Any]:
     through a throw-away cache (nothing left in the user's cache; the prompts of a task fit in memory)."""
     import tempfile
 
-    import datasets
+    try:
+        import datasets
+    except ImportError:
+        raise DatasetError("task.name = 'dataset' reads files with HF datasets, which is not installed: "
+                           "pip install 'discrepancy[datasets]'") from None
 
     if path.is_dir():
         try:
