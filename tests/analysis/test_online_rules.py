@@ -63,6 +63,7 @@ PLANTED = [  # (check, planted values, patience)
     ("length_collapse", {"completion_length_mean": 1.0}, 5),
     ("length_explosion", {"completion_length_mean": 60.0}, 5),
     ("one_completion", {"div_batch_distinct": 1.0}, 3),
+    ("reward_constant", {"reward_correctness": 0.5}, 10),
     ("mode_collapse", {"div_duplicate_frac": 0.97}, 10),
 ]
 
@@ -97,6 +98,11 @@ def test_missing_series_never_fire_and_never_break_a_streak() -> None:
             row.pop("frac_reward_zero_std")  # a gap inside the streak: the streak goes on after it
     assert fired(rows, "no_signal") == [P + 10]
     assert fired(rows, "one_completion") == [] and fired(rows, "mode_collapse") == []
+
+
+def test_a_saturated_reward_is_not_a_constant_reward() -> None:
+    rows = stream({"reward_format": 1.0}, seed=8)  # every completion formatted: at the top of its range
+    assert fired(rows, "reward_constant") == []
 
 
 def test_nan_by_design_never_fires() -> None:

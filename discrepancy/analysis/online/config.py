@@ -61,6 +61,9 @@ class EarlyWarningConfig:
         "length_collapse fires when completion_length_mean ≤ this × its recent median for 5 steps"))
     length_high: float = field(default=4.0, **helped(
         "length_explosion fires when completion_length_mean ≥ this × its recent median for 5 steps"))
+    constant_steps: int = field(default=10, **helped(
+        "reward_constant fires when a reward component's batch mean repeats exactly for this many steps, inside "
+        "the range it took before"))
     format_reward: str = field(default="format", **helped("reward component of the format (format_over_correctness)"))
     correct_reward: str = field(default="correctness", **helped("reward component of correctness"))
     correctness_drop: float = field(default=0.25, **helped(
@@ -77,6 +80,7 @@ class EarlyWarningConfig:
         _check(0 < self.truncated_frac <= 1, "truncated_frac", "in (0, 1]", self.truncated_frac)
         _check(0 < self.zero_std_frac <= 1, "zero_std_frac", "in (0, 1]", self.zero_std_frac)
         _check(0 < self.duplicate_frac <= 1, "duplicate_frac", "in (0, 1]", self.duplicate_frac)
+        _check(self.constant_steps >= 2, "constant_steps", "≥ 2", self.constant_steps)
         for key in ("truncated_steps", "zero_std_steps"):
             _check(getattr(self, key) >= 1, key, "≥ 1", getattr(self, key))
         for key in ("grad_zero_factor", "entropy_factor", "length_low"):

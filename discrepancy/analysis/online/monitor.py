@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from discrepancy.analysis.online.config import EarlyWarningConfig
 from discrepancy.analysis.online.events import Event
 from discrepancy.analysis.online.rules import (
-    FormatOverCorrectness, Limit, NonFinite, RatioBounds, Relative, Rule,
+    ConstantReward, FormatOverCorrectness, Limit, NonFinite, RatioBounds, Relative, Rule,
 )
 from discrepancy.analysis.online.streaming import StreamingJumps
 
@@ -41,6 +41,7 @@ def build_rules(cfg: EarlyWarningConfig) -> list[Rule]:
                  text="completions collapsed in length"),
         Relative("length_explosion", "warning", "completion_length_mean", cfg.length_high, below=False, patience=5,
                  text="completions exploded in length"),
+        ConstantReward(cfg.constant_steps),
         FormatOverCorrectness(f"reward_{cfg.format_reward}", f"reward_{cfg.correct_reward}", window=20,
                               drop=cfg.correctness_drop),
         Limit("one_completion", "critical", "div_batch_distinct", 1.0, below=True, patience=3,

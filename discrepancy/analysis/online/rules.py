@@ -36,6 +36,7 @@ class Rule:
 
     name = "rule"
     severity = "warning"
+    counted_before = 0  # steps of the condition before its streak starts (a repeat needs a first value)
 
     def __init__(self, patience: int = 1) -> None:
         self.patience = patience
@@ -67,7 +68,8 @@ class Rule:
             return None
         self.fired = True
         return Event(step, self.name, self.severity, series, value, threshold, self.since,
-                     self.message(value, threshold) + (f" for {self.streak} steps" if self.patience > 1 else ""))
+                     self.message(value, threshold) + (f" for {self.streak + self.counted_before} steps"
+                                                          if self.patience + self.counted_before > 1 else ""))
 
 
 class Limit(Rule):
@@ -217,3 +219,45 @@ class FormatOverCorrectness(Rule):
         fm, cm = self.now
         return (f"format reward saturated ({self.fmt} {self.window}-step mean {fm:.3f}) while correctness fell "
                 f"({self.correct} {cm:.3f}, best {self.best:.3f})")
+
+
+class ConstantReward(Rule):
+    """A reward component's batch mean repeats exactly for ``patience`` steps at a value strictly inside the range
+    it took before: the reward function returns a constant. Means of per-completion rewards repeat exactly by chance
+    only at their bounds (every completion scored 0, or 1: saturation, which ``no_signal`` covers), so those are not
+    flagged. Components are the row's ``reward_*`` series other than the total's statistics."""
+
+    name, severity = "reward_constant", "critical"
+    counted_before = 1
+    NOT_COMPONENTS = ("reward_mean", "reward_std", "reward_unusable_frac")
+
+    def __init__(self, patience: int = 10) -> None:
+        super().__init__(patience - 1)  # the streak starts at the first repeat: ``patience`` equal values in a row
+        self.state: dict[str, list[float]] = {}  # series → [last value, repeats, min before, max before]
+        self.which = ""
+
+    def judge(self, row: Mapping[str, float]) -> tuple[bool, float, str, float] | None:
+        seen, hit = False, None
+        for name, raw in row.items():
+            if not name.startswith("reward_") or name in self.NOT_COMPONENTS:
+                continue
+            v = _value(row, name)
+            if v is None:
+                continue
+            seen = True
+            st = self.state.setdefault(name, [math.nan, 0, math.inf, -math.inf])
+            if v == st[0]:
+                st[1] += 1
+            else:
+                if math.isfinite(st[0]):
+                    st[2], st[3] = min(st[2], st[0]), max(st[3], st[0])
+                st[0], st[1] = v, 1
+            if hit is None and st[1] >= 2 and st[2] < v < st[3]:
+                hit = name
+        if not seen:
+            return None
+        self.which = hit or ""
+        return hit is not None, row[hit] if hit else 0.0, hit or "reward_*", math.nan
+
+    def message(self, value: float, threshold: float) -> str:
+        return f"reward component {self.which} returns the constant {value:.4g} (inside its earlier range)"
