@@ -153,3 +153,13 @@ def test_modes_and_examples(tokenizer):
     assert [e.prompt_text for e in templated] == [chat_prompt(e.question, tokenizer) for e in examples]
     assert with_chat_prompts(examples, tokenizer, TaskConfig(chat_template="off")) == examples
     assert examples[0].prompt_text == format_prompt("1+1")
+
+
+def test_without_hf_datasets_the_error_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import sys
+
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"question": "1+1", "answer": "2"}) + "\n")
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets now raises ImportError
+    with pytest.raises(DatasetError, match=r"pip install 'discrepancy\[datasets\]'"):
+        load_dataset_examples(path)
