@@ -9,6 +9,7 @@ ranks). Otherwise the keys are left out, ``model_rebuild`` says why, and those c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -24,6 +25,21 @@ UNMEASURED: dict[str, str] = {
     "sample_time": "seconds sampling; NaN under TRL: it generates and scores in one call (see generation_time)",
     "score_time": "seconds scoring; NaN under TRL: it generates and scores in one call (see generation_time)",
 }
+#: Why N_t (`Linearisation`) is not measured with TRL's default gradient checkpointing: TRL makes the input embeddings
+#: require grad through a forward hook, which `torch.func.jvp` refuses inside its transform.
+LIN_CHECKPOINTING = ("N_t (linearisation error); NaN under TRL with gradient_checkpointing=True: TRL's input-gradient "
+                     "hook cannot run inside torch.func.jvp (set gradient_checkpointing=False to measure it)")
+
+
+def unmeasured(cfg: Any, args: Any) -> tuple[dict[str, str], Any]:
+    """(series declared and left NaN, the instrument config without what cannot run under TRL's ``args``)."""
+    out = dict(UNMEASURED)
+    if getattr(cfg, "linearisation_every", 0) > 0 and getattr(args, "gradient_checkpointing", False):
+        out["lin_error"] = LIN_CHECKPOINTING
+        cfg = dataclasses.replace(cfg, linearisation_every=0)
+    return out, cfg
+
+
 #: How the gradient-noise series read under TRL: its micro-batches are shuffled completions, not whole groups, so
 #: `GradNoise`'s b (groups per micro-batch) counts completions / G. ``grouped``: the step's rows are whole groups
 #: (TRL's default, steps_per_generation = gradient_accumulation_steps); otherwise b counts completions.

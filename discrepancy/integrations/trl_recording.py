@@ -20,7 +20,7 @@ import torch
 from discrepancy.instrumentation.hooks import HookRunner, StepBatch
 from discrepancy.instrumentation.drift import masked_mean
 from discrepancy.integrations.trl_batch import Generation, prompt_key
-from discrepancy.integrations.trl_record import EXTRA, UNMEASURED, noise_unit
+from discrepancy.integrations.trl_record import EXTRA, noise_unit
 from discrepancy.integrations.trl_series import IGNORED, safe_name, trl_series
 from discrepancy.modeling.lora import lora_state_numpy
 from discrepancy.runfile import Recorder, RunSchema
@@ -53,8 +53,9 @@ class RunWriter:
 
     @classmethod
     def create(cls, trainer: Any, path: Path, runner: HookRunner, meta: dict[str, Any], config_toml: str,
-               overwrite: bool) -> "RunWriter":
-        """Declare everything the run will write (instruments, TRL's series, extras, the unmeasured) and open it."""
+               overwrite: bool, unmeasured: dict[str, str]) -> "RunWriter":
+        """Declare everything the run will write (instruments, TRL's series, extras, the ``unmeasured``: name →
+        why it stays NaN) and open it."""
         grouped = trainer.args.steps_per_generation == trainer.args.gradient_accumulation_steps
         units = noise_unit(grouped)
         series = {name: units.get(name, text) for name, text in runner.declared_series().items()}
@@ -63,16 +64,15 @@ class RunWriter:
             name = name if name not in series else f"trl_{name}"  # an instrument's series keeps its name
             series.setdefault(name, text)
             names[key] = name
-        series |= {k: v for k, v in {**EXTRA, **UNMEASURED}.items() if k not in series}
+        series |= {k: v for k, v in {**EXTRA, **unmeasured}.items() if k not in series}
         tensors = lora_state_numpy(trainer.model) if hasattr(trainer.model, "peft_config") else {}
         schema = RunSchema(series=series, arrays=runner.declared_arrays(),
                            sample_fields=[*(safe_name(n) for n in trainer.reward_func_names), "advantage", "length"],
                            snapshot_tensors={k: tuple(v.shape) for k, v in tensors.items()})
-        unmeasured = ", ".join(UNMEASURED)
-        meta = {**meta, "unmeasured": json.dumps({k: v for k, v in UNMEASURED.items()}, ensure_ascii=False)}
+        meta = {**meta, "unmeasured": json.dumps(unmeasured, ensure_ascii=False)}
         rec = Recorder.create(path, schema, config_toml=config_toml, meta=meta, overwrite=overwrite)
-        warnings.warn(f"discrepancy: under TRL {unmeasured} cannot be measured and are recorded as NaN "
-                      "(docs/trl.md)", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"discrepancy: under TRL {', '.join(unmeasured)} cannot be measured and are recorded as NaN "
+                      "(docs/trl.md; why: the run's meta 'unmeasured')", RuntimeWarning, stacklevel=3)
         if meta.get("model_rebuild") != "ok":
             warnings.warn(f"discrepancy: {meta['model_rebuild']}; `discrepancy llc` and `probe` will refuse this "
                           "run", RuntimeWarning, stacklevel=3)

@@ -90,7 +90,8 @@ class InstrumentedGRPOTrainer(GRPOTrainer):
         self._dc_lora = lora
         self._dc_run_path, self._dc_overwrite = run_path, overwrite
         self._dc_snapshot_every, self._dc_samples = snapshot_every, samples_per_step
-        self._dc_runner = HookRunner(self._instruments(instruments or InstrumentationConfig()))
+        self._dc_unmeasured, cfg = trl_record.unmeasured(instruments or InstrumentationConfig(), self.args)
+        self._dc_runner = HookRunner(self._instruments(cfg))
         self._dc_step, self._dc_ctx, self._dc_metrics = StepRecord(), None, {}
         self._dc_generations: dict[int, Generation] = {}
         self._dc_new_generations: list[int] = []
@@ -235,7 +236,8 @@ class InstrumentedGRPOTrainer(GRPOTrainer):
             raise DiscrepancyError("resuming a TRL run is not supported by the discrepancy integration: train into a "
                                    "new discrepancy_run file")
         self._dc_writer = RunWriter.create(self, self._dc_run_path, self._dc_runner, self._dc_meta,
-                                           trl_record.config_toml(self, self._dc_lora), self._dc_overwrite)
+                                           trl_record.config_toml(self, self._dc_lora), self._dc_overwrite,
+                                           self._dc_unmeasured)
         with self._dc_writer:
             out = super().train(*args, **kwargs)
             self._dc_writer.finish(self.state.global_step, self.model)

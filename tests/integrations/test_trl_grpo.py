@@ -222,24 +222,29 @@ def _train(folder: Path, **kwargs: Any) -> Path:
     from discrepancy.integrations.trl_trainer import InstrumentedGRPOTrainer
 
     peft = kwargs.pop("peft_config", None)
+    instruments = kwargs.pop("instruments", None)
     parts = grpo_parts(folder / "out", **kwargs)
     if peft is not None:
         parts["peft_config"] = peft
     torch.set_num_threads(1)
     with pytest.warns(RuntimeWarning):
-        InstrumentedGRPOTrainer(**parts, discrepancy_run=folder / "run.h5").train()
+        InstrumentedGRPOTrainer(**parts, discrepancy_run=folder / "run.h5", instruments=instruments).train()
     return folder / "run.h5"
 
 
 def test_a_second_inner_iteration_starts_where_the_first_ended(tmp_path):
     """With μ = 2 TRL reuses the step's micro-batches and π_old for a second optimizer step, so that step's L_pre is
     the same loss at the same weights as the first step's L_post: two measurements that must agree."""
+    from discrepancy.instrumentation.config import InstrumentationConfig
     from discrepancy.runfile import open_run
 
-    with open_run(_train(tmp_path, steps=2, num_iterations=2)) as run:
+    lin = InstrumentationConfig(linearisation_every=1)
+    path = _train(tmp_path, steps=2, num_iterations=2, gradient_checkpointing=False, instruments=lin)
+    with open_run(path) as run:
         s = run.series()
     assert s.loc[2, "loss_pre"] == pytest.approx(s.loc[1, "loss_post"], abs=1e-6)
     assert abs(s.loc[1, "loss_post"] - s.loc[1, "loss_pre"]) > 1e-3
+    assert np.isfinite(s["lin_error"]).all()  # N_t is measured when TRL does not checkpoint
 
 
 def test_a_run_whose_model_cannot_be_rebuilt_is_refused_in_one_line(tmp_path):
@@ -249,11 +254,16 @@ def test_a_run_whose_model_cannot_be_rebuilt_is_refused_in_one_line(tmp_path):
     from discrepancy.cli import app
     from discrepancy.runfile import open_run
 
+    from discrepancy.instrumentation.config import InstrumentationConfig
+
     peft = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], use_rslora=True)
-    path = _train(tmp_path, steps=1, peft_config=peft)
+    path = _train(tmp_path, steps=1, peft_config=peft, instruments=InstrumentationConfig(linearisation_every=1))
     with open_run(path) as run:
         assert "use_rslora" in run.meta["model_rebuild"] and "base_model_path" not in run.meta
         assert run.snapshot_steps == [1]
+        # TRL checkpoints by default, and its input-gradient hook breaks jvp: N_t is declared, NaN, and said why
+        assert run.series()["lin_error"].isna().all()
+        assert "gradient_checkpointing" in json.loads(run.meta["unmeasured"])["lin_error"]
     for command in ("llc", "probe"):
         result = CliRunner().invoke(app, [command, str(path)])
         lines = [line for line in result.output.splitlines() if line.strip()]
