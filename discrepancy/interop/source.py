@@ -24,6 +24,8 @@ KINDS = {"run": "a discrepancy run file", "tensorboard": "a TensorBoard log", "c
 #: Columns HF Trainer, TRL and W&B log that count progress (a ramp in the step, never an event): left out unless
 #: asked for by name with ``--signals``.
 COUNTERS = ("epoch", "global_step", "total_flos", "num_input_tokens_seen", "num_tokens")
+#: What HF Trainer's logging callbacks put before each training key (``transformers.integrations.rewrite_logs``).
+HF_TRAIN_PREFIX = "train/"
 #: The totals HF Trainer logs once at the end of training (a row of ``log_history``; ``train/train_*`` tags in
 #: TensorBoard): one value each, not series.
 TRAINER_TOTALS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss")
@@ -92,11 +94,26 @@ def read_series(path: str | Path, signals: list[str] | None = None) -> SeriesSou
     readers = {"tensorboard": tensorboard.read_scalars, "csv": tables.read_table, "parquet": tables.read_table,
                "trainer_state": tables.read_trainer_state}
     src = readers[kind](Path(path))
+    _drop_hf_prefix(src)
     src.frame = _select(src.frame, signals, path) if signals is not None else _without_counters(src)
     src.descriptions = {k: v for k, v in src.descriptions.items() if k in src.frame.columns}
     src.meta = {"source": kind, **src.meta}
     src.notes.append(absent_note(kind))
     return src
+
+
+def _drop_hf_prefix(src: SeriesSource) -> None:
+    """``train/loss`` → ``loss``: HF Trainer's TensorBoard and W&B callbacks put ``train/`` before every training
+    key (``eval/`` before evaluation keys, kept), so without it a TensorBoard log or a W&B history names its series
+    as the run's trainer_state.json does and as the analysis' rules know them (``learning_rate`` is a schedule,
+    ``step_time`` a timing). A name that would clash with another column keeps its prefix."""
+    cols, n = set(src.frame.columns), len(HF_TRAIN_PREFIX)
+    rename = {c: c[n:] for c in cols if c.startswith(HF_TRAIN_PREFIX) and len(c) > n and c[n:] not in cols}
+    if rename:
+        src.frame = src.frame.rename(columns=rename)
+        src.descriptions = {rename.get(k, k): v for k, v in src.descriptions.items()}
+        src.notes.append(f"HF's '{HF_TRAIN_PREFIX}' prefix dropped from {len(rename)} series name(s), as in "
+                         "trainer_state.json")
 
 
 def _without_counters(src: SeriesSource) -> pd.DataFrame:

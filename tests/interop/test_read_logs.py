@@ -59,10 +59,11 @@ def test_trainer_state_rows_eval_rows_and_summary_row(truth: pd.DataFrame, tmp_p
 
 def test_torch_summary_writer_events(truth: pd.DataFrame, tmp_path: Path):
     src = read_series(write_torch_events(truth, tmp_path / "runs"))
-    assert "train/epoch" not in src.frame  # a counter
-    got = src.frame[[f"train/{k}" for k in SERIES]].to_numpy()
+    assert "epoch" not in src.frame  # a counter
+    got = src.frame[SERIES].to_numpy()  # HF's "train/" prefix dropped, as trainer_state.json names them
     np.testing.assert_array_equal(got, truth[SERIES].to_numpy(np.float32))  # TensorBoard stores float32
-    assert src.frame["train/eval_loss"].notna().sum() == N // EVAL_EVERY
+    assert src.frame["eval_loss"].notna().sum() == N // EVAL_EVERY
+    assert any("'train/' prefix dropped" in n for n in src.notes)
 
 
 def test_several_runs_in_one_log_folder_are_named_apart(truth: pd.DataFrame, tmp_path: Path):
@@ -124,14 +125,15 @@ def test_the_reader_agrees_with_tensorboards_event_accumulator(truth: pd.DataFra
     acc = pea.EventAccumulator(str(logdir), size_guidance={pea.TENSORS: 0})
     acc.Reload()
     tags = sorted(acc.PluginTagToContent("scalars"))
-    assert sorted([*src.frame.columns, "train/epoch"]) == tags  # epoch: a counter, left out
+    name = {t: t.removeprefix("train/") for t in tags}  # HF's prefix dropped
+    assert sorted([*src.frame.columns, "epoch"]) == sorted(name.values())  # epoch: a counter, left out
     for tag in (t for t in tags if t != "train/epoch"):
         want: dict[int, float] = {}
         for e in acc.Tensors(tag):
             want[e.step] = float(tensor_util.make_ndarray(e.tensor_proto))
-        got = src.frame[tag].dropna()
+        got = src.frame[name[tag]].dropna()
         assert got.to_dict() == dict(sorted(want.items())), tag
-    assert src.descriptions["eval/acc"] == "acc" and src.frame["train/loss"].loc[35] == -1.0
+    assert src.descriptions["eval/acc"] == "acc" and src.frame["loss"].loc[35] == -1.0
 
 
 TRL_LOGS = Path(__file__).parent / "data" / "trl-1.16"  # a real TRL 1.16 GRPO run's logs (data/trl-1.16/make.py)
@@ -139,14 +141,14 @@ TRL_LOGS = Path(__file__).parent / "data" / "trl-1.16"  # a real TRL 1.16 GRPO r
 
 def test_a_real_trl_runs_two_logs_read_as_the_same_series():
     """TRL writes one history twice: TensorBoard tags ``train/<key>`` (float32) and trainer_state.json keys
-    (float64). Both readers give the same 12 steps and, to float32, the same values of every series."""
+    (float64). Both readers give the same 12 steps, the same names and, to float32, the same values."""
     state, tb = read_series(TRL_LOGS / "trainer_state.json"), read_series(TRL_LOGS / "tb")
     assert list(state.frame.index) == list(range(1, 13)) and list(tb.frame.index) == list(range(1, 13))
-    assert [f"train/{c}" for c in state.frame.columns] == list(tb.frame.columns) and len(state.frame.columns) >= 20
+    assert list(state.frame.columns) == list(tb.frame.columns) and len(state.frame.columns) >= 20
     np.testing.assert_array_equal(state.frame.to_numpy(np.float32), tb.frame.to_numpy(np.float32))
     assert {"reward", "loss", "rewards/reward_len/mean", "completions/mean_length"} <= set(state.frame.columns)
     left_out = " ".join(tb.notes)
-    assert "train/epoch" in left_out and "train/num_tokens" in left_out and "train/train_runtime" in left_out
+    assert all(f" {k}" in left_out for k in ("epoch", "num_tokens", "train_runtime", "train_loss"))
     assert state.meta["max_steps"] == 12
 
 
