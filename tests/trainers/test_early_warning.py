@@ -40,55 +40,55 @@ def planted(monkeypatch):
 
 
 def test_stop_on_critical_stops_cleanly_and_resumes(tmp_path, fast_train_config, planted) -> None:
-    cfg = apply_overrides(fast_train_config, ["run.steps=8", "instruments.grad_noise=false", QUIET_TRUNCATION])
-    planted.add(4)
+    cfg = apply_overrides(fast_train_config, ["run.steps=6", "instruments.grad_noise=false", QUIET_TRUNCATION])
+    planted.add(3)
     lines: list[str] = []
     out = tmp_path / "run.h5"
     summary = train_run(cfg, out, notify=lines.append, events=lambda ev: lines.append(ev.line()), stop_on="critical")
-    assert (summary.status, summary.steps) == ("interrupted", 4)
+    assert (summary.status, summary.steps) == ("interrupted", 3)
     assert summary.stop_reason and "non_finite" in summary.stop_reason and summary.stop_signal is None
     assert [ln for ln in lines if ln.startswith("[early warning]")] == [
-        "[early warning] step 4 critical non_finite: grad_norm is NaN/inf after finite values"]
+        "[early warning] step 3 critical non_finite: grad_norm is NaN/inf after finite values"]
     assert checkpoint_path(out).is_file()
     with open_run(out) as run:
         assert run.status == "interrupted"
-        assert "stopped by early warning at step 4: critical non_finite" in run.status_message
+        assert "stopped by early warning at step 3: critical non_finite" in run.status_message
         assert "--resume" in run.status_message
         codes, values = run.array(EVENTS_ARRAY), run.array(VALUES_ARRAY)
         assert list(codes.columns) == check_names(cfg.early_warning)
-        assert recorded_events(codes, values)[0][:3] == (4, "non_finite", "critical")
-        assert run.snapshot_steps[-1] == 4
+        assert recorded_events(codes, values)[0][:3] == (3, "non_finite", "critical")
+        assert run.snapshot_steps[-1] == 3
     planted.clear()
     lines.clear()
     resumed = train_run(cfg, out, resume=True, notify=lines.append, events=lambda ev: lines.append(ev.line()),
                         stop_on="critical")
-    assert (resumed.status, resumed.steps, resumed.stop_reason) == ("finished", 8, None)
+    assert (resumed.status, resumed.steps, resumed.stop_reason) == ("finished", 6, None)
     assert not [ln for ln in lines if ln.startswith("[early warning]")]  # the replayed streak does not fire again
     with open_run(out) as run:
-        assert run.status == "finished" and list(run.steps) == list(range(1, 9))
+        assert run.status == "finished" and list(run.steps) == list(range(1, 7))
 
 
 def test_events_never_stop_a_run_without_stop_on(tmp_path, fast_train_config, planted) -> None:
-    cfg = apply_overrides(fast_train_config, ["run.steps=6", "instruments.grad_noise=false", QUIET_TRUNCATION])
-    planted.update({3, 5})  # two streaks: the rule re-arms at step 4
+    cfg = apply_overrides(fast_train_config, ["run.steps=4", "instruments.grad_noise=false", QUIET_TRUNCATION])
+    planted.update({2, 4})  # two streaks: the rule re-arms at step 3
     lines: list[str] = []
     summary = train_run(cfg, tmp_path / "run.h5", events=lambda ev: lines.append(ev.line()))
-    assert (summary.status, summary.steps) == ("finished", 6)
+    assert (summary.status, summary.steps) == ("finished", 4)
     warned = [ln for ln in lines if ln.startswith("[early warning]")]
-    assert [ln.split()[3] for ln in warned] == ["3", "5"]
+    assert [ln.split()[3] for ln in warned] == ["2", "4"]
 
 
 @pytest.mark.parametrize("command", ["false", f"{sys.executable} -c \"import time; time.sleep(30)\"",
                                      "no-such-command-anywhere {event}"])
 def test_user_command_can_neither_stop_nor_slow_training(tmp_path, fast_train_config, planted, command) -> None:
-    cfg = apply_overrides(fast_train_config, ["run.steps=5", "instruments.grad_noise=false", QUIET_TRUNCATION,
+    cfg = apply_overrides(fast_train_config, ["run.steps=3", "instruments.grad_noise=false", QUIET_TRUNCATION,
                                               "early_warning.on_event_timeout=1.0"])
     cfg.early_warning.on_event = command + " {event} {step}"
     planted.add(2)
     lines: list[str] = []
     t0 = time.perf_counter()
     summary = train_run(cfg, tmp_path / "run.h5", notify=lines.append)
-    assert summary.status == "finished" and summary.steps == 5
+    assert summary.status == "finished" and summary.steps == 3
     assert time.perf_counter() - t0 < 25.0  # the 30 s command was killed after its 1 s timeout
     notes = [ln for ln in lines if ln.startswith("early_warning.on_event")]
     assert len(notes) == 1 and any(w in notes[0] for w in ("exited with 1", "killed", "could not start"))
@@ -124,25 +124,25 @@ def test_dossier_keeps_every_completion_and_snapshots_that_rebuild_their_step(tm
                                                                               planted) -> None:
     import numpy as np
 
-    cfg = apply_overrides(fast_train_config, ["run.steps=7", "instruments.grad_noise=false", QUIET_TRUNCATION,
+    cfg = apply_overrides(fast_train_config, ["run.steps=6", "instruments.grad_noise=false", QUIET_TRUNCATION,
                                               "early_warning.dossier_steps=2", "run.snapshot_every=100"])
-    planted.add(3)
+    planted.add(2)
     train_run(cfg, tmp_path / "a.h5")
     planted.clear()
-    train_run(cfg, tmp_path / "b.h5", stop_at=3)  # the same run stopped at the event: its model at step 3
+    train_run(cfg, tmp_path / "b.h5", stop_at=2)  # the same run stopped at the event: its model at step 2
     per_step = cfg.grpo.num_prompts * cfg.grpo.group_size
     with open_run(tmp_path / "a.h5") as a, open_run(tmp_path / "b.h5") as b:
-        assert a.snapshot_steps == [0, 3, 5, 7]  # start, the event, the end of its window, the end of the run
+        assert a.snapshot_steps == [0, 2, 4, 6]  # start, the event, the end of its window, the end of the run
         counts = a.samples().groupby("step").size().to_dict()
-        assert counts == {1: 2, 2: 2, 3: per_step, 4: per_step, 5: per_step, 6: 2, 7: 2}
+        assert counts == {1: 2, 2: per_step, 3: per_step, 4: per_step, 5: 2, 6: 2}
         assert set(cfg.rewards.names) <= set(a.samples().columns)  # with each completion's reward components
-        snap_a, snap_b = a.snapshot(3), b.snapshot(3)
+        snap_a, snap_b = a.snapshot(2), b.snapshot(2)
         assert snap_a.keys() == snap_b.keys()
         for name in snap_a:
             np.testing.assert_array_equal(snap_a[name], snap_b[name])
     from discrepancy.report.training_events import training_events_section
 
     section = training_events_section(tmp_path / "a.h5")  # the report's section shows the dossier
-    assert "Events while training" in section and "critical non_finite at step 3" in section
-    assert f"completions recorded at its step: {per_step}" in section and "snapshots near it: 0, 3, 5, 7" in section
+    assert "Events while training" in section and "critical non_finite at step 2" in section
+    assert f"completions recorded at its step: {per_step}" in section and "snapshots near it: 0, 2, 4, 6" in section
     assert training_events_section(None) == ""
