@@ -51,6 +51,9 @@ def run_model_meta(
 
 def _meta(run: Any) -> dict[str, Any]:
     meta = dict(run.meta)
+    rebuild = meta.get("model_rebuild", "ok")
+    if rebuild != "ok":  # the writer said why this adapter cannot be rebuilt (e.g. a TRL run with DoRA)
+        raise RunModelError(f"{getattr(run, 'path', 'run')}: {rebuild}")
     missing = [k for k in ("base_model_path", "lora_rank", "lora_alpha", "lora_target_modules") if k not in meta]
     if missing:
         raise RunModelError(f"{getattr(run, 'path', 'run')}: meta lacks {missing}; this run was not written by "

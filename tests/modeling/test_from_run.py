@@ -40,3 +40,12 @@ def test_malformed_lora_settings_are_one_line(tmp_path, key, value):
     (tmp_path / "runs" / "run.base").mkdir(parents=True)
     with pytest.raises(RunModelError, match="LoRA settings are malformed"):
         model_from_run(_run(tmp_path, "run.base", **{key: value}))
+
+
+def test_a_run_that_says_its_model_cannot_be_rebuilt_is_refused_with_its_reason(tmp_path):
+    """A writer that could not record a rebuildable adapter (e.g. a TRL run with DoRA) says why in
+    ``model_rebuild``; that reason, not a list of missing keys, is what the user reads."""
+    run = SimpleNamespace(path=tmp_path / "run.h5", meta={"model_rebuild": "DoRA adapters are not rebuilt"},
+                          snapshot_steps=[0], snapshot=lambda s: {})
+    with pytest.raises(RunModelError, match="DoRA adapters are not rebuilt"):
+        model_from_run(run)
