@@ -75,11 +75,12 @@ def _root(
 
 def _register_all() -> None:
     # Each module imports its heavy libraries inside the command function, so importing them here is cheap.
-    from discrepancy.cli import analyze, export, llc, probe, run_commands, train
+    from discrepancy.cli import analyze, compare, export, llc, probe, run_commands, train
 
     command("train", train.train)
     command("analyze", analyze.analyze)
     command("export", export.export)
+    command("compare", compare.compare)
     command("llc", llc.llc)
     command("probe", probe.probe)
     command("inspect", run_commands.inspect)

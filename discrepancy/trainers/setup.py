@@ -23,6 +23,7 @@ from discrepancy.modeling import (
     load_local_model, run_model_meta, save_local_model,
 )
 from discrepancy.modeling.devices import default_dtype
+from discrepancy.modeling.fingerprint import weights_fingerprint
 from discrepancy.rollout.samplers import check_sampler
 from discrepancy.trainers.config import TrainConfig, cold_start_trains_all
 from discrepancy.trainers.rewards import RewardSpec, check_rewards
@@ -154,6 +155,7 @@ def build_base(cfg: TrainConfig, prep: Prepared, out: Path, where: Launch, progr
         meta = run_model_meta("tiny" if m.path is None else "local", base_dir_for(out).name, lora, dtype)
     else:
         meta = run_model_meta("local", Path(m.path).resolve(), lora, dtype)
+    meta["base_fingerprint"] = weights_fingerprint(model)  # what `compare` checks before weight-space lineage
     return Base(model, tokenizer, meta, losses)
 
 

@@ -11,6 +11,7 @@ import torch
 
 from discrepancy.config import apply_overrides
 from discrepancy.modeling import load_base_for_run, lora_state, model_from_run
+from discrepancy.modeling.fingerprint import weights_fingerprint
 from discrepancy.runfile import open_run
 from discrepancy.trainers.recipe import STEP_SERIES
 from discrepancy.instrumentation.hooks import Instrument
@@ -64,6 +65,7 @@ def test_ten_step_run_writes_a_valid_run_and_rebuilds_the_model(fast_train_confi
         with torch.no_grad():
             assert torch.equal(start(cap.ids).logits, base(cap.ids).logits)
         assert run.meta["base_model_kind"] == "tiny" and run.meta["lora_rank"] == 2
+        assert run.meta["base_fingerprint"] == weights_fingerprint(base)  # the saved base is the one recorded
         # The snapshot at step 10 holds the adapter as it was after the 10th optimizer step: rebuilding the model
         # from the run reproduces the live model's logits at that step.
         for step in (5, 10):

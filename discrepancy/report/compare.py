@@ -1,0 +1,159 @@
+"""The multi-run report of ``discrepancy compare``: overlaid curves (median and band across runs), the table and
+figure of recurring events, and the lineage figures when a teacher and a control were given. One self-contained
+HTML file plus CSVs (recurrence.csv, lineage.csv, events.csv with a run column) in the output folder."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
+import pandas as pd  # noqa: E402
+
+from discrepancy.analysis.compare import CompareResult  # noqa: E402
+from discrepancy.analysis.overview import KEY_SERIES  # noqa: E402
+from discrepancy.report.fragments import CSS, data_uri, note, table  # noqa: E402
+
+KIND_MARKERS = {"phase_transition": ("k", "|"), "jump": ("tab:red", "o"), "plateau": ("tab:cyan", "s"),
+                "converged": ("tab:gray", "s"), "llc_stage": ("tab:purple", "D"), "episode": ("tab:orange", "^"),
+                "emergence": ("tab:green", "*"), "forgetting": ("tab:brown", "v")}
+
+
+def write_compare(res: CompareResult, out: Path) -> dict[str, Path]:
+    """Write the tables, figures and compare.html into ``out`` (created); returns what was written."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"recurrence": out / "recurrence.csv", "events": out / "events.csv"}
+    res.recurrence.to_csv(files["recurrence"], index=False)
+    res.events.to_csv(files["events"], index=False)
+    figs = {"curves": curves_figure(res, out / "curves.png"), "events": events_figure(res, out / "recurrence.png")}
+    if not res.lineage.empty:
+        files["lineage"] = out / "lineage.csv"
+        res.lineage.to_csv(files["lineage"], index=False)
+        figs["lineage"] = lineage_figure(res, out / "lineage.png")
+    files.update({k: v for k, v in figs.items() if v is not None})
+    files["html"] = out / "compare.html"
+    files["html"].write_text(compare_html(res, figs), encoding="utf-8")
+    return files
+
+
+def curves_figure(res: CompareResult, path: Path) -> Path | None:
+    """Key series of every run: thin lines per run, the median across runs and its min–max band."""
+    names = [n for n in KEY_SERIES if sum(n in s for s in res.series.values()) >= 2]
+    if not names:
+        return None
+    cols = 2
+    rows = (len(names) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(12, 2.6 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        frame = pd.concat({lab: s[name] for lab, s in res.series.items() if name in s}, axis=1).sort_index()
+        smooth = frame.rolling(max(1, len(frame) // 60), min_periods=1, center=True).median()
+        for lab in smooth:
+            ax.plot(smooth.index, smooth[lab], lw=0.8, alpha=0.6, label=lab)
+        ax.fill_between(smooth.index, smooth.min(axis=1), smooth.max(axis=1), color="0.85", zorder=0)
+        ax.plot(smooth.index, smooth.median(axis=1), color="k", lw=1.6, label="median")
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, ncol=3)
+    fig.supxlabel("step")
+    fig.suptitle("Key curves across runs (running median of each run; grey band: min–max across runs; black: "
+                 "median)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def events_figure(res: CompareResult, path: Path, top: int = 25) -> Path | None:
+    """One row per run, events as marks; the events of each recurring group (found in ≥ 2 runs) joined by a line."""
+    rec = res.recurrence[res.recurrence["runs_with"] >= 2].head(top)
+    fig, ax = plt.subplots(figsize=(12, 1.0 + 0.55 * len(res.labels)))
+    y = {lab: i for i, lab in enumerate(res.labels)}
+    ev = res.events[res.events["kind"].isin(list(KIND_MARKERS))]
+    for kind, (color, marker) in KIND_MARKERS.items():
+        part = ev[ev["kind"] == kind]
+        if len(part):
+            ax.scatter(part["step"], part["run"].map(y), c=color, marker=marker, s=18, alpha=0.5, label=kind)
+    for _, g in rec.iterrows():
+        pts = sorted((y[m.rsplit("@", 1)[0]], int(m.rsplit("@", 1)[1])) for m in g["members"].split(", "))
+        ax.plot([s for _, s in pts], [r for r, _ in pts], color="k", lw=1.0, alpha=0.7)
+        ax.annotate(g["group"], (pts[0][1], pts[0][0]), fontsize=7, xytext=(2, 4), textcoords="offset points")
+    ax.set_yticks(range(len(res.labels)), res.labels)
+    ax.set_ylim(-0.7, len(res.labels) - 0.3)
+    ax.set_xlabel("step")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, ncol=len(KIND_MARKERS), loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(
+        res.labels) < 4 else -0.12))
+    ax.set_title(f"Events per run; black lines join an event found in ≥ 2 runs within {res.tolerance} steps "
+                 f"(the {len(rec)} most recurrent groups)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def lineage_figure(res: CompareResult, path: Path) -> Path | None:
+    """GI of the whole adapter over each student's snapshots, with c(student, teacher) and c(control, teacher)."""
+    whole = res.lineage[res.lineage["module"] == "all"]
+    if whole.empty:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.4))
+    for student, part in whole.groupby("student", sort=False):
+        axes[0].plot(part["step"], part["gi"], marker="o", ms=3, label=student)
+        axes[1].plot(part["step"], part["c_student_teacher"], marker="o", ms=3, label=f"{student} vs teacher")
+    first = whole[whole["student"] == whole["student"].iloc[0]]
+    axes[1].plot(first["step"], first["c_control_teacher"], color="k", ls="--", label="control vs teacher")
+    axes[0].axhline(0, color="0.5", lw=0.8)
+    axes[0].set_title("imprinting index GI = c(student, teacher) − c(control, teacher), whole adapter", fontsize=9)
+    axes[1].set_title("alignment c of the LoRA update with the teacher's last update", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("student step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def compare_html(res: CompareResult, figs: dict[str, Path | None]) -> str:
+    """One page: the runs, what recurs, the curves, lineage, every event."""
+    def img(key: str) -> str:
+        p = figs.get(key)
+        return f"<img src='{data_uri(p)}' alt='{key}'>" if p is not None else "<p>none</p>"
+
+    rec = res.recurrence
+    recurring = rec[rec["runs_with"] >= 2]
+    everywhere = rec[rec["runs_with"] == len(res.labels)]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{len(res.labels)} runs side by side</title>"
+             f"<style>{CSS}</style></head><body><h1>{len(res.labels)} runs side by side</h1>",
+             f"<p class='small'>{html.escape(', '.join(res.runs))}</p>",
+             f"<p class='lead'>{len(everywhere)} event(s) recur in all {len(res.labels)} runs and {len(recurring)} in "
+             f"at least two, within {res.tolerance} steps. {_lead_lineage(res)}</p>",
+             *[note(n) for n in res.notes],
+             "<h2>Recurring events</h2><p class='small'>runs_with: in how many runs the event is found; spread: "
+             "its steps' range; p_chance: how likely that many runs would share it by chance given how many such "
+             "events each run has (small: evidence it is reproducible).</p>",
+             img("events"), table(rec.drop(columns=["runs"]), limit=60),
+             "<h2>Key curves</h2>", img("curves")]
+    if not res.lineage.empty:
+        whole = res.lineage[res.lineage["module"] == "all"]
+        parts += ["<h2>Weight-space lineage</h2><p class='small'>Alignment c of LoRA updates ΔW = (α/r)BA "
+                  "(gauge-invariant), imprinting index GI, and the overlap φ of top singular directions against its "
+                  "random baseline max(i, j)/d, per module in lineage.csv.</p>", img("lineage"),
+                  table(whole.drop(columns=["module", "phi", "phi_baseline"]), limit=60)]
+    parts += ["<h2>All events</h2>", table(res.events, limit=300), "</body></html>"]
+    return "\n".join(parts)
+
+
+def _lead_lineage(res: CompareResult) -> str:
+    if res.lineage.empty:
+        return ""
+    whole = res.lineage[res.lineage["module"] == "all"]
+    last = whole.sort_values("step").groupby("student").tail(1)
+    gis = ", ".join(f"{r.student} {r.gi:+.3f}" for r in last.itertuples())
+    return html.escape(f"Imprinting index at each student's last snapshot: {gis}.") if gis else ""
