@@ -69,27 +69,31 @@ def curves_figure(res: CompareResult, path: Path) -> Path | None:
 
 
 def events_figure(res: CompareResult, path: Path, top: int = 25) -> Path | None:
-    """One row per run, events as marks; the events of each recurring group (found in ≥ 2 runs) joined by a line."""
-    rec = res.recurrence[res.recurrence["runs_with"] >= 2].head(top)
-    fig, ax = plt.subplots(figsize=(12, 1.0 + 0.55 * len(res.labels)))
+    """One row per run, its events as faint marks; each recurring group (found in ≥ 2 runs; the ``top`` least
+    likely by chance) drawn over them, its events joined by a line and labelled."""
+    rec = res.recurrence[res.recurrence["runs_with"] >= 2].sort_values("p_chance", kind="stable").head(top)
+    fig, ax = plt.subplots(figsize=(12, 1.6 + 0.8 * len(res.labels)))
     y = {lab: i for i, lab in enumerate(res.labels)}
     ev = res.events[res.events["kind"].isin(list(KIND_MARKERS))]
     for kind, (color, marker) in KIND_MARKERS.items():
         part = ev[ev["kind"] == kind]
         if len(part):
-            ax.scatter(part["step"], part["run"].map(y), c=color, marker=marker, s=18, alpha=0.5, label=kind)
+            ax.scatter(part["step"], part["run"].map(y), c=color, marker=marker, s=14, alpha=0.25, label=kind)
     for _, g in rec.iterrows():
         pts = sorted((y[m.rsplit("@", 1)[0]], int(m.rsplit("@", 1)[1])) for m in g["members"].split(", "))
-        ax.plot([s for _, s in pts], [r for r, _ in pts], color="k", lw=1.0, alpha=0.7)
-        ax.annotate(g["group"], (pts[0][1], pts[0][0]), fontsize=7, xytext=(2, 4), textcoords="offset points")
+        strong = g["p_chance"] < 0.05
+        ax.plot([s for _, s in pts], [r for r, _ in pts], color="k" if strong else "0.45", lw=1.6 if strong else 0.8,
+                marker="o", ms=3)
+        if strong or g["runs_with"] == len(res.labels):
+            ax.annotate(f"{g['group']} {g['signal'] or g['kind']}", (pts[-1][1], pts[-1][0]), fontsize=7,
+                        xytext=(3, 5), textcoords="offset points")
     ax.set_yticks(range(len(res.labels)), res.labels)
-    ax.set_ylim(-0.7, len(res.labels) - 0.3)
+    ax.set_ylim(-0.6, len(res.labels) - 0.2)
     ax.set_xlabel("step")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=7, ncol=len(KIND_MARKERS), loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(
-        res.labels) < 4 else -0.12))
-    ax.set_title(f"Events per run; black lines join an event found in ≥ 2 runs within {res.tolerance} steps "
-                 f"(the {len(rec)} most recurrent groups)", fontsize=10)
+    ax.legend(fontsize=7, ncol=len(KIND_MARKERS), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    fig.suptitle(f"Events per run (faint); lines join an event found in ≥ 2 runs within {res.tolerance} steps, "
+                 "black when p_chance < 0.05; labelled: those and the ones in every run", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -129,16 +133,22 @@ def compare_html(res: CompareResult, figs: dict[str, Path | None]) -> str:
     rec = res.recurrence
     recurring = rec[rec["runs_with"] >= 2]
     everywhere = rec[rec["runs_with"] == len(res.labels)]
+    strong = recurring[recurring["p_chance"] < 0.05]
+    named = "; ".join(f"{g.kind} {g.signal} at ~{g.step_median:g} ({g.runs_with}/{g.runs}, p {g.p_chance:.2g})"
+                      for g in strong.head(5).itertuples())
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{len(res.labels)} runs side by side</title>"
              f"<style>{CSS}</style></head><body><h1>{len(res.labels)} runs side by side</h1>",
              f"<p class='small'>{html.escape(', '.join(res.runs))}</p>",
              f"<p class='lead'>{len(everywhere)} event(s) recur in all {len(res.labels)} runs and {len(recurring)} in "
-             f"at least two, within {res.tolerance} steps. {_lead_lineage(res)}</p>",
+             f"at least two, within {res.tolerance} steps; {len(strong)} of them would rarely coincide by chance "
+             f"(p_chance &lt; 0.05){': ' + html.escape(named) if named else ''}. {_lead_lineage(res)}</p>",
              *[note(n) for n in res.notes],
              "<h2>Recurring events</h2><p class='small'>runs_with: in how many runs the event is found; spread: "
              "its steps' range; p_chance: how likely that many runs would share it by chance given how many such "
              "events each run has (small: evidence it is reproducible).</p>",
-             img("events"), table(rec.drop(columns=["runs"]), limit=60),
+             img("events"), table(recurring.drop(columns=["runs"]), limit=80),
+             f"<p class='small'>{len(rec) - len(recurring)} events found in one run only are in recurrence.csv."
+             "</p>",
              "<h2>Key curves</h2>", img("curves")]
     if not res.lineage.empty:
         whole = res.lineage[res.lineage["module"] == "all"]
