@@ -64,7 +64,7 @@ def _markdown(r: dict) -> str:
     rec = r["recurrence"]
     everywhere = [g for g in rec if g["runs_with"] == len(r["runs"])]
     lines = [f"# `discrepancy compare` on {len(r['runs'])} runs of the default recipe (seeds 0–2)", "",
-             f"{r['machine']}, {r['cpus']} cores (shared). Runs: {", ".join(r["runs"])}.", "",
+             f"{r['machine']}, {r['cpus']} cores (shared). Runs: {', '.join(r['runs'])}.", "",
              f"- wall time of the command: **{r['wall_s']:.1f} s** (target < {r['target_s']:.0f} s); load average "
              f"{r['load_before'][0]:.2f} before, {r['load_after'][0]:.2f} after",
              f"- tolerance: {r['tolerance']} steps; {len(everywhere)} event group(s) in all runs, "
