@@ -6,7 +6,9 @@ of t and the line fitted to the w points right of t disagree at t − ½ by d; d
 1.4826·MAD(Δy)/√2 of the raw values (``noise.robust_sigma``, floored by ``noise.noise_floor``) times √(8/w), then
 centred and scaled by the robust centre and scale κ of its own past values (the offline test's global calibration,
 here taken from the past only); a change must also be *abrupt* (|d| > 1.5 × the median one-step move around it), and
-neither line may leave 16× the typical residual variance (a change inside a window bends its line: a ghost).
+neither line may leave 16× the typical residual variance (a change inside a window bends its line: a ghost). In
+place of the offline confirmation at window 2w, the right window's line may not undo more than half the change
+(``REVERT``): an outlier logged through an EMA is a jump followed by a decay, not a new level.
 
 Online, boundary t can be judged once its right window is complete: the newest value is the last point of the right
 window after the running median's own lag, so a change at t is judged at step t + w + spike_width. The threshold is
@@ -29,6 +31,10 @@ import numpy as np
 
 from discrepancy.analysis.changepoints.jumps import KAPPA_MIN, MAX_MISFIT, MIN_STEP_RATIO
 from discrepancy.analysis.changepoints.noise import MAD_TO_SIGMA, noise_floor, robust_sigma
+
+# The largest share of a change its right window's line may undo over the window (instead of the offline test's
+# confirmation at 2w, which would double the delay): an outlier logged through an EMA is a jump followed by a decay.
+REVERT = 0.5
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,8 @@ class StreamingJumps:
             return None
         if len(self.past_r) <= self.warmup or abs(z) < self.threshold or not self._abrupt(d) or self._bent():
             return None
+        if -math.copysign(1.0, d) * (right @ self.xc) / self.sxx * w > REVERT * abs(d):
+            return None  # the new level is already going back: a smoothed spike, not a level change
         change = LevelChange(boundary, step, float(z), float(d))
         self.located.append(change)
         self.hot, self.quiet_until = True, self.count + 2 * w
