@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from discrepancy.interop.source import LogError
+from discrepancy.runfile.schema import RunSchema
 
 Target = Literal["tensorboard", "parquet", "csv"]
 TARGETS: tuple[str, ...] = ("tensorboard", "parquet", "csv")
@@ -57,6 +58,18 @@ def tag_of(family: Callable[[str], str], name: str) -> str:
     return f"{family(name).replace('/', '|')}/{name}"
 
 
+def tag_descriptions(schema: RunSchema, tags: dict[str, str]) -> dict[str, str]:
+    """{tag: what it shows} for every tag a run's export writes: the schema's description of each series (under its
+    tag in ``tags``) and array, and what the samples and snapshot tags hold."""
+    out = {tags[k]: v for k, v in schema.series.items() if k in tags}
+    for name, spec in schema.arrays.items():
+        out |= {f"{name}/{label}": spec.description for label in spec.columns}
+    out |= {f"{SNAPSHOT_GROUP}/{k}": f"Frobenius norm of the LoRA snapshot tensor {k}" for k in schema.snapshot_tensors}
+    out[f"{SNAPSHOT_GROUP}/{TOTAL_NORM}"] = "√(sum of the squared Frobenius norms of every LoRA snapshot tensor)"
+    out[SAMPLES_TAG] = "recorded completions of the step with their prompt and reward fields"
+    return out
+
+
 def _wall_times(series: pd.DataFrame) -> np.ndarray:
     """Event times: now minus the run's length, plus the cumulative ``step_time`` where the run logged it (so
     TensorBoard's relative axis shows the run's own seconds); one second per step otherwise."""
@@ -72,10 +85,7 @@ def _to_tensorboard(run, out: Path, family: Callable[[str], str]) -> dict[str, i
     clear_own_events(out)
     series = run.series() if run.num_steps else pd.DataFrame()
     tags = {name: tag_of(family, name) for name in series.columns}
-    descriptions = {tags[k]: v for k, v in run.schema.series.items() if k in tags}
-    for name, spec in run.schema.arrays.items():
-        descriptions |= {f"{name}/{label}": spec.description for label in spec.columns}
-    descriptions[SAMPLES_TAG] = "recorded completions of the step with their prompt and reward fields"
+    descriptions = tag_descriptions(run.schema, tags)
     walls = dict(zip(series.index.to_numpy().tolist(), _wall_times(series).tolist()))
     counts = {"series": len(tags), "arrays": 0, "samples": 0, "snapshots": 0}
     with EventWriter(out, descriptions) as writer:

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from discrepancy.interop.export import SAMPLES_TAG, SNAPSHOT_GROUP, samples_markdown, snapshot_norms, tag_of
+from discrepancy.interop.export import (SAMPLES_TAG, SNAPSHOT_GROUP, samples_markdown, snapshot_norms, tag_descriptions,
+                                        tag_of)
 from discrepancy.interop.tensorboard import EventWriter
 from discrepancy.runfile.schema import RunSchema
 
@@ -28,9 +29,7 @@ class TensorBoardMirror:
     def __init__(self, logdir: str | Path, schema: RunSchema,
                  family: Callable[[str], str] = lambda _: "series") -> None:
         self._tags = {name: tag_of(family, name) for name in schema.series}
-        descriptions = {self._tags[k]: v for k, v in schema.series.items()}
-        for name, spec in schema.arrays.items():
-            descriptions |= {f"{name}/{label}": spec.description for label in spec.columns}
+        descriptions = tag_descriptions(schema, self._tags)
         self._labels = {name: list(spec.columns) for name, spec in schema.arrays.items()}
         Path(logdir).mkdir(parents=True, exist_ok=True)
         self._writer: EventWriter | None = EventWriter(logdir, descriptions)

@@ -10,6 +10,7 @@ keep float64).
 from __future__ import annotations
 
 import math
+import re
 import time
 from pathlib import Path
 
@@ -93,14 +94,14 @@ def _scalars_of(run_dir: Path) -> tuple[dict[str, pd.Series], dict[str, str], li
                 if kind == "simple_value":
                     values.setdefault(v.tag, {})[int(event.step)] = float(v.simple_value)
                 elif kind == "tensor" and plugin[v.tag] == "scalars":
-                    values.setdefault(v.tag, {})[int(event.step)] = float(tensor_util.make_ndarray(v.tensor))
+                    values.setdefault(v.tag, {})[int(event.step)] = _tensor_scalar(v.tensor, tensor_util)
         size = f.stat().st_size
         if used < size:
             partial.append(f"{f.name}: read {used} of {size} bytes, up to a damaged or unfinished record (a live "
                            "writer's last record is often unfinished)")
     series = {tag: pd.Series(list(d.values()), index=np.fromiter(d.keys(), np.int64, len(d)), dtype=np.float64)
               for tag, d in sorted(values.items())}
-    return series, {tag: described[tag] for tag in series}, partial
+    return series, {tag: unmarkdown(described[tag]) for tag in series}, partial
 
 
 class EventWriter:
@@ -114,22 +115,30 @@ class EventWriter:
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
         self._writer = EventFileWriter(str(logdir), max_queue_size=1000, flush_secs=30, filename_suffix=SUFFIX)
-        self._descriptions = dict(descriptions or {})
+        self._descriptions = {k: plain_markdown(v) for k, v in (descriptions or {}).items()}
         self._seen: set[str] = set()
 
     def scalars(self, step: int, values: dict[str, float], wall_time: float | None = None) -> None:
-        """One event at ``step`` with every finite value (NaN means "not measured": no point is drawn)."""
-        from tensorboard.compat.proto import event_pb2, summary_pb2
+        """One event at ``step`` with every finite value (NaN means "not measured": no point is drawn).
+
+        Written as the scalar plugin writes them (``summary_v2.scalar_pb``: a float32 scalar tensor, the plugin's
+        metadata with the description on a tag's first value), not as legacy ``simple_value``: TensorBoard's
+        default data server shows a description only for the former (measured with tensorboard 2.21).
+        """
+        from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, types_pb2
+        from tensorboard.plugins.scalar import metadata as scalar_metadata
 
         out = []
         for tag, v in values.items():
             if v is None or not math.isfinite(v):
                 continue
-            value = summary_pb2.Summary.Value(tag=tag, simple_value=float(v))
-            if tag not in self._seen:
+            # the proto built directly: tensor_util.make_tensor_proto costs ~12 µs a value, this under 1 µs
+            value = summary_pb2.Summary.Value(tag=tag, tensor=tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT,
+                                                                                      float_val=[float(v)]))
+            if tag not in self._seen:  # the scalar plugin's own metadata, with the description, on a tag's first value
                 self._seen.add(tag)
-                value.metadata.display_name = tag
-                value.metadata.summary_description = self._descriptions.get(tag, "")
+                value.metadata.CopyFrom(scalar_metadata.create_summary_metadata(
+                    display_name=tag, description=self._descriptions.get(tag, "")))
             out.append(value)
         if out:
             self._writer.add_event(event_pb2.Event(step=int(step), wall_time=wall_time or time.time(),
@@ -155,6 +164,28 @@ class EventWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def plain_markdown(text: str) -> str:
+    """``text`` shown as written where TensorBoard renders markdown: ``‖BA‖_F at θ_{t+1}`` would otherwise turn
+    the stretch between its underscores into italics."""
+    escaped = re.sub(r"([\\`*_{}\[\]#|])", r"\\\1", text)  # markdown's backslash escapes
+    return escaped.replace("<", "&lt;").replace(">", "&gt;")  # no backslash escape for these: entities
+
+
+def _tensor_scalar(t, tensor_util) -> float:  # noqa: ANN001 - a TensorProto, tensorboard.util.tensor_util
+    """The value of a scalar tensor: its one float_val / double_val directly (what the scalar plugin writes; ~1 µs),
+    anything else through TensorBoard's ``make_ndarray`` (~12 µs)."""
+    if len(t.float_val) == 1 and not t.tensor_shape.dim:
+        return float(t.float_val[0])
+    if len(t.double_val) == 1 and not t.tensor_shape.dim:
+        return float(t.double_val[0])
+    return float(tensor_util.make_ndarray(t))
+
+
+def unmarkdown(text: str) -> str:
+    """A description as plain text: ``plain_markdown`` undone (a writer's other markdown is left as written)."""
+    return re.sub(r"\\([\\`*_{}\[\]#|])", r"\1", text).replace("&lt;", "<").replace("&gt;", ">")
 
 
 def clear_own_events(logdir: Path) -> int:

@@ -106,7 +106,7 @@ def write_full_run(path: Path) -> Path:
     rng = np.random.default_rng(11)
     schema = RunSchema(series={"reward_mean": "mean total reward", "kl_realised": "realised KL"},
                        arrays={"lora_norm": ArraySpec(columns=["q_proj.0", "v_proj.0"],
-                                                      description="‖BA‖ per module")},
+                                                      description="‖(α/r)BA‖_F at θ_{t+1}")},
                        sample_fields=["correctness"], snapshot_tensors={"lora_A": (3, 2)})
     with Recorder.create(path, schema) as rec:
         for step in range(STEPS):
@@ -128,3 +128,15 @@ def accumulator(folder: Path):  # noqa: ANN201 - tensorboard's EventAccumulator
     acc = ea.EventAccumulator(str(folder), size_guidance={ea.SCALARS: 0, ea.TENSORS: 0})
     acc.Reload()
     return acc
+
+
+def scalar_events(acc, tag: str) -> list[tuple[int, float]]:  # noqa: ANN001 - an EventAccumulator
+    """(step, value) of a scalar tag as the classic reader keeps it: the scalar plugin's float32 tensors."""
+    from tensorboard.util import tensor_util
+
+    return [(e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
+
+
+def scalar_tags(acc) -> list[str]:  # noqa: ANN001 - an EventAccumulator
+    """The tags whose metadata names the scalar plugin."""
+    return sorted(t for t in acc.Tags()["tensors"] if acc.SummaryMetadata(t).plugin_data.plugin_name == "scalars")

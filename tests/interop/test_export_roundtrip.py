@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from discrepancy.analysis.pipeline import family_of
+from discrepancy.interop import read_series
 from discrepancy.interop.export import SAMPLES_TAG, TOTAL_NORM, export_run
-from interop.histories import SNAP_EVERY, STEPS, accumulator
+from interop.histories import SNAP_EVERY, STEPS, accumulator, scalar_events
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # TensorBoard's vendored html5lib sanitizer
@@ -24,26 +25,31 @@ def test_tensorboard_round_trip(run: Path, tmp_path: Path):
     with open_run(run) as r:
         series, norms = r.series(), r.array("lora_norm")
     for name, tag in (("reward_mean", "rewards/reward_mean"), ("kl_realised", "KL and entropy/kl_realised")):
-        events = acc.Scalars(tag)
+        events = scalar_events(acc, tag)
         want = series[name].dropna()  # NaN (not measured) draws no point
-        assert [e.step for e in events] == list(want.index)
-        np.testing.assert_array_equal([e.value for e in events], want.to_numpy(np.float32))
+        assert [step for step, _ in events] == list(want.index)
+        np.testing.assert_array_equal([v for _, v in events], want.to_numpy(np.float32))
         assert acc.SummaryMetadata(tag).summary_description == {"reward_mean": "mean total reward",
                                                                 "kl_realised": "realised KL"}[name]
+    from tensorboard.plugin_util import markdown_to_safe_html
+
+    shown = markdown_to_safe_html(acc.SummaryMetadata("lora_norm/q_proj.0").summary_description)
+    assert shown == "<p>‖(α/r)BA‖_F at θ_{t+1}</p>"  # as written, not in italics
+    assert "tensor lora_A" in markdown_to_safe_html(acc.SummaryMetadata("snapshots/lora_A").summary_description)
+    read_back = read_series(tmp_path / "tb").descriptions  # and as plain text again when analyze reads it
+    assert read_back["lora_norm/q_proj.0"] == "‖(α/r)BA‖_F at θ_{t+1}"
     for label in ("q_proj.0", "v_proj.0"):
-        values = [e.value for e in acc.Scalars(f"lora_norm/{label}")]
+        values = [v for _, v in scalar_events(acc, f"lora_norm/{label}")]
         np.testing.assert_array_equal(values, norms[label].to_numpy(np.float32))
-    snap = acc.Scalars(f"snapshots/{TOTAL_NORM}")
+    snap = scalar_events(acc, f"snapshots/{TOTAL_NORM}")
     # ‖W‖_F of a 3×2 matrix filled with c is c·√6 (independent of the exporter's sum)
-    np.testing.assert_allclose([e.value for e in snap], [(s + 1.0) * np.sqrt(6) for s in range(0, STEPS, SNAP_EVERY)],
+    np.testing.assert_allclose([v for _, v in snap], [(s + 1.0) * np.sqrt(6) for s in range(0, STEPS, SNAP_EVERY)],
                                rtol=1e-6)
     from tensorboard.util import tensor_util
 
     texts = acc.Tensors(SAMPLES_TAG)
     assert len(texts) == STEPS and texts[4].step == 4
     text = tensor_util.make_ndarray(texts[4].tensor_proto).item().decode()
-    from tensorboard.plugin_util import markdown_to_safe_html
-
     shown = markdown_to_safe_html(text)  # what TensorBoard's text tab shows: one row per sample, tags as text
     assert shown.count("<tr>") == 3 and "<td>a|b<br>step 4</td>" in shown
     assert "&lt;answer&gt;7&lt;/answer&gt;" in shown
@@ -53,7 +59,7 @@ def test_a_second_export_replaces_the_first(run: Path, tmp_path: Path):
     export_run(run, "tensorboard", tmp_path / "tb")
     export_run(run, "tensorboard", tmp_path / "tb")
     assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == 1
-    assert len(accumulator(tmp_path / "tb").Scalars("series/reward_mean")) == STEPS
+    assert len(scalar_events(accumulator(tmp_path / "tb"), "series/reward_mean")) == STEPS
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
