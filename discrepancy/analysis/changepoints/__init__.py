@@ -1,7 +1,8 @@
 """Change points of logged series: jumps, plateaus and phase transitions, with the pieces they are built from.
 
 - ``jumps``: where a series' level changes abruptly (``detect_jumps``, ``JumpDetector``): a two-window line test for
-  long series, and ``steptest``, a permutation test with a stated level for short series and short stretches;
+  long series, ``steptest``, a permutation test with a stated level for short series and short stretches, and
+  ``trendstep``, the same stretches tested for a level break on top of a trend (AR(1) or random-walk noise null);
 - ``plateaus``: stalls that a sudden transition ends, and the converged tail apart (``detect_plateaus``,
   ``PlateauDetector.analyse``), by the definitions of ``truth``;
 - ``events``: jumps of several signals at about the same step, grouped into phase transitions;

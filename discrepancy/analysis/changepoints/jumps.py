@@ -27,7 +27,7 @@ baselines in ``benchmarks/bench_jumps.py``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage, special
@@ -45,7 +45,8 @@ class JumpResult:
 
     ``indices`` are positions in the input (NaN rows included) of the first point of the new level.
     ``sizes`` [K] (or [K, d] for a [T, d] input) are signed level changes; ``z_scores`` [K] their significance
-    (Gaussian-equivalent for several columns). ``jump_fraction`` = Σ|J| / total variation of the denoised signal
+    (Gaussian-equivalent for several columns); ``trend_breaks`` those indices that are level breaks on top of a
+    trend (``trendstep``). ``jump_fraction`` = Σ|J| / total variation of the denoised signal
     (per column for 2-D input). ``sigma`` is the robust noise scale σ̂ = 1.4826·MAD(Δy)/√2 (per column).
     """
 
@@ -56,6 +57,7 @@ class JumpResult:
     sigma: float | np.ndarray
     window: int
     n: int
+    trend_breaks: list[int] = field(default_factory=list)  # the subset of ``indices`` found as breaks on a trend
 
 
 def default_window(n: int) -> int:
@@ -181,7 +183,9 @@ class JumpDetector:
     search log(y + c) instead of y (True, False, or "auto": see ``use_log_scale``; sizes stay in units of y),
     ``min_step_ratio`` a jump must exceed this many times the median one-step move |Δy| around it (0 disables),
     ``alpha`` level of the permutation test run on every stretch of 8–1,000 points between the jumps found (and on
-    series too short for the windows; ``steptest``); 0 disables it. 1-D input only.
+    series too short for the windows; ``steptest``); 0 disables it. ``trend_breaks`` then also tests, in the
+    stretches between all the level changes found, a level break on top of a local trend (``trendstep``, same level;
+    default True). 1-D input only.
     """
 
     def __init__(
@@ -194,8 +198,10 @@ class JumpDetector:
         log_scale: bool | str = False,
         min_step_ratio: float = MIN_STEP_RATIO,
         alpha: float = ALPHA,
+        trend_breaks: bool = True,
     ) -> None:
         self.alpha = alpha
+        self.trend_breaks = trend_breaks
         self.window = window
         self.log_scale = log_scale
         self.min_step_ratio = min_step_ratio
@@ -217,6 +223,7 @@ class JumpDetector:
         if self._y is None:
             raise RuntimeError("call fit(signal) before predict()")
         y2 = self._y[:, None] if self._y.ndim == 1 else self._y  # [T, d]
+        self._trend_at: list[int] = []
         keep = np.flatnonzero(np.all(np.isfinite(y2), axis=1))  # positions of complete rows
         x = y2[keep]  # [n, d] gaps removed
         n, d = x.shape
@@ -226,21 +233,29 @@ class JumpDetector:
             x = np.stack([log_transform(x[:, j]) for j in range(d)], axis=1)
         w = self.window or default_window(n)
         peaks = self._scan(x, n, w) if n >= max(MIN_POINTS, 2 * w + 1) else np.zeros(0, dtype=np.int64)
-        z = np.zeros(0)
-        if peaks.size:
-            z = self._z1[peaks]
+        z = self._z1[peaks] if peaks.size else np.zeros(0)
         sizes = (self._d1[peaks] if lin is x else level_change(lin, peaks, w)) if peaks.size else np.zeros((0, d))
         if self.alpha > 0 and d == 1 and n >= PERMUTATION_MIN:
-            short = segment_jumps(x[:, 0], peaks.tolist(), alpha=self.alpha, floor=noise_floor(x[:, 0]))
+            floor = noise_floor(x[:, 0])
+            short = segment_jumps(x[:, 0], peaks.tolist(), alpha=self.alpha, floor=floor)
+            if self.trend_breaks:  # then breaks on a trend, between all the level changes: those stay as they were
+                levels = sorted([*peaks.tolist(), *(s.index for s in short)])
+                short += [s for s in segment_jumps(x[:, 0], levels, alpha=self.alpha, floor=floor, trend=True)
+                          if s.method == "trend"]
+                short.sort(key=lambda s: s.index)
+            self._trend_at = [s.index for s in short if s.method == "trend"]
             if short:
                 at = np.array([s.index for s in short], dtype=np.int64)
                 bounds = np.r_[0, np.sort(np.r_[peaks, at]), n]
-                size_short = np.array([[_side_means(lin[:, 0], bounds, i)] for i in at])  # [k, 1]
+                size_short = np.array([[_side_means(lin[:, 0], bounds, s.index) if s.method != "trend" or lin is not x
+                                        else s.size] for s in short])  # [k, 1]
                 z_short = np.sign(size_short[:, 0]) * -special.ndtri(np.array([s.p_value for s in short]) / 2.0)
                 order = np.argsort(np.r_[peaks, at], kind="stable")
                 peaks = np.r_[peaks, at][order]
                 sizes, z = np.r_[sizes, size_short][order], np.r_[z, z_short][order]
-        return self._result(list(keep[peaks]), sizes, z, lin, sigma, w, n, peaks)
+        res = self._result(list(keep[peaks]), sizes, z, lin, sigma, w, n, peaks)
+        res.trend_breaks.extend(int(keep[i]) for i in self._trend_at)
+        return res
 
     def _scan(self, x: np.ndarray, n: int, w: int) -> np.ndarray:
         """The two-window line test (the module docstring): peaks of |z| confirmed, unbent and abrupt."""

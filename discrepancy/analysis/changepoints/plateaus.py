@@ -38,7 +38,7 @@ from scipy import ndimage
 from discrepancy.analysis.changepoints.axes import block_medians
 from discrepancy.analysis.changepoints.jumps import JumpDetector, JumpResult
 from discrepancy.analysis.changepoints.noise import local_mad, piecewise_residuals
-from discrepancy.analysis.changepoints.truth import C_SIGMA, HORIZON, MOVED, RHO, default_min_plateau
+from discrepancy.analysis.changepoints.truth import C_SIGMA, HORIZON, RHO, default_min_plateau
 
 __all__ = ["Plateau", "PlateauDetector", "PlateauResult", "default_min_plateau", "detect_plateaus"]
 
@@ -196,8 +196,11 @@ class PlateauDetector:
         if n < max(MIN_SERIES, 2 * min_len) or np.ptp(x) == 0:
             return PlateauResult([], None, 0.0)  # too short, or constant by construction: neither
         jumps = self.jumps if self.jumps is not None else JumpDetector().fit(self._y).predict()
-        jump_rows = np.searchsorted(keep, jumps.indices).tolist()  # positions in the gap-free series
-        sizes = dict(zip(jump_rows, np.atleast_1d(jumps.sizes).tolist()))
+        # a break on top of a trend lies inside a decay or a rise, not between levels: no plateau ends there
+        on_trend = set(jumps.trend_breaks)
+        level = [(i, sz) for i, sz in zip(jumps.indices, np.atleast_1d(jumps.sizes).tolist()) if i not in on_trend]
+        jump_rows = np.searchsorted(keep, [i for i, _ in level]).tolist()  # positions in the gap-free series
+        sizes = dict(zip(jump_rows, [sz for _, sz in level]))
         red = block_medians(x, MAX_POINTS)
         f_rows = int(np.ceil(n / red.values.size))
         at = {int(np.searchsorted(red.starts, r, side="left")): sizes[r] for r in jump_rows}  # first block of the new level

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from discrepancy.analysis.changepoints.trendstep import trend_step
+
 PERMUTATION_MIN = 8  # fewest points for which a permutation p-value can fall below 0.05 (8: 2·4!·4!/8! = 0.029)
 GAUSSIAN_MIN = 4  # fewest points for the Gaussian fallback (a split of 2|2)
 PERMUTATIONS = 1999
@@ -195,7 +197,7 @@ def step_test(y: np.ndarray, *, min_side: int = 2, permutations: int = PERMUTATI
 
 
 def segment_steps(y: np.ndarray, *, alpha: float = ALPHA, min_side: int = 2, floor: float = 0.0,
-                  max_changes: int = 8) -> list[StepTest]:
+                  max_changes: int = 8, trend: bool = False) -> list[StepTest]:
     """Significant abrupt level changes of ``y`` by binary segmentation, sorted by index (indices into ``y``).
 
     The first test has level ``alpha`` under the no-change null; each side of a change is tested again at the same
@@ -203,6 +205,11 @@ def segment_steps(y: np.ndarray, *, alpha: float = ALPHA, min_side: int = 2, flo
     up then down, which a parabola fits as well as two levels) is split once more on trial; the steps found in its
     halves are kept only if, together, their levels fit the whole stretch better than a line and a parabola by the
     same margin a single step needs (a rise and a fall are two steps; a trend cut in two is still a trend).
+
+    ``trend``: a significant change that is not a step between two levels is first tested as a level break on
+    top of a local trend (``trendstep.trend_step``, same level, run only after the rank test rejected); a break
+    found so (``method`` "trend", size = the discontinuity between the two local lines, p = the larger of the two
+    p-values) splits the stretch like a step.
     """
     y = np.asarray(y, dtype=np.float64)
     found: dict[int, StepTest] = {}
@@ -214,7 +221,11 @@ def segment_steps(y: np.ndarray, *, alpha: float = ALPHA, min_side: int = 2, flo
         if res is None or res.p_value > alpha:
             continue
         k = a + res.index
-        if res.abrupt:
+        brk = None if res.abrupt or not trend else _trend_break(y[a:b], a, res.p_value, alpha)
+        if brk is not None:
+            found[brk.index] = brk
+            stack += [(s, e, trial) for s, e in ((a, brk.index), (brk.index, b)) if e - s >= 2 * PERMUTATION_MIN]
+        elif res.abrupt:
             found[k] = StepTest(k, res.size, res.statistic, res.p_value, res.method, res.abrupt)
             if trial >= 0:
                 trials[trial][3].append(k)
@@ -233,9 +244,22 @@ def segment_steps(y: np.ndarray, *, alpha: float = ALPHA, min_side: int = 2, flo
             for k in ks:
                 found.pop(k, None)
     bounds = [0, *sorted(found), y.size]  # sizes between the neighbouring steps, not over a tested stretch
-    out = [StepTest(k, float(y[k:c].mean() - y[a:k].mean()), found[k].statistic, found[k].p_value,
+    out = [found[k] if found[k].method == "trend" else
+           StepTest(k, float(y[k:c].mean() - y[a:k].mean()), found[k].statistic, found[k].p_value,
                     found[k].method, True) for a, k, c in zip(bounds[:-2], bounds[1:-1], bounds[2:])]
-    return [s for s in out if concentrated(y, s.index, s.size)]  # a spike at a tested stretch's end is no step
+    # a spike at a tested stretch's end is no step (a trend break carries its own test of that)
+    return [s for s in out if s.method == "trend" or concentrated(y, s.index, s.size)]
+
+
+def _trend_break(y: np.ndarray, offset: int, p_rank: float, alpha: float) -> StepTest | None:
+    """A level break on top of a local trend in ``y`` (``trendstep``), at level ``alpha``, or None."""
+    res = trend_step(y)
+    if res is None:
+        return None
+    k, d, stat, p, abrupt = res
+    if p > alpha or not abrupt:
+        return None
+    return StepTest(offset + k, d, stat, max(p, p_rank), "trend", True)
 
 
 TRIAL_MAX = 100  # bumps are split on trial in stretches up to a probe curve's length (longer: the window test)
@@ -243,7 +267,8 @@ SEGMENT_MAX = 1000  # longer stretches are left to the window test, which has th
 SEGMENT_SIDE = 3  # a level needs 3 points: a one- or two-point excursion at a stretch's end is a spike, not a level
 
 
-def segment_jumps(x: np.ndarray, found: list[int], *, alpha: float = ALPHA, floor: float = 0.0) -> list[StepTest]:
+def segment_jumps(x: np.ndarray, found: list[int], *, alpha: float = ALPHA, floor: float = 0.0,
+                  trend: bool = False) -> list[StepTest]:
     """Level changes the window test missed: ``segment_steps`` on every stretch of PERMUTATION_MIN–SEGMENT_MAX
     points between the jumps already ``found`` (the whole series when there are none), indices into ``x``.
 
@@ -254,6 +279,6 @@ def segment_jumps(x: np.ndarray, found: list[int], *, alpha: float = ALPHA, floo
     out: list[StepTest] = []
     for a, b in zip(bounds[:-1], bounds[1:]):
         if PERMUTATION_MIN <= b - a <= SEGMENT_MAX:
-            for s in segment_steps(x[a:b], alpha=alpha, min_side=SEGMENT_SIDE, floor=floor):
+            for s in segment_steps(x[a:b], alpha=alpha, min_side=SEGMENT_SIDE, floor=floor, trend=trend):
                 out.append(StepTest(a + s.index, s.size, s.statistic, s.p_value, s.method, s.abrupt))
     return out

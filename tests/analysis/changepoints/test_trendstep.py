@@ -1,0 +1,112 @@
+"""Level breaks on top of a trend (``trendstep``): planted breaks found, the stated level held on lines plus noise,
+kinks and spikes not called breaks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from discrepancy.analysis.changepoints.jumps import JumpDetector, detect_jumps
+from discrepancy.analysis.changepoints.trendstep import discontinuity_scan, noise_model, null_maxima, trend_step
+
+
+def _trend_with_break(rng: np.random.Generator, n: int, k: int, size: float) -> np.ndarray:
+    """A steep line (a 6σ rise per 10 points, so the stretch is not one level) plus a break of ``size`` σ at k."""
+    y = 0.6 * np.arange(n) + rng.standard_normal(n)
+    y[k:] += size
+    return y
+
+
+def test_scan_is_exact_on_a_noiseless_break_and_blind_to_a_kink() -> None:
+    """Two local lines meet a noiseless break of 3 at its index exactly (d = 3); at a noiseless kink d = 0 at the
+    kink and wherever neither line straddles it (more than h = ⌈√40⌉ = 7 points away)."""
+    t = np.arange(40, dtype=np.float64)
+    k, d, _ = discontinuity_scan(0.5 * t + 3.0 * (t >= 22))
+    assert abs(d[k == 22][0] - 3.0) < 1e-9
+    kink = np.where(t < 20, t, 39.0 - t)  # up, then down, the lines meeting at 19.5: no level change
+    k2, d2, _ = discontinuity_scan(kink)
+    assert abs(d2[k2 == 20][0]) < 1e-9
+    assert np.max(np.abs(d2[np.abs(k2 - 20) > 7])) < 1e-9
+
+
+def test_planted_break_on_a_trend_found_where_the_level_test_alone_misses_it() -> None:
+    """A 6σ break at 25 of 40 points on a steep line: found within one step in ≥ 80 % of 60 series; without the
+    trend-break test (the constant-level step test and the window test only) in ≤ 40 %."""
+    rng = np.random.default_rng(7)
+    hit = old = 0
+    for _ in range(60):
+        y = _trend_with_break(rng, 40, 25, 6.0)
+        hit += any(abs(i - 25) <= 1 for i in detect_jumps(y))
+        old += any(abs(i - 25) <= 1 for i in JumpDetector(trend_breaks=False).fit(y).predict().indices)
+    assert hit >= 48, hit
+    assert old <= 24, old
+
+
+def test_level_holds_on_lines_plus_white_or_ar1_noise() -> None:
+    """Under the null (a line plus Gaussian noise, white or AR(1) with ρ = 0.6) the test rejects at 5 % in at most
+    5 % + 3 Monte Carlo SE of 300 series (the gate of the rank test is not applied here: this is the test alone)."""
+    rng = np.random.default_rng(11)
+    for rho in (0.0, 0.6):
+        rejections = 0
+        for _ in range(300):
+            e = rng.standard_normal(36)
+            for t in range(1, e.size):
+                e[t] += rho * e[t - 1]
+            res = trend_step(0.3 * np.arange(36) + e)
+            rejections += res is not None and res[3] <= 0.05 and res[4]
+        assert rejections <= 15 + 3 * np.sqrt(300 * 0.05 * 0.95), (rho, rejections)
+
+
+def test_noise_model_reads_white_ar_and_integrated_noise() -> None:
+    """ρ̂ ≈ 0 on white noise (≤ 0.05 after rounding up), ≈ 0.7 on AR(1) 0.7, a random walk read as integrated."""
+    rng = np.random.default_rng(3)
+    rho0, integrated0 = noise_model(rng.standard_normal(4000))
+    assert rho0 <= 0.05 and not integrated0
+    e = rng.standard_normal(4000)
+    for t in range(1, e.size):
+        e[t] += 0.7 * e[t - 1]
+    rho, integrated = noise_model(e)
+    assert not integrated and 0.6 <= rho <= 0.8
+    assert noise_model(np.cumsum(rng.standard_normal(4000)))[1]
+
+
+def test_kinks_and_spikes_on_a_trend_are_not_breaks() -> None:
+    """A slope reversal (a peak) and a 2-point spike of 10σ on a steep line give no jump in ≥ 90 % of 40 series."""
+    rng = np.random.default_rng(5)
+    t = np.arange(48, dtype=np.float64)
+    calls = 0
+    for _ in range(40):
+        peak = np.where(t < 24, 0.6 * t, 0.6 * (48 - t)) + rng.standard_normal(48)
+        spike = 0.6 * t + rng.standard_normal(48)
+        spike[30:32] += 10.0
+        calls += bool(detect_jumps(peak)) + bool(detect_jumps(spike))
+    assert calls <= 8, calls
+
+
+def test_level_holds_on_a_wandering_series() -> None:
+    """A random walk with correlated steps (integrated AR(1), step correlation 0.5, 40 points) plus a line: the
+    test at 5 % rejects in at most 5 % + 3 SE of 300 series, while the white-noise null's 95th percentile is
+    exceeded in ≥ 15 % of them: that is what the integrated null is for (a smooth real series wanders)."""
+    rng = np.random.default_rng(13)
+    rejections = white = 0
+    white_null = null_maxima(40)
+    for _ in range(300):
+        e = rng.standard_normal(40)
+        for t in range(1, e.size):
+            e[t] += 0.5 * e[t - 1]
+        y = 0.2 * np.arange(40) + np.cumsum(e)
+        res = trend_step(y)
+        rejections += res is not None and res[3] <= 0.05 and res[4]
+        white += bool(np.nanmax(np.abs(discontinuity_scan(y)[2])) > np.quantile(white_null, 0.95))
+    assert rejections <= 15 + 3 * np.sqrt(300 * 0.05 * 0.95), rejections
+    assert white >= 45, white  # ≥ 15 %: the white-noise null does not hold here
+
+
+def test_trend_breaks_are_reported_apart() -> None:
+    """The planted break on a trend is listed in ``JumpResult.trend_breaks``; a step between two flat levels is not."""
+    rng = np.random.default_rng(17)
+    res = JumpDetector().fit(_trend_with_break(rng, 40, 25, 8.0)).predict()
+    assert any(abs(i - 25) <= 1 for i in res.trend_breaks) and set(res.trend_breaks) <= set(res.indices)
+    flat = rng.standard_normal(40)
+    flat[20:] += 6.0
+    res2 = JumpDetector().fit(flat).predict()
+    assert res2.indices and not res2.trend_breaks
