@@ -84,6 +84,10 @@ def compare_runs(paths: list[str | Path], control: str | Path | None = None, tol
     else:
         say("weight-space lineage: teacher " + labels[0] + ", control " + Path(control).name)
         result.lineage = lineage_over_time(infos[0], infos[1:], ctrl, labels[1:])
+        whole = result.lineage[result.lineage["module"] == "all"]
+        if len(whole) and float(whole["norm_teacher"].iloc[0]) == 0.0:
+            result.notes.append(f"the teacher's LoRA update is zero at its last snapshot (step "
+                                f"{infos[0]['snapshots'][-1]}): it never moved, so alignments with it are undefined")
     return result
 
 

@@ -138,8 +138,9 @@ def write_outputs(res: AnalysisResult, out: Path, *, figures: bool = True) -> di
         if res.num_steps and not res.signals.empty:
             images = all_figures(res, out)
             overview, jump_map = overview_figure(res, out), jump_map_figure(res, out)
-    samples, problem = read_samples(res.path)
-    extra = training_events_section(res.path) + probe_section(out) + llc_section(out)
+    foreign = "source" in res.meta  # another trainer's log: no samples to read (the notes say what is absent)
+    samples, problem = read_samples(res.path) if not foreign else (pd.DataFrame(), None)
+    extra = (training_events_section(res.path) if not foreign else "") + probe_section(out) + llc_section(out)
     extra += note(problem) if problem else ""
     write_text(paths["report"], report_html(res, images, extra, samples_html(res, samples), overview, jump_map))
     paths.update({f"figure:{img.stem}": img for img in [*images, overview, jump_map] if img is not None})

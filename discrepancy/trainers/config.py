@@ -65,9 +65,15 @@ class SFTConfig:
         "what the cold start trains: all = every weight of the base (saved next to the run); adapter = the LoRA "
         "adapter only, the model itself unchanged; auto = all for the embedded tiny model (it starts random), "
         "adapter for a model of yours (--model)"))
+    teacher: str = field(default="", **helped(
+        "distillation: a teacher run file whose completions of the task's prompts, sampled from its adapter at "
+        "sft.teacher_step, are the cold start's targets (empty = the task's worked solutions); with --model "
+        "TEACHER.base the student shares the teacher's base model, so `discrepancy compare` can measure lineage"))
+    teacher_step: int = field(default=-1, **helped("the teacher snapshot to sample from (-1 = its last)"))
 
     def __post_init__(self) -> None:
         _check(self.steps >= 0, "sft.steps", "≥ 0", self.steps)
+        _check(self.teacher_step >= -1, "sft.teacher_step", "≥ 0, or -1 for the last snapshot", self.teacher_step)
         _check(self.batch_size >= 1, "sft.batch_size", "≥ 1", self.batch_size)
         _check(self.lr > 0, "sft.lr", "> 0", self.lr)
 
@@ -293,5 +299,8 @@ def inapplicable_keys(cfg: TrainConfig) -> dict[str, str]:
     if cfg.model.path is not None:
         out.update(dict.fromkeys(TINY_MODEL_KEYS, "the embedded tiny model only; model.path is set"))
     if cfg.sft.steps == 0:
-        out.update(dict.fromkeys(("sft.batch_size", "sft.lr", "sft.weights"), "no cold start: sft.steps = 0"))
+        out.update(dict.fromkeys(("sft.batch_size", "sft.lr", "sft.weights", "sft.teacher", "sft.teacher_step"),
+                                 "no cold start: sft.steps = 0"))
+    elif not cfg.sft.teacher:
+        out["sft.teacher_step"] = "no teacher: sft.teacher is empty"
     return out

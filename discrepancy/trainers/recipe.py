@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from discrepancy.grading import format_prompt
 from discrepancy.instrumentation.hooks import HookRunner, StepBatch, StepContext
 from discrepancy.modeling.logprobs import batch_logprobs, grouped_token_logprobs
 from discrepancy.modeling.lora_fold import adapter_disabled
@@ -148,7 +147,7 @@ def sample_and_score(state: TrainState, temperature: float) -> ScoredRollouts:
     """Draw the step's prompts, sample G completions each from π_old (LoRA merged for speed) and score them."""
     g, model = state.cfg.grpo, state.model
     batch = state.prompt_rng.sample(state.examples, g.num_prompts)
-    prompts = [format_prompt(ex.question) for ex in batch]
+    prompts = [ex.prompt_text for ex in batch]
     t0 = time.perf_counter()
     roll = state.plan.sample(model, state.tokenizer, prompts, group_size=g.group_size,
                              max_new_tokens=g.max_completion_length, temperature=temperature, top_p=g.top_p,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from discrepancy.errors import ConfigError, DiscrepancyError
-from discrepancy.grading import answers_match, extract_answer, format_credit, format_ok, format_prompt
+from discrepancy.grading import answers_match, extract_answer, format_credit, format_ok
 from discrepancy.trainers.tasks import Example, format_solution
 
 RewardFn = Callable[[list[str], list[str], list[str]], list[float]]
@@ -167,7 +167,7 @@ def check_rewards(specs: Sequence[RewardSpec], examples: Sequence[Example]) -> N
     sample = list(examples[:2])
     if not sample:
         return
-    prompts = [format_prompt(ex.question) for ex in sample] + [format_prompt(sample[0].question)]
+    prompts = [ex.prompt_text for ex in sample] + [sample[0].prompt_text]
     completions = [format_solution(ex) for ex in sample] + [""]
     answers = [ex.answer for ex in sample] + [sample[0].answer]
     for spec in specs:

@@ -26,10 +26,11 @@ from discrepancy.modeling.devices import default_dtype
 from discrepancy.modeling.fingerprint import weights_fingerprint
 from discrepancy.rollout.samplers import check_sampler
 from discrepancy.trainers.config import TrainConfig, cold_start_trains_all
+from discrepancy.trainers.distill import teacher_completions, teacher_snapshot
 from discrepancy.trainers.rewards import RewardSpec, check_rewards
 from discrepancy.trainers.run_files import staged_base_dir
 from discrepancy.trainers.sft import cold_start
-from discrepancy.trainers.tasks import Example, arithmetic_examples, gsm8k_sample_path, load_gsm8k
+from discrepancy.trainers.tasks import Example, load_task, with_chat_prompts
 
 # progress(phase, done, total, metrics): phase is "sft" or "grpo".
 ProgressFn = Callable[[str, int, int, dict[str, float]], None]
@@ -71,20 +72,19 @@ def prepare(cfg: TrainConfig) -> Prepared:
     """Resolve rewards, load the task and check the model folder; raises DiscrepancyError on bad input."""
     rewards = [RewardSpec.from_name(n, w) for n, w in zip(cfg.rewards.names, cfg.rewards.weights)]
     t = cfg.task
-    if t.name == "arithmetic":
-        examples = arithmetic_examples(t.num_examples, min_ops=t.min_ops, max_ops=t.max_ops,
-                                       max_operand=t.max_operand, seed=cfg.run.seed)
-    else:
-        examples = load_gsm8k(t.path or gsm8k_sample_path(), limit=t.num_examples)
+    examples = load_task(t, cfg.run.seed)
     if len(examples) < cfg.grpo.num_prompts:
         raise DiscrepancyError(f"the task has {len(examples)} examples but grpo.num_prompts is "
                                f"{cfg.grpo.num_prompts}; lower grpo.num_prompts or add examples")
     check_rewards(rewards, examples)  # a broken reward fails here, before the cold start or any file
     if cfg.model.path is not None:
         check_local_model(cfg.model.path)
-    elif t.name == "gsm8k":
-        warnings.warn("task gsm8k on the embedded tiny model (no --model / model.path): it will not learn GSM8K; "
+    elif t.name != "arithmetic":
+        what = "GSM8K" if t.name == "gsm8k" else "the dataset's task"
+        warnings.warn(f"task {t.name} on the embedded tiny model (no --model / model.path): it will not learn {what}; "
                       "pass --model DIR for a real run", RuntimeWarning, stacklevel=2)
+    if cfg.sft.teacher and cfg.sft.steps > 0:
+        teacher_snapshot(cfg.sft.teacher, cfg.sft.teacher_step)  # a bad teacher fails before any training
     return Prepared(examples, rewards)
 
 
@@ -142,6 +142,7 @@ def build_base(cfg: TrainConfig, prep: Prepared, out: Path, where: Launch, progr
     else:
         model, tokenizer = load_local_model(m.path, dtype=torch.float32)
     check_target_modules(model, cfg.lora.target_modules)  # a typo must fail before the cold start, not after
+    prep.examples = with_chat_prompts(prep.examples, tokenizer, cfg.task)  # as an instruct model was trained
     model.to(where.device)
     check_sampler(cfg.run.sampler, model)  # likewise: a sampler that cannot serve this model fails up front
     losses = run_cold_start(model, tokenizer, cfg, prep, progress) if cold_start_trains_all(cfg) else []
@@ -164,5 +165,10 @@ def run_cold_start(model: torch.nn.Module, tokenizer: Any, cfg: TrainConfig, pre
     """The cold start on whatever of ``model`` is trainable: every weight of the base, or (called with the adapter
     attached) the LoRA adapter only (`SFTConfig.weights`)."""
     report = (lambda i, loss: progress("sft", i, cfg.sft.steps, {"loss": loss})) if progress else None
+    completions = None
+    if cfg.sft.teacher and cfg.sft.steps > 0:  # distillation: the teacher's completions are the targets
+        completions = teacher_completions(cfg.sft.teacher, cfg.sft.teacher_step, prep.examples,
+                                          max_new_tokens=cfg.grpo.max_completion_length, seed=cfg.run.seed,
+                                          device=next(model.parameters()).device)
     return cold_start(model, tokenizer, prep.examples, steps=cfg.sft.steps, batch_size=cfg.sft.batch_size,
-                      lr=cfg.sft.lr, seed=cfg.run.seed, on_step=report)
+                      lr=cfg.sft.lr, seed=cfg.run.seed, on_step=report, completions=completions)

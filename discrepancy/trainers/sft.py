@@ -13,21 +13,23 @@ from typing import Callable
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from discrepancy.grading import format_prompt
 from discrepancy.trainers.tasks import Example, format_solution
 
 
 def sft_batch(
-    tokenizer: PreTrainedTokenizerBase, examples: list[Example], device: torch.device | str = "cpu"
+    tokenizer: PreTrainedTokenizerBase, examples: list[Example], device: torch.device | str = "cpu",
+    completions: dict[str, str] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask, target_mask), each ``[B, L]``: prompt + solution + EOS, right-padded.
 
     ``target_mask`` marks the tokens that are predicted (solution and EOS), not the prompt or the padding.
+    ``completions`` (prompt_id → text) replaces the worked solutions, e.g. a teacher's (distillation).
     """
     rows, targets = [], []
     for ex in examples:
-        p = tokenizer(format_prompt(ex.question), add_special_tokens=False)["input_ids"]
-        s = tokenizer(format_solution(ex), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        p = tokenizer(ex.prompt_text, add_special_tokens=False)["input_ids"]
+        text = completions[ex.prompt_id] if completions is not None else format_solution(ex)
+        s = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         rows.append(p + s)
         targets.append([0] * len(p) + [1] * len(s))
     width = max(len(r) for r in rows)
@@ -56,8 +58,10 @@ def cold_start(
     lr: float,
     seed: int,
     on_step: Callable[[int, float], None] | None = None,
+    completions: dict[str, str] | None = None,
 ) -> list[float]:
     """Train every trainable parameter of ``model`` for ``steps`` AdamW steps; returns the loss per step.
+    ``completions``: the targets by prompt_id instead of the worked solutions (`sft_batch`).
 
     Batches are drawn with their own ``random.Random(seed)``, so the phase is deterministic given the model's
     initial weights and the torch seed. The learning rate warms up linearly over the first 10 % of the steps.
@@ -74,7 +78,7 @@ def cold_start(
     losses = []
     for step in range(1, steps + 1):
         batch = rng.sample(examples, min(batch_size, len(examples)))
-        loss = sft_loss(model, *sft_batch(tokenizer, batch, device))
+        loss = sft_loss(model, *sft_batch(tokenizer, batch, device, completions))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -58,6 +58,7 @@ def test_the_command_writes_the_report_of_a_csv_history(tmp_path: Path):
     assert any(abs(t["step"] - JUMP) <= 3 for t in summary["phase_transitions"])
     html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert html.count("report sections are absent") == 1
+    assert "could not be read" not in html and "not an HDF5 file" not in html  # no run-file section tried
 
 
 def _bad_inputs(tmp_path: Path) -> dict[Path, str]:
