@@ -15,7 +15,8 @@ t(3) and AR(0.9) noise of other seeds, the smoothed-spike filter (``streaming.RE
 the figures here come from seeds never used while building them (3030; seed 2026 was looked at once, before that
 filter existed).
 
-Tiny-model part (``--no-tiny`` skips it; ~4 short CPU runs): the embedded recipe with ``instruments.diversity`` on,
+Tiny-model part (``--no-tiny`` skips it; ~4 short CPU runs): the embedded recipe with ``instruments.diversity`` on
+and a 5-step dossier per event,
 ``--tiny-steps`` GRPO steps (schedules over the default 300), with failures planted from step S = steps/2 by
 patching the schedules and a reward: a learning-rate spike (×100), a correctness reward that returns a constant,
 a temperature drop to 0.01; plus a healthy run (the default 300 steps). Each run's events are those the
@@ -138,7 +139,8 @@ def planted_run(kind: str, steps: int, out: Path) -> dict[str, object]:
     rewards.BUILTIN_REWARDS["correctness"] = constant_after
     try:
         cfg = apply_overrides(TrainConfig(), {"run.steps": steps, "schedule.horizon": 300,
-                                              "instruments.diversity": True})
+                                              "instruments.diversity": True,
+                                              "early_warning.dossier_steps": 5})
         t0 = time.perf_counter()
         summary = train_run(cfg, out, overwrite=True)
         wall = time.perf_counter() - t0
