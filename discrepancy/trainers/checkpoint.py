@@ -14,6 +14,7 @@ import torch
 
 from discrepancy.errors import DiscrepancyError
 from discrepancy.modeling.lora import load_lora_state, lora_state
+from discrepancy.trainers.control import ControlState
 from discrepancy.trainers.recipe import TrainState
 
 
@@ -43,6 +44,7 @@ def save_checkpoint(run_path: str | Path, state: TrainState, run_id: str = "") -
         "prompt_rng": state.prompt_rng.getstate(),
         "python_rng": random.getstate(),
         "instruments": state.hooks.state_dict(),  # running averages, start policy, probe batch
+        "control": state.control.state.to_dict() if state.control is not None else None,
     }
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -91,6 +93,8 @@ def load_checkpoint(run_path: str | Path, state: TrainState, *, run_id: str | No
     state.prompt_rng.setstate(_as_rng_state(payload["prompt_rng"]))
     random.setstate(_as_rng_state(payload["python_rng"]))
     state.hooks.load_state_dict(payload.get("instruments", []))  # absent in checkpoints of older versions
+    if state.control is not None and payload.get("control"):  # the controllers continue where they were
+        state.control.state = ControlState.from_dict(payload["control"])
     state.step = int(payload["step"])
     state.bad_steps = int(payload["bad_steps"])
     state.bad_reason = str(payload.get("bad_reason", ""))  # absent in checkpoints of older versions

@@ -261,6 +261,51 @@ class RunConfig:
 
 
 @dataclass
+class ControlConfig:
+    """Closed-loop control from the measurements (trainers/control.py; every controller off by default)."""
+
+    kl_target: float = field(default=0.0, **helped(
+        "adaptive β: hold the measured KL to the reference near this many nats (PPO's adaptive KL controller, "
+        "Ziegler et al. 2019); 0 = off, β follows its schedule"))
+    kl_horizon: float = field(default=10.0, **helped(
+        "adaptive β: steps over which β moves by the clipped relative KL error (β ← β·(1 + clip(KL/target − 1, "
+        "±0.2)/horizon))"))
+    beta_min_ratio: float = field(default=0.1, **helped("adaptive β: lowest β as a multiple of grpo.beta"))
+    beta_max_ratio: float = field(default=10.0, **helped("adaptive β: highest β as a multiple of grpo.beta"))
+    entropy_floor: float = field(default=0.0, **helped(
+        "temperature coupling: raise the sampling temperature while the policy entropy (nats) is below this; "
+        "0 = off (it is also lowered while the KL exceeds twice control.kl_target)"))
+    temperature_gain: float = field(default=0.05, **helped(
+        "temperature coupling: relative change of the temperature per decision"))
+    temperature_min_ratio: float = field(default=0.5, **helped(
+        "temperature coupling: lowest temperature as a multiple of the scheduled one"))
+    temperature_max_ratio: float = field(default=2.0, **helped(
+        "temperature coupling: highest temperature as a multiple of the scheduled one"))
+    rho_control: bool = field(default=False, **helped(
+        "trust-region step control: halve the learning rate after control.rho_patience steps with ρ_t < ¼, grow "
+        "it by 1.25 after as many with ρ_t > ¾ (Nocedal & Wright, Algorithm 4.1); needs instruments.discrepancy"))
+    rho_patience: int = field(default=3, **helped("trust-region control: consecutive steps before acting"))
+    lr_scale_min: float = field(default=0.01, **helped(
+        "trust-region control: lowest learning rate as a multiple of the schedule"))
+    lr_scale_max: float = field(default=2.0, **helped(
+        "trust-region control: highest learning rate as a multiple of the schedule"))
+
+    def __post_init__(self) -> None:
+        _check(self.kl_target >= 0, "control.kl_target", "≥ 0 (0 = off)", self.kl_target)
+        _check(self.kl_horizon >= 1, "control.kl_horizon", "≥ 1", self.kl_horizon)
+        _check(0 < self.beta_min_ratio <= 1 <= self.beta_max_ratio, "control.beta_min_ratio",
+               f"in (0, 1] with control.beta_max_ratio={self.beta_max_ratio} ≥ 1", self.beta_min_ratio)
+        _check(self.entropy_floor >= 0, "control.entropy_floor", "≥ 0 (0 = off)", self.entropy_floor)
+        _check(0 < self.temperature_gain < 1, "control.temperature_gain", "in (0, 1)", self.temperature_gain)
+        _check(0 < self.temperature_min_ratio <= 1 <= self.temperature_max_ratio, "control.temperature_min_ratio",
+               f"in (0, 1] with control.temperature_max_ratio={self.temperature_max_ratio} ≥ 1",
+               self.temperature_min_ratio)
+        _check(self.rho_patience >= 1, "control.rho_patience", "≥ 1", self.rho_patience)
+        _check(0 < self.lr_scale_min <= 1 <= self.lr_scale_max, "control.lr_scale_min",
+               f"in (0, 1] with control.lr_scale_max={self.lr_scale_max} ≥ 1", self.lr_scale_min)
+
+
+@dataclass
 class TrainConfig:
     """Everything `discrepancy train` needs; the defaults are the embedded tiny recipe (trainers/tiny.toml)."""
 
@@ -278,11 +323,17 @@ class TrainConfig:
     # Early warning while training (docs/early-warning.md): its own section, defined with its rules.
     early_warning: EarlyWarningConfig = field(default_factory=EarlyWarningConfig,
                                               **helped("live rules and level-change detection while training"))
+    control: ControlConfig = field(default_factory=ControlConfig,
+                                   **helped("closed-loop control of β, temperature and learning rate"))
 
     def __post_init__(self) -> None:
         check_finite(self)
         _check(self.grpo.num_prompts <= self.task.num_examples, "grpo.num_prompts",
                f"≤ task.num_examples={self.task.num_examples}", self.grpo.num_prompts)
+        _check(not self.control.rho_control or self.instruments.discrepancy, "control.rho_control",
+               "false when instruments.discrepancy is false (ρ_t is not measured)", self.control.rho_control)
+        _check(self.control.kl_target == 0 or self.grpo.beta > 0, "control.kl_target",
+               "0 when grpo.beta = 0 (there is no β to adapt)", self.control.kl_target)
 
 
 def cold_start_trains_all(cfg: TrainConfig) -> bool:

@@ -26,6 +26,7 @@ from discrepancy.trainers.advantages import group_advantages
 from discrepancy.trainers.config import GRPOConfig, TrainConfig
 from discrepancy.trainers.grpo import grpo_loss
 from discrepancy.trainers.rewards import RewardSpec, score_completions
+from discrepancy.trainers.control import Controller
 from discrepancy.trainers.schedules import beta_at, lr_at, temperature_at
 from discrepancy.trainers.speed import SpeedPlan
 from discrepancy.trainers.step_metrics import loss_stats, rollout_metrics
@@ -80,6 +81,7 @@ class TrainState:
     bad_steps: int = 0  # consecutive skipped steps (non-finite loss, or no usable reward)
     bad_reason: str = ""  # why the last skipped step was skipped
     total_steps: int = 1
+    control: Controller | None = None  # closed-loop control (`trainers.control`); None when every controller is off
 
     @property
     def params(self) -> dict[str, torch.nn.Parameter]:
@@ -243,6 +245,10 @@ def grpo_step(state: TrainState) -> StepResult:
     beta = beta_at(step, state.total_steps, g.beta, cfg.schedule.beta_end)
     lr = lr_at(step, state.total_steps, cfg.optim.lr, warmup=cfg.optim.warmup_steps, decay=cfg.optim.decay,
                min_ratio=cfg.optim.min_lr_ratio)
+    applied = state.control.applied() if state.control is not None else {}  # multipliers decided last step
+    temperature *= applied.get("ctl_temperature_scale", 1.0)
+    beta *= applied.get("ctl_beta_scale", 1.0)
+    lr *= applied.get("ctl_lr_scale", 1.0)
     _set_lr(state.optimizer, lr)
 
     scored = sample_and_score(state, temperature)  # sample from π_old, rewards, group advantages
@@ -274,6 +280,8 @@ def grpo_step(state: TrainState) -> StepResult:
                    step_time=time.perf_counter() - t_start)
     arrays = {k: np.asarray(v) for k, v in metrics.items() if isinstance(v, np.ndarray)}
     scalars = {k: float(v) for k, v in metrics.items() if not isinstance(v, np.ndarray)}
+    if state.control is not None:  # what was applied, and what this step's measurements decide for the next
+        scalars.update(applied, ctl_action=float(state.control.observe(scalars)))
     fields = {"reward": scored.total, "advantage": scored.advantages.cpu().numpy(),
               "length": roll.completion_mask.sum(1).cpu().numpy().astype(float), **scored.components}
     return StepResult(scalars, arrays, scored.prompt_ids, scored.prompts, roll.completions, fields)

@@ -31,6 +31,7 @@ from discrepancy.modeling.from_run import inside_run_folder
 from discrepancy.runfile import Recorder, RunSchema, open_run
 from discrepancy.trainers.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from discrepancy.trainers.config import TrainConfig, cold_start_trains_all
+from discrepancy.trainers.control import CONTROL_SERIES, Controller
 from discrepancy.trainers.recipe import STEP_SERIES, StepResult, TrainState, grpo_step
 from discrepancy.trainers.run_files import (
     RESUME_MAY_SET, check_new_run, commit_new_run, discard_staged, new_run_id, resume_changes, run_lock,
@@ -250,7 +251,7 @@ def _start(cfg: TrainConfig, prep: Prepared, req: Request, where: Launch, config
     state = TrainState(cfg, model, tokenizer, optimizer, prep.examples, prep.rewards, plan,
                        hooks=HookRunner(list(instruments)),
                        prompt_rng=random.Random(cfg.run.seed + 1 + 7919 * where.rank),  # ranks draw other prompts
-                       total_steps=cfg.schedule.horizon or cfg.run.steps)
+                       total_steps=cfg.schedule.horizon or cfg.run.steps, control=_controller(cfg))
     if req.resume:
         load_checkpoint(req.out, state, run_id=run_id, last_step=last_step)
     meta.update(run_id=run_id, sft_final_loss=sft_losses[-1] if sft_losses else math.nan)
@@ -288,8 +289,14 @@ def _open_recorder(state: TrainState, prep: Prepared, req: Request, where: Launc
     return rec
 
 
+def _controller(cfg: TrainConfig) -> Controller | None:
+    """The closed-loop controllers of ``cfg.control``, or None when every one is off (nothing is recorded)."""
+    ctl = Controller(cfg.control, cfg.grpo.beta)
+    return ctl if ctl.active else None
+
+
 def _schema(state: TrainState, prep: Prepared) -> RunSchema:
-    series = dict(STEP_SERIES)
+    series = dict(STEP_SERIES) | (CONTROL_SERIES if state.control is not None else {})
     series.update({f"reward_{s.name}": f"mean of reward component {s.name} (unweighted)" for s in prep.rewards})
     series.update(state.hooks.declared_series())
     fields = ["reward", "advantage", "length", *[s.name for s in prep.rewards]]
