@@ -3,9 +3,10 @@
 Run: ``.venv/bin/python benchmarks/bench_jumps.py [--curves 120] [--seed 0] [--no-speed] [--no-short]``.
 Writes ``benchmarks/results/jumps.json`` and ``benchmarks/results/jumps.md``.
 
-"ours" is the default detector (the window test, then the permutation step test on stretches of 8–1,000 points);
-"window test only" is the same with the step test switched off (``alpha=0``), i.e. the detector as it was before
-the step test, run side by side. The short-series table plants a 5σ step in the middle of Gaussian noise (and in the
+"ours" is the default detector (the window test, then the permutation step test on stretches of 8–1,000 points,
+then the trend-break test between the changes found); "no trend breaks (before)" is the same without the last
+(``trend_breaks=False``), "window test only" without either (``alpha=0``), run side by side; the short-series
+table is given for both "ours" and "before", on the same random series. The short-series table plants a 5σ step in the middle of Gaussian noise (and in the
 middle 60 % at random) and counts how often it is found within one point; null series are pure Gaussian or
 Student-t(3) noise, and a straight drift of 5σ across the series (not a jump, but not exchangeable either).
 
@@ -105,22 +106,27 @@ def score(curves: list[SyntheticCurve], methods: dict) -> dict:
     return out
 
 
-def short_series(lengths: tuple[int, ...], trials: int) -> list[dict]:
-    """Per length: share of 5σ steps found (middle; random in the middle 60 %) and of null series with a jump."""
+def _detect_before(y: np.ndarray) -> list[int]:
+    return JumpDetector(trend_breaks=False).fit(y).predict().indices
+
+
+def short_series(lengths: tuple[int, ...], trials: int, detect: Callable = detect_jumps) -> list[dict]:
+    """Per length: share of 5σ steps found (middle; random in the middle 60 %) and of null series with a jump
+    (the same random series for every ``detect``: each length seeds its own generator)."""
     rows = []
     for n in lengths:
         rng = np.random.default_rng(n)
         def found(k: int) -> bool:
             y = rng.standard_normal(n)
             y[k:] += 5.0
-            return any(abs(i - k) <= 1 for i in detect_jumps(y))
+            return any(abs(i - k) <= 1 for i in detect(y))
         side = max(2, n // 5)
         rows.append(dict(
             n=n, step_middle=float(np.mean([found(n // 2) for _ in range(trials)])),
             step_random=float(np.mean([found(int(rng.integers(side, n - side + 1))) for _ in range(trials)])),
-            null_gauss=float(np.mean([bool(detect_jumps(rng.standard_normal(n))) for _ in range(trials)])),
-            null_t3=float(np.mean([bool(detect_jumps(rng.standard_t(3, n))) for _ in range(trials)])),
-            drift_5sigma=float(np.mean([bool(detect_jumps(np.linspace(0, 5, n) + rng.standard_normal(n)))
+            null_gauss=float(np.mean([bool(detect(rng.standard_normal(n))) for _ in range(trials)])),
+            null_t3=float(np.mean([bool(detect(rng.standard_t(3, n))) for _ in range(trials)])),
+            drift_5sigma=float(np.mean([bool(detect(np.linspace(0, 5, n) + rng.standard_normal(n)))
                                         for _ in range(trials)])),
         ))
     return rows
@@ -158,11 +164,13 @@ def _markdown(res: dict, args: argparse.Namespace) -> str:
               "", "## Ours by curve kind", "", "| kind | curves | F1 | covering | plateau IoU | decoy FA |", "|---|---|---|---|---|---|"]
     for k, a in res["accuracy"]["ours"]["by_kind"].items():
         lines.append(f"| {k} | {a['curves']} | {a['f1']:.3f} | {a['covering']:.3f} | {a['plateau_iou']:.3f} | {a['decoy_false_alarm']:.1%} |")
-    if res.get("short"):
-        lines += ["", f"## Short series ({args.short_trials} trials per cell; Gaussian noise σ = 1)", "",
+    for key, title in (("short", ""), ("short_before", ", no trend breaks (before)")):
+        if not res.get(key):
+            continue
+        lines += ["", f"## Short series{title} ({args.short_trials} trials per cell; Gaussian noise σ = 1)", "",
                   "| n | 5σ step found (middle) | 5σ step found (random) | false alarm, Gaussian | false alarm, t(3) | "
                   "jump called on a 5σ drift |", "|---|---|---|---|---|---|"]
-        for r in res["short"]:
+        for r in res[key]:
             lines.append(f"| {r['n']} | {r['step_middle']:.1%} | {r['step_random']:.1%} | {r['null_gauss']:.1%} | "
                          f"{r['null_t3']:.1%} | {r['drift_5sigma']:.1%} |")
     if res.get("speed"):
@@ -189,8 +197,9 @@ def main() -> None:
     methods = {k: METHODS[k] for k in mine} if args.only_ours else METHODS
     curves = benchmark_suite(args.curves, seed=args.seed, max_len=args.max_len)
     res = {"accuracy": score(curves, methods), "speed": [] if args.no_speed else [speed(10**6), speed(10**7, 1)]}
-    res["short"] = [] if args.no_short else short_series((8, 10, 12, 16, 20, 30, 45, 60, 100, 300, 1000),
-                                                          args.short_trials)
+    lengths = (8, 10, 12, 16, 20, 30, 45, 60, 100, 300, 1000)
+    res["short"] = [] if args.no_short else short_series(lengths, args.short_trials)
+    res["short_before"] = [] if args.no_short else short_series(lengths, args.short_trials, _detect_before)
     # defaults were chosen on seed 0: a second suite the choices never saw checks that they carry over
     res["holdout"] = score(benchmark_suite(args.curves, seed=args.seed + 1, max_len=args.max_len),
                            {k: METHODS[k] for k in mine})
