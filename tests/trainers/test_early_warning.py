@@ -146,3 +146,18 @@ def test_dossier_keeps_every_completion_and_snapshots_that_rebuild_their_step(tm
     assert "Events while training" in section and "critical non_finite at step 2" in section
     assert f"completions recorded at its step: {per_step}" in section and "snapshots near it: 0, 2, 4, 6" in section
     assert training_events_section(None) == ""
+
+
+def test_a_run_created_before_the_events_arrays_resumes_with_console_lines(tmp_path, fast_train_config, planted,
+                                                                           monkeypatch) -> None:
+    cfg = apply_overrides(fast_train_config, ["run.steps=4", "instruments.grad_noise=false", QUIET_TRUNCATION])
+    with monkeypatch.context() as m:  # the run file of an older version: no early_warning arrays in its schema
+        m.setattr(run_module, "event_arrays", lambda columns: {})
+        train_run(cfg, tmp_path / "old.h5", stop_at=2)
+    planted.add(3)
+    lines: list[str] = []
+    cfg = apply_overrides(cfg, ["run.steps=4"])
+    summary = train_run(cfg, tmp_path / "old.h5", resume=True, events=lambda ev: lines.append(ev.line()))
+    assert summary.status == "finished" and [ln.split()[3] for ln in lines] == ["3"]
+    with open_run(tmp_path / "old.h5") as run:
+        assert EVENTS_ARRAY not in run.schema.arrays
