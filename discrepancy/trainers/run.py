@@ -199,6 +199,12 @@ def _refuse_untrusted(cfg: TrainConfig, out: Path) -> None:
             base = str(run.meta.get("base_model_path", ""))
         if base and not inside_run_folder(out, out.parent / base):
             paths.append(("the recorded base model", base))
+    hook = cfg.early_warning.on_event  # a shell-free command, still code: run only if the user gave it or trusts it
+    if hook and out.is_file():
+        with open_run(out) as run:
+            from_file = hook == (run.config.get("early_warning") or {}).get("on_event")
+        if from_file:
+            paths.append(("the event command early_warning.on_event", repr(hook)))
     if code or paths:
         said = [f"reward code {', '.join(code)}"] if code else []
         said += [f"{key} {path}" for key, path in paths]

@@ -215,6 +215,22 @@ def test_resume_refuses_code_and_paths_the_run_file_names_unless_trusted(short, 
     assert summary.status == "finished" and summary.steps == 2
 
 
+def test_resume_runs_the_event_command_a_run_file_names_only_when_trusted(short, tmp_path):
+    """early_warning.on_event is a command: recorded in a received run's config, a resume refuses to run it unless
+    --trust-run says so; one the user gives on the command line is theirs, and may change on resume."""
+    from discrepancy.trainers.run import ResumeError
+
+    out = tmp_path / "run.h5"
+    marker = tmp_path / "ran"
+    cfg = apply_overrides(short, [f'early_warning.on_event="touch {marker}"', "run.steps=1"])
+    train_run(cfg, out, instruments=[])
+    longer = apply_overrides(cfg, ["run.steps=2"])
+    with pytest.raises(ResumeError, match="early_warning.on_event 'touch "):
+        train_run(longer, out, instruments=[], resume=True)
+    other = apply_overrides(longer, ['early_warning.on_event="true"'])  # the user's own command: no refusal
+    assert train_run(other, out, instruments=[], resume=True).steps == 2
+
+
 def test_a_full_disk_while_checkpointing_is_one_line_and_resumable(short, tmp_path, monkeypatch):
     """ENOSPC while the checkpoint is written: one line saying what is safe, no partial checkpoint left, the previous
     checkpoint and the run's flushed steps intact, and --resume continues once there is space again."""
