@@ -66,3 +66,53 @@ class TensorBoardMirror:
         """Flush and close the event file (safe to call twice)."""
         self._guard(lambda w: w.close())
         self._writer = None
+
+
+class MirroredRecorder:
+    """A Recorder that also writes what it records to a ``TensorBoardMirror``: the trainer keeps calling one object.
+    Everything else (flush, status, finish, the schema) is the Recorder's own; the mirror closes with it."""
+
+    def __init__(self, recorder: object, mirror: TensorBoardMirror) -> None:
+        self._rec, self._mirror = recorder, mirror
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._rec, name)
+
+    def __enter__(self) -> MirroredRecorder:
+        self._rec.__enter__()  # type: ignore[attr-defined]
+        return self
+
+    def __exit__(self, *exc: object) -> object:
+        try:
+            return self._rec.__exit__(*exc)  # type: ignore[attr-defined]
+        finally:
+            self._mirror.close()
+
+    def log_step(self, step: int, metrics: dict[str, float], arrays: dict[str, np.ndarray] | None = None) -> None:
+        self._rec.log_step(step, metrics, arrays=arrays)  # type: ignore[attr-defined]
+        self._mirror.log_step(step, metrics, arrays)
+
+    def log_samples(self, step: int, *, prompt_ids: Sequence[str], prompts: Sequence[str], completions: Sequence[str],
+                    fields: dict[str, Sequence[float]] | None = None) -> None:
+        self._rec.log_samples(step, prompt_ids=prompt_ids, prompts=prompts,  # type: ignore[attr-defined]
+                              completions=completions, fields=fields)
+        self._mirror.log_samples(step, prompts, completions, fields)
+
+    def log_snapshot(self, step: int, tensors: dict[str, np.ndarray]) -> None:
+        self._rec.log_snapshot(step, tensors)  # type: ignore[attr-defined]
+        self._mirror.log_snapshot(step, tensors)
+
+    def _closing(self, name: str, *args: object) -> object:
+        try:
+            return getattr(self._rec, name)(*args)
+        finally:
+            self._mirror.close()
+
+    def finish(self, message: str = "") -> object:
+        return self._closing("finish", message)
+
+    def fail(self, message: str) -> object:
+        return self._closing("fail", message)
+
+    def close(self) -> object:
+        return self._closing("close")

@@ -247,6 +247,9 @@ class RunConfig:
         "auto = graphs with run.compile on a GPU, loop on the CPU, generate otherwise"))
     snapshot_every: int = field(default=20, **helped("LoRA snapshot every N steps (and at step 0, before any update, and at the end)"))
     samples_per_step: int = field(default=4, **helped("completions recorded per step in the samples table"))
+    tensorboard: str | None = field(default=None, **helped(
+        "mirror every recorded step, sample table and snapshot norm to TensorBoard event files in this folder while "
+        "training (as `discrepancy export --to tensorboard` writes them); unset = off"))
     flush_every: int = field(default=10, **helped("run-file flush interval in steps"))
     checkpoint_every: int = field(default=20, **helped("resumable checkpoint every N steps (0 = only at the end)"))
 

@@ -192,7 +192,8 @@ def _refuse_untrusted(cfg: TrainConfig, out: Path) -> None:
     """Refuse a resume whose recorded config would import code or read paths outside the run's folder: a run file
     someone sends must not run code or read files on this machine unless its user says so (``--trust-run``)."""
     code = [name for name in cfg.rewards.names if ":" in name]
-    paths = [(key, p) for key, p in (("task.path", cfg.task.path), ("model.path", cfg.model.path))
+    paths = [(key, p) for key, p in (("task.path", cfg.task.path), ("model.path", cfg.model.path),
+                                     ("run.tensorboard", cfg.run.tensorboard))
              if p is not None and not inside_run_folder(out, p)]
     if checkpoint_path(out).is_file():
         with open_run(out) as run:
@@ -287,11 +288,17 @@ def _open_recorder(state: TrainState, prep: Prepared, req: Request, where: Launc
     if not where.writer:
         return NullRecorder()  # only rank 0 records: one writer per run file
     if req.resume:
-        return Recorder.resume(req.out, state.step + 1, flush_every=cfg.run.flush_every, config_toml=config_toml)
-    meta.update(task=cfg.task.name, sft_steps=cfg.sft.steps)
-    rec = Recorder.create(req.out, _schema(state, prep), config_toml=config_toml, meta=meta,
-                          flush_every=cfg.run.flush_every, overwrite=req.overwrite)
-    commit_new_run(req.out)  # the new run file exists: its base replaces the old one, the old checkpoint goes
+        rec = Recorder.resume(req.out, state.step + 1, flush_every=cfg.run.flush_every, config_toml=config_toml)
+    else:
+        meta.update(task=cfg.task.name, sft_steps=cfg.sft.steps)
+        rec = Recorder.create(req.out, _schema(state, prep), config_toml=config_toml, meta=meta,
+                              flush_every=cfg.run.flush_every, overwrite=req.overwrite)
+        commit_new_run(req.out)  # the new run file exists: its base replaces the old one, the old checkpoint goes
+    if cfg.run.tensorboard:  # a live view in the user's dashboard; the run file stays the record
+        from discrepancy.analysis.pipeline import family_of  # lazily: tensorboard only when asked for
+        from discrepancy.interop.live import MirroredRecorder, TensorBoardMirror
+
+        rec = MirroredRecorder(rec, TensorBoardMirror(cfg.run.tensorboard, rec.schema, family=family_of))
     return rec
 
 

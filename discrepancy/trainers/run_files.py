@@ -36,7 +36,7 @@ class RunFilesError(DiscrepancyError):
 
 # What a resumed run may change: how long it runs and how, never what it trains (that is the recorded config).
 RESUME_MAY_SET = ("run.steps", "run.device", "run.threads", "run.compile", "run.sampler", "run.flush_every",
-                  "run.checkpoint_every", "early_warning.on_event", "early_warning.on_event_timeout")
+                  "run.checkpoint_every", "run.tensorboard", "early_warning.on_event", "early_warning.on_event_timeout")
 
 
 def resume_changes(recorded: dict[str, Any], config: dict[str, Any], prefix: str = "") -> list[str]:
