@@ -6,8 +6,8 @@ Writes ``benchmarks/results/jumps.json`` and ``benchmarks/results/jumps.md``.
 "ours" is the default detector (the window test, then the permutation step test on stretches of 8–1,000 points,
 then the trend-break test between the changes found); "no trend breaks (before)" is the same without the last
 (``trend_breaks=False``), "window test only" without either (``alpha=0``), run side by side; the short-series
-table is given for both "ours" and "before", on the same random series. The short-series table plants a 5σ step in the middle of Gaussian noise (and in the
-middle 60 % at random) and counts how often it is found within one point; null series are pure Gaussian or
+table is given for both "ours" and "before", on the same random series. The short-series table plants a 5σ step in
+the middle of Gaussian noise (and in the middle 60 % at random) and counts how often it is found within one point; null series are pure Gaussian or
 Student-t(3) noise, and a straight drift of 5σ across the series (not a jump, but not exchangeable either).
 
 Every method sees the same gap-free series (NaN rows removed, indices mapped back), in one run, fixed seed.

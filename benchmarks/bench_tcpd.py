@@ -9,8 +9,8 @@ covering averaged over annotators; predictions cleaned as the benchmark does (``
 checked first: the trivial "zero" detector must reproduce the paper's per-series scores exactly, or the run stops.
 
 Methods, all with fixed defaults (nothing chosen per series): ours = ``detect_jumps`` as ``discrepancy analyze``
-uses it on a short series, and beside it the same detector without its trend-break test (``trendstep``); ruptures' Pelt and Binseg with an l2 cost and the penalty of the paper's defaults
-(changepoint's ``cpt.mean``, Normal cost with unit variance on the standardised series, MBIC ≈ 3 ln n per change,
+uses it on a short series, and beside it the same detector without its trend-break test (``trendstep``); ruptures'
+Pelt and Binseg with an l2 cost and the penalty of the paper's defaults (changepoint's ``cpt.mean``, Normal cost with unit variance on the standardised series, MBIC ≈ 3 ln n per change,
 Binseg at most Q = 5 changes); ruptures' Window (width 2·⌈√n/2⌉ clipped to [10, 100], same penalty). The paper's own
 per-series default scores of binseg and pelt are listed beside them. Headline rows: the 13 univariate series of the
 paper's main table that are here; the 5 quality-control series and the bivariate run_log are reported apart.
@@ -80,7 +80,8 @@ def _window(y: np.ndarray) -> list[int]:
 
 
 METHODS: dict[str, Callable[[np.ndarray], list[int]]] = {
-    "zero": lambda y: [], "ours": _ours, "ours, no trend breaks (before)": _ours_before, "Binseg(l2)": _binseg, "Pelt(l2)": _pelt, "Window(l2)": _window,
+    "zero": lambda y: [], "ours": _ours, "ours, no trend breaks (before)": _ours_before,
+    "Binseg(l2)": _binseg, "Pelt(l2)": _pelt, "Window(l2)": _window,
 }
 
 
