@@ -32,9 +32,10 @@ class InstrumentationConfig:
     correct_reward: str = field(default="correctness", **helped(
         "reward component that marks a completion correct (for the length split)"))
     correct_threshold: float = field(default=0.5, **helped("a completion is correct when that component exceeds this"))
-    diversity: bool = field(default=False, **helped(
+    diversity: bool = field(default=True, **helped(
         "completion diversity within prompt groups: distinct-1/2, duplicate share, sampled edit distance, distinct "
-        "completions in the batch (mode collapse; the early-warning rules one_completion and mode_collapse read it)"))
+        "completions in the batch (mode collapse; the early-warning rules one_completion and mode_collapse read it; "
+        "≈ 2 ms per step of the default recipe, 0.4 %)"))
     diversity_pairs: int = field(default=32, **helped("completion pairs per step for the mean edit distance"))
     linearisation_every: int = field(default=0, **helped(
         "linearisation error N_t on a fixed probe batch every K steps (0 = off; ≈ 3 forwards each time)"))

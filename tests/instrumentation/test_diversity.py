@@ -70,5 +70,7 @@ def test_through_the_hooks_and_the_registry() -> None:
     model = make_lora_model()
     names = [type(i).__name__ for i in build_instruments(InstrumentationConfig(timing=False, diversity=True), model)]
     assert "Diversity" in names
-    assert "Diversity" not in [type(i).__name__ for i in build_instruments(InstrumentationConfig(timing=False),
-                                                                         model)]
+    assert "Diversity" in [type(i).__name__ for i in build_instruments(InstrumentationConfig(timing=False), model)]
+    assert "Diversity" not in [type(i).__name__ for i in build_instruments(InstrumentationConfig(timing=False,
+                                                                                                 diversity=False),
+                                                                         model)]  # on by default, off when said

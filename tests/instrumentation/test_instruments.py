@@ -126,7 +126,7 @@ def test_registry_switches_and_every_declared_series_is_written() -> None:
         assert declared <= set(t.row), declared - set(t.row)
         assert math.isfinite(t.row["instrument_time"]) and t.row["instrument_time"] > 0
     off = InstrumentationConfig(discrepancy=False, policy_shift=False, kl_start=False, grad_noise=False,
-                                lora_norms=False, rollout_stats=False, timing=False)
+                                lora_norms=False, rollout_stats=False, timing=False, diversity=False)
     assert build_instruments(off, model) == []
 
 

@@ -28,10 +28,9 @@ class EarlyWarningConfig:
         'command run for each event, e.g. "notify-send {event} {step}" ({event}, {step}, {severity}, {series}, '
         "{message} are filled in); runs in the background, never stops training"))
     on_event_timeout: float = field(default=10.0, **helped("seconds before an on_event command is killed"))
-    dossier_steps: int = field(default=0, **helped(
+    dossier_steps: int = field(default=5, **helped(
         "evidence kept for a warning or critical event: every completion of its step and of this many steps after "
-        "it goes into the samples table, and LoRA snapshots are taken at the event and at the end (0 = none; "
-        "e.g. 5)"))
+        "it goes into the samples table, and LoRA snapshots are taken at the event and at the end (0 = none)"))
     level_changes: bool = field(default=True, **helped("streaming level-change detection on level_series"))
     level_series: list[str] = field(default_factory=lambda: list(LEVEL_SERIES), **helped(
         "series searched for level changes (missing ones are skipped)"))
