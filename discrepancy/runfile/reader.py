@@ -220,13 +220,30 @@ class Run:
         self.refresh()
         g = self._f[S.SAMPLES]
         steps = g[S.STEP][()]
-        n = min([R.written_prefix(steps, strict=False)[0]] + [T.rows_stored(g[name]) for name in S.SAMPLE_TEXT]
+        prefix, torn = R.written_prefix(steps, strict=False)
+        if torn and self._live:  # a chunk seen mid-rewrite: `_retry` reads again on a refreshed view
+            raise OSError("sample steps seen mid-rewrite")
+        n = min([prefix] + [T.rows_stored(g[name], live=self._live) for name in S.SAMPLE_TEXT]
                 + [int(ds.shape[0]) for ds in self._f[S.SAMPLE_FIELDS].values()])
         return n, steps[:n]
 
     def samples(self, step: int | None = None) -> pd.DataFrame:
         """Per-completion rows: step, prompt_id, prompt, completion and every sample field."""
-        return self._retry(lambda: self._samples(step), None, what="samples")
+        return self._retry(lambda: self._samples_agreed(step), None, what="samples")
+
+    def _samples_agreed(self, step: int | None) -> pd.DataFrame:
+        """``_samples``; in a live run read twice, a refresh apart, and kept only when the rows both reads hold
+        agree: a text chunk seen mid-rewrite can pair offsets with other rows' bytes without failing a checksum
+        (seen under load with a writer flushing every 2 ms), and two torn reads that agree are far rarer."""
+        first = self._samples(step)
+        if not self._live:
+            return first
+        self.refresh()
+        second = self._samples(step)
+        n = min(len(first), len(second))
+        if not first.iloc[:n].reset_index(drop=True).equals(second.iloc[:n].reset_index(drop=True)):
+            raise OSError("sample rows changed between two reads of a live run")
+        return second
 
     def _samples(self, step: int | None) -> pd.DataFrame:
         n, steps = self._sample_rows()

@@ -45,13 +45,18 @@ def is_v2(obj: h5py.Group | h5py.Dataset) -> bool:
     return isinstance(obj, h5py.Group)
 
 
-def rows_stored(obj: h5py.Group | h5py.Dataset) -> int:
+def rows_stored(obj: h5py.Group | h5py.Dataset, live: bool = False) -> int:
     """How many rows of the column are complete: for v2, rows whose offsets were written (``rows.written_prefix``)
-    and whose bytes are all stored (a crash between writing the bytes and the offsets leaves the rest out)."""
+    and whose bytes are all stored (a crash between writing the bytes and the offsets leaves the rest out).
+
+    ``live``: the file is being written; offsets that stop increasing and go on with other values after it are then
+    a torn view of a chunk being rewritten (seen under load), not damage, and raise OSError so the read is retried."""
     if not is_v2(obj):
         return int(obj.shape[0])
     ends, nbytes = obj[S.TEXT_END][()], int(obj[S.TEXT_BYTES].shape[0])
-    n, _ = written_prefix(ends, strict=False)
+    n, torn = written_prefix(ends, strict=False)
+    if live and torn:
+        raise OSError(f"{obj.name}: offsets seen mid-rewrite")
     return int(np.searchsorted(ends[:n], nbytes, side="right"))  # ends increase: the rows that fit
 
 
