@@ -25,10 +25,12 @@ def compare(
     format: Annotated[Literal["table", "json"], typer.Option("--format", help="table for people, json for "
                                                                               "machines.")] = "table",
 ) -> None:
-    """Compare runs: which events (jumps, plateaus, phase transitions, LLC stage boundaries, skill verdicts) recur
-    across runs, with their step spread and the chance of that many coincidences; with --control, how far each
-    student's LoRA update aligns with the teacher's beyond the control's (imprinting index GI) over its snapshots.
-    Writes compare.html, recurrence.csv, events.csv (and lineage.csv) into the output folder."""
+    """Compare runs: events that recur across seeds, and weight-space lineage with --control.
+
+    Which events (jumps, plateaus, phase transitions, LLC stage boundaries, skill verdicts) recur across runs, with
+    their step spread and the chance of that many coincidences; with --control, how far each student's LoRA update
+    aligns with the teacher's beyond the control's (imprinting index GI) over its snapshots. Writes compare.html,
+    recurrence.csv, events.csv (and lineage.csv) into the output folder (docs/compare.md)."""
     from discrepancy.analysis.compare import compare_runs
     from discrepancy.report.compare import write_compare
 
