@@ -23,6 +23,8 @@ def group_transitions(
     """Phase transitions from a jump table (columns signal, step, z, optional family), strongest first.
 
     Strongest: most signals, then largest |z|. Without a ``family`` column every signal counts as its own family.
+    Jumps group while they are within ``max(tolerance, relative·step)`` steps of the group's first jump, or one step
+    after the group's last jump.
 
     ``step`` of an event is the median step of its jumps; ``signals`` a comma-separated list, strongest first.
     """
@@ -33,7 +35,9 @@ def group_transitions(
     group = np.zeros(steps.size, dtype=np.int64)  # [k]
     first = steps[0]
     for i in range(1, steps.size):
-        new = steps[i] - first > max(tolerance, relative * abs(first))
+        # a group spans at most the tolerance from its first jump, unless the jumps go on at consecutive steps (or
+        # at one step): a run of jumps without a gap is one event, not two transitions a step apart
+        new = steps[i] - first > max(tolerance, relative * abs(first)) and steps[i] - steps[i - 1] > 1
         group[i] = group[i - 1] + int(new)
         first = steps[i] if new else first
     rows = []
