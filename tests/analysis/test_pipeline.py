@@ -244,7 +244,7 @@ def test_constant_series_are_neither_searched_nor_drawn_and_said_once():
 
 
 def test_events_columns_mean_one_thing_for_every_kind(run_file: Path):
-    from discrepancy.runfile.results import EVENT_COLUMNS, EVENT_DOCS, EVENT_DOCS
+    from discrepancy.runfile.results import EVENT_COLUMNS, EVENT_DOCS
 
     res = analyze(run_file)
     ev = res.events()
@@ -256,3 +256,14 @@ def test_events_columns_mean_one_thing_for_every_kind(run_file: Path):
     sigma = res.signals.set_index("signal")["sigma"]
     expected = res.plateaus["drop"].abs().to_numpy() / res.plateaus["signal"].map(sigma).to_numpy()
     assert np.allclose(plats["score"], expected, equal_nan=True)  # |change that ended it| / σ̂, not its level
+
+
+def test_jumps_at_consecutive_steps_are_one_transition_however_long():
+    """A group spans at most the tolerance from its first jump, but a run of jumps without a gap is one event: jumps
+    at steps 97..107 (one a step) group into one transition, while the same jumps two steps apart split in two."""
+    steps = list(range(97, 108))
+    chain = pd.DataFrame({"signal": [f"s{i}" for i in range(len(steps))], "step": steps, "z": 5.0})
+    one = group_transitions(chain, tolerance=5)
+    assert len(one) == 1 and (one["first_step"].iloc[0], one["last_step"].iloc[0]) == (97, 107)
+    spaced = chain.assign(step=[97 + 2 * i for i in range(len(steps))])
+    assert len(group_transitions(spaced, tolerance=5)) >= 2
