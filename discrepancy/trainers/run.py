@@ -23,28 +23,23 @@ from discrepancy.analysis.online.actions import LiveWatch
 from discrepancy.analysis.online.events import EVENTS_ARRAY, Event, event_arrays
 from discrepancy.analysis.online.monitor import check_names, frame_rows
 from discrepancy.config import apply_overrides, to_toml
-from discrepancy.errors import DiscrepancyError
 from discrepancy.instrumentation.hooks import HookRunner, Instrument
 from discrepancy.instrumentation.registry import build_instruments
 from discrepancy.modeling import attach_lora, load_local_model, lora_state
-from discrepancy.modeling.from_run import inside_run_folder
 from discrepancy.runfile import Recorder, RunSchema, open_run
 from discrepancy.trainers.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from discrepancy.trainers.config import TrainConfig, cold_start_trains_all
 from discrepancy.trainers.control import CONTROL_SERIES, Controller
 from discrepancy.trainers.recipe import STEP_SERIES, StepResult, TrainState, grpo_step
 from discrepancy.trainers.run_files import (
-    RESUME_MAY_SET, check_new_run, commit_new_run, discard_staged, new_run_id, resume_changes, run_lock,
+    RESUME_MAY_SET, ResumeError, check_new_run, commit_new_run, discard_staged, new_run_id, refuse_untrusted,
+    resume_changes, run_lock,
 )
 from discrepancy.trainers.setup import (
     Launch, Prepared, ProgressFn, build_base, launch, prepare, run_cold_start, seed_everything, train_dtype,
 )
 from discrepancy.trainers.speed import plan_speed
 from discrepancy.trainers.stopping import all_ranks_agree, stop_requested_by_signal
-
-
-class ResumeError(DiscrepancyError):
-    """A run cannot be resumed as asked."""
 
 
 @dataclass
@@ -145,7 +140,7 @@ def _train(cfg: TrainConfig, req: Request) -> RunSummary:
     """`train_run` once the request is made (and, on the writer, its run file locked)."""
     if req.resume:
         if not req.trust_run:
-            _refuse_untrusted(cfg, req.out)
+            refuse_untrusted(cfg, req.out)
         cfg = _pin_schedules(cfg, req)
     config_toml = to_toml(cfg)  # what the run records, and what a resume is compared with
     _check_request(cfg, req, config_toml)
@@ -186,31 +181,6 @@ def _check_request(cfg: TrainConfig, req: Request, config_toml: str) -> None:
     if changed:
         raise ResumeError(f"{req.out}: a resumed run keeps its recorded config, but {', '.join(changed[:4])} "
                           f"differ; only {', '.join(RESUME_MAY_SET)} may change (start a new run to change the rest)")
-
-
-def _refuse_untrusted(cfg: TrainConfig, out: Path) -> None:
-    """Refuse a resume whose recorded config would import code or read paths outside the run's folder: a run file
-    someone sends must not run code or read files on this machine unless its user says so (``--trust-run``)."""
-    code = [name for name in cfg.rewards.names if ":" in name]
-    paths = [(key, p) for key, p in (("task.path", cfg.task.path), ("model.path", cfg.model.path),
-                                     ("run.tensorboard", cfg.run.tensorboard))
-             if p is not None and not inside_run_folder(out, p)]
-    if checkpoint_path(out).is_file():
-        with open_run(out) as run:
-            base = str(run.meta.get("base_model_path", ""))
-        if base and not inside_run_folder(out, out.parent / base):
-            paths.append(("the recorded base model", base))
-    hook = cfg.early_warning.on_event  # a shell-free command, still code: run only if the user gave it or trusts it
-    if hook and out.is_file():
-        with open_run(out) as run:
-            from_file = hook == (run.config.get("early_warning") or {}).get("on_event")
-        if from_file:
-            paths.append(("the event command early_warning.on_event", repr(hook)))
-    if code or paths:
-        said = [f"reward code {', '.join(code)}"] if code else []
-        said += [f"{key} {path}" for key, path in paths]
-        raise ResumeError(f"{out}: resuming would import or read what the run file names ({'; '.join(said)}), "
-                          "outside the run's folder; pass --trust-run if you trust this run file")
 
 
 def _pin_schedules(cfg: TrainConfig, req: Request) -> TrainConfig:

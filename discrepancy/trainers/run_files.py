@@ -8,7 +8,9 @@ share them. Hence:
   exists, so a run that fails before that leaves the previous run whole;
 - a checkpoint carries the identity of its run file (`Run.identity`) and resuming checks it;
 - a trainer holds a lock on its run file for the whole run (`run_lock`), and nothing replaces a run whose writer is
-  alive, so ``--force`` never destroys a run in progress and two trainers never write one file.
+  alive, so ``--force`` never destroys a run in progress and two trainers never write one file;
+- a resume changes only how long and where a run goes (`RESUME_MAY_SET`), and never imports code, runs a command or
+  reads a path outside the run's folder that the run file names, unless the user trusts it (`refuse_untrusted`).
 """
 
 from __future__ import annotations
@@ -26,12 +28,43 @@ import h5py
 
 from discrepancy.errors import DiscrepancyError
 from discrepancy.modeling import base_dir_for
+from discrepancy.modeling.from_run import inside_run_folder
 from discrepancy.runfile import open_run
 from discrepancy.trainers.checkpoint import checkpoint_path
+from discrepancy.trainers.config import TrainConfig
 
 
 class RunFilesError(DiscrepancyError):
     """The run file or its side files cannot be written as asked."""
+
+
+class ResumeError(DiscrepancyError):
+    """A run cannot be resumed as asked."""
+
+
+def refuse_untrusted(cfg: TrainConfig, out: Path) -> None:
+    """Refuse a resume whose recorded config would import code, run a command or read paths outside the run's
+    folder: a run file someone sends must not run code or read files on this machine unless its user says so
+    (``--trust-run``). An event command counts only when it is the one the run file records (the user's own, given
+    on this command line, may differ)."""
+    code = [name for name in cfg.rewards.names if ":" in name]
+    paths = [(key, p) for key, p in (("task.path", cfg.task.path), ("model.path", cfg.model.path),
+                                     ("run.tensorboard", cfg.run.tensorboard))
+             if p is not None and not inside_run_folder(out, p)]
+    hook = cfg.early_warning.on_event  # a shell-free command, still code
+    if out.is_file() and (checkpoint_path(out).is_file() or hook):
+        with open_run(out) as run:
+            base = str(run.meta.get("base_model_path", ""))
+            recorded_hook = (run.config.get("early_warning") or {}).get("on_event")
+        if checkpoint_path(out).is_file() and base and not inside_run_folder(out, out.parent / base):
+            paths.append(("the recorded base model", base))
+        if hook and hook == recorded_hook:
+            paths.append(("the event command early_warning.on_event", repr(hook)))
+    if code or paths:
+        said = [f"reward code {', '.join(code)}"] if code else []
+        said += [f"{key} {path}" for key, path in paths]
+        raise ResumeError(f"{out}: resuming would import or read what the run file names ({'; '.join(said)}), "
+                          "outside the run's folder; pass --trust-run if you trust this run file")
 
 
 # What a resumed run may change: how long it runs and how, never what it trains (that is the recorded config).
