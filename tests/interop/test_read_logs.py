@@ -157,7 +157,8 @@ def test_a_damaged_event_file_is_read_up_to_the_damage_and_said_so(tmp_path: Pat
     (tmp_path / "tb").mkdir()
     (tmp_path / "tb" / "events.out.tfevents.1.host").write_bytes(real[: len(real) * 2 // 3])  # cut mid-record
     src = read_series(tmp_path / "tb")
-    assert 1 <= len(src.frame) < 12  # the steps before the cut
+    assert 1 <= len(src.frame) < 12  # the steps before the cut: a prefix of the run's 12, in order
+    assert list(src.frame.index) == list(range(1, len(src.frame) + 1))
     whole = read_series(TRL_LOGS / "tb").frame
     got, want = src.frame.to_numpy(), whole.loc[src.frame.index, src.frame.columns].to_numpy()
     seen = np.isfinite(got)  # one event per value: the step at the cut has some of its series
