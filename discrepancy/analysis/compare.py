@@ -94,21 +94,25 @@ def compare_runs(paths: list[str | Path], control: str | Path | None = None, tol
 def lineage_over_time(teacher: dict, students: list[dict], control: dict, labels: list[str]) -> pd.DataFrame:
     """Per student snapshot (and module): alignment with the teacher's last snapshot, the control's alignment at the
     same step (its nearest snapshot at or before it), GI and φ."""
-    t_updates = _updates(teacher, teacher["snapshots"][-1])
+    t_updates = _updates(teacher, [teacher["snapshots"][-1]])[teacher["snapshots"][-1]]
     c_steps = np.array(control["snapshots"])
+    wanted = {int(c_steps[c_steps <= s].max()) if (c_steps <= s).any() else int(c_steps[0])
+              for st in students for s in st["snapshots"]}
+    c_updates = _updates(control, sorted(wanted))
     rows = []
     for label, student in zip(labels, students):
-        for step in student["snapshots"]:
+        for step, s_updates in _updates(student, student["snapshots"]).items():
             c_step = int(c_steps[c_steps <= step].max()) if (c_steps <= step).any() else int(c_steps[0])
-            table = pair_table(_updates(student, step), t_updates, _updates(control, c_step))
+            table = pair_table(s_updates, t_updates, c_updates[c_step])
             rows += [{"student": label, "step": int(step), **r} for r in table]
     return pd.DataFrame(rows, columns=LINEAGE_COLUMNS)
 
 
-def _updates(info: dict, step: int) -> dict:
+def _updates(info: dict, steps: list[int]) -> dict[int, dict]:
+    """The per-module updates of a run's snapshots at ``steps``, the run opened (and checked) once."""
+    rank, alpha = int(info["meta"]["lora_rank"]), float(info["meta"]["lora_alpha"])
     with open_run(info["path"]) as run:
-        snap = run.snapshot(step)
-    return module_updates(snap, int(info["meta"]["lora_rank"]), float(info["meta"]["lora_alpha"]))
+        return {int(step): module_updates(run.snapshot(step), rank, alpha) for step in steps}
 
 
 def _check_run(path: Path) -> dict[str, Any]:
