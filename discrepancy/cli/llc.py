@@ -116,7 +116,8 @@ def _print_table(table, bounds: list[int]) -> None:  # noqa: ANN001 - pandas Dat
 
     t = Table(title="Weight-refined LLC of the LoRA adapter per snapshot",
               caption="s.e.: standard error of the mean (chain std/√chains kept); chain std: spread across chains; "
-                      "stage boundary: a turn of the curve larger than 2 s.e. on both sides")
+                      "stage boundary: a turn of the curve larger than z combined s.e. on both sides, z set by the number of "
+                      "estimates (docs/llc.md)")
     for col in ("step", "LLC", "± s.e.", "chain std", "chains kept", "health", "stage boundary"):
         t.add_column(col, no_wrap=col != "health")
     for r in table.itertuples():
