@@ -16,7 +16,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("instrumentation", "rollout", "analysis"),
     ("modeling", "interop"),
     ("runfile", "config"),
-    ("grading", "errors"),
+    ("grading", "distractors", "errors"),
 )
 #: Importable from anywhere: the package root holds only the version.
 ROOT = ""
