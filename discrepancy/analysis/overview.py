@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from discrepancy.analysis.pipeline import AnalysisResult
-from discrepancy.analysis.plots import binned_curves
+from discrepancy.analysis.plots import binned_curves, switch_lines
 from discrepancy.analysis.units import unit_of
 from discrepancy.runfile.results import atomic_path
 
@@ -84,6 +84,7 @@ def overview_figure(res: AnalysisResult, out: Path) -> Path | None:
             ax.scatter(ts["step"], ts["size"] + ts["baseline"], s=36, facecolors="none", edgecolors="tab:orange",
                        lw=1.4, zorder=5)
         _marks(ax, res, label=ax in axes[0])
+        switch_lines(ax, res.switches, label=ax in axes[0])
         unit = unit_of(name, res.descriptions.get(name, ""))
         ax.set_title(name, loc="left", fontsize=9.5)
         ax.set_ylabel(unit or "value", fontsize=8.5)
@@ -94,7 +95,8 @@ def overview_figure(res: AnalysisResult, out: Path) -> Path | None:
     for ax in axes[-1]:
         ax.set_xlabel("step", fontsize=8.5)
     fig.text(0.01, 1 - 0.08 / (0.6 + 2.0 * rows), "Key curves: grey logged, blue running median, orange circles "
-             "transients, orange bands episodes, dotted phase transitions", fontsize=9, va="top")
+             "transients, orange bands episodes, dotted phase transitions"
+             + (", green dash-dot curriculum phase switches" if len(res.switches) else ""), fontsize=9, va="top")
     return _save(fig, out / OVERVIEW_PNG)
 
 
@@ -117,6 +119,7 @@ def jump_map(res: AnalysisResult, log_step: bool = False):  # noqa: ANN201 - a m
     ax.scatter(num(t, "step"), t["signal"].map(row).to_numpy(dtype=np.float64), s=14 + 3 * np.minimum(num(t, "z"), 40),
                facecolors="none", edgecolors="tab:orange", lw=1.3, zorder=3, label="transient")
     _marks(ax, res, label=True)
+    switch_lines(ax, res.switches, label=False)  # labelled on the key curves above
     steps = res.series.index
     if len(steps):
         ax.set_xlim(max(1, steps.min()) if log_step else steps.min() - 0.5, steps.max() + 0.5)
@@ -127,7 +130,8 @@ def jump_map(res: AnalysisResult, log_step: bool = False):  # noqa: ANN201 - a m
     ax.set_xlabel("step (log scale)" if log_step else "step", fontsize=9)
     ax.grid(axis="x", color="0.92", lw=0.6)
     ax.set_title("Jump map: jumps (red rose, blue fell; size ∝ |z|), transients (orange circles), episodes (orange "
-                 "bands), phase transitions (dotted)", loc="left", fontsize=9.5, pad=14)
+                 "bands), phase transitions (dotted)" + (", phase switches (green)" if len(res.switches) else ""),
+                 loc="left", fontsize=9.5, pad=14)
     fig.tight_layout()
     return fig
 

@@ -23,6 +23,7 @@ from discrepancy.analysis.changepoints.jumps import JumpDetector, JumpResult
 from discrepancy.analysis.changepoints.noise import robust_sigma
 from discrepancy.analysis.changepoints.plateaus import PlateauDetector
 from discrepancy.analysis.changepoints.steptest import PERMUTATION_MIN
+from discrepancy.analysis.phases import SWITCH_COLUMNS, phase_switches
 from discrepancy.analysis.selection import (  # noqa: F401 - TIMING, SCHEDULE, DERIVED_SUFFIX: imported from here too
     DERIVED_SUFFIX, SCHEDULE, TIMING, constant_series, exclusion_notes, not_searched,
 )
@@ -65,6 +66,7 @@ class AnalysisResult:
     signals: pd.DataFrame  # SIGNAL_COLUMNS, one row per analysed series
     transients: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TRANSIENT_COLUMNS))
     episodes: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EPISODE_COLUMNS))  # strongest first
+    switches: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SWITCH_COLUMNS))  # curriculum, in order
     constant: dict[str, float] = field(default_factory=dict)  # series with one value over the whole run
     descriptions: dict[str, str] = field(default_factory=dict)  # series -> what it measures (the run's schema)
     path: str | None = None
@@ -79,14 +81,19 @@ class AnalysisResult:
 
     def events(self) -> pd.DataFrame:
         """One table of every event (the ``events.csv`` rows, in the layout ``runfile.results.EVENT_COLUMNS``):
-        phase transitions, episodes, jumps, transients, plateaus, in that order. Every column means the same for
-        every kind (``EVENT_DOCS``); a column the layout does not declare is left out."""
+        phase transitions, curriculum phase switches, episodes, jumps, transients, plateaus, in that order. Every
+        column means the same for every kind (``EVENT_DOCS``); a column the layout does not declare is left out."""
         t, e, j, tr, p = self.transitions, self.episodes, self.jumps, self.transients, self.plateaus
+        w = self.switches
         sigma = self.signals.set_index("signal")["sigma"] if len(self.signals) else pd.Series(dtype=float)
         parts = [
             pd.DataFrame({"event": t["event"], "kind": "phase_transition", "signal": "", "step": t["step"],
                           "start_step": t["first_step"], "end_step": t["last_step"], "size": np.nan, "level": np.nan,
                           "score": t["max_abs_z"], "axis": "", "signals": t["signals"], "n_families": t["n_families"]}),
+            pd.DataFrame({"event": w["event"], "kind": "phase_switch", "signal": "phase", "step": w["step"],
+                          "start_step": w["step"], "end_step": w["step"], "size": np.nan, "level": np.nan,
+                          "score": np.nan, "axis": "", "signals": w["from_phase"] + " → " + w["phase"] + " ("
+                          + w["trigger"] + (": " + w["rule"]).where(w["rule"] != "", "") + ")", "n_families": 1}),
             pd.DataFrame({"event": e["event"], "kind": "episode", "signal": "", "step": e["step"],
                           "start_step": e["first_step"], "end_step": e["last_step"], "size": np.nan, "level": np.nan,
                           "score": e["max_z"], "axis": "", "signals": e["signals"], "n_families": e["n_families"]}),
@@ -147,6 +154,7 @@ def analyze(
                             min_signals=min_signals, min_families=min_families, timing_jumps=timing_jumps,
                             schedule_jumps=schedule_jumps)
     result.path, result.status, result.config_toml, result.meta = str(path), src.status, src.config_toml, src.meta
+    result.switches = phase_switches(src.frame, src.config_toml)  # a curriculum run's phase switches
     result.descriptions = {name: src.descriptions.get(name, "") for name in src.frame.columns}
     result.notes = [*src.notes, *result.notes]
     return result

@@ -225,7 +225,7 @@ def _title(name: str, row: pd.Series, unit: str, why: str | None) -> str:
     return f"{head}: " + ", ".join(counts)
 
 
-WHY = {"timing": "wall-clock timing", "schedule": "config schedule", "smoothed": "smoothed copy"}
+WHY = {"timing": "wall-clock timing", "schedule": "set by the config or trainer", "smoothed": "smoothed copy"}
 
 
 def family_pages(res: AnalysisResult, family: str) -> int:
@@ -263,10 +263,11 @@ def family_figure(res: AnalysisResult, family: str, out: Path, page: int = 0) ->
                   _title(name, info.loc[name], unit_of(name, res.descriptions.get(name, "")), why.get(name))
                   for name in names]
         _stacked_panel(axes[0, col], rows, limits, titles, log, shift if log else 0.0)
+        switch_lines(axes[0, col], res.switches, shift if log else 0.0, label=not log)
     axes[0, 0].set_xlabel("step")
     axes[0, 0].set_ylabel("value (each band on its own scale; unit in its title)", fontsize=8)
     axes[0, 1].set_xlabel(("step + 1" if shift else "step") + " (log scale)")
-    _legend(fig)
+    _legend(fig, switches=len(res.switches) > 0)
     pages = family_pages(res, family)
     fig.text(0.01, 1 - 0.08 / height, family + (f" ({page + 1}/{pages})" if pages > 1 else ""), fontsize=12,
              ha="left", va="top")
@@ -283,7 +284,20 @@ def _description(res: AnalysisResult, name: str, width: int = 95) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _legend(fig) -> None:  # noqa: ANN001
+SWITCH_STYLE = {"color": "tab:green", "ls": "-.", "lw": 1.1}  # curriculum phase switches, on every figure
+
+
+def switch_lines(ax, switches: pd.DataFrame, shift: float = 0.0, label: bool = True) -> None:  # noqa: ANN001
+    """The curriculum's phase switches as full-height green dash-dot lines, labelled with the phase entered."""
+    for w in switches.itertuples():
+        ax.axvline(w.step + shift, **SWITCH_STYLE, zorder=1)
+        if label:
+            ax.annotate(f"{w.event} {w.phase}", (w.step + shift, 1.0), xycoords=("data", "axes fraction"),
+                        fontsize=7.5, color="tab:green", ha="right", va="top", rotation=90,
+                        xytext=(-2, -14), textcoords="offset points")
+
+
+def _legend(fig, switches: bool = False) -> None:  # noqa: ANN001
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -294,7 +308,9 @@ def _legend(fig) -> None:  # noqa: ANN001
         Patch(color="tab:cyan", alpha=0.3, label="plateau"), Line2D([], [], color="black", ls=":", label="phase transition"),
         Line2D([], [], color="tab:orange", marker="o", mfc="none", ls="", label="transient (peak)"),
     ]
-    fig.legend(handles=handles, loc="upper right", ncol=7, fontsize=8, frameon=False, bbox_to_anchor=(0.99, 1.0))
+    if switches:
+        handles.append(Line2D([], [], **SWITCH_STYLE, label="phase switch"))
+    fig.legend(handles=handles, loc="upper right", ncol=len(handles), fontsize=8, frameon=False, bbox_to_anchor=(0.99, 1.0))
 
 
 _SHARED: AnalysisResult | None = None  # the result a forked worker draws from (inherited, never pickled)

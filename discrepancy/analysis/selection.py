@@ -19,7 +19,8 @@ from discrepancy.analysis.changepoints.jumps import MIN_POINTS
 TIMING = re.compile(r"^time_|_time$")  # per-step wall-clock series: they follow machine load
 # Schedules are set by the config (recipe.STEP_SERIES: "learning rate / sampling temperature / KL weight β of the
 # step"), not learned: a warm-up kink is the config's, not the run's. Plotted, never searched.
-SCHEDULE = re.compile(r"^(lr|learning_rate|temperature|beta)$|_schedule$")
+# A curriculum's phase index and trigger, and the reward weights the trainer sets, are decisions of the trainer too.
+SCHEDULE = re.compile(r"^(lr|learning_rate|temperature|beta|phase|phase_trigger)$|_schedule$|^reward_weight_")
 DERIVED_SUFFIX = "_ewma"  # X_ewma smooths X: a spike of X becomes a step of X_ewma, so only X is searched
 
 
@@ -61,8 +62,8 @@ def exclusion_notes(constant: dict[str, float], skipped: dict[str, str]) -> list
         notes.append(f"{len(by['timing'])} timing series ({', '.join(by['timing'])}) drawn in their own figure, not "
                      "searched: they follow machine load; --timing-jumps includes them")
     if by["schedule"]:
-        notes.append(f"{len(by['schedule'])} config schedule(s) ({', '.join(by['schedule'])}) not searched: the config "
-                     "sets them")
+        notes.append(f"{len(by['schedule'])} config schedule(s) and trainer setting(s) ({', '.join(by['schedule'])}) "
+                     "not searched: the config or the trainer's curriculum sets them")
     if by["smoothed"]:
         notes.append(f"{len(by['smoothed'])} smoothed series ({', '.join(by['smoothed'])}) not searched: their raw "
                      "series are searched, and smoothing turns one spike into a level change")

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from discrepancy.analysis.overview import jump_map_figure, overview_figure
+from discrepancy.analysis.phases import switches_vs_transitions, tolerance
 from discrepancy.analysis.pipeline import AnalysisResult
 from discrepancy.analysis.plots import all_figures, remove_family_pngs
 from discrepancy.report.definitions import definitions_html
@@ -54,6 +55,8 @@ def summary_dict(res: AnalysisResult) -> dict[str, Any]:
         "n_jumps": int(len(res.jumps)), "n_transients": int(len(res.transients)),
         "n_plateaus": int(len(res.plateaus)),
         "phase_transitions": _records(res.transitions), "episodes": _records(res.episodes),
+        "phase_switches": _records(res.switches),
+        "switches_vs_transitions": _records(switches_vs_transitions(res.switches, res.transitions, res.num_steps)),
         "signals": _records(res.signals), "constant": {k: _clean(v) for k, v in res.constant.items()},
         "meta": {k: _clean(v) if not isinstance(v, (list, dict)) else v for k, v in res.meta.items()},
     }
@@ -88,6 +91,7 @@ def _events_part(res: AnalysisResult, jump_map: Path | None) -> str:
         parts.append(_figure(jump_map))
     parts += ["<h3>Phase transitions</h3><p class='small'>Jumps (level changes) within the same few steps in "
               "several signal families or many series, strongest first.</p>", table(res.transitions),
+              _switches_part(res),
               "<h3>Episodes</h3><p class='small'>Transients of several series at once that chance alone would give "
               "less than once in 100 runs (column chance: expected such coincidences per run).</p>",
               table(res.episodes),
@@ -95,6 +99,20 @@ def _events_part(res: AnalysisResult, jump_map: Path | None) -> str:
               f"strongest first ({len(res.transients)} in all; size: excess at the peak, baseline: the running "
               "level there).</p>", table(res.transients.sort_values("z", ascending=False), limit=20), "</section>"]
     return "".join(parts)
+
+
+def _switches_part(res: AnalysisResult) -> str:
+    """The table "phase switches vs detected transitions" of a curriculum run ('' without switches)."""
+    if res.switches.empty:
+        return ""
+    match = switches_vs_transitions(res.switches, res.transitions, res.num_steps)
+    at = int((match["switch"] != "").mul(match["coincide"] == "yes").sum())
+    own = int((match["switch"] == "").sum())
+    return ("<h3>Phase switches vs detected transitions</h3><p class='small'>The curriculum's switches (set by the "
+            f"trainer, green on the figures) and the phase transitions detected within {tolerance(res.num_steps)} "
+            f"steps of each: {at} of {len(res.switches)} switch(es) coincide with a transition (its effect, not an "
+            f"emergent change); {own} transition(s) lie away from every switch (the run's own). lag: transition − "
+            "switch step.</p>" + table(res.switches) + table(match))
 
 
 def report_html(res: AnalysisResult, images: list[Path], extra: str = "", samples: str = "",

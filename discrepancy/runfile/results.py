@@ -50,11 +50,12 @@ class ResultsFileError(DiscrepancyError):
 # events.csv and llc_stages.csv: one row per event, each column with one meaning for every kind of row (the report
 # prints these; docs/ cites them).
 EVENT_DOCS = {
-    "event": "id of the event: T1… phase transitions, E1… episodes (strongest first), J1… jumps, S1… transients, "
+    "event": "id of the event: T1… phase transitions, W1… curriculum phase switches, E1… episodes (strongest first), J1… jumps, S1… transients, "
              "P1… plateaus (in step order), C1… converged tails, L1… LLC stage boundaries",
     "kind": "phase_transition (jumps of several series at once), episode (transients of several series at once), "
             "jump (a level change), transient (an excursion that returns), plateau (a stall ended by a change), "
-            "converged (a series' flat tail, from its first step to the end: never a plateau); "
+            "converged (a series' flat tail, from its first step to the end: never a plateau), phase_switch (the "
+            "trainer's curriculum entered a new phase: set, not detected); "
             "llc_stage rows come from `discrepancy llc`",
     "signal": "the series the event is on; empty for a phase transition or an episode (their series: signals)",
     "step": "where to mark it: a jump's first step at its new level, a transient's peak, a plateau's first step, "
@@ -69,7 +70,8 @@ EVENT_DOCS = {
              "a plateau| / σ̂ of its series, the strongest member's for grouped kinds; empty for llc_stage",
     "axis": "the step axis the event was found on: linear, or log (a jump seen only at log-spaced resolution); "
             "empty for grouped kinds",
-    "signals": "every series involved, comma-separated, strongest first (the one series of a single-series event)",
+    "signals": "every series involved, comma-separated, strongest first (the one series of a single-series event); "
+               "for a phase switch: the phases left and entered and what triggered it",
     "n_families": "how many signal families those series come from (1 for a single-series event)",
 }
 EVENT_COLUMNS = list(EVENT_DOCS)

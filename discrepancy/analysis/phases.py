@@ -1,0 +1,106 @@
+"""Curriculum phase switches of a run, and whether the detected phase transitions coincide with them.
+
+A curriculum run records two series (docs/curriculum.md): ``phase``, the 0-based index of the phase each step ran
+in, and ``phase_trigger``, set at the first step of a new phase to what ended the previous one (1: its
+``max_steps`` ran out, 2: its ``end_when`` rule held; 0 elsewhere). The phases' names and rules are read from the
+config stored in the run (``curriculum.phases``). A switch is set by the trainer, not learned: the two series are
+never searched for jumps (``selection``), and a transition found at a switch is the switch's effect, not an
+emergent change; one found away from every switch is the run's own.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+PHASE, PHASE_TRIGGER = "phase", "phase_trigger"
+TRIGGERS = {1: "max_steps", 2: "end_when"}
+SWITCH_COLUMNS = ["event", "step", "from_phase", "phase", "trigger", "rule"]
+MATCH_COLUMNS = ["switch", "switch_step", "phase", "trigger", "transition", "transition_step", "lag", "coincide"]
+
+
+def tolerance(num_steps: int) -> int:
+    """Steps within which a transition counts as at a switch: max(3, 2 % of the run).
+
+    A switch changes the reward weights and sampling at one step, but the curves respond over the next few
+    updates, and a transition's step is the median of its jumps: 3 steps on a short run, 2 % of a long one.
+    """
+    return max(3, int(math.ceil(0.02 * max(num_steps, 0))))
+
+
+def _phases_of(config_toml: str) -> list[dict[str, Any]]:
+    """The ``curriculum.phases`` tables of a stored config ([] when absent or unreadable)."""
+    if not config_toml:
+        return []
+    try:
+        cfg = tomllib.loads(config_toml)
+    except tomllib.TOMLDecodeError:
+        return []
+    phases = (cfg.get("curriculum") or {}).get("phases") or []
+    return [p for p in phases if isinstance(p, dict)] if isinstance(phases, list) else []
+
+
+def _name(phases: list[dict[str, Any]], k: int) -> str:
+    name = phases[k].get("name") if 0 <= k < len(phases) else None
+    return str(name) if name else f"phase {k}"
+
+
+def _rule(phases: list[dict[str, Any]], k: int, trigger: str) -> str:
+    """What ended phase ``k``, in the config's words."""
+    p = phases[k] if 0 <= k < len(phases) else {}
+    if trigger == "end_when":
+        return str(p.get("end_when") or "its end_when rule")
+    if trigger == "max_steps":
+        return f"max_steps = {p['max_steps']}" if p.get("max_steps") is not None else "its step budget"
+    return ""
+
+
+def phase_switches(frame: pd.DataFrame, config_toml: str = "") -> pd.DataFrame:
+    """One row per phase switch (SWITCH_COLUMNS): the first step of each new phase, the phase left and entered,
+    what triggered it (``max_steps``, ``end_when`` or ``unknown`` when the run did not record ``phase_trigger``)
+    and the rule's text from the stored config. Empty when the run has no ``phase`` series or one phase."""
+    if PHASE not in frame.columns:
+        return pd.DataFrame(columns=SWITCH_COLUMNS)
+    phase = frame[PHASE]
+    phase = phase[np.isfinite(phase.to_numpy(dtype=np.float64))]
+    if len(phase) < 2:
+        return pd.DataFrame(columns=SWITCH_COLUMNS)
+    values = phase.to_numpy(dtype=np.float64)
+    at = np.flatnonzero(values[1:] != values[:-1]) + 1
+    phases = _phases_of(config_toml)
+    trig = frame[PHASE_TRIGGER] if PHASE_TRIGGER in frame.columns else None
+    rows = []
+    for i, pos in enumerate(at):
+        step = int(phase.index[pos])
+        old, new = int(values[pos - 1]), int(values[pos])
+        code = trig.get(step, np.nan) if trig is not None else np.nan
+        trigger = TRIGGERS.get(int(code), "unknown") if np.isfinite(code) else "unknown"
+        rows.append({"event": f"W{i + 1}", "step": step, "from_phase": _name(phases, old),
+                     "phase": _name(phases, new), "trigger": trigger, "rule": _rule(phases, old, trigger)})
+    return pd.DataFrame(rows, columns=SWITCH_COLUMNS)
+
+
+def switches_vs_transitions(switches: pd.DataFrame, transitions: pd.DataFrame, num_steps: int) -> pd.DataFrame:
+    """Each switch with the nearest detected phase transition within ``tolerance`` (lag = transition − switch
+    step), then each transition near no switch (MATCH_COLUMNS; ``coincide``: yes / no). A transition is matched
+    to one switch at most, nearest first."""
+    tol = tolerance(num_steps)
+    free = {t.event: int(t.step) for t in transitions.itertuples()} if len(transitions) else {}
+    rows = []
+    for s in switches.itertuples():
+        near = sorted(((abs(step - s.step), ev) for ev, step in free.items() if abs(step - s.step) <= tol))
+        ev = near[0][1] if near else None
+        step = free.pop(ev) if ev is not None else None
+        rows.append({"switch": s.event, "switch_step": int(s.step), "phase": s.phase, "trigger": s.trigger,
+                     "transition": ev or "", "transition_step": step if step is not None else np.nan,
+                     "lag": (step - int(s.step)) if step is not None else np.nan,
+                     "coincide": "yes" if ev is not None else "no"})
+    if len(switches):  # transitions away from every switch: the run's own changes
+        rows += [{"switch": "", "switch_step": np.nan, "phase": "", "trigger": "", "transition": ev,
+                  "transition_step": step, "lag": np.nan, "coincide": "no"}
+                 for ev, step in sorted(free.items(), key=lambda kv: kv[1])]
+    return pd.DataFrame(rows, columns=MATCH_COLUMNS)

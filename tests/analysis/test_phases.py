@@ -1,0 +1,115 @@
+"""Curriculum phase switches: read from the `phase` / `phase_trigger` series and the stored config, matched to the
+detected phase transitions, drawn and tabled in the report (a run made with the real Recorder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from discrepancy.analysis.phases import phase_switches, switches_vs_transitions, tolerance
+from discrepancy.analysis.pipeline import analyze
+from discrepancy.report.outputs import write_outputs
+from discrepancy.runfile import Recorder, RunSchema
+
+CONFIG = """
+[[curriculum.phases]]
+name = "structure"
+max_steps = 60
+end_when = "reward_format >= 0.9 over 20"
+
+[[curriculum.phases]]
+name = "reasoning"
+max_steps = 80
+
+[[curriculum.phases]]
+name = "precision"
+"""
+
+
+def _frame(phase: list[int], trigger: dict[int, int]) -> pd.DataFrame:
+    t = np.zeros(len(phase))
+    for step, code in trigger.items():
+        t[step] = code
+    return pd.DataFrame({"phase": np.asarray(phase, dtype=float), "phase_trigger": t}, index=range(len(phase)))
+
+
+def test_switches_name_the_phases_their_trigger_and_the_rule():
+    frame = _frame([0] * 45 + [1] * 80 + [2] * 25, {45: 2, 125: 1})
+    w = phase_switches(frame, CONFIG)
+    assert w["step"].tolist() == [45, 125]
+    assert w["from_phase"].tolist() == ["structure", "reasoning"]
+    assert w["phase"].tolist() == ["reasoning", "precision"]
+    assert w["trigger"].tolist() == ["end_when", "max_steps"]
+    assert w["rule"].tolist() == ["reward_format >= 0.9 over 20", "max_steps = 80"]
+
+
+def test_no_phase_series_or_one_phase_gives_no_switch_and_unnamed_phases_get_their_index():
+    assert phase_switches(pd.DataFrame({"loss": [1.0, 2.0]})).empty
+    assert phase_switches(_frame([0] * 30, {})).empty
+    w = phase_switches(pd.DataFrame({"phase": [0.0] * 5 + [1.0] * 5}))  # no trigger, no config
+    assert w[["step", "from_phase", "phase", "trigger"]].values.tolist() == [[5, "phase 0", "phase 1", "unknown"]]
+
+
+def test_each_transition_matches_one_switch_at_most_and_far_ones_are_the_runs_own():
+    switches = pd.DataFrame({"event": ["W1", "W2"], "step": [100, 300], "from_phase": ["a", "b"],
+                             "phase": ["b", "c"], "trigger": ["max_steps", "end_when"], "rule": ["", ""]})
+    transitions = pd.DataFrame({"event": ["T1", "T2", "T3"], "step": [103, 200, 98]})
+    m = switches_vs_transitions(switches, transitions, num_steps=400)
+    assert tolerance(400) == 8
+    first = m.iloc[0]
+    assert (first["transition"], first["lag"], first["coincide"]) == ("T3", -2, "yes")  # nearest of T1 (3), T3 (2)
+    assert m.iloc[1]["coincide"] == "no" and m.iloc[1]["transition"] == ""  # nothing within 8 steps of 300
+    own = m[m["switch"] == ""]
+    assert own["transition"].tolist() == ["T1", "T2"]  # T1 lost W1 to the nearer T3: the run's own
+
+
+@pytest.fixture(scope="module")
+def curriculum_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 240-step run: phase switches at 80 (reward and loss jump there: the switch's effect) and 160 (nothing
+    moves), and an unscheduled jump of KL, entropy and length at 200 (the run's own)."""
+    rng = np.random.default_rng(3)
+    n = 240
+    t = np.arange(n)
+    phase = np.where(t < 80, 0, np.where(t < 160, 1, 2)).astype(float)
+    trigger = np.zeros(n)
+    trigger[80], trigger[160] = 2, 1
+    series = {
+        "reward_mean": 0.2 + 0.4 * (t >= 80) + 0.02 * rng.standard_normal(n),
+        "loss": 1.0 - 0.5 * (t >= 80) + 0.02 * rng.standard_normal(n),
+        "kl": 0.01 + 0.05 * (t >= 200) + 0.002 * rng.standard_normal(n),
+        "entropy": 1.0 - 0.4 * (t >= 200) + 0.02 * rng.standard_normal(n),
+        "completion_length_mean": 40.0 + 12.0 * (t >= 200) + rng.standard_normal(n),
+        "phase": phase, "phase_trigger": trigger, "reward_weight_format": np.where(t < 80, 1.0, 0.2),
+    }
+    path = tmp_path_factory.mktemp("curriculum") / "run.h5"
+    rec = Recorder.create(path, RunSchema(series={k: f"test series {k}" for k in series}), config_toml=CONFIG,
+                          flush_every=100)
+    for i in range(n):
+        rec.log_step(i, {k: float(v[i]) for k, v in series.items()})
+    rec.finish()
+    rec.close()
+    return path
+
+
+def test_analysis_marks_switches_and_tells_scheduled_from_emergent_transitions(curriculum_run: Path, tmp_path):
+    res = analyze(curriculum_run)
+    assert res.switches["step"].tolist() == [80, 160]
+    assert not res.jumps["signal"].isin(["phase", "phase_trigger", "reward_weight_format"]).any()  # set, not learned
+    match = switches_vs_transitions(res.switches, res.transitions, res.num_steps)
+    at80 = match[match["switch_step"] == 80].iloc[0]
+    assert at80["coincide"] == "yes" and abs(at80["lag"]) <= tolerance(res.num_steps)
+    assert match[match["switch_step"] == 160].iloc[0]["coincide"] == "no"
+    own = match[match["switch"] == ""]
+    assert any(abs(s - 200) <= 3 for s in own["transition_step"])  # the KL/entropy change is the run's own
+
+    events = res.events()
+    sw = events[events["kind"] == "phase_switch"]
+    assert sw["step"].tolist() == [80, 160] and "structure → reasoning (end_when" in sw["signals"].iloc[0]
+
+    paths = write_outputs(res, tmp_path)
+    page = paths["report"].read_text(encoding="utf-8")
+    assert "Phase switches vs detected transitions" in page and "1 of 2 switch(es) coincide" in page
+    assert "green dash-dot" in page or "phase switch" in page
