@@ -1,7 +1,10 @@
 """Rule-based rewards (DeepSeek-R1 style, docs/definitions.md §1): plain functions, a registry, and weighted scoring.
 
 A reward is any callable ``(prompts: list[str], completions: list[str], answers: list[str]) -> list[float]`` with one
-value per completion; ``None`` or NaN marks a completion the reward cannot score. Built-ins:
+value per completion; ``None`` or NaN marks a completion the reward cannot score. A reward whose signature has a
+parameter named ``context`` also receives a :class:`RewardContext` (the step, the run's length, the curriculum phase,
+the prompts' ids and their history, the run's config), so it can depend on the state of training; whether it takes
+one is read once, with `inspect`, when its spec is built. Built-ins (values and sources in docs/rewards.md):
 
 - ``correctness``: 1.0 when the single ``<answer>…</answer>`` holds the gold answer, else 0.0.
 - ``format``: 1.0 for exactly ``<think>…</think><answer>…</answer>``, else 0.0.
@@ -9,6 +12,8 @@ value per completion; ``None`` or NaN marks a completion the reward cannot score
   answer block, think before answer, nothing but whitespace outside the blocks.
 - ``length``: 0 up to ``LENGTH_TARGET_CHARS`` characters, then −(excess / target), floored at −1
   (``make_length_reward`` builds the same penalty for another target).
+- ``length_cosine``: ``length`` times a cosine ramp over the run, ½(1 − cos(π · step / total_steps)): 0 at the
+  first step, 1 at the last (takes the context).
 
 What counts as a correct answer and as the format is `discrepancy.grading`, the yardstick the skill probes use too.
 Users' own rewards are named ``"package.module:function"`` and imported by :func:`resolve_reward`.
@@ -17,9 +22,11 @@ Users' own rewards are named ``"package.module:function"`` and imported by :func
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +34,7 @@ from discrepancy.errors import ConfigError, DiscrepancyError
 from discrepancy.grading import answers_match, extract_answer, format_credit, format_ok
 from discrepancy.trainers.tasks import Example, format_solution
 
-RewardFn = Callable[[list[str], list[str], list[str]], list[float]]
+RewardFn = Callable[..., list[float]]  # (prompts, completions, answers[, context=RewardContext]) -> [N] values
 
 LENGTH_TARGET_CHARS = 256
 
@@ -42,6 +49,41 @@ class RewardOutputError(DiscrepancyError):
 
 class RewardFunctionError(DiscrepancyError):
     """A reward function raised while scoring (a bug or a wrong signature in a user's reward)."""
+
+
+@dataclass(frozen=True)
+class RewardContext:
+    """What a reward may know about the state of training when it scores one step's completions.
+
+    ``history`` maps a prompt id to ``(times_sampled, times_solved)`` counted *before* this step (the per-prompt
+    ledger; empty when the run keeps none). ``phase`` is the curriculum phase's name ("" without a curriculum).
+    ``config`` is the run's ``TrainConfig`` (typed ``Any`` so that a reward module need not import the trainer).
+    """
+
+    step: int = 0
+    total_steps: int = 0
+    phase: str = ""
+    phase_index: int = 0
+    prompt_ids: tuple[str, ...] = ()  # [N] one per completion
+    history: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    config: Any = None
+
+    @property
+    def progress(self) -> float:
+        """step / total_steps in [0, 1]; 1.0 when the run's length is unknown (total_steps ≤ 0)."""
+        return min(1.0, max(0.0, self.step / self.total_steps)) if self.total_steps > 0 else 1.0
+
+    def reward_names(self) -> tuple[str, ...]:
+        """The run's reward names (``config.rewards.names``); () without a config."""
+        return tuple(getattr(getattr(self.config, "rewards", None), "names", ()) or ())
+
+
+def takes_context(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` has a parameter named ``context`` (a signature `inspect` cannot read takes none)."""
+    try:
+        return "context" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # some builtins and C callables have no readable signature
+        return False
 
 
 # ---- built-in rewards ---------------------------------------------------------------------------------------------
@@ -76,11 +118,34 @@ def make_length_reward(target_chars: int) -> RewardFn:
 
 length = make_length_reward(LENGTH_TARGET_CHARS)
 
+
+def cosine_ramp(context: RewardContext | None) -> float:
+    """½(1 − cos(π · step / total_steps)): 0 at step 0, ½ half-way, 1 at the end (1 without a context or a length)."""
+    return 1.0 if context is None else 0.5 * (1.0 - math.cos(math.pi * context.progress))
+
+
+def length_cosine(prompts: list[str], completions: list[str], answers: list[str],
+                  context: RewardContext | None = None) -> list[float]:
+    """``length``'s penalty scaled by :func:`cosine_ramp`: free verbosity early, the full penalty by the end."""
+    scale = cosine_ramp(context)
+    return [scale * v for v in length(prompts, completions, answers)]
+
 BUILTIN_REWARDS: dict[str, RewardFn] = {
     "correctness": correctness,
     "format": format_reward,
     "format_soft": format_soft,
     "length": length,
+    "length_cosine": length_cosine,
+}
+
+#: The range [low, high] of each built-in reward's values: reward fusion normalises a component's recent mean with it
+#: (a user's reward is normalised by the range of its own observed means instead).
+REWARD_RANGES: dict[str, tuple[float, float]] = {
+    "correctness": (0.0, 1.0),
+    "format": (0.0, 1.0),
+    "format_soft": (0.0, 1.0),
+    "length": (-1.0, 0.0),
+    "length_cosine": (-1.0, 0.0),
 }
 
 
@@ -116,6 +181,10 @@ class RewardSpec:
     name: str
     fn: RewardFn
     weight: float = 1.0
+    takes_context: bool = field(init=False, default=False)  # read once from the signature (`takes_context`)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "takes_context", takes_context(self.fn))
 
     @classmethod
     def from_name(cls, name: str, weight: float = 1.0) -> RewardSpec:
@@ -129,7 +198,8 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _reward_column(spec: RewardSpec, prompts: list[str], completions: list[str], answers: list[str]) -> np.ndarray:
+def _reward_column(spec: RewardSpec, prompts: list[str], completions: list[str], answers: list[str],
+                   context: RewardContext | None = None) -> np.ndarray:
     """One reward's values ``[N]`` as floats (None → NaN); a raising or malformed reward is a DiscrepancyError.
 
     A user's reward runs inside the training step, so its exceptions are wrapped here into one line that names the
@@ -137,13 +207,16 @@ def _reward_column(spec: RewardSpec, prompts: list[str], completions: list[str],
     """
     n = len(completions)
     try:
-        values = spec.fn(prompts, completions, answers)
+        if spec.takes_context:
+            values = spec.fn(prompts, completions, answers, context=context)
+        else:
+            values = spec.fn(prompts, completions, answers)
     except DiscrepancyError:
         raise
     except Exception as exc:  # noqa: BLE001 - any error of a user's function gets the same actionable message
         raise RewardFunctionError(
             f"reward {spec.name!r} raised {_one_line(exc)}; a reward takes (prompts, completions, answers) lists "
-            "and returns one float per completion") from exc
+            "(and a keyword context, when it names one) and returns one float per completion") from exc
     try:
         count = len(values)
     except TypeError:
@@ -158,11 +231,13 @@ def _reward_column(spec: RewardSpec, prompts: list[str], completions: list[str],
                                 "return one float (or None) per completion") from None
 
 
-def check_rewards(specs: Sequence[RewardSpec], examples: Sequence[Example]) -> None:
+def check_rewards(specs: Sequence[RewardSpec], examples: Sequence[Example], *, config: Any = None,
+                  total_steps: int = 0) -> None:
     """Call every reward once on a few gold solutions, so a broken reward fails before any training or file.
 
     The completions are the first two examples' well-formed solutions plus an empty one (a model may end at once),
-    which every reward must accept. Raises RewardFunctionError / RewardOutputError as a training step would.
+    which every reward must accept. A reward that takes a context gets the one of step 0 (empty history, no phase,
+    ``config`` and ``total_steps`` as given). Raises RewardFunctionError / RewardOutputError as a training step would.
     """
     sample = list(examples[:2])
     if not sample:
@@ -170,14 +245,21 @@ def check_rewards(specs: Sequence[RewardSpec], examples: Sequence[Example]) -> N
     prompts = [ex.prompt_text for ex in sample] + [sample[0].prompt_text]
     completions = [format_solution(ex) for ex in sample] + [""]
     answers = [ex.answer for ex in sample] + [sample[0].answer]
+    ids = tuple(ex.prompt_id for ex in sample) + (sample[0].prompt_id,)
+    context = RewardContext(step=0, total_steps=total_steps, prompt_ids=ids, config=config)
     for spec in specs:
-        _reward_column(spec, prompts, completions, answers)
+        _reward_column(spec, prompts, completions, answers, context)
 
 
 def score_completions(
-    specs: Sequence[RewardSpec], prompts: list[str], completions: list[str], answers: list[str]
+    specs: Sequence[RewardSpec], prompts: list[str], completions: list[str], answers: list[str], *,
+    context: RewardContext | None = None, weights: Mapping[str, float] | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Weighted total ``[N]`` and the unweighted components ``{name: [N]}`` (as the rewards returned them).
+
+    ``context`` goes to every reward that takes one (None when the caller has none: such a reward must accept
+    None). ``weights`` (name → weight, e.g. this step's fused weights) replaces the specs' weights for the names it
+    holds; a name that is not a spec's is a ConfigError.
 
     A component value of None, NaN or ±inf is left out of the weighted sum (the others still count); a completion
     that no component could score, or whose total overflows (±1e308 rewards), gets a NaN total, which
@@ -185,16 +267,26 @@ def score_completions(
     (``reward_unusable_frac``).
     """
     n = len(completions)
+    weight_of = _step_weights(specs, weights)
     components: dict[str, np.ndarray] = {}
     weighted = np.zeros((len(specs), n))  # [K, N]
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected below, not warned about
         for k, spec in enumerate(specs):
-            column = _reward_column(spec, list(prompts), list(completions), list(answers))  # [N]
+            column = _reward_column(spec, list(prompts), list(completions), list(answers), context)  # [N]
             components[spec.name] = column
-            weighted[k] = np.where(np.isfinite(column), spec.weight * column, np.nan)
+            weighted[k] = np.where(np.isfinite(column), weight_of[spec.name] * column, np.nan)
         unscorable = np.isnan(weighted).all(axis=0) if specs else np.ones(n, dtype=bool)  # [N]
         total = np.where(unscorable, np.nan, np.nansum(weighted, axis=0))  # [N]
     return np.where(np.isfinite(total), total, np.nan), components
+
+
+def _step_weights(specs: Sequence[RewardSpec], weights: Mapping[str, float] | None) -> dict[str, float]:
+    """Each spec's weight for this step: ``weights[name]`` where given, else the spec's own."""
+    names = {spec.name for spec in specs}
+    unknown = sorted(set(weights or {}) - names)
+    if unknown:
+        raise ConfigError(f"reward weights name {unknown}, which are not rewards of this run ({sorted(names)})")
+    return {spec.name: float((weights or {}).get(spec.name, spec.weight)) for spec in specs}
 
 
 # ``rewards.format`` names the format reward as in the docs; bound last so nothing above sees the shadowed builtin.

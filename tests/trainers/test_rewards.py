@@ -189,3 +189,66 @@ def test_check_rewards_calls_each_reward_on_a_small_sample() -> None:
         check_rewards([empty_fails], examples)  # a model may end at once: "" must be scorable
     check_rewards([RewardSpec("spy", spy)], [])  # nothing to try it on: no call, no error
     assert len(seen) == 1
+
+
+# ---- rewards that see the state -----------------------------------------------------------------------------------
+
+
+def _context_reward(prompts, completions, answers, context=None):
+    """A user's reward that pays late steps and unseen prompts: 1 + step/total − times_solved."""
+    return [1.0 + context.progress - context.history.get(pid, (0, 0))[1] for pid in context.prompt_ids]
+
+
+def test_a_context_taking_reward_gets_the_context_by_import_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = types.ModuleType("user_ctx_rewards")
+    module.staged = _context_reward
+    monkeypatch.setitem(sys.modules, "user_ctx_rewards", module)
+    spec = RewardSpec.from_name("user_ctx_rewards:staged", 2.0)
+    plain = RewardSpec.from_name("correctness")
+    assert spec.takes_context and not plain.takes_context and not RewardSpec.from_name("builtins:len").takes_context
+    ctx = R.RewardContext(step=5, total_steps=10, phase="reasoning", phase_index=1, prompt_ids=("a", "b"),
+                          history={"a": (4, 3)})
+    total, comps = score_completions([spec, plain], ["p", "p"], [GOOD, "x"], ["7", "7"], context=ctx)
+    np.testing.assert_allclose(comps["user_ctx_rewards:staged"], [1.5 - 3, 1.5])
+    np.testing.assert_allclose(total, [2 * (1.5 - 3) + 1.0, 2 * 1.5 + 0.0])
+
+
+def test_step_weights_override_the_specs_weights() -> None:
+    specs = [RewardSpec.from_name("correctness", 1.0), RewardSpec.from_name("format", 0.25)]
+    completions = [GOOD, "<think>a</think><answer>8</answer>"]
+    total, _ = score_completions(specs, ["p"] * 2, completions, ["7"] * 2, weights={"format": 3.0})
+    np.testing.assert_allclose(total, [4.0, 3.0])  # correctness keeps 1.0, format weighs 3.0 this step
+    with pytest.raises(DiscrepancyError, match="not rewards of this run"):
+        score_completions(specs, ["p"], [GOOD], ["7"], weights={"lenght": 1.0})
+
+
+def test_check_rewards_passes_a_step_zero_context() -> None:
+    examples = arithmetic_examples(3, seed=1)
+    seen: list[R.RewardContext] = []
+
+    def spy(prompts, completions, answers, *, context):
+        seen.append(context)
+        return [0.0] * len(completions)
+
+    config = types.SimpleNamespace(rewards=types.SimpleNamespace(names=["spy"]))
+    check_rewards([RewardSpec("spy", spy)], examples, config=config, total_steps=40)
+    (ctx,) = seen
+    assert (ctx.step, ctx.total_steps, ctx.phase, dict(ctx.history)) == (0, 40, "", {})
+    assert ctx.prompt_ids == (examples[0].prompt_id, examples[1].prompt_id, examples[0].prompt_id)
+    assert ctx.config is config and ctx.reward_names() == ("spy",)
+
+    def broken(prompts, completions, answers, context):
+        return [context.step / 0 for _ in completions]
+
+    with pytest.raises(RewardFunctionError, match="'broken' raised ZeroDivisionError"):
+        check_rewards([RewardSpec("broken", broken)], examples)
+
+
+def test_length_cosine_ramps_the_penalty_over_the_run() -> None:
+    long = "x" * (R.LENGTH_TARGET_CHARS * 2)  # the plain penalty is −1
+    values = [R.length_cosine(["p"], [long], [""], context=R.RewardContext(step=s, total_steps=8))[0]
+              for s in (0, 2, 4, 8)]
+    np.testing.assert_allclose(values, [0.0, -(1 - math.cos(math.pi / 4)) / 2, -0.5, -1.0], atol=1e-12)
+    assert R.length_cosine(["p"], [long], [""]) == [-1.0]  # no context: the full penalty
+    assert R.length_cosine(["p"], ["short"], [""], context=R.RewardContext(step=8, total_steps=8)) == [0.0]
+    assert RewardSpec.from_name("length_cosine").takes_context and resolve_reward("length") is R.length
