@@ -3,16 +3,21 @@ bad settings as one line before training."""
 
 from __future__ import annotations
 
+import math
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from discrepancy.cli import app
-from discrepancy.config import apply_overrides
+from discrepancy.config import apply_overrides, from_dict
+from discrepancy.errors import ConfigError
 from discrepancy.runfile import open_run
 from discrepancy.trainers.config import ControlConfig
-from discrepancy.trainers.control import BETA_DOWN, BETA_UP, LR_DOWN, LR_UP, TEMP_DOWN, TEMP_UP, Controller
+from discrepancy.trainers.control import (
+    BATCH_DOWN, BATCH_UP, BETA_DOWN, BETA_UP, LR_DOWN, LR_UP, TEMP_DOWN, TEMP_UP, BatchControlConfig, ControlState,
+    Controller,
+)
 from discrepancy.trainers.run import train_run
 
 
@@ -98,3 +103,81 @@ def test_bad_controller_settings_are_one_line_before_training(setting: str, tmp_
     res = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "r.h5"), "--set", setting])
     assert res.exit_code != 0 and len(res.output.strip().splitlines()) == 1, res.output
     assert setting.split("=")[0] in res.output and not (tmp_path / "r.h5").exists()
+
+
+# ---- batch from the noise scale ---------------------------------------------------------------------------------
+
+
+def _with_batch(batch: BatchControlConfig) -> ControlConfig:
+    """A control config whose batch controller is ``batch`` (``ControlConfig.batch``; set as an attribute on a
+    config that predates the section)."""
+    cfg = ControlConfig()
+    cfg.batch = batch
+    return cfg
+
+
+def test_batch_grows_exactly_when_b_simple_exceeds_the_batch_on_a_scripted_stream() -> None:
+    """8 prompt groups, factor 2, budget 4: the multiplier doubles exactly at the steps where B_simple is above the
+    groups of that step (8, then 16, then 32), stops at the budget, halves below batch/2, never below 1, and a NaN,
+    a missing or a non-positive B_simple changes nothing."""
+    ctl = Controller(_with_batch(BatchControlConfig(enabled=True, factor=2.0, max_scale=4.0)), 0.0, num_prompts=8)
+    nan = float("nan")
+    stream = [5.0, 8.0, 8.5, nan, -3.0, 16.0, 40.0, 1e6, 20.0, 15.9, 7.9, 3.0, 3.0, 9.0]
+    expected_scale, actions = [], []
+    scale = 1.0
+    for b in stream:  # the closed form, written out: batch = 8·scale; grow when b > batch, shrink when b < batch/2
+        batch = 8 * scale
+        act = 0
+        if math.isfinite(b) and b > 0 and b > batch and scale < 4:
+            scale, act = min(4.0, scale * 2), BATCH_UP
+        elif math.isfinite(b) and b > 0 and b < batch / 2 and scale > 1:
+            scale, act = max(1.0, scale / 2), BATCH_DOWN
+        expected_scale.append(scale)
+        actions.append(act)
+    got_scale, got_actions = [], []
+    for b in stream:
+        assert ctl.applied()["ctl_batch_scale"] == ctl.state.batch_scale
+        got_actions.append(ctl.observe({"b_simple_ewma": b}))
+        got_scale.append(ctl.state.batch_scale)
+    assert got_scale == expected_scale and got_actions == actions
+    # spelled out, so the closed form above cannot drift with the code: up at 8.5, 16.5 > 16 only at 40, then capped
+    assert got_scale[:8] == [1, 1, 2, 2, 2, 2, 4, 4] and max(got_scale) == 4.0 and min(got_scale) >= 1.0
+    assert got_actions[3] == got_actions[4] == 0  # NaN and a negative estimate: no decision
+    assert ctl.observe({}) == 0 and ctl.batch_prompts() == round(8 * ctl.state.batch_scale)
+
+
+def test_batch_reads_the_recorded_batch_of_the_step() -> None:
+    """When the loop records the prompt groups it drew (``num_prompts``), that is the batch compared."""
+    ctl = Controller(_with_batch(BatchControlConfig(enabled=True, factor=1.5, max_scale=3.0)), 0.0, num_prompts=4)
+    assert ctl.observe({"b_simple_ewma": 5.0, "num_prompts": 6.0}) == 0  # 5 < 6 although 5 > 4 · 1
+    assert ctl.observe({"b_simple_ewma": 7.0, "num_prompts": 6.0}) == BATCH_UP and ctl.state.batch_scale == 1.5
+    assert ctl.batch_prompts() == 6
+
+
+def test_batch_controller_off_changes_nothing_and_resumes_from_its_state() -> None:
+    off = Controller(ControlConfig(), 0.0, num_prompts=8)
+    assert not off.active and off.observe({"b_simple_ewma": 1e9}) == 0 and off.state.batch_scale == 1.0
+    on = Controller(_with_batch(BatchControlConfig(enabled=True)), 0.0, num_prompts=2)
+    on.observe({"b_simple_ewma": 3.0})
+    resumed = Controller(_with_batch(BatchControlConfig(enabled=True)), 0.0, num_prompts=2,
+                         state=ControlState.from_dict(on.state.to_dict()))
+    assert on.active and resumed.state == on.state and resumed.state.batch_scale == 2.0
+    for b in (5.0, 9.0, 1.0):
+        assert resumed.observe({"b_simple_ewma": b}) == on.observe({"b_simple_ewma": b})
+    assert resumed.state == on.state
+
+
+@pytest.mark.parametrize("settings", [{"factor": -2.0}, {"factor": 1.0}, {"max_scale": 0.5},
+                                      {"max_scale": float("inf")}])
+def test_bad_batch_settings_are_one_line(settings: dict) -> None:
+    with pytest.raises(ConfigError) as err:
+        from_dict(BatchControlConfig, settings)
+    message = str(err.value)
+    assert len(message.splitlines()) == 1 and f"control.batch.{next(iter(settings))}" in message
+
+
+@pytest.mark.skipif(not hasattr(ControlConfig(), "batch"), reason="ControlConfig.batch not attached yet")
+def test_bad_batch_settings_are_one_line_before_training(tmp_path) -> None:
+    res = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "r.h5"), "--set", "control.batch.max_scale=0.5"])
+    assert res.exit_code != 0 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "control.batch.max_scale" in res.output and not (tmp_path / "r.h5").exists()
