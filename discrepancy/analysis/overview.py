@@ -11,6 +11,7 @@ matplotlib is imported lazily (Agg backend).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +23,49 @@ from discrepancy.analysis.units import unit_of
 from discrepancy.runfile.results import atomic_path
 
 KEY_SERIES = ("reward_mean", "reward_correctness", "reward_format", "kl", "entropy", "completion_length_mean")
+# Another trainer's log names the same quantities its own way: TRL's trainer_state.json or TensorBoard log holds
+# ``reward``, ``rewards/<function>/mean`` and ``completions/mean_length``. A key series absent under its own name is
+# looked up under these (exact names first, then a pattern over the reward functions' names).
+KEY_ALIASES: dict[str, tuple[str, ...]] = {
+    "reward_mean": ("reward", "rewards_mean"),
+    "reward_correctness": (r"re:^rewards?[/_].*(correct|accura).*mean$",),
+    "reward_format": (r"re:^rewards?[/_].*format.*mean$",),
+    "completion_length_mean": ("completions/mean_length", "completions_mean_length"),
+}
 OVERVIEW_PNG, JUMP_MAP_PNG = "overview.png", "jump_map.png"
 DPI = 80
 
 
+def key_names(res: AnalysisResult, keys: tuple[str, ...] = KEY_SERIES) -> list[str]:
+    """The run's own name of each of ``keys`` it logged with a finite, non-constant value (``KEY_ALIASES`` when
+    a foreign log names it otherwise), in the order of ``keys``."""
+    cols = list(res.series.columns)
+
+    def usable(name: str) -> bool:
+        return name in res.series.columns and name not in res.constant and np.isfinite(res.series[name]).sum() > 0
+
+    out = []
+    for key in keys:
+        for alias in (key, *KEY_ALIASES.get(key, ())):
+            found = [c for c in cols if re.search(alias[3:], c)] if alias.startswith("re:") else [alias]
+            name = next((c for c in found if usable(c) and c not in out), None)
+            if name is not None:
+                out.append(name)
+                break
+    return out
+
+
+def key_of(name: str) -> str:
+    """The key series ``name`` stands for (itself when it is none's alias): ``reward`` → ``reward_mean``."""
+    for key, aliases in KEY_ALIASES.items():
+        if any(re.search(a[3:], name) if a.startswith("re:") else a == name for a in aliases):
+            return key
+    return name
+
+
 def key_series(res: AnalysisResult, limit: int = 6) -> list[str]:
     """The series the overview draws: KEY_SERIES the run has (not constant), else its first searched series."""
-    present = [s for s in KEY_SERIES if s in res.series.columns and s not in res.constant
-               and np.isfinite(res.series[s]).sum() > 0]
+    present = key_names(res)
     if present:
         return present[:limit]
     searched = res.signals.loc[~res.signals["jump_fraction"].isna(), "signal"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from discrepancy.analysis.overview import KEY_SERIES, display_median
+from discrepancy.analysis.overview import KEY_SERIES, display_median, key_names, key_of
 from discrepancy.analysis.pipeline import AnalysisResult
 from discrepancy.analysis.units import unit_of
 
@@ -95,9 +95,7 @@ def key_rows(res: AnalysisResult) -> list[KeyRow]:
     if cached is not None:
         return cached
     rows = []
-    for name in HEADLINE_SERIES:
-        if name not in res.series.columns or name in res.constant:
-            continue
+    for name in key_names(res, HEADLINE_SERIES):
         v = res.series[name].dropna()
         if len(v) < 2:
             continue
@@ -131,7 +129,7 @@ def key_transients(res: AnalysisResult, limit: int = 3) -> pd.DataFrame:
     """The most visible transient of each key series (reward, correctness, format, KL, entropy, length): largest
     excess as a share of the series' 1–99 % range first, since that is what a reader of the curves sees (every
     transient already passed 6 σ̂); the other series' transients are in the jump map and the events."""
-    t = res.transients[res.transients["signal"].isin(KEY_SERIES)]
+    t = res.transients[res.transients["signal"].isin(key_names(res))]
     if t.empty:
         return t
     span = {n: float(np.subtract(*np.nanpercentile(res.series[n], [99, 1]))) or 1.0 for n in set(t["signal"])}
@@ -174,7 +172,7 @@ def where_to_look(res: AnalysisResult) -> list[str]:
         out.append(f"<b><a href='#jump-map'>{e.event}</a></b>, steps {e.first_step}–{e.last_step} (peak {e.step}): "
                    f"{e.n_signals} series in {e.n_families} families spike at once — {what}; a coincidence this "
                    f"large is expected {e.chance:.2g} times per run")
-    names = [r for r in HEADLINE_SERIES if r in res.series.columns and r not in res.constant]
+    names = key_names(res, HEADLINE_SERIES)
     for t in key_transients(res).itertuples():
         line = (f"<b>{html.escape(t.signal)}</b> {'spikes' if t.size > 0 else 'dips'} to {t.size + t.baseline:.3g} "
                 f"at step {t.step} against a running level of {t.baseline:.3g} ({t.z:.1f} σ̂; steps "
@@ -194,17 +192,17 @@ def where_to_look(res: AnalysisResult) -> list[str]:
 
 def lead(rows: list[KeyRow]) -> str:
     """One sentence per key fact: the task reward (beyond noise or not), saturated rewards, KL, dead groups."""
-    by = {r.name: r for r in rows}
+    by = {key_of(r.name): r for r in rows}  # a foreign log's "reward" is reward_mean
     out = []
     for name in ("reward_correctness", "reward_mean"):
         if name in by:
             r = by[name]
             verdict = "beyond" if r.significant else "within"
-            out.append(f"{name} went {r.start:.3g} → {r.end:.3g} ({r.change:+.3g} ± {_num(r.half_width)}, "
+            out.append(f"{r.name} went {r.start:.3g} → {r.end:.3g} ({r.change:+.3g} ± {_num(r.half_width)}, "
                        f"{verdict} noise)")
             break
     out += [f"{r.name} saturated at step {r.saturated_at} ({r.start:.3g} → {r.end:.3g})" for r in rows
-            if r.saturated_at is not None and r.name != "reward_mean"]
+            if r.saturated_at is not None and key_of(r.name) != "reward_mean"]
     if "kl" in by:
         r = by["kl"]
         out.append(f"KL to the reference went {r.start:.3g} → {r.end:.3g} {r.unit} (peak {r.high:.3g} at step "

@@ -124,3 +124,19 @@ def test_sample_text_is_safe_and_moments_land_on_sampled_steps():
     got = moments(res, np.arange(10, 301, 10))
     assert got[0] == (10, "start") and got[-1] == (300, "end")
     assert any(step == 160 and "kl transient (peak), step 156" in why for step, why in got)  # nearest sampled step
+
+
+def test_a_trl_log_gets_the_same_headline_under_trls_own_names(tmp_path):
+    """TRL's trainer_state.json names the key series its own way (``reward``, ``completions/mean_length``): the
+    headline and the key curves use them, the lead sentence reads ``reward`` as the task reward."""
+    from discrepancy.analysis.overview import key_names, key_of
+    from discrepancy.analysis.pipeline import analyze
+    from discrepancy.report.headline import headline_html, key_rows
+
+    res = analyze(Path(__file__).parents[1] / "interop" / "data" / "trl-1.16" / "trainer_state.json")
+    names = key_names(res)
+    assert "reward" in names and "completions/mean_length" in names and "entropy" in names
+    assert [key_of(n) for n in ("reward", "completions/mean_length", "rewards/accuracy/mean", "loss")] == [
+        "reward_mean", "completion_length_mean", "reward_correctness", "loss"]
+    assert "reward" in {r.name for r in key_rows(res)}
+    assert "reward went" in headline_html(res)
