@@ -87,9 +87,26 @@ def _marks(ax, res: AnalysisResult, label: bool) -> None:  # noqa: ANN001
                         va="bottom", color="tab:orange", xytext=(0, 2), textcoords="offset points")
     for t in res.transitions.itertuples():
         ax.axvline(t.step, color="black", ls=":", lw=0.9)
-        if label:
-            ax.annotate(t.event, (t.step, 1.0), xycoords=("data", "axes fraction"), fontsize=7.5, ha="left",
-                        va="bottom")
+    if label:  # inside the top edge (the title sits above it), transitions a few steps apart share one label
+        for step, text in _merged_labels(res.transitions, res.series.index):
+            ax.annotate(text, (step, 1.0), xycoords=("data", "axes fraction"), fontsize=7.5, ha="left", va="top",
+                        xytext=(1, -1), textcoords="offset points",
+                        bbox=dict(boxstyle="square,pad=0.05", fc="white", ec="none", alpha=0.8))
+
+
+def _merged_labels(transitions: pd.DataFrame, steps: pd.Index, share: float = 0.04) -> list[tuple[float, str]]:
+    """(step, "T3/T7") labels: transitions closer than ``share`` of the step range are named together, at the
+    first one, so their labels do not print over each other."""
+    if transitions.empty or not len(steps):
+        return []
+    gap = share * max(float(steps.max() - steps.min()), 1.0)
+    out: list[tuple[float, list[str]]] = []
+    for t in transitions.sort_values("step").itertuples():
+        if out and t.step - out[-1][0] < gap:
+            out[-1][1].append(t.event)
+        else:
+            out.append((float(t.step), [t.event]))
+    return [(step, "/".join(names)) for step, names in out]
 
 
 def overview_figure(res: AnalysisResult, out: Path) -> Path | None:
