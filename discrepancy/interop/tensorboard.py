@@ -10,8 +10,11 @@ keep float64).
 from __future__ import annotations
 
 import math
+import mmap
 import re
+import struct
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +22,6 @@ import pandas as pd
 
 from discrepancy.interop.source import LogError, SeriesSource, tidy
 
-#: Bytes around each record of an event file (TFRecord framing: length, its checksum, the data's checksum).
-RECORD_FRAMING = 8 + 4 + 4
 #: Suffix of the event files this package writes, so a re-export replaces its own files and nobody else's.
 SUFFIX = ".discrepancy"
 
@@ -61,15 +62,14 @@ def _scalars_of(run_dir: Path) -> tuple[dict[str, pd.Series], dict[str, str], li
     """({tag: values by step}, {tag: description}, notes on files read only in part) of the scalar tags in one run
     folder's event files, oldest file first, so a resumed run's later value of a step wins.
 
-    Read with TensorBoard's ``RawEventFileLoader`` (its record reader with the checksum check; it stops quietly at a
-    damaged or unfinished record, so the bytes read are counted against the file's size to say so) and its Event
-    proto, and the values taken here, as its ``EventAccumulator`` would: a legacy ``simple_value`` (PyTorch's
-    SummaryWriter, TRL, HF Trainer) or a tensor whose tag's metadata names the scalars plugin (TF2; a writer sends
-    the metadata with a tag's first value in each file). The
-    accumulator itself costs ~90 µs a value (its per-event compatibility rewrite); this loop ~10 µs, most of it
-    TensorBoard's pure-Python checksum.
+    Records are read by ``event_records`` (checksums checked; it stops at a damaged or unfinished record, and the
+    bytes read are counted against the file's size to say so), decoded with TensorBoard's Event proto, and the
+    values taken here, as its ``EventAccumulator`` would: a legacy ``simple_value`` (PyTorch's SummaryWriter, TRL,
+    HF Trainer) or a tensor whose tag's metadata names the scalars plugin (TF2; a writer sends the metadata with a
+    tag's first value in each file). The accumulator itself costs ~90 µs a value (its per-event compatibility
+    rewrite); this loop a few µs (benchmarks/results/tensorboard_read.md).
     """
-    from tensorboard.backend.event_processing import event_file_loader, io_wrapper
+    from tensorboard.backend.event_processing import io_wrapper
     from tensorboard.compat.proto import event_pb2
     from tensorboard.util import tensor_util
 
@@ -79,29 +79,68 @@ def _scalars_of(run_dir: Path) -> tuple[dict[str, pd.Series], dict[str, str], li
     plugin: dict[str, str] = {}  # tag -> plugin named by its first metadata ("" for none)
     described: dict[str, str] = {}
     partial: list[str] = []
+    decode = event_pb2.Event.FromString
     for f in files:
         used = 0
-        for raw in event_file_loader.RawEventFileLoader(str(f)).Load():
-            used += len(raw) + RECORD_FRAMING
-            event = event_pb2.Event.FromString(raw)
-            if not event.HasField("summary"):
-                continue
-            for v in event.summary.value:
-                if v.HasField("metadata") or v.tag not in plugin:  # writers send it with a tag's first value
-                    plugin[v.tag] = v.metadata.plugin_data.plugin_name or plugin.get(v.tag, "")
-                    described[v.tag] = v.metadata.summary_description or described.get(v.tag, "")
+        for raw, used in event_records(f):  # once per scalar of a log (millions): locals, no repeated lookups
+            event = decode(raw)
+            step = event.step
+            for v in event.summary.value:  # an event without a summary has none
+                tag = v.tag
+                if tag not in plugin or v.HasField("metadata"):  # writers send it with a tag's first value
+                    plugin[tag] = v.metadata.plugin_data.plugin_name or plugin.get(tag, "")
+                    described[tag] = v.metadata.summary_description or described.get(tag, "")
+                    values.setdefault(tag, {})
                 kind = v.WhichOneof("value")
                 if kind == "simple_value":
-                    values.setdefault(v.tag, {})[int(event.step)] = float(v.simple_value)
-                elif kind == "tensor" and plugin[v.tag] == "scalars":
-                    values.setdefault(v.tag, {})[int(event.step)] = _tensor_scalar(v.tensor, tensor_util)
+                    values[tag][step] = v.simple_value
+                elif kind == "tensor" and plugin[tag] == "scalars":
+                    values[tag][step] = _tensor_scalar(v.tensor, tensor_util)
         size = f.stat().st_size
         if used < size:
             partial.append(f"{f.name}: read {used} of {size} bytes, up to a damaged or unfinished record (a live "
                            "writer's last record is often unfinished)")
     series = {tag: pd.Series(list(d.values()), index=np.fromiter(d.keys(), np.int64, len(d)), dtype=np.float64)
-              for tag, d in sorted(values.items())}
+              for tag, d in sorted(values.items()) if d}
     return series, {tag: unmarkdown(described[tag]) for tag in series}, partial
+
+
+def event_records(path: Path) -> Iterator[tuple[bytes, int]]:
+    """(record bytes, bytes read so far) of each whole, checksum-valid record of a TFRecord event file, in order;
+    stops quietly at the first damaged or unfinished one (a live writer's last record often is).
+
+    Written here rather than taken from TensorBoard because its record reader checks each record's CRC-32C in pure
+    Python (~8 µs a record, 80 % of reading a large log); this one checks the same checksums with ``google_crc32c``
+    (a C implementation) when it is installed, and falls back to TensorBoard's pure-Python ``crc32c`` otherwise.
+    Layout of a record: length (uint64 LE), masked CRC-32C of the length, data, masked CRC-32C of the data.
+    """
+    try:
+        from google_crc32c import value as crc32c
+    except ImportError:  # same checksums, ~50× slower
+        from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import crc32c
+    if path.stat().st_size == 0:
+        return
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:  # no copy of the file
+        yield from _records_in(data, crc32c)
+
+
+_HEADER = struct.Struct("<QI")  # a record's length and the masked CRC-32C of its 8 bytes
+_CRC = struct.Struct("<I")
+
+
+def _records_in(data: mmap.mmap, crc32c: Callable[[bytes], int]) -> Iterator[tuple[bytes, int]]:
+    pos, end = 0, len(data)
+    while pos + 12 <= end:
+        length, header_crc = _HEADER.unpack_from(data, pos)
+        crc = crc32c(data[pos : pos + 8])
+        if ((((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF) != header_crc or pos + 16 + length > end:
+            return  # TFRecord masks a CRC: rotate right by 15 bits, add a constant (inline: once per scalar)
+        record = data[pos + 12 : pos + 12 + length]
+        crc = crc32c(record)
+        if ((((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF) != _CRC.unpack_from(data, pos + 12 + length)[0]:
+            return
+        pos += 16 + length
+        yield record, pos
 
 
 class EventWriter:

@@ -168,3 +168,28 @@ def test_a_damaged_event_file_is_read_up_to_the_damage_and_said_so(tmp_path: Pat
     (tmp_path / "junk" / "events.out.tfevents.2.host").write_bytes(b"z" * 64)
     with pytest.raises(LogError, match="no scalars .*read 0 of 64 bytes"):
         read_series(tmp_path / "junk")
+
+
+@pytest.mark.parametrize("fast_crc", [True, False])
+def test_event_records_are_tensorboards_records_whole_damaged_or_cut(tmp_path: Path, monkeypatch, fast_crc: bool):
+    """Our record reader against TensorBoard's own (a second implementation): the same records of a real TRL log,
+    of a copy cut mid-record and of a copy with one flipped byte, with the C checksum and with the fallback."""
+    import sys
+
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+
+    from discrepancy.interop.tensorboard import event_records
+
+    if not fast_crc:
+        monkeypatch.setitem(sys.modules, "google_crc32c", None)  # import fails: TensorBoard's pure-Python CRC
+    real = next((TRL_LOGS / "tb").glob("events.out.tfevents.*")).read_bytes()
+    flipped = bytearray(real)
+    flipped[len(real) // 2] ^= 0x40
+    for name, data in (("whole", real), ("cut", real[: len(real) * 2 // 3]), ("flipped", bytes(flipped))):
+        path = tmp_path / f"events.out.tfevents.{name}"
+        path.write_bytes(data)
+        ours = [r for r, _ in event_records(path)]
+        theirs = list(RawEventFileLoader(str(path)).Load())
+        assert ours == theirs and (name == "whole") == (sum(len(r) + 16 for r in ours) == len(data)), name
+    (tmp_path / "empty").write_bytes(b"")
+    assert list(event_records(tmp_path / "empty")) == []
