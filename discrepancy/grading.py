@@ -13,6 +13,11 @@ The rules (each case is a test in ``tests/test_grading.py``):
   trailing zeros (``3.0`` = 3). A trailing unit or word (``60 km/h``, ``18 dollars``, ``7 apples.``, ``12%``) is
   dropped when the gold answer has none; when the gold names a unit, a predicted unit must be the same one.
 - **Other answers** compare as text, ignoring case, repeated whitespace and a final full stop.
+- **Critique** (only where a critique reward is used: ``critique=True``): one ``<critique>…</critique>`` block may
+  follow the answer block, with only whitespace after it; the format rules apply to what comes before it. The
+  self-assessment inside is ``correct`` / ``right`` / ``yes`` / ``true`` (1), ``incorrect`` / ``wrong`` /
+  ``not correct`` / ``no`` / ``false`` (0), or a confidence that the answer is correct: a number in [0, 1] or a
+  percentage (``0.8``, ``80%``, ``confidence: 0.8``); anything else, or two forms that disagree, is unreadable.
 - **Reflective words** are the self-checking vocabulary of R1-style reasoning and their inflections (wait, hmm,
   check/checked/checking, recheck, double-check, verify/verified, mistake(s), reconsider, actually); other words
   that share a stem (``waiting``, ``checkpoint``, ``await``) are not.
@@ -58,8 +63,11 @@ def _with_open_think(completion: str, prompt: str) -> str:
     return ("<think>" if prompt.rstrip().endswith("<think>") else "") + completion
 
 
-def format_ok(completion: str, prompt: str = "") -> bool:
-    """True for exactly ``<think>…</think><answer>…</answer>`` (see the module docstring)."""
+def format_ok(completion: str, prompt: str = "", *, critique: bool = False) -> bool:
+    """True for exactly ``<think>…</think><answer>…</answer>`` (see the module docstring); with ``critique``, an
+    optional trailing ``<critique>…</critique>`` block is allowed too."""
+    if critique:
+        completion = split_critique(completion)[0]
     match = _STRICT.fullmatch(_with_open_think(completion, prompt))
     if match is None:
         return False
@@ -67,9 +75,11 @@ def format_ok(completion: str, prompt: str = "") -> bool:
     return not _TAG.search(think) and not _TAG.search(answer) and bool(answer.strip())
 
 
-def format_credit(completion: str, prompt: str = "") -> float:
+def format_credit(completion: str, prompt: str = "", *, critique: bool = False) -> float:
     """Partial credit for the format in quarters: one well-formed think block, one well-formed answer block, think
-    before answer, nothing but whitespace outside the blocks."""
+    before answer, nothing but whitespace outside the blocks (with ``critique``: outside them and the critique)."""
+    if critique:
+        completion = split_critique(completion)[0]
     text = _with_open_think(completion, prompt)
     score, spans = 0.0, {}
     for tag in ("think", "answer"):
@@ -98,6 +108,47 @@ def reasoning_text(completion: str) -> str:
     """The reasoning part of a completion: the ``<think>`` block's content, else everything before ``<answer>``."""
     match = _THINK.search(completion)
     return match.group(1) if match else completion.split("<answer>", 1)[0]
+
+
+# ---- critique -------------------------------------------------------------------------------------------------------
+
+_CRITIQUE = re.compile(r"<critique>((?:(?!</?critique>).)*)</critique>\s*\Z", re.DOTALL)
+_SAYS_NO = re.compile(r"\b(?:incorrect|wrong|not\s+correct|not\s+right|no|false)\b", re.IGNORECASE)
+_SAYS_YES = re.compile(r"\b(?:correct|right|yes|true)\b", re.IGNORECASE)
+_CONFIDENCE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?|\.\d+)\s*(%?)(?![\w.])")
+
+
+def split_critique(completion: str) -> tuple[str, str | None]:
+    """(the completion before its trailing critique block, the block's text); (completion, None) without one.
+
+    The block counts only when it comes after the answer block and nothing but whitespace follows it; a second
+    critique block, or one before the answer, leaves the completion whole (no critique).
+    """
+    match = _CRITIQUE.search(completion)
+    if match is None or completion.count("<critique>") != 1 or completion.count("</critique>") != 1:
+        return completion, None
+    before = completion[: match.start()]
+    if before.rfind("</answer>") < 0:
+        return completion, None
+    return before, match.group(1)
+
+
+def self_assessment(critique: str | None) -> float | None:
+    """The probability that its answer is correct a critique states (module docstring); None when unreadable."""
+    if critique is None:
+        return None
+    values = [float(v) / (100 if pct else 1) for v, pct in _CONFIDENCE.findall(critique)]
+    says_no = bool(_SAYS_NO.search(critique))
+    says_yes = bool(_SAYS_YES.search(_SAYS_NO.sub(" ", critique)))  # "not correct" is not also a "correct"
+    if says_no and says_yes:
+        return None
+    word = 0.0 if says_no else 1.0 if says_yes else None
+    if not values:
+        return word
+    if len(values) > 1 or not 0.0 <= values[0] <= 1.0:
+        return None  # several numbers, or one outside [0, 1]: not a confidence
+    agrees = word is None or (values[0] >= 0.5 if word == 1.0 else values[0] <= 0.5)
+    return values[0] if agrees else None
 
 
 # ---- numbers --------------------------------------------------------------------------------------------------------

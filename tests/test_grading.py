@@ -19,6 +19,8 @@ from discrepancy.grading import (
     grade,
     parse_number,
     reasoning_text,
+    self_assessment,
+    split_critique,
 )
 
 
@@ -136,3 +138,41 @@ def test_reasoning_text() -> None:
 )
 def test_reflective_words(text: str, count: int) -> None:
     assert count_reflective(text) == count
+
+
+# ---- critique -------------------------------------------------------------------------------------------------------
+
+CRITIQUED = "<think>3+4=7</think><answer>7</answer>\n<critique>correct</critique>\n"
+
+
+@pytest.mark.parametrize(("completion", "body", "critique"), [
+    (CRITIQUED, "<think>3+4=7</think><answer>7</answer>\n", "correct"),
+    ("<think>t</think><answer>7</answer><critique></critique>", "<think>t</think><answer>7</answer>", ""),
+    ("<think>t</think><answer>7</answer><critique>a</critique> trailing", None, None),  # text after it
+    ("<critique>correct</critique><think>t</think><answer>7</answer>", None, None),  # before the answer
+    ("<think>t</think><critique>ok</critique>", None, None),  # no answer before it
+    ("<think>t</think><answer>7</answer><critique>a</critique><critique>b</critique>", None, None),  # two blocks
+    ("<think>t</think><answer>7</answer><critique>a<critique>b</critique>", None, None),  # nested open tag
+])
+def test_split_critique(completion: str, body: str | None, critique: str | None) -> None:
+    assert split_critique(completion) == ((completion if body is None else body), critique)
+
+
+@pytest.mark.parametrize(("text", "p"), [
+    ("correct", 1.0), ("Right.", 1.0), ("yes", 1.0), ("TRUE", 1.0), ("incorrect", 0.0), ("wrong", 0.0),
+    ("not correct", 0.0), ("No", 0.0), ("0.8", 0.8), ("80%", 0.8), ("confidence: 0.25", 0.25), (".5", 0.5),
+    ("I am 90% sure it is correct", 0.9), ("wrong, 0.1", 0.1),
+    ("correct 0.2", None),  # a word and a confidence that disagree
+    ("correct or wrong", None), ("1.5", None), ("0.3 or 0.7", None), ("hmm", None), ("", None), (None, None),
+])
+def test_self_assessment_forms(text: str | None, p: float | None) -> None:
+    assert self_assessment(text) == p
+
+
+def test_the_format_accepts_a_critique_only_when_asked() -> None:
+    assert not format_ok(CRITIQUED) and format_credit(CRITIQUED) == 0.75  # the default rules are unchanged
+    assert format_ok(CRITIQUED, critique=True) and format_credit(CRITIQUED, critique=True) == 1.0
+    plain = "<think>t</think><answer>7</answer>"
+    assert format_ok(plain, critique=True)  # the block is optional
+    assert not format_ok(plain + "<critique>a</critique> more", critique=True)
+    assert extract_answer(CRITIQUED) == "7" and grade(CRITIQUED, "7")

@@ -14,6 +14,11 @@ one is read once, with `inspect`, when its spec is built. Built-ins (values and 
   (``make_length_reward`` builds the same penalty for another target).
 - ``length_cosine``: ``length`` times a cosine ramp over the run, ½(1 − cos(π · step / total_steps)): 0 at the
   first step, 1 at the last (takes the context).
+- ``contrastive``: 1.0 correct, −1.0 when the answer is one of the item's distractors, else 0.0
+  (`trainers.contrastive`); ``multiple_choice``: 1.0 when the answer's letter names the right option.
+- ``critique``: 1 − (p − v)² for the self-assessment p in a trailing ``<critique>`` block and the verifier's verdict
+  v, 0 without a critique (`trainers.critique`; ``make_critique_reward`` takes another judge). While a critique
+  reward is among a step's rewards, ``format`` and ``format_soft`` accept the trailing block.
 
 What counts as a correct answer and as the format is `discrepancy.grading`, the yardstick the skill probes use too.
 Users' own rewards are named ``"package.module:function"`` and imported by :func:`resolve_reward`.
@@ -25,13 +30,16 @@ import importlib
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from discrepancy.errors import ConfigError, DiscrepancyError
 from discrepancy.grading import answers_match, extract_answer, format_credit, format_ok
+from discrepancy.trainers.contrastive import contrastive, multiple_choice
+from discrepancy.trainers.critique import Judge, critique
+from discrepancy.trainers.critique import make_critique_reward as _critique_with
 from discrepancy.trainers.tasks import Example, format_solution
 
 RewardFn = Callable[..., list[float]]  # (prompts, completions, answers[, context=RewardContext]) -> [N] values
@@ -67,6 +75,7 @@ class RewardContext:
     prompt_ids: tuple[str, ...] = ()  # [N] one per completion
     history: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     config: Any = None
+    critique: bool = False  # set by score_completions when a critique reward is among the rewards it scores
 
     @property
     def progress(self) -> float:
@@ -94,14 +103,19 @@ def correctness(prompts: list[str], completions: list[str], answers: list[str]) 
     return [1.0 if answers_match(extract_answer(c), gold) else 0.0 for c, gold in zip(completions, answers, strict=True)]
 
 
-def format_reward(prompts: list[str], completions: list[str], answers: list[str]) -> list[float]:
-    """1.0 for exactly ``<think>…</think><answer>…</answer>`` with nothing outside but whitespace, else 0.0."""
-    return [1.0 if format_ok(c, p) else 0.0 for p, c in zip(prompts, completions, strict=True)]
+def format_reward(prompts: list[str], completions: list[str], answers: list[str],
+                  context: RewardContext | None = None) -> list[float]:
+    """1.0 for exactly ``<think>…</think><answer>…</answer>`` with nothing outside but whitespace, else 0.0 (a
+    trailing ``<critique>`` block allowed when the context says a critique reward is in use)."""
+    allow = bool(context and context.critique)
+    return [1.0 if format_ok(c, p, critique=allow) else 0.0 for p, c in zip(prompts, completions, strict=True)]
 
 
-def format_soft(prompts: list[str], completions: list[str], answers: list[str]) -> list[float]:
+def format_soft(prompts: list[str], completions: list[str], answers: list[str],
+                context: RewardContext | None = None) -> list[float]:
     """Partial credit in quarters: one think block, one answer block, in order, nothing outside (see module doc)."""
-    return [format_credit(c, p) for p, c in zip(prompts, completions, strict=True)]
+    allow = bool(context and context.critique)
+    return [format_credit(c, p, critique=allow) for p, c in zip(prompts, completions, strict=True)]
 
 
 def make_length_reward(target_chars: int) -> RewardFn:
@@ -136,6 +150,9 @@ BUILTIN_REWARDS: dict[str, RewardFn] = {
     "format_soft": format_soft,
     "length": length,
     "length_cosine": length_cosine,
+    "contrastive": contrastive,
+    "multiple_choice": multiple_choice,
+    "critique": critique,
 }
 
 #: The range [low, high] of each built-in reward's values: reward fusion normalises a component's recent mean with it
@@ -146,6 +163,9 @@ REWARD_RANGES: dict[str, tuple[float, float]] = {
     "format_soft": (0.0, 1.0),
     "length": (-1.0, 0.0),
     "length_cosine": (-1.0, 0.0),
+    "contrastive": (-1.0, 1.0),
+    "multiple_choice": (0.0, 1.0),
+    "critique": (0.0, 1.0),
 }
 
 
@@ -157,17 +177,31 @@ def resolve_reward(name: str) -> RewardFn:
         raise RewardNotFound(
             f"unknown reward {name!r}: use one of {sorted(BUILTIN_REWARDS)} or 'package.module:function'"
         )
+    return import_callable(name)
+
+
+def make_critique_reward(judge: str | Judge | None = None) -> RewardFn:
+    """The ``critique`` reward judged by ``judge``: a callable like a reward returning verdicts in [0, 1], a
+    ``"package.module:function"`` path to one, or None for the rule-based verifier. A user module can bind
+    ``critique = make_critique_reward("mypkg.judges:strict")`` and name ``"mymodule:critique"`` as its reward."""
+    return _critique_with(import_callable(judge, "critique judge") if isinstance(judge, str) else judge)
+
+
+def import_callable(name: str, what: str = "reward") -> Callable[..., Any]:
+    """The callable a ``"package.module:function"`` path names; RewardNotFound (one line with the fix) otherwise."""
+    if ":" not in name:
+        raise RewardNotFound(f"{what} {name!r}: expected 'package.module:function'")
     module_name, _, attr = name.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise RewardNotFound(f"reward {name!r}: cannot import module {module_name!r} ({err}); check the path and "
+        raise RewardNotFound(f"{what} {name!r}: cannot import module {module_name!r} ({err}); check the path and "
                              "that the module is on PYTHONPATH") from err
     fn = getattr(module, attr, None)
     if fn is None:
-        raise RewardNotFound(f"reward {name!r}: module {module_name!r} has no attribute {attr!r}")
+        raise RewardNotFound(f"{what} {name!r}: module {module_name!r} has no attribute {attr!r}")
     if not callable(fn):
-        raise RewardNotFound(f"reward {name!r}: {attr!r} is a {type(fn).__name__}, not a function")
+        raise RewardNotFound(f"{what} {name!r}: {attr!r} is a {type(fn).__name__}, not a function")
     return fn
 
 
@@ -246,7 +280,7 @@ def check_rewards(specs: Sequence[RewardSpec], examples: Sequence[Example], *, c
     completions = [format_solution(ex) for ex in sample] + [""]
     answers = [ex.answer for ex in sample] + [sample[0].answer]
     ids = tuple(ex.prompt_id for ex in sample) + (sample[0].prompt_id,)
-    context = RewardContext(step=0, total_steps=total_steps, prompt_ids=ids, config=config)
+    context = _with_critique(specs, RewardContext(step=0, total_steps=total_steps, prompt_ids=ids, config=config))
     for spec in specs:
         _reward_column(spec, prompts, completions, answers, context)
 
@@ -257,8 +291,8 @@ def score_completions(
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Weighted total ``[N]`` and the unweighted components ``{name: [N]}`` (as the rewards returned them).
 
-    ``context`` goes to every reward that takes one (None when the caller has none: such a reward must accept
-    None). ``weights`` (name → weight, e.g. this step's fused weights) replaces the specs' weights for the names it
+    ``context`` goes to every reward that takes one (None when the caller has none and no critique reward is
+    scored: such a reward must accept None). ``weights`` (name → weight, e.g. this step's fused weights) replaces the specs' weights for the names it
     holds; a name that is not a spec's is a ConfigError.
 
     A component value of None, NaN or ±inf is left out of the weighted sum (the others still count); a completion
@@ -268,6 +302,7 @@ def score_completions(
     """
     n = len(completions)
     weight_of = _step_weights(specs, weights)
+    context = _with_critique(specs, context)
     components: dict[str, np.ndarray] = {}
     weighted = np.zeros((len(specs), n))  # [K, N]
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected below, not warned about
@@ -278,6 +313,14 @@ def score_completions(
         unscorable = np.isnan(weighted).all(axis=0) if specs else np.ones(n, dtype=bool)  # [N]
         total = np.where(unscorable, np.nan, np.nansum(weighted, axis=0))  # [N]
     return np.where(np.isfinite(total), total, np.nan), components
+
+
+def _with_critique(specs: Sequence[RewardSpec], context: RewardContext | None) -> RewardContext | None:
+    """``context`` marked ``critique=True`` (made when None) when a critique reward is among ``specs``: the format
+    rewards then accept the trailing ``<critique>`` block the critique reward asks for."""
+    if any(getattr(spec.fn, "critique_section", False) for spec in specs):
+        return replace(context or RewardContext(), critique=True)
+    return context
 
 
 def _step_weights(specs: Sequence[RewardSpec], weights: Mapping[str, float] | None) -> dict[str, float]:
