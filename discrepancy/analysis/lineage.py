@@ -16,8 +16,10 @@ products, which is why this is written out here rather than taken from a library
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -49,15 +51,36 @@ class Update:
         return qb @ u, sigma
 
 
-def module_updates(snapshot: dict[str, np.ndarray], rank: int, alpha: float) -> dict[str, Update]:
-    """The per-module updates of one LoRA snapshot (peft state-dict names ``….lora_A[.adapter].weight``)."""
+def module_updates(snapshot: dict[str, np.ndarray], rank: int, alpha: float,
+                   scale: float | None = None) -> dict[str, Update]:
+    """The per-module updates of one LoRA snapshot (peft state-dict names ``….lora_A[.adapter].weight``).
+
+    ``scale``: s in ΔW = s·B·A at the snapshot's step when the run's α changed over training
+    (`modeling.from_run.snapshot_layout_of`); α/r otherwise. A grown adapter's snapshot is zero beyond its active
+    rank, which adds nothing to any number here: it needs no slicing.
+    """
     parts: dict[str, dict[str, np.ndarray]] = {}
     for name, value in snapshot.items():
         m = _LORA_NAME.match(name)
         if m:
             parts.setdefault(m["module"], {})[m["part"]] = np.asarray(value)
-    scale = float(alpha) / float(rank)
+    scale = float(alpha) / float(rank) if scale is None else float(scale)
     return {mod: Update(p["A"], p["B"], scale) for mod, p in sorted(parts.items()) if {"A", "B"} <= set(p)}
+
+
+def snapshot_scale(meta: dict[str, Any], step: int) -> float:
+    """s = α_t / lora_rank at ``step`` of a run whose α follows a schedule (meta ``lora_alpha_schedule``, a JSON list
+    of [step, α], the last entry at or before the step in force); α/r of a run without one.
+
+    Read here from the meta rather than through `modeling.lora_growth.snapshot_layout` (the same rule), which loads
+    torch: the comparison runs without it.
+    """
+    alpha = float(meta["lora_alpha"])
+    for start, value in json.loads(str(meta.get("lora_alpha_schedule", "[]"))):
+        if int(start) > step:
+            break
+        alpha = float(value)
+    return alpha / float(meta["lora_rank"])
 
 
 def alignment(u: Update, v: Update) -> float:

@@ -7,9 +7,14 @@ side imports the other:
 - ``base_model_path``: the base model folder; relative paths are relative to the run file's folder
   (``run.h5`` → ``run.base``), so a run and its base can be moved together;
 - ``base_model_dtype``: the dtype the base was trained in (``"float32"`` / ``"bfloat16"``);
-- ``lora_rank``, ``lora_alpha``, ``lora_target_modules``, ``lora_dropout``: the adapter settings.
+- ``lora_rank``, ``lora_alpha``, ``lora_target_modules``, ``lora_dropout``: the adapter settings;
+- ``lora_rank_schedule``, ``lora_alpha_schedule`` (a growing adapter only, `modeling.lora_growth`): JSON lists of
+  [step, value]. The adapter is allocated at ``lora_rank`` throughout, so every snapshot has that shape with zeros
+  beyond the active rank; its scale at step t is α_t / ``lora_rank``.
 
-Snapshots hold the adapter tensors by peft state-dict name; they are moved in with ``set_peft_model_state_dict``.
+Snapshots hold the adapter tensors by peft state-dict name; they are moved in with ``set_peft_model_state_dict``
+and the scale of their step (`load_snapshot`), so a grown adapter's snapshots all load into the one allocated
+adapter, and each computes the function the run had at its step.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from discrepancy.modeling.errors import RunModelError
 from discrepancy.modeling.local import load_local_model
 from discrepancy.modeling.lora import LoraSettings, attach_lora, load_lora_state
+from discrepancy.modeling.lora_growth import ALPHA_SCHEDULE_META, GrowthError, set_scale, snapshot_layout
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -140,7 +146,27 @@ def model_from_run(
         raise RunModelError(f"{getattr(run, 'path', 'run')}: no snapshot at step {step} (snapshots: "
                             f"{steps[:5]}{' ...' if len(steps) > 5 else ''} up to {steps[-1]})")
     lora = lora_settings_from_meta(_meta(run))  # malformed settings fail before the model is loaded
+    snapshot_layout_of(run, step)  # and so do malformed growth schedules
     base, tokenizer = load_base_for_run(run, dtype, trust_paths=trust_paths)
     model = attach_lora(base, lora.rank, lora.alpha, lora.target_modules, lora.dropout)
-    load_lora_state(model, run.snapshot(step))
+    load_snapshot(model, run, step)
     return model.eval(), tokenizer
+
+
+def snapshot_layout_of(run: Any, step: int) -> tuple[int, float]:
+    """(active rank, scale s in ΔW = s·B·A) of the run's adapter at snapshot ``step`` (`lora_growth.snapshot_layout`);
+    a run without growth: its ``lora_rank`` and α/r."""
+    try:
+        return snapshot_layout(_meta(run), step)
+    except (GrowthError, TypeError, ValueError) as exc:
+        raise RunModelError(f"{getattr(run, 'path', 'run')}: the run's LoRA growth schedules are malformed ({exc}); "
+                            "its model cannot be rebuilt") from None
+
+
+def load_snapshot(model: torch.nn.Module, run: Any, step: int) -> None:
+    """Move the snapshot of ``step`` into ``model`` (built by `model_from_run`) with the scale of that step, so one
+    model serves every snapshot of a run whose α or rank changed (what the LLC over a run does)."""
+    _, scale = snapshot_layout_of(run, step)
+    load_lora_state(model, run.snapshot(step))
+    if ALPHA_SCHEDULE_META in _meta(run):  # otherwise peft's own α/r is the run's scale at every step
+        set_scale(model, scale)
