@@ -19,6 +19,10 @@ class InstrumentationConfig:
         "measurement forwards fold float32 LoRA updates into the base weights (restored exactly afterwards)"))
     discrepancy: bool = field(default=True, **helped(
         "D_t, ρ_t, ‖Δθ‖, cos(g, −Δθ), κ_t from one extra no-grad forward after the optimizer step"))
+    discrepancy_groups: int | str = field(default="micro", **helped(
+        "rows of the post-step forward that D_t, ρ_t, the realised KL, ΔH and the ratio quantiles read: \"micro\" "
+        "= one micro-batch per step, rotating (1/K of the forward; exact for it, unbiased for the batch over steps), "
+        "\"all\" = the whole batch, or a number n = the fewest whole micro-batches holding n prompt groups"))
     policy_shift: bool = field(default=True, **helped(
         "realised KL(π_old‖π_new), ΔH observed vs predicted, ratio quantiles (same post-step forward)"))
     kl_start: bool = field(default=True, **helped(
@@ -43,6 +47,10 @@ class InstrumentationConfig:
     timing: bool = field(default=True, **helped("record the seconds each instrument takes (time_<name> series)"))
 
     def __post_init__(self) -> None:
+        try:
+            parse_groups(self.discrepancy_groups)
+        except ValueError as exc:
+            raise ConfigError(f"config key 'instruments.discrepancy_groups' {exc}") from None
         if not 0.0 < self.ewma_beta < 1.0:
             raise ConfigError(f"config key 'instruments.ewma_beta' must be in (0, 1), got {self.ewma_beta!r}")
         if self.linearisation_every < 0:
@@ -53,3 +61,13 @@ class InstrumentationConfig:
         if self.linearisation_probe < 1:
             raise ConfigError(
                 f"config key 'instruments.linearisation_probe' must be ≥ 1, got {self.linearisation_probe!r}")
+
+
+def parse_groups(groups: int | str) -> int | None:
+    """``instruments.discrepancy_groups`` as prompt groups to measure: 0 for one micro-batch ("micro"), None for the
+    whole batch ("all"), else the number given (≥ 1). Raises ValueError on anything else."""
+    if isinstance(groups, str) and groups in ("micro", "all"):
+        return 0 if groups == "micro" else None
+    if isinstance(groups, int) and not isinstance(groups, bool) and groups >= 1:
+        return groups
+    raise ValueError(f'must be "micro", "all" or a number of prompt groups ≥ 1, got {groups!r}')

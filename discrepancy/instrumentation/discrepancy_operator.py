@@ -98,52 +98,84 @@ def step_discrepancy(
 
 
 SERIES = {
-    "loss_pre": "L_pre: GRPO loss on the step's batch at θ_t",
-    "loss_post": "L_post: GRPO loss on the same batch at θ_{t+1} (one extra no-grad forward)",
+    "loss_pre": "L_pre: GRPO loss at θ_t on the measured sub-batch S (discrepancy_rows), scaled to the batch: "
+                "K/m·Σ_{k∈S} w_k L_k, unbiased for the batch loss; the batch loss itself with discrepancy_groups=all",
+    "loss_post": "L_post: the same loss on the same rows at θ_{t+1} (one extra no-grad forward of S)",
     "dloss_obs": "ΔL_obs = L_post − L_pre",
-    "dloss_pred": "ΔL_pred = g_t·Δθ_t, the first-order prediction (unclipped gradient)",
-    "disc": "D_t = ΔL_obs − ΔL_pred ≈ ½ΔθᵀHΔθ, curvature along the step",
-    "rho": "ρ_t = ΔL_obs/ΔL_pred trust-region ratio; NaN when |ΔL_pred| < max(1e-3·|L_pre|, 1e-6)",
+    "dloss_pred": "ΔL_pred = g_S·Δθ_t, the first-order prediction from S's own unclipped gradient",
+    "disc": "D_t = ΔL_obs − ΔL_pred ≈ ½ΔθᵀH_SΔθ, curvature along the step on S (unbiased for the batch's)",
+    "rho": "ρ_t = ΔL_obs/ΔL_pred trust-region ratio on S; NaN when |ΔL_pred| < max(1e-3·|L_pre|, 1e-6)",
     "step_norm": "‖Δθ_t‖ over the trainable parameters",
-    "cos_grad_step": "cos(g_t, −Δθ_t)",
+    "cos_grad_step": "cos(g_S, −Δθ_t), g_S the measured sub-batch's gradient",
     "kappa": "κ_t = 2D_t/‖Δθ_t‖², curvature per unit step length",
 }
 
 
 class DiscrepancyOperator(Instrument):
-    """Records D_t, ρ_t and their companions every step (docs/definitions.md §2).
+    """Records D_t, ρ_t and their companions every step (docs/definitions.md §2), on the sub-batch S the shared
+    measurements read (``ctx.shared.sub_batch``; the whole batch when there is none).
 
-    ΔL_pred needs ∇L_pre itself: the gradient of this process's own batch loss, before clipping rescales it and
-    before several processes average it (L_pre and L_post are measured on this process's rollouts). That is
-    `.grad` right after the last micro-batch's backward, so it is copied there (one adapter-sized copy).
+    ΔL_pred needs ∇L_S itself: the gradient of this process's own loss on S, before clipping rescales it and before
+    several processes average it. For the whole batch that is `.grad` right after the last micro-batch's backward,
+    copied there (one adapter-sized copy). For a sub-batch of micro-batches it is scale · Σ_{k∈S} (grad_k − grad_{k−1}),
+    micro-batch k's own share of the accumulating `.grad`, peeled off as the gradient-noise estimate does: the
+    accumulated gradient is kept (flattened, float64) only after a micro-batch that precedes one of S.
     """
 
     needs = ("theta_before", "loss_before", "post_step")
 
     def __init__(self) -> None:
-        self._grad: dict[str, torch.Tensor] | None = None
+        self._grad: dict[str, torch.Tensor] | None = None  # whole batch: the full unclipped gradient
+        self._sub_grad: torch.Tensor | None = None  # sub-batch: Σ_{k∈S} (grad_k − grad_{k−1}), flattened [P]
+        self._prev: torch.Tensor | None = None  # grad_{k} when micro-batch k+1 is in S, flattened [P]
 
     def series(self) -> dict[str, str]:
         """The nine per-step series of docs/definitions.md §2."""
         return dict(SERIES)
 
     def on_micro_backward(self, ctx: StepContext, k: int) -> None:
-        """At the last micro-batch, copy the full, unclipped, not yet averaged gradient."""
-        if last_micro_batch(ctx, k):
-            self._grad = {n: _grad(p).clone() for n, p in ctx.params.items()}
+        """Keep the gradient of the measured rows: the full one at the last micro-batch, or S's micro-batches' own."""
+        sub = ctx.shared.sub_batch
+        if sub is None or sub.whole:
+            if last_micro_batch(ctx, k):
+                self._grad = {n: _grad(p).clone() for n, p in ctx.params.items()}
+            return
+        if k == 0:
+            self._sub_grad = self._prev = None
+        inside, before = k in sub.micro, (k + 1) in sub.micro
+        if not (inside or before):
+            return
+        acc = _flat_grad(ctx)  # [P] accumulated .grad after micro-batch k
+        if inside:
+            own = acc if self._prev is None else acc - self._prev  # w_k ∇loss_k
+            self._sub_grad = own if self._sub_grad is None else self._sub_grad + own
+        self._prev = acc if before else None
 
     def on_after_optimizer(self, ctx: StepContext) -> dict[str, float]:
-        """Form Δθ, read the shared post-step loss, and compute the row."""
+        """Form Δθ, read the shared losses before and after the step on the same rows, and compute the row."""
         theta_t = ctx.shared.get("theta_before")
         names = list(theta_t)
         deltas = [ctx.params[n].detach() - theta_t[n] for n in names]
-        # Fallback without a micro-batch hook call: the (possibly clipped) gradient still in `.grad`.
-        own = self._grad or {}
-        grads = [own[n] if n in own else _grad(ctx.params[n]) for n in names]
-        self._grad = None
-        post = ctx.shared.get("post_step")
+        post, sub = ctx.shared.get("post_step"), ctx.shared.sub_batch
+        if sub is not None and not sub.whole:
+            if self._sub_grad is None:
+                raise RuntimeError("no micro-batch gradient of the measured sub-batch was seen this step")
+            grads = [sub.scale * self._sub_grad]
+            deltas = [torch.cat([d.reshape(-1) for d in deltas])]
+            self._sub_grad = self._prev = None
+        else:
+            # Fallback without a micro-batch hook call: the (possibly clipped) gradient still in `.grad`.
+            own = self._grad or {}
+            grads = [own[n] if n in own else _grad(ctx.params[n]) for n in names]
+            self._grad = None
         return step_discrepancy(ctx.shared.get("loss_before"), post.loss, grads, deltas).as_metrics()
 
 
 def _grad(p: torch.Tensor) -> torch.Tensor:
     return p.grad.detach() if p.grad is not None else torch.zeros_like(p)
+
+
+def _flat_grad(ctx: StepContext) -> torch.Tensor:
+    """The accumulated `.grad` of every trainable parameter as one float64 vector [P] (float64: the difference of
+    two accumulations cancels most of their digits)."""
+    return torch.cat([_grad(p).reshape(-1) for p in ctx.params.values()]).double()

@@ -18,7 +18,9 @@ With μ > 1 inner iterations the hooks run once per iteration (``ctx.iteration``
 Work several instruments share (a copy of θ_t, the loss at θ_t, the one post-step forward) is not done by whichever
 instrument asks first: an instrument declares it in ``needs``, and the provider (`discrepancy.instrumentation.shared`)
 runs before it and puts the result in ``ctx.shared``. `HookRunner` refuses a list whose needs no earlier instrument
-provides.
+provides. The loss before the step and the post-step forward cover the same rows, ``ctx.shared.sub_batch`` (by
+default one micro-batch per step, rotating; the whole batch when the provider sets none), and an instrument that
+compares them with the batch takes those rows of it (`PostStep.of`).
 
 Under ``torchrun`` every rank runs its instruments on its own rollouts: ``on_micro_backward`` sees the rank's own
 micro-batch gradients, ``on_before_optimizer`` the gradient averaged over ranks; only rank 0's values are recorded.
@@ -42,7 +44,11 @@ Metrics = dict[str, "float | np.ndarray"]
 
 class BatchLoss(Protocol):
     """The step's full-batch training loss for given completion log-probs ``[N, T]``, exactly as training normalises
-    it (no grad). The trainer supplies it; instruments compare losses before and after the step with it."""
+    it (no grad). The trainer supplies it; instruments compare losses before and after the step with it.
+
+    A loss that also has ``micro(logp_k, rows_k) -> (loss_k, stats)``, micro-batch k's loss for its own log-probs
+    ``[n_k, T]`` with full = Σ_k micro_weights[k] · loss_k (the trainer's `GRPOBatchLoss` has it), lets the shared
+    measurements run on a sub-batch (`SubBatch`); without it they measure the whole batch."""
 
     def __call__(self, logp: torch.Tensor) -> float: ...
 
@@ -74,12 +80,42 @@ class StepBatch:
 
 
 @dataclass(frozen=True)
-class PostStep:
-    """The policy after the optimizer step, on the step's own rollout tokens."""
+class SubBatch:
+    """The rows the step's post-step measurements read: whole micro-batches of the step (docs/definitions.md §2).
 
-    logp: torch.Tensor  # [N, T] log π_{θ_{t+1}} of the sampled tokens
-    entropy: torch.Tensor  # [N, T] token entropies at θ_{t+1}
-    loss: float  # L_{B_t}(θ_{t+1}), same normalisation as training
+    ``scale`` = K/m for m of the K micro-batches, so that the sub-batch loss L_S = scale · Σ_{k∈S} w_k · loss_k is
+    an unbiased estimate of the batch loss L_B = Σ_k w_k · loss_k when every micro-batch is measured equally often
+    (the rotation), for every loss normalisation; its gradient is scale · Σ_{k∈S} (w_k ∇loss_k), read off the
+    accumulating ``.grad``. ``whole``: S is the batch (m = K), measured exactly as the full batch always was.
+    """
+
+    micro: tuple[int, ...]  # indices of the step's micro-batches in S
+    rows: list[int]  # their rows, micro-batch by micro-batch
+    scale: float  # K / m
+    whole: bool
+
+    def local(self, batch: "StepBatch") -> list[tuple[list[int], list[int], float]]:
+        """(rows in S's own order, rows in the batch, weight w_k) of each micro-batch in S."""
+        out, start = [], 0
+        for k in self.micro:
+            rows = batch.micro_batches[k]
+            out.append((list(range(start, start + len(rows))), rows, batch.micro_weights[k]))
+            start += len(rows)
+        return out
+
+
+@dataclass(frozen=True)
+class PostStep:
+    """The policy after the optimizer step, on the step's own rollout tokens (the rows of ``rows``)."""
+
+    logp: torch.Tensor  # [n_S, T] log π_{θ_{t+1}} of the sampled tokens of the rows `rows`
+    entropy: torch.Tensor  # [n_S, T] token entropies at θ_{t+1}
+    loss: float  # L_S(θ_{t+1}) (`SubBatch`), L_{B_t}(θ_{t+1}) for the whole batch; the training normalisation
+    rows: list[int] | None = None  # the batch rows measured, in order; None = all N rows
+
+    def of(self, x: torch.Tensor) -> torch.Tensor:
+        """The measured rows of a per-row tensor of the batch (``x`` [N, ...] → [n_S, ...])."""
+        return x if self.rows is None else x[self.rows]
 
 
 @dataclass
@@ -87,8 +123,9 @@ class Shared:
     """Measurements several instruments read, filled by their provider in the current inner iteration."""
 
     theta_before: dict[str, torch.Tensor] | None = None  # copy of θ_t (trainable parameters), at on_before_optimizer
-    loss_before: float | None = None  # L_{B_t}(θ_t), at on_before_optimizer
+    loss_before: float | None = None  # L_S(θ_t) on `sub_batch` (L_{B_t}(θ_t) for the whole batch)
     post_step: PostStep | None = None  # the post-step forward, at on_after_optimizer
+    sub_batch: SubBatch | None = None  # the rows measured, at the first on_micro_backward; None = the whole batch
 
     def get(self, name: str) -> Any:
         """The named measurement; a missing one means its provider failed this iteration (the caller records NaN)."""
@@ -98,7 +135,7 @@ class Shared:
         return value
 
 
-SHARED_NAMES = ("theta_before", "loss_before", "post_step")
+SHARED_NAMES = ("theta_before", "loss_before", "post_step", "sub_batch")
 
 
 @dataclass
