@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
 from discrepancy.config import apply_overrides, from_dict
 from discrepancy.errors import ConfigError
+from discrepancy.modeling import model_from_run
 from discrepancy.modeling.lora import attach_lora, load_lora_state, lora_state
 from discrepancy.modeling.lora_growth import active_rank, lora_layers
 from discrepancy.trainers.config import LoraConfig, TrainConfig
+from discrepancy.runfile import open_run
 from discrepancy.trainers.growth import GROWTH_SERIES, LoraGrowth, LoraGrowthConfig
+from discrepancy.trainers.recipe import TrainState
+from discrepancy.trainers.run import train_run
 
 SCHEDULE = LoraGrowthConfig(rank_schedule=[[0, 1], [2, 2], [4, 4]], alpha_schedule=[[0, 8.0], [5, 2.0]])
 
@@ -105,3 +110,25 @@ def test_bad_schedules_are_one_line(settings: dict, words: str) -> None:
 def test_a_shrinking_schedule_is_refused_before_training() -> None:
     with pytest.raises(ConfigError, match="shrink"):
         apply_overrides(TrainConfig(), ["lora.growth.rank_schedule=[[0, 8], [10, 4]]"])
+
+
+@pytest.mark.skipif("growth" not in TrainState.__dataclass_fields__, reason="the loop does not apply growth yet")
+def test_a_growing_run_records_its_rank_resumes_exactly_and_its_snapshots_load(fast_train_config, tmp_path) -> None:
+    cfg = apply_overrides(fast_train_config, ["run.steps=6", "run.snapshot_every=2", "lora.rank=4",
+                                              "lora.growth.rank_schedule=[[0, 2], [3, 4]]",
+                                              "lora.growth.alpha_schedule=[[0, 4.0], [5, 8.0]]"])
+    train_run(cfg, tmp_path / "full.h5")
+    train_run(cfg, tmp_path / "part.h5", stop_at=2)
+    train_run(cfg, tmp_path / "part.h5", resume=True)  # the growth at step 3 happens after the resume
+    cols = ["lora_active_rank", "lora_scale", "loss", "kl", "grad_norm"]
+    with open_run(tmp_path / "full.h5") as a, open_run(tmp_path / "part.h5") as b:
+        full, part = a.series()[cols], b.series()[cols]
+        assert list(full["lora_active_rank"]) == [2, 2, 4, 4, 4, 4]
+        assert list(full["lora_scale"]) == [1.0] * 4 + [2.0] * 2  # α / lora.rank
+        np.testing.assert_allclose(part.to_numpy(), full.to_numpy(), rtol=1e-6)
+        for step, rank in ((0, 2), (2, 2), (4, 4), (6, 4)):
+            snap = a.snapshot(step)
+            assert all(v.shape[0 if ".lora_A" in k else 1] == 4 for k, v in snap.items())  # the allocated shape
+            assert active_rank(model_from_run(a, step)[0]) == rank
+        np.testing.assert_array_equal(np.concatenate([v.ravel() for v in a.snapshot(6).values()]),
+                                      np.concatenate([v.ravel() for v in b.snapshot(6).values()]))
