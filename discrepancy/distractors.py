@@ -116,19 +116,8 @@ def _evaluate(operands: list[Fraction], ops: list[str]) -> list[Fraction]:
 
 
 def _numeric(question: str, gold: Fraction, solution: str) -> list[tuple[Fraction | None, str]]:
-    out: list[tuple[Fraction | None, str]] = [(gold + d, how) for d, how in (
-        (1, "off_by_one"), (-1, "off_by_one"), (2, "off_by_two"), (-2, "off_by_two"),
-        (10, "off_by_ten"), (-10, "off_by_ten"))]
-    if gold.denominator == 1 and abs(gold) >= 10:
-        digits, sign = str(abs(gold.numerator)), -1 if gold < 0 else 1
-        for i in range(len(digits) - 1):
-            swapped = digits[:i] + digits[i + 1] + digits[i] + digits[i + 2:]
-            if swapped[0] != "0":
-                out.append((sign * Fraction(int(swapped)), "digit_swap"))
-        lead = int(digits[0])
-        for d in (lead - 1, lead + 1):
-            if 1 <= d <= 9:
-                out.append((sign * Fraction(int(str(d) + digits[1:])), "digit_slip"))
+    """Slips in the arithmetic, the most specific first: wrong operation, digit slips, then off by 1, 2 or 10."""
+    out: list[tuple[Fraction | None, str]] = []
     chain = _chain_values(question)
     if chain is not None:
         operands, ops = chain
@@ -142,6 +131,18 @@ def _numeric(question: str, gold: Fraction, solution: str) -> list[tuple[Fractio
         op = {"x": "*", "×": "*", "÷": "/"}.get(op, op)
         if a is not None and b is not None:
             out.extend((fn(a, b), "wrong_operation") for name, fn in _OPS.items() if name != op)
+    if gold.denominator == 1 and abs(gold) >= 10:
+        digits, sign = str(abs(gold.numerator)), -1 if gold < 0 else 1
+        for i in range(len(digits) - 1):
+            swapped = digits[:i] + digits[i + 1] + digits[i] + digits[i + 2:]
+            if swapped[0] != "0":
+                out.append((sign * Fraction(int(swapped)), "digit_swap"))
+        lead = int(digits[0])
+        for d in (lead - 1, lead + 1):
+            if 1 <= d <= 9:
+                out.append((sign * Fraction(int(str(d) + digits[1:])), "digit_slip"))
+    out += [(gold + d, how) for d, how in ((1, "off_by_one"), (-1, "off_by_one"), (2, "off_by_two"),
+                                           (-2, "off_by_two"), (10, "off_by_ten"), (-10, "off_by_ten"))]
     return out
 
 
@@ -165,25 +166,29 @@ def _semantic(question: str, solution: str) -> list[tuple[Fraction | None, str]]
 
 
 def candidates(question: str, gold: str, solution: str = "") -> list[Distractor]:
-    """Every distractor of an item in a fixed order (numeric, unit, semantic; each value once, its first kind).
+    """Every distractor of an item: numeric, then unit, then semantic ones, each in a fixed order.
 
-    ``solution`` is the worked answer when the item has one (GSM8K's, with or without calculator annotations; the
-    arithmetic task's ``"3+4=7,7-2=5"``); it adds intermediate results and the last step's wrong operation.
+    A value that more than one construction makes is listed once, under the most specific: a unit slip, else a
+    number the item contains (semantic), else a slip in the arithmetic (a wrong operation before a digit slip before
+    an off-by-n). ``solution`` is the worked answer when the item has one (GSM8K's, with or without calculator
+    annotations; the arithmetic task's ``"3+4=7,7-2=5"``): it adds intermediate results and the last step's wrong
+    operation.
     """
     value = plain_number(gold)
     if value is None:
         return []
-    made = {"numeric": _numeric(question, value, solution), "unit": _unit(question, value),
-            "semantic": _semantic(question, solution)}
-    out, seen = [], {value}
-    for kind in KINDS:
-        for v, how in made[kind]:
+    made = {"unit": _unit(question, value), "semantic": _semantic(question, solution),
+            "numeric": _numeric(question, value, solution)}
+    claimed: dict[str, list[Distractor]] = {kind: [] for kind in KINDS}
+    seen = {value}
+    for kind, found in made.items():  # claiming order: unit, semantic, numeric
+        for v, how in found:
             text = None if v is None else number_text(v)
             if text is None or v in seen or (v < 0 <= value):
                 continue
             seen.add(v)
-            out.append(Distractor(text, kind, how))
-    return out
+            claimed[kind].append(Distractor(text, kind, how))
+    return [d for kind in KINDS for d in claimed[kind]]
 
 
 def make_distractors(question: str, gold: str, solution: str = "", *, seed: int = 0, per_kind: int = 1,
