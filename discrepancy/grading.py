@@ -17,7 +17,8 @@ The rules (each case is a test in ``tests/test_grading.py``):
   follow the answer block, with only whitespace after it; the format rules apply to what comes before it. The
   self-assessment inside is ``correct`` / ``right`` / ``yes`` / ``true`` (1), ``incorrect`` / ``wrong`` /
   ``not correct`` / ``no`` / ``false`` (0), or a confidence that the answer is correct: a number in [0, 1] or a
-  percentage (``0.8``, ``80%``, ``confidence: 0.8``); anything else, or two forms that disagree, is unreadable.
+  percentage (``0.8``, ``80%``, ``confidence: 0.8``; other numbers, such as a restated answer, are ignored);
+  anything else, two confidences, or a word and a confidence that disagree, is unreadable.
 - **Reflective words** are the self-checking vocabulary of R1-style reasoning and their inflections (wait, hmm,
   check/checked/checking, recheck, double-check, verify/verified, mistake(s), reconsider, actually); other words
   that share a stem (``waiting``, ``checkpoint``, ``await``) are not.
@@ -137,7 +138,9 @@ def self_assessment(critique: str | None) -> float | None:
     """The probability that its answer is correct a critique states (module docstring); None when unreadable."""
     if critique is None:
         return None
-    values = [float(v) / (100 if pct else 1) for v, pct in _CONFIDENCE.findall(critique)]
+    # A confidence is a number in [0, 1] or a percentage up to 100 %; other numbers restate a quantity ("the answer
+    # 42 is correct") and are ignored.
+    values = [v for v in (float(x) / (100 if pct else 1) for x, pct in _CONFIDENCE.findall(critique)) if 0 <= v <= 1]
     says_no = bool(_SAYS_NO.search(critique))
     says_yes = bool(_SAYS_YES.search(_SAYS_NO.sub(" ", critique)))  # "not correct" is not also a "correct"
     if says_no and says_yes:
@@ -145,8 +148,8 @@ def self_assessment(critique: str | None) -> float | None:
     word = 0.0 if says_no else 1.0 if says_yes else None
     if not values:
         return word
-    if len(values) > 1 or not 0.0 <= values[0] <= 1.0:
-        return None  # several numbers, or one outside [0, 1]: not a confidence
+    if len(values) > 1:
+        return None  # several confidences: none is the one meant
     agrees = word is None or (values[0] >= 0.5 if word == 1.0 else values[0] <= 0.5)
     return values[0] if agrees else None
 

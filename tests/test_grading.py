@@ -161,7 +161,8 @@ def test_split_critique(completion: str, body: str | None, critique: str | None)
 @pytest.mark.parametrize(("text", "p"), [
     ("correct", 1.0), ("Right.", 1.0), ("yes", 1.0), ("TRUE", 1.0), ("incorrect", 0.0), ("wrong", 0.0),
     ("not correct", 0.0), ("No", 0.0), ("0.8", 0.8), ("80%", 0.8), ("confidence: 0.25", 0.25), (".5", 0.5),
-    ("I am 90% sure it is correct", 0.9), ("wrong, 0.1", 0.1),
+    ("I am 90% sure it is correct", 0.9), ("wrong, 0.1", 0.1), ("The answer 42 is correct", 1.0),
+    ("42 is wrong; confidence 0.3", 0.3), ("150%", None),
     ("correct 0.2", None),  # a word and a confidence that disagree
     ("correct or wrong", None), ("1.5", None), ("0.3 or 0.7", None), ("hmm", None), ("", None), (None, None),
 ])

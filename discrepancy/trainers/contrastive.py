@@ -13,10 +13,11 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
+from fractions import Fraction
 from functools import lru_cache
 
 from discrepancy.distractors import Distractor, candidates
-from discrepancy.grading import PROMPT_TEMPLATE, answers_match, extract_answer
+from discrepancy.grading import PROMPT_TEMPLATE, answers_match, extract_answer, parse_number
 
 LETTERS = "ABCDEFGH"
 _REQUEST = PROMPT_TEMPLATE.split("{question}", 1)[1]  # the format request the prompt template appends
@@ -31,9 +32,9 @@ def question_of(prompt: str) -> str:
 
 
 @lru_cache(maxsize=65536)
-def _distractor_texts(question: str, gold: str) -> tuple[str, ...]:
-    """Every distractor of an item as text (cached: a prompt is scored G times a step and again in later steps)."""
-    return tuple(d.text for d in candidates(question, gold))
+def _distractor_values(question: str, gold: str) -> frozenset[Fraction]:
+    """The values of an item's distractors (cached: a prompt is scored G times a step and again in later steps)."""
+    return frozenset(parse_number(d.text) for d in candidates(question, gold))
 
 
 def contrastive(prompts: list[str], completions: list[str], answers: list[str]) -> list[float]:
@@ -43,10 +44,11 @@ def contrastive(prompts: list[str], completions: list[str], answers: list[str]) 
         answer = extract_answer(completion)
         if answers_match(answer, gold):
             out.append(1.0)
-        elif answer is not None and any(answers_match(answer, d) for d in _distractor_texts(question_of(prompt), gold)):
-            out.append(-1.0)
-        else:
-            out.append(0.0)
+            continue
+        # A distractor is a plain number, so `answers_match(answer, distractor)` is "the answer's value is its value"
+        # (any unit on the answer ignored): one parse of the answer and a set lookup instead of a parse per distractor.
+        value = None if answer is None else parse_number(answer)
+        out.append(-1.0 if value is not None and value in _distractor_values(question_of(prompt), gold) else 0.0)
     return out
 
 

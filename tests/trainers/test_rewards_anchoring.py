@@ -113,3 +113,34 @@ def test_every_builtin_reward_has_a_range_and_scores_an_empty_completion() -> No
     for name, (low, high) in R.REWARD_RANGES.items():
         values = RewardSpec.from_name(name).fn(["p"], [""], ["7"])
         assert low <= values[0] <= high, name
+
+
+def test_contrastive_equals_its_definition_by_answers_match() -> None:
+    """The set lookup gives what matching the answer against every distractor text would give (a second, slow
+    implementation), on held-out items with answers drawn from the distractors, the gold, other numbers and words."""
+    import random
+
+    from discrepancy.distractors import candidates
+    from discrepancy.grading import answers_match, extract_answer
+    from discrepancy.trainers.tasks import arithmetic_examples
+
+    rng = random.Random(5)
+    prompts, completions, answers = [], [], []
+    for ex in arithmetic_examples(200, min_ops=1, max_ops=4, seed=77):
+        texts = [d.text for d in candidates(ex.question, ex.answer)]
+        pick = rng.choice([*texts[:3], ex.answer, str(rng.randint(0, 40)), f"{rng.choice(texts)} apples",
+                           f"${ex.answer}", "x", f"{ex.answer}/1"])
+        prompts.append(format_prompt(ex.question))
+        completions.append(_answer(pick))
+        answers.append(ex.answer)
+
+    def slow(prompt: str, completion: str, gold: str) -> float:
+        answer = extract_answer(completion)
+        if answers_match(answer, gold):
+            return 1.0
+        question = prompt.split("\n")[0]
+        return -1.0 if any(answers_match(answer, d.text) for d in candidates(question, gold)) else 0.0
+
+    got = R.contrastive(prompts, completions, answers)
+    assert got == [slow(*row) for row in zip(prompts, completions, answers, strict=True)]
+    assert {-1.0, 0.0, 1.0} <= set(got)
