@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from discrepancy.cli import app
 from discrepancy.config import apply_overrides, from_dict
 from discrepancy.errors import ConfigError
+from discrepancy.instrumentation.grad_noise import SERIES as NOISE_SERIES
 from discrepancy.runfile import open_run
 from discrepancy.trainers.config import ControlConfig
 from discrepancy.trainers.control import (
@@ -144,6 +145,7 @@ def test_batch_grows_exactly_when_b_simple_exceeds_the_batch_on_a_scripted_strea
     assert got_scale[:8] == [1, 1, 2, 2, 2, 2, 4, 4] and max(got_scale) == 4.0 and min(got_scale) >= 1.0
     assert got_actions[3] == got_actions[4] == 0  # NaN and a negative estimate: no decision
     assert ctl.observe({}) == 0 and ctl.batch_prompts() == round(8 * ctl.state.batch_scale)
+    assert "prompt groups" in NOISE_SERIES["b_simple_ewma"]  # the series steered by, in the batch's unit
 
 
 def test_batch_reads_the_recorded_batch_of_the_step() -> None:
