@@ -4,6 +4,7 @@ bad settings as one line before training."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,12 +14,14 @@ from discrepancy.cli import app
 from discrepancy.config import apply_overrides, from_dict
 from discrepancy.errors import ConfigError
 from discrepancy.instrumentation.grad_noise import SERIES as NOISE_SERIES
+from discrepancy.instrumentation.hooks import Instrument
 from discrepancy.runfile import open_run
 from discrepancy.trainers.config import ControlConfig
 from discrepancy.trainers.control import (
     BATCH_DOWN, BATCH_UP, BETA_DOWN, BETA_UP, LR_DOWN, LR_UP, TEMP_DOWN, TEMP_UP, BatchControlConfig, ControlState,
     Controller,
 )
+from discrepancy.trainers import recipe
 from discrepancy.trainers.run import train_run
 
 
@@ -183,3 +186,34 @@ def test_bad_batch_settings_are_one_line_before_training(tmp_path) -> None:
     res = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "r.h5"), "--set", "control.batch.max_scale=0.5"])
     assert res.exit_code != 0 and len(res.output.strip().splitlines()) == 1, res.output
     assert "control.batch.max_scale" in res.output and not (tmp_path / "r.h5").exists()
+
+
+class _ScriptedNoise(Instrument):
+    """B_simple (smoothed) as a script gives it, step by step: the loop's side of the batch controller, exactly."""
+
+    def __init__(self, script: list[float]) -> None:
+        self.script = script
+
+    def series(self) -> dict[str, str]:
+        return {"b_simple_ewma": "scripted B_simple"}
+
+    def on_before_optimizer(self, ctx) -> dict[str, float]:
+        return {"b_simple_ewma": self.script[ctx.step - 1]}
+
+
+# the loop applies the multiplier once `grpo_step` reads it (the controller only decides)
+_LOOP_APPLIES_BATCH = hasattr(ControlConfig(), "batch") and "ctl_batch_scale" in Path(recipe.__file__).read_text()
+
+
+@pytest.mark.skipif(not _LOOP_APPLIES_BATCH, reason="the loop does not apply ctl_batch_scale yet")
+def test_the_loop_draws_the_batch_the_controller_decides(fast_train_config, tmp_path) -> None:
+    """2 prompt groups, factor 2, budget 4, B_simple scripted 3, NaN, 5, 1, 9, 0.5: grow at 3 > 2, nothing on NaN,
+    grow at 5 > 4, shrink at 1 < 8/2, grow at 9 > 4, shrink at 0.5; each decision is the next step's batch."""
+    cfg = apply_overrides(fast_train_config, ["run.steps=6", "control.batch.enabled=true"])
+    train_run(cfg, tmp_path / "r.h5", instruments=[_ScriptedNoise([3.0, math.nan, 5.0, 1.0, 9.0, 0.5])])
+    with open_run(tmp_path / "r.h5") as run:
+        s = run.series()
+    assert list(s["ctl_batch_scale"]) == [1, 2, 2, 4, 2, 4]
+    assert list(s["num_prompts"]) == [2, 4, 4, 8, 4, 8]
+    assert [int(a) & (BATCH_UP | BATCH_DOWN) for a in s["ctl_action"]] == [BATCH_UP, 0, BATCH_UP, BATCH_DOWN,
+                                                                             BATCH_UP, BATCH_DOWN]
