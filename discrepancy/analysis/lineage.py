@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from discrepancy.errors import DiscrepancyError
+
 _LORA_NAME = re.compile(r"^(?P<module>.+)\.lora_(?P<part>[AB])(?:\.[^.]+)?\.weight$")
 
 
@@ -75,12 +77,17 @@ def snapshot_scale(meta: dict[str, Any], step: int) -> float:
     Read here from the meta rather than through `modeling.lora_growth.snapshot_layout` (the same rule), which loads
     torch: the comparison runs without it.
     """
-    alpha = float(meta["lora_alpha"])
-    for start, value in json.loads(str(meta.get("lora_alpha_schedule", "[]"))):
-        if int(start) > step:
-            break
-        alpha = float(value)
-    return alpha / float(meta["lora_rank"])
+    raw = meta.get("lora_alpha_schedule", "[]")
+    try:
+        alpha = float(meta["lora_alpha"])
+        for start, value in json.loads(str(raw)):
+            if int(start) > step:
+                break
+            alpha = float(value)
+        return alpha / float(meta["lora_rank"])
+    except (TypeError, ValueError, KeyError, ZeroDivisionError):  # a run file is data: say what is wrong, once
+        raise DiscrepancyError(f"the run's LoRA scale cannot be read (lora_alpha {meta.get('lora_alpha')!r}, "
+                               f"lora_rank {meta.get('lora_rank')!r}, lora_alpha_schedule {str(raw)[:80]!r})") from None
 
 
 def alignment(u: Update, v: Update) -> float:

@@ -152,3 +152,24 @@ def test_grown_snapshots_load_with_their_rank_and_scale(tmp_path, tiny_model, ti
     b = next(v for k, v in snap.items() if k.startswith(mod + ".lora_B"))
     delta = 2.0 * b[:, :2].astype(np.float64) @ a[:2].astype(np.float64)  # the active block alone, by hand
     assert ups[1][mod].norm() == pytest.approx(np.linalg.norm(delta), rel=1e-9)
+
+
+@pytest.mark.parametrize("schedule", ["not json", "[[0]]", "[[5, 2], [1, 4]]", "[[0, \"x\"]]"])
+def test_a_malformed_growth_schedule_in_a_run_is_one_line(tmp_path, schedule) -> None:
+    """A run file is data someone may have sent: a broken schedule is refused before any model is loaded."""
+    from types import SimpleNamespace
+
+    from discrepancy.errors import DiscrepancyError
+    from discrepancy.modeling import RunModelError
+
+    (tmp_path / "run.base").mkdir()
+    meta = run_model_meta("tiny", "run.base", LoraSettings(4, 8.0, ("q_proj",)))
+    run = SimpleNamespace(path=tmp_path / "run.h5", meta=meta | {RANK_SCHEDULE_META: schedule,
+                                                                 ALPHA_SCHEDULE_META: schedule},
+                          snapshot_steps=[0], snapshot=lambda s: {})
+    with pytest.raises(RunModelError, match="growth schedules are malformed") as err:
+        model_from_run(run, 0)
+    assert len(str(err.value).splitlines()) == 1
+    if schedule != "[[5, 2], [1, 4]]":  # the comparison reads α alone, whatever the order of its steps
+        with pytest.raises(DiscrepancyError, match="LoRA scale cannot be read"):
+            snapshot_scale(run.meta, 3)
