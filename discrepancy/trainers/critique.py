@@ -22,6 +22,15 @@ from discrepancy.grading import answers_match, extract_answer, self_assessment, 
 
 Judge = Callable[[list[str], list[str], list[str]], list[float]]
 
+#: The series `critique_calibration` returns (name → description), for a run's schema.
+CRITIQUE_SERIES = {
+    "critique_share": "share of completions with a readable <critique> self-assessment",
+    "critique_agreement": "share of critiqued completions whose self-assessment (p ≥ 0.5) matches the verdict",
+    "critique_brier": "mean (p − v)² of the self-assessments p against the verdicts v (0 = perfect)",
+    "critique_confidence": "mean self-assessed probability of being correct (critiqued completions)",
+    "critique_accuracy": "mean verdict of the critiqued completions (confidence above it = overconfidence)",
+}
+
 
 def rule_judge(prompts: list[str], completions: list[str], answers: list[str]) -> list[float]:
     """The rule-based verifier: 1.0 when the one answer block is the gold answer (`grading.answers_match`), else 0.0."""
@@ -56,6 +65,7 @@ def make_critique_reward(judge: Judge | None = None) -> Callable[[list[str], lis
 
     critique.__doc__ = f"Agreement of the self-assessment with {getattr(judge, '__name__', 'the judge')}: 1 − (p − v)²."
     critique.critique_section = True  # type: ignore[attr-defined]  # the format rewards accept the block
+    critique.judge = judge  # type: ignore[attr-defined]  # so the run's calibration uses the reward's own judge
     return critique
 
 
@@ -69,7 +79,8 @@ def critique_calibration(prompts: list[str], completions: list[str], answers: li
     ``critique_share``: share of completions with a readable critique; over those with a verdict too:
     ``critique_agreement`` (share where p ≥ 0.5 exactly when v ≥ 0.5), ``critique_brier`` (mean (p − v)²),
     ``critique_confidence`` (mean p) and ``critique_accuracy`` (mean v): confidence above accuracy is
-    overconfidence. NaN where no completion has both.
+    overconfidence (the keys of ``CRITIQUE_SERIES``). NaN where no completion has both. Pass a critique reward's own
+    judge (``reward.judge``) so that the calibration and the reward agree; None is the rule-based verifier.
     """
     n = len(completions)
     v, p = _verdicts(judge or rule_judge, prompts, completions, answers), _assessments(completions)

@@ -14,7 +14,7 @@ from discrepancy.distractors import Distractor
 from discrepancy.grading import format_prompt
 from discrepancy.trainers import rewards as R
 from discrepancy.trainers.contrastive import chosen_letter, multiple_choice_prompt, question_of
-from discrepancy.trainers.critique import critique_calibration
+from discrepancy.trainers.critique import CRITIQUE_SERIES, critique_calibration
 from discrepancy.trainers.rewards import RewardFunctionError, RewardSpec, score_completions
 
 
@@ -75,6 +75,7 @@ def test_critique_calibration_of_a_batch() -> None:
     assert cal["critique_confidence"] == pytest.approx(2.25 / 3) and cal["critique_accuracy"] == pytest.approx(1 / 3)
     none = critique_calibration(["p"], [_answer("7")], ["7"])
     assert none["critique_share"] == 0.0 and math.isnan(none["critique_brier"])
+    assert set(cal) == set(none) == set(CRITIQUE_SERIES)
 
 
 def test_a_user_judge_by_import_path_replaces_the_verifier(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,6 +85,7 @@ def test_a_user_judge_by_import_path_replaces_the_verifier(monkeypatch: pytest.M
     monkeypatch.setitem(sys.modules, "user_judges", module)
     lenient = R.make_critique_reward("user_judges:lenient")
     assert lenient(["p"], [_answer("8", "correct")], ["7"]) == [1.0]  # the judge says right: agreement
+    assert critique_calibration(["p"], [_answer("8", "correct")], ["7"], judge=lenient.judge)["critique_agreement"] == 1
     assert R.critique(["p"], [_answer("8", "correct")], ["7"]) == [0.0]  # the verifier says wrong
     module.critique = lenient  # a user's reward module binds its critique reward by the factory
     spec = RewardSpec.from_name("user_judges:critique")
