@@ -32,8 +32,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage, special
 
+from discrepancy.analysis.changepoints.logscale import log_transform, use_log_scale
 from discrepancy.analysis.changepoints.noise import blockwise_mad_scale, local_scale, noise_floor, robust_sigma
 from discrepancy.analysis.changepoints.peaks import chi2_to_gaussian_z, find_peaks
+from discrepancy.analysis.changepoints.seasonal import deseasonalise
 from discrepancy.analysis.changepoints.steptest import ALPHA, PERMUTATION_MIN, segment_jumps
 
 MIN_POINTS = 12  # below this no window pair fits and no jump can be told from noise
@@ -46,7 +48,8 @@ class JumpResult:
     ``indices`` are positions in the input (NaN rows included) of the first point of the new level.
     ``sizes`` [K] (or [K, d] for a [T, d] input) are signed level changes; ``z_scores`` [K] their significance
     (Gaussian-equivalent for several columns); ``trend_breaks`` those indices that are level breaks on top of a
-    trend (``trendstep``). ``jump_fraction`` = Σ|J| / total variation of the denoised signal
+    trend (``trendstep``); ``periods`` the period of the seasonal swing removed from each column before the tests
+    (0 where ``seasonal.find_period`` found none). ``jump_fraction`` = Σ|J| / total variation of the denoised signal
     (per column for 2-D input). ``sigma`` is the robust noise scale σ̂ = 1.4826·MAD(Δy)/√2 (per column).
     """
 
@@ -58,6 +61,7 @@ class JumpResult:
     window: int
     n: int
     trend_breaks: list[int] = field(default_factory=list)  # the subset of ``indices`` found as breaks on a trend
+    periods: list[int] = field(default_factory=list)  # per column, the seasonal period removed first (0: none)
 
 
 def default_window(n: int) -> int:
@@ -185,7 +189,8 @@ class JumpDetector:
     ``alpha`` level of the permutation test run on every stretch of 8–1,000 points between the jumps found (and on
     series too short for the windows; ``steptest``); 0 disables it. ``trend_breaks`` then also tests, in the
     stretches between all the level changes found, a level break on top of a local trend (``trendstep``, same level;
-    default True). 1-D input only.
+    default True), 1-D input only. ``seasonal``: a seasonal swing (``seasonal.find_period``) is removed from each
+    column first, so that no test reads it as noise (default True; a series without one is searched as it is).
     """
 
     def __init__(
@@ -199,8 +204,10 @@ class JumpDetector:
         min_step_ratio: float = MIN_STEP_RATIO,
         alpha: float = ALPHA,
         trend_breaks: bool = True,
+        seasonal: bool = True,
     ) -> None:
         self.alpha = alpha
+        self.seasonal = seasonal
         self.trend_breaks = trend_breaks
         self.window = window
         self.log_scale = log_scale
@@ -229,8 +236,18 @@ class JumpDetector:
         n, d = x.shape
         sigma = np.array([robust_sigma(x[:, j]) for j in range(d)])
         lin = x  # [n, d] the series in its own units (sizes, jump fraction)
-        if self.log_scale is True or (self.log_scale == "auto" and all(use_log_scale(x[:, j]) for j in range(d))):
+        logged = self.log_scale is True or (self.log_scale == "auto" and all(use_log_scale(x[:, j]) for j in range(d)))
+        if logged:
             x = np.stack([log_transform(x[:, j]) for j in range(d)], axis=1)
+        periods = [0] * d
+        if self.seasonal:
+            # A seasonal swing is most of Δy and of a local line's residuals, the noise every test scales by; a level
+            # change smaller than the swing hid in it (a monthly series' yearly cycle). Removed first, where found.
+            parts = [deseasonalise(x[:, j]) for j in range(d)]
+            periods = [p for _, p in parts]
+            if any(periods):
+                x = np.stack([v for v, _ in parts], axis=1)
+                lin = lin if logged else x  # sizes without the swing
         w = self.window or default_window(n)
         peaks = self._scan(x, n, w) if n >= max(MIN_POINTS, 2 * w + 1) else np.zeros(0, dtype=np.int64)
         z = self._z1[peaks] if peaks.size else np.zeros(0)
@@ -255,6 +272,7 @@ class JumpDetector:
                 sizes, z = np.r_[sizes, size_short][order], np.r_[z, z_short][order]
         res = self._result(list(keep[peaks]), sizes, z, lin, sigma, w, n, peaks)
         res.trend_breaks.extend(int(keep[i]) for i in self._trend_at)
+        res.periods.extend(periods)
         return res
 
     def _scan(self, x: np.ndarray, n: int, w: int) -> np.ndarray:
@@ -342,27 +360,6 @@ def abrupt(x: np.ndarray, d: np.ndarray, peaks: np.ndarray, w: int, ratio: float
         moves = np.delete(moves, min(p, w) - 1, axis=0) if moves.shape[0] > 1 else moves  # not the boundary move
         keep[i] = bool(np.any(np.abs(d[p]) > ratio * np.median(moves, axis=0)))
     return keep
-
-
-def use_log_scale(y: np.ndarray) -> bool:
-    """Whether a series is better searched on log scale: non-negative (up to rounding), ≥ 90 % positive, and
-    spanning a ratio ≥ 10 between its 5th and 95th percentiles.
-
-    Such series (KL, losses near 0, gradient-noise traces) change multiplicatively and their noise grows with their
-    level, so on the linear scale a 10× rise looks small next to the noise after it; on log scale it is a step.
-    """
-    y = y[np.isfinite(y)]
-    if y.size == 0 or y.min() < -1e-6 * np.max(np.abs(y)) or np.mean(y > 0) < 0.9:
-        return False
-    lo, hi = np.percentile(y[y > 0], [5, 95])
-    return bool(lo > 0 and hi / lo >= 10.0)
-
-
-def log_transform(y: np.ndarray) -> np.ndarray:
-    """log(max(y, 0) + c), c = half the 5th percentile of the positive values: zeros become a finite floor."""
-    pos = y[y > 0]
-    c = 0.5 * float(np.percentile(pos, 5)) if pos.size else 1.0
-    return np.log(np.maximum(y, 0.0) + c)
 
 
 def level_change(y: np.ndarray, peaks: np.ndarray, w: int) -> np.ndarray:
