@@ -19,7 +19,7 @@ Evaluators"; docs/rewards.md, "Distractors"):
 Every distractor differs in value from the gold answer, and for a non-negative gold answer none is negative. Values
 are written as plain numbers (integers, or finite decimals; others are left out), so ``grading.answers_match`` never
 takes one for the gold answer (a test checks this on every GSM8K test item). A gold answer that is not a plain number
-(``$1,234`` and ``−5`` are) has no distractors. ``candidates`` lists every distractor in a fixed order;
+(``$1,234``, ``−5`` and ``1/2`` are; ``7 apples`` is not) has no distractors. ``candidates`` lists every distractor in a fixed order;
 ``make_distractors`` draws a few of each kind, the same ones for the same seed.
 """
 
@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
+
+from discrepancy.grading import parse_quantity
 
 KINDS = ("numeric", "unit", "semantic")
 
@@ -65,20 +67,11 @@ class Distractor:
 
 
 def plain_number(text: str) -> Fraction | None:
-    """The exact value of a plain number (``42``, ``-3``, ``−3``, ``$1,234``, ``2.50``); None for anything else.
-
-    Written here rather than taken from ``grading.parse_quantity`` because this module sits in grading's layer and
-    may not import it; gold answers with units or fractions simply get no distractors.
-    """
-    text = text.strip().replace("\u2212", "-")
-    if text.startswith("$-"):
-        text = "-$" + text[2:]
-    match = _IN_TEXT.fullmatch(text)
-    if match is None:
-        return None
-    sign, whole, frac = match.groups()
-    value = Fraction(whole.replace(",", "") + (frac or ""))
-    return -value if sign else value
+    """The exact value of a number without a unit (``42``, ``-3``, ``−3``, ``$1,234``, ``2.50``, ``1/2``), by the
+    grading rules (``grading.parse_quantity``: the same yardstick that says a distractor is not the gold answer);
+    None for anything else, a number with a unit word included."""
+    quantity = parse_quantity(text.strip())
+    return quantity.value if quantity is not None and not quantity.unit else None
 
 
 def number_text(value: Fraction) -> str | None:

@@ -16,7 +16,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("instrumentation", "rollout", "analysis"),
     ("modeling", "interop"),
     ("runfile", "config"),
-    ("grading", "distractors", "errors"),
+    ("distractors",),
+    ("grading", "errors"),
 )
 #: Importable from anywhere: the package root holds only the version.
 ROOT = ""
