@@ -22,6 +22,11 @@ RHO_GUARD = 1e-3
 #: the relative guard vacuous; ΔL_obs is the difference of two float32 loss evaluations of order-one token terms,
 #: so a predicted change below ~1e-6 is below what ΔL_obs can resolve.
 RHO_ABS_GUARD = 1e-6
+#: cos(g_S, −Δθ) is undefined when the measured sub-batch's gradient is this small next to the batch's: float32
+#: gradients carry about 7 digits, so below 10⁻⁶ it is the rounding of a gradient that is zero in exact arithmetic
+#: (a group whose advantages all tie, at a policy equal to its reference: exactly 0 eager, ~10⁻⁹ relative through
+#: compiled layers, against ~1 for groups with a signal on the tiny recipe).
+GRAD_GUARD = 1e-6
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,7 @@ SERIES = {
     "disc": "D_t = ΔL_obs − ΔL_pred ≈ ½ΔθᵀH_SΔθ, curvature along the step on S (unbiased for the batch's)",
     "rho": "ρ_t = ΔL_obs/ΔL_pred trust-region ratio on S; NaN when |ΔL_pred| < max(1e-3·|L_pre|, 1e-6)",
     "step_norm": "‖Δθ_t‖ over the trainable parameters",
-    "cos_grad_step": "cos(g_S, −Δθ_t), g_S the measured sub-batch's gradient",
+    "cos_grad_step": "cos(g_S, −Δθ_t), g_S the measured sub-batch's gradient; NaN when ‖g_S‖ < 1e-6·‖g_t‖",
     "kappa": "κ_t = 2D_t/‖Δθ_t‖², curvature per unit step length",
 }
 
@@ -128,6 +133,7 @@ class DiscrepancyOperator(Instrument):
         self._grad: dict[str, torch.Tensor] | None = None  # whole batch: the full unclipped gradient
         self._sub_grad: torch.Tensor | None = None  # sub-batch: Σ_{k∈S} (grad_k − grad_{k−1}), flattened [P]
         self._prev: torch.Tensor | None = None  # grad_{k} when micro-batch k+1 is in S, flattened [P]
+        self._full_sq = math.nan  # ‖g_B‖², the whole batch's unclipped gradient (sub-batch mode)
 
     def series(self) -> dict[str, str]:
         """The nine per-step series of docs/definitions.md §2."""
@@ -141,15 +147,17 @@ class DiscrepancyOperator(Instrument):
                 self._grad = {n: _grad(p).clone() for n, p in ctx.params.items()}
             return
         if k == 0:
-            self._sub_grad = self._prev = None
-        inside, before = k in sub.micro, (k + 1) in sub.micro
-        if not (inside or before):
+            self._sub_grad, self._prev, self._full_sq = None, None, math.nan
+        inside, before, last = k in sub.micro, (k + 1) in sub.micro, last_micro_batch(ctx, k)
+        if not (inside or before or last):
             return
         acc = _flat_grad(ctx)  # [P] accumulated .grad after micro-batch k
         if inside:
             own = acc if self._prev is None else acc - self._prev  # w_k ∇loss_k
             self._sub_grad = own if self._sub_grad is None else self._sub_grad + own
         self._prev = acc if before else None
+        if last:
+            self._full_sq = float(acc @ acc)
 
     def on_after_optimizer(self, ctx: StepContext) -> dict[str, float]:
         """Form Δθ, read the shared losses before and after the step on the same rows, and compute the row."""
@@ -160,14 +168,17 @@ class DiscrepancyOperator(Instrument):
         if sub is not None and not sub.whole:
             if self._sub_grad is None:
                 raise RuntimeError("no micro-batch gradient of the measured sub-batch was seen this step")
-            grads = [sub.scale * self._sub_grad]
-            deltas = [torch.cat([d.reshape(-1) for d in deltas])]
+            g_s = sub.scale * self._sub_grad  # [P] ∇L_S
+            delta = torch.cat([d.reshape(-1) for d in deltas])  # [P]
+            row = step_discrepancy(ctx.shared.get("loss_before"), post.loss, [g_s], [delta]).as_metrics()
+            if not float(g_s @ g_s) > GRAD_GUARD**2 * self._full_sq:  # no gradient of its own: no direction
+                row["cos_grad_step"] = math.nan
             self._sub_grad = self._prev = None
-        else:
-            # Fallback without a micro-batch hook call: the (possibly clipped) gradient still in `.grad`.
-            own = self._grad or {}
-            grads = [own[n] if n in own else _grad(ctx.params[n]) for n in names]
-            self._grad = None
+            return row
+        # Fallback without a micro-batch hook call: the (possibly clipped) gradient still in `.grad`.
+        own = self._grad or {}
+        grads = [own[n] if n in own else _grad(ctx.params[n]) for n in names]
+        self._grad = None
         return step_discrepancy(ctx.shared.get("loss_before"), post.loss, grads, deltas).as_metrics()
 
 

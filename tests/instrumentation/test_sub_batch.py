@@ -75,9 +75,11 @@ class _Loss:
         return sum(w * float(self.micro(lp[r], r)[0]) for r, w in zip(b.micro_batches, b.micro_weights))
 
 
-def _one_step(step: int, groups: int | str, per_micro: int = 1, n_groups: int = 3) -> dict[str, Any]:
+def _one_step(step: int, groups: int | str, per_micro: int = 1, n_groups: int = 3,
+              silent: int | None = None) -> dict[str, Any]:
     """One AdamW step of a fresh tiny LoRA model on a fixed batch, hooks called as the trainer calls them, with
-    ``ctx.step = step`` (which picks the rotation). Token counts differ per row, so bnpo's w_k are unequal."""
+    ``ctx.step = step`` (which picks the rotation). Token counts differ per row, so bnpo's w_k are unequal.
+    ``silent``: a group whose advantages are all 0 (no gradient at all, since β = 0)."""
     torch.manual_seed(0)  # peft draws A from the global generator: the same model every call
     model = make_lora_model()
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -88,6 +90,8 @@ def _one_step(step: int, groups: int | str, per_micro: int = 1, n_groups: int = 
     ids[:, :PLEN] = ids[::G, :PLEN].repeat_interleave(G, 0)  # one prompt per group
     cmask = (torch.arange(TLEN)[None, :] < torch.randint(2, TLEN + 1, (n,), generator=gen)[:, None]).long()
     adv = torch.randn(n, generator=gen)
+    if silent is not None:
+        adv[silent * G : (silent + 1) * G] = 0.0
     micro = [list(range(g0 * G, min(n_groups, g0 + per_micro) * G)) for g0 in range(0, n_groups, per_micro)]
     tokens = float(cmask.sum())
     batch = StepBatch(input_ids=ids, attention_mask=torch.ones_like(ids), completion_mask=cmask,
@@ -148,6 +152,13 @@ def test_sub_batch_disc_is_exact_for_its_rows_and_averages_to_the_batch_over_a_r
     disc = [s["row"]["disc"] for s in subs]
     assert min(abs(a - b) for a, b in zip(disc, disc[1:])) > 1e-4 * max(map(abs, disc))
     assert math.isfinite(full_row["kl_realised"]) and all(math.isfinite(s["row"]["kl_realised"]) for s in subs)
+
+
+def test_a_sub_batch_without_gradient_has_no_direction_but_a_discrepancy() -> None:
+    quiet, other = _one_step(1, "micro", silent=0), _one_step(2, "micro", silent=0)  # micro-batch 0, then 1
+    assert quiet["row"]["dloss_pred"] == 0.0 and math.isnan(quiet["row"]["cos_grad_step"])
+    assert math.isnan(quiet["row"]["rho"]) and math.isfinite(quiet["row"]["disc"])
+    assert math.isfinite(other["row"]["cos_grad_step"]) and other["row"]["dloss_pred"] != 0.0
 
 
 def test_the_whole_batch_as_sub_batch_gives_the_full_batch_measurement_exactly() -> None:
