@@ -78,6 +78,11 @@ def group_advantages(
     return torch.nan_to_num(adv, nan=0.0).reshape(-1)  # [N]
 
 
+def tied_groups(rewards: Tensor | np.ndarray | Sequence[float], group_size: int) -> np.ndarray:
+    """Per group ``[N / G]``: True when its finite rewards all tie (or it has fewer than two): no learning signal."""
+    return _tied(_as_groups(rewards, group_size)).cpu().numpy()
+
+
 def frac_reward_zero_std(rewards: Tensor | np.ndarray | Sequence[float], group_size: int) -> float:
     """Share of groups whose finite rewards all tie (fewer than two finite rewards counts as a tie).
 

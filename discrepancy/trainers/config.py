@@ -15,6 +15,10 @@ from discrepancy.analysis.online.config import EarlyWarningConfig
 from discrepancy.config import check_finite, helped
 from discrepancy.errors import ConfigError
 from discrepancy.instrumentation import InstrumentationConfig
+from discrepancy.trainers.control import BatchControlConfig
+from discrepancy.trainers.curriculum import parse_rule
+from discrepancy.trainers.curriculum_config import CurriculumConfig, SamplingConfig
+from discrepancy.trainers.fusion import FusionConfig
 
 
 # Key/value heads of the embedded tiny model: the default ``num_kv_heads`` of `discrepancy.modeling.tiny_model_config`
@@ -41,6 +45,8 @@ class ModelConfig:
     num_layers: int = field(default=2, **helped("tiny model: number of decoder layers"))
     num_heads: int = field(default=4, **helped("tiny model: attention heads (a multiple of its 2 key/value heads)"))
     intermediate_size: int = field(default=256, **helped("tiny model: MLP width"))
+    require_path: bool = field(default=False, **helped(
+        "refuse to run without model.path (--model): a recipe for a real model, which the tiny one cannot replace"))
 
     def __post_init__(self) -> None:
         # What the tiny Qwen2 model can be built from: key/value heads must divide the heads, and each head's size
@@ -292,6 +298,8 @@ class ControlConfig:
         "trust-region control: lowest learning rate as a multiple of the schedule"))
     lr_scale_max: float = field(default=2.0, **helped(
         "trust-region control: highest learning rate as a multiple of the schedule"))
+    batch: BatchControlConfig = field(default_factory=BatchControlConfig, **helped(
+        "batch from the gradient-noise scale (trainers/control.py)"))
 
     def __post_init__(self) -> None:
         _check(self.kl_target >= 0, "control.kl_target", "≥ 0 (0 = off)", self.kl_target)
@@ -328,6 +336,11 @@ class TrainConfig:
                                               **helped("live rules and level-change detection while training"))
     control: ControlConfig = field(default_factory=ControlConfig,
                                    **helped("closed-loop control of β, temperature and learning rate"))
+    # Curriculum, prompt sampling and reward fusion (docs/curriculum.md, docs/rewards.md): each off by default.
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig, **helped("training in phases"))
+    sampling: SamplingConfig = field(default_factory=SamplingConfig,
+                                     **helped("which prompts a step draws, the learnability ledger, dynamic sampling"))
+    fusion: FusionConfig = field(default_factory=FusionConfig, **helped("adaptive reward weights"))
 
     def __post_init__(self) -> None:
         check_finite(self)
@@ -337,6 +350,12 @@ class TrainConfig:
                "false when instruments.discrepancy is false (ρ_t is not measured)", self.control.rho_control)
         _check(self.control.kl_target == 0 or self.grpo.beta > 0, "control.kl_target",
                "0 when grpo.beta = 0 (there is no β to adapt)", self.control.kl_target)
+        for phase in self.curriculum.phases:
+            unknown = sorted((set(phase.reward_weights) | set(phase.locked_rewards)) - set(self.rewards.names))
+            _check(not unknown, f"curriculum.phases[{phase.name}].reward_weights", f"weights of rewards.names "
+                   f"{self.rewards.names} (unknown: {', '.join(unknown)})", phase.reward_weights)
+            if phase.end_when:
+                parse_rule(phase.end_when, f"curriculum.phases[{phase.name}].end_when")
 
 
 def cold_start_trains_all(cfg: TrainConfig) -> bool:

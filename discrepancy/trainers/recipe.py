@@ -21,15 +21,18 @@ from transformers import PreTrainedTokenizerBase
 from discrepancy.instrumentation.hooks import HookRunner, StepBatch, StepContext
 from discrepancy.modeling.logprobs import batch_logprobs, grouped_token_logprobs
 from discrepancy.modeling.lora_fold import adapter_disabled
-from discrepancy.rollout.rollouts import Rollouts
-from discrepancy.trainers.advantages import group_advantages
 from discrepancy.trainers.config import GRPOConfig, TrainConfig
 from discrepancy.trainers.grpo import grpo_loss
+from discrepancy.trainers.control import CONTROL_SERIES, Controller
+from discrepancy.trainers.critique import critique_calibration
+from discrepancy.trainers.curriculum_sampling import Draw, ScoredRollouts, sample_and_score
+from discrepancy.trainers.curriculum_step import NUM_PROMPTS_SERIES, Orchestration, StepPlan, reward_context
 from discrepancy.trainers.rewards import RewardSpec, score_completions
-from discrepancy.trainers.control import Controller
 from discrepancy.trainers.schedules import beta_at, lr_at, temperature_at
 from discrepancy.trainers.speed import SpeedPlan
-from discrepancy.trainers.step_metrics import loss_stats, rollout_metrics
+from discrepancy.trainers.step_metrics import (
+    CRITIQUE_SERIES, loss_stats, reward_metrics, rollout_metrics, sample_column,
+)
 from discrepancy.trainers.tasks import Example
 
 # Series every step writes (name → description); reward components add ``reward_<name>``.
@@ -82,6 +85,7 @@ class TrainState:
     bad_reason: str = ""  # why the last skipped step was skipped
     total_steps: int = 1
     control: Controller | None = None  # closed-loop control (`trainers.control`); None when every controller is off
+    orchestration: Orchestration | None = None  # curriculum, ledger, sampling, fusion; None when all are off
 
     @property
     def params(self) -> dict[str, torch.nn.Parameter]:
@@ -130,45 +134,6 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-@dataclass
-class ScoredRollouts:
-    """One step's sampled completions with their rewards: what sampling and scoring hand to the update."""
-
-    roll: Rollouts
-    prompts: list[str]  # [N] each prompt repeated G times, group by group
-    prompt_ids: list[str]  # [N]
-    total: np.ndarray  # [N] weighted total reward
-    components: dict[str, np.ndarray]  # [N] each
-    rewards: torch.Tensor  # [N] total reward on the model's device
-    advantages: torch.Tensor  # [N] float32
-    sample_time: float
-    score_time: float
-
-
-def sample_and_score(state: TrainState, temperature: float) -> ScoredRollouts:
-    """Draw the step's prompts, sample G completions each from π_old (LoRA merged for speed) and score them."""
-    g, model = state.cfg.grpo, state.model
-    batch = state.prompt_rng.sample(state.examples, g.num_prompts)
-    prompts = [ex.prompt_text for ex in batch]
-    t0 = time.perf_counter()
-    roll = state.plan.sample(model, state.tokenizer, prompts, group_size=g.group_size,
-                             max_new_tokens=g.max_completion_length, temperature=temperature, top_p=g.top_p,
-                             min_new_tokens=g.min_completion_length)
-    sample_time = time.perf_counter() - t0
-    rep_prompts = [p for p in prompts for _ in range(g.group_size)]
-    rep_answers = [ex.answer for ex in batch for _ in range(g.group_size)]
-
-    # Rule-based rewards (weighted sum and components), then advantages relative to the group.
-    t0 = time.perf_counter()
-    total, components = score_completions(state.rewards, rep_prompts, roll.completions, rep_answers)  # [N]
-    with np.errstate(over="ignore"):  # the update works in float32: a total beyond its range is unusable (NaN)
-        total = np.where(np.isfinite(total.astype(np.float32)), total, np.nan)  # [N]
-    rewards = torch.as_tensor(total, dtype=torch.float32, device=roll.completion_ids.device)  # [N]
-    advantages = group_advantages(rewards, g.group_size, scale=g.scale_rewards).to(torch.float32)  # [N]
-    return ScoredRollouts(roll, rep_prompts, [ex.prompt_id for ex in batch for _ in range(g.group_size)],
-                          np.asarray(total), components, rewards, advantages, sample_time, time.perf_counter() - t0)
-
-
 @dataclass(frozen=True)
 class GRPOBatchLoss:
     """The step's GRPO loss, micro-batch by micro-batch or over the whole batch with exactly the training
@@ -213,7 +178,7 @@ def step_context(state: TrainState, scored: ScoredRollouts, step: int, beta: flo
     loss_mask = roll.completion_mask.clone()  # [N, T]
     if g.mask_truncated:
         loss_mask = loss_mask * (~roll.truncated).long().unsqueeze(1)  # [N, T]
-    micro = micro_batches(g.num_prompts, g.group_size, g.micro_batch_groups)
+    micro = micro_batches(len(scored.prompt_ids) // g.group_size, g.group_size, g.micro_batch_groups)
 
     def forward() -> torch.Tensor:  # [N, T] no grad, eval mode, micro-batch by micro-batch
         return batch_logprobs(model, input_ids, attn, plen, g.group_size, chunks=micro, share=plan.share_prompts,
@@ -238,11 +203,16 @@ def step_context(state: TrainState, scored: ScoredRollouts, step: int, beta: flo
 
 def grpo_step(state: TrainState) -> StepResult:
     """Run one GRPO step on ``state`` (advances ``state.step``) and return its measurements."""
-    cfg, g = state.cfg, state.cfg.grpo
+    cfg, g, orch = state.cfg, state.cfg.grpo, state.orchestration
     step = state.step + 1
     t_start = time.perf_counter()
+    plan = orch.begin(state.model) if orch is not None else None  # the phase: its locks, weights and settings
+    phase = plan.phase if plan is not None else None
     temperature = temperature_at(step, state.total_steps, cfg.schedule.temperature, cfg.schedule.temperature_end)
     beta = beta_at(step, state.total_steps, g.beta, cfg.schedule.beta_end)
+    if phase is not None:  # a phase that sets them replaces the run's schedules
+        temperature = temperature if phase.temperature is None else phase.temperature
+        beta = beta if phase.beta is None else phase.beta
     lr = lr_at(step, state.total_steps, cfg.optim.lr, warmup=cfg.optim.warmup_steps, decay=cfg.optim.decay,
                min_ratio=cfg.optim.min_lr_ratio)
     applied = state.control.applied() if state.control is not None else {}  # multipliers decided last step
@@ -250,12 +220,17 @@ def grpo_step(state: TrainState) -> StepResult:
     beta *= applied.get("ctl_beta_scale", 1.0)
     lr *= applied.get("ctl_lr_scale", 1.0)
     _set_lr(state.optimizer, lr)
+    num_prompts = min(len(state.examples), max(1, round(g.num_prompts * applied.get("ctl_batch_scale", 1.0))))
 
-    scored = sample_and_score(state, temperature)  # sample from π_old, rewards, group advantages
+    scored = _sample(state, step, temperature, num_prompts, plan)  # sample from π_old, rewards, group advantages
     metrics: dict[str, Any] = {}
     ctx = None
     t0 = time.perf_counter()
-    if not np.isfinite(scored.total).any():
+    if not scored.total.size:
+        # Dynamic sampling kept no group: every group drawn tied, so there is nothing to learn from. Not a bad
+        # step (a solved task ties everywhere): no update, and it does not count towards grpo.max_bad_steps.
+        metrics["skipped"] = 1.0
+    elif not np.isfinite(scored.total).any():
         # Nothing to learn from: every completion's reward is NaN or infinite. Updating would follow the KL term
         # alone; the step is skipped and counted towards grpo.max_bad_steps instead.
         metrics["skipped"] = 1.0
@@ -268,23 +243,67 @@ def grpo_step(state: TrainState) -> StepResult:
             _policy_update(state, ctx, update, metrics)
     train_time = time.perf_counter() - t0
     state.step = step
-    state.bad_steps = state.bad_steps + 1 if metrics.get("skipped") else 0
+    state.bad_steps = state.bad_steps + 1 if metrics.get("skipped") and scored.total.size else 0
 
     # ---- measure ------------------------------------------------------------------------------------------------
     roll = scored.roll
     entropy, loss_mask = (ctx.entropy, ctx.batch.completion_mask) if ctx is not None else (None, None)
-    metrics.update(rollout_metrics(roll.completion_mask, roll.truncated, scored.rewards, scored.advantages,
-                                    scored.components, entropy, loss_mask, g.group_size))
+    if scored.total.size:
+        metrics.update(rollout_metrics(roll.completion_mask, roll.truncated, scored.rewards, scored.advantages,
+                                        scored.components, entropy, loss_mask, g.group_size))
+    if scored.drawn_total is not None:  # dynamic sampling: rewards of every completion drawn, dropped ones included
+        metrics.update(reward_metrics(scored.drawn_total, scored.drawn_components))
+    if has_critique(state.rewards):  # how well the self-assessments match the verifier
+        metrics.update(critique_calibration(scored.prompts, roll.completions, scored.answers))
     metrics.update(lr=lr, temperature=temperature, beta=beta, sample_time=scored.sample_time,
                    score_time=scored.score_time, train_time=train_time, skipped=metrics.get("skipped", 0.0),
                    step_time=time.perf_counter() - t_start)
     arrays = {k: np.asarray(v) for k, v in metrics.items() if isinstance(v, np.ndarray)}
     scalars = {k: float(v) for k, v in metrics.items() if not isinstance(v, np.ndarray)}
+    if orch is not None or state.control is not None:
+        scalars["num_prompts"] = float(num_prompts)
+    if orch is not None and plan is not None:  # ledger, fusion and curriculum see the step; its phase row
+        scalars.update(plan.row)
+        orch.end(scored, scalars, arrays)
     if state.control is not None:  # what was applied, and what this step's measurements decide for the next
         scalars.update(applied, ctl_action=float(state.control.observe(scalars)))
     fields = {"reward": scored.total, "advantage": scored.advantages.cpu().numpy(),
-              "length": roll.completion_mask.sum(1).cpu().numpy().astype(float), **scored.components}
+              "length": roll.completion_mask.sum(1).cpu().numpy().astype(float),
+              **{sample_column(k): v for k, v in scored.components.items()}}
     return StepResult(scalars, arrays, scored.prompt_ids, scored.prompts, roll.completions, fields)
+
+
+def step_series(state: TrainState) -> dict[str, str]:
+    """Every series the step writes (name → description), for the run file's schema; the instruments add theirs."""
+    series = dict(STEP_SERIES) | (CONTROL_SERIES | NUM_PROMPTS_SERIES if state.control is not None else {})
+    series.update({f"reward_{s.name}": f"mean of reward component {s.name} (unweighted)" for s in state.rewards})
+    series.update(CRITIQUE_SERIES if has_critique(state.rewards) else {})
+    if state.orchestration is not None:  # curriculum, ledger, dynamic sampling, reward weights
+        series.update(state.orchestration.series([s.name for s in state.rewards]))
+    return series
+
+
+def has_critique(rewards: list[RewardSpec]) -> bool:
+    """Whether a critique reward is among ``rewards`` (the run then records `CRITIQUE_SERIES`)."""
+    return any(getattr(spec.fn, "critique_section", False) for spec in rewards)
+
+
+def _sample(state: TrainState, step: int, temperature: float, num_prompts: int,
+            plan: StepPlan | None) -> ScoredRollouts:
+    """The step's scored rollouts: prompts drawn by the run's sampler (the task uniformly without one), rewards
+    with this step's context and weights (`trainers.curriculum_sampling`)."""
+    orch = state.orchestration
+    draw = orch.draw(num_prompts, plan) if orch is not None and plan is not None else Draw(num_prompts)
+
+    def score(prompts: list[str], completions: list[str], answers: list[str], ids: list[str]):  # noqa: ANN202
+        extra: dict[str, Any] = {}  # only what some reward reads: a flat run scores exactly as it always did
+        if any(spec.takes_context for spec in state.rewards):
+            extra["context"] = reward_context(state, step, plan, ids)
+        if plan is not None and plan.weights is not None:
+            extra["weights"] = plan.weights
+        return score_completions(state.rewards, prompts, completions, answers, **extra)
+
+    return sample_and_score(state, temperature, draw, orch.sampler if orch is not None else None, score)
 
 
 def _policy_update(state: TrainState, ctx: StepContext, update: Update, metrics: dict[str, Any]) -> None:

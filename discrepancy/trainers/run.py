@@ -29,8 +29,9 @@ from discrepancy.modeling import attach_lora, load_local_model, lora_state
 from discrepancy.runfile import Recorder, RunSchema, open_run
 from discrepancy.trainers.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from discrepancy.trainers.config import TrainConfig, cold_start_trains_all
-from discrepancy.trainers.control import CONTROL_SERIES, Controller
-from discrepancy.trainers.recipe import STEP_SERIES, StepResult, TrainState, grpo_step
+from discrepancy.trainers.control import Controller
+from discrepancy.trainers.curriculum_step import Orchestration
+from discrepancy.trainers.recipe import StepResult, TrainState, grpo_step, step_series
 from discrepancy.trainers.run_files import (
     RESUME_MAY_SET, ResumeError, check_new_run, commit_new_run, discard_staged, new_run_id, refuse_untrusted,
     resume_changes, run_lock,
@@ -39,6 +40,7 @@ from discrepancy.trainers.setup import (
     Launch, Prepared, ProgressFn, build_base, launch, prepare, run_cold_start, seed_everything, train_dtype,
 )
 from discrepancy.trainers.speed import plan_speed
+from discrepancy.trainers.step_metrics import SAMPLE_BASE_FIELDS, sample_column
 from discrepancy.trainers.stopping import all_ranks_agree, stop_requested_by_signal
 
 
@@ -176,8 +178,11 @@ def _check_request(cfg: TrainConfig, req: Request, config_toml: str) -> None:
     schedule = recorded.setdefault("schedule", {})
     if schedule.get("horizon") is None:  # runs recorded before the horizon was: it was their run.steps
         schedule["horizon"] = recorded.get("run", {}).get("steps")
-    recorded.setdefault("early_warning", tomllib.loads(config_toml).get("early_warning", {}))  # older runs
-    changed = resume_changes(recorded, tomllib.loads(config_toml))
+    current = tomllib.loads(config_toml)
+    for section in ("early_warning", "control", "curriculum", "sampling", "fusion"):  # older runs lack these
+        recorded.setdefault(section, current.get(section, {}))
+    recorded["control"].setdefault("batch", current.get("control", {}).get("batch", {}))
+    changed = resume_changes(recorded, current)
     if changed:
         raise ResumeError(f"{req.out}: a resumed run keeps its recorded config, but {', '.join(changed[:4])} "
                           f"differ; only {', '.join(RESUME_MAY_SET)} may change (start a new run to change the rest)")
@@ -228,7 +233,9 @@ def _start(cfg: TrainConfig, prep: Prepared, req: Request, where: Launch, config
     state = TrainState(cfg, model, tokenizer, optimizer, prep.examples, prep.rewards, plan,
                        hooks=HookRunner(list(instruments)),
                        prompt_rng=random.Random(cfg.run.seed + 1 + 7919 * where.rank),  # ranks draw other prompts
-                       total_steps=cfg.schedule.horizon or cfg.run.steps, control=_controller(cfg))
+                       total_steps=cfg.schedule.horizon or cfg.run.steps, control=_controller(cfg),
+                       orchestration=Orchestration(cfg, prep.examples, prep.rewards) if Orchestration.wanted(cfg)
+                       else None)
     if req.resume:
         load_checkpoint(req.out, state, run_id=run_id, last_step=last_step)
     meta.update(run_id=run_id, sft_final_loss=sft_losses[-1] if sft_losses else math.nan)
@@ -274,17 +281,17 @@ def _open_recorder(state: TrainState, prep: Prepared, req: Request, where: Launc
 
 def _controller(cfg: TrainConfig) -> Controller | None:
     """The closed-loop controllers of ``cfg.control``, or None when every one is off (nothing is recorded)."""
-    ctl = Controller(cfg.control, cfg.grpo.beta)
+    ctl = Controller(cfg.control, cfg.grpo.beta, num_prompts=cfg.grpo.num_prompts)
     return ctl if ctl.active else None
 
 
 def _schema(state: TrainState, prep: Prepared) -> RunSchema:
-    series = dict(STEP_SERIES) | (CONTROL_SERIES if state.control is not None else {})
-    series.update({f"reward_{s.name}": f"mean of reward component {s.name} (unweighted)" for s in prep.rewards})
-    series.update(state.hooks.declared_series())
-    fields = ["reward", "advantage", "length", *[s.name for s in prep.rewards]]
+    series = step_series(state) | state.hooks.declared_series()
+    fields = [*SAMPLE_BASE_FIELDS, *[sample_column(s.name) for s in prep.rewards]]
     tensors = {k: tuple(v.shape) for k, v in lora_state(state.model).items()}
     arrays = state.hooks.declared_arrays()
+    if state.orchestration is not None:  # the ledger's per-prompt counts
+        arrays.update(state.orchestration.arrays())
     if state.cfg.early_warning.enabled:
         arrays.update(event_arrays(check_names(state.cfg.early_warning)))
     return RunSchema(series=series, arrays=arrays, sample_fields=fields, snapshot_tensors=tensors)

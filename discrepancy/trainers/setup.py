@@ -26,7 +26,10 @@ from discrepancy.modeling.devices import default_dtype
 from discrepancy.modeling.fingerprint import weights_fingerprint
 from discrepancy.rollout.samplers import check_sampler
 from discrepancy.trainers.config import TrainConfig, cold_start_trains_all
+from discrepancy.trainers.curriculum import check_curriculum
+from discrepancy.trainers.curriculum_step import orchestration_series
 from discrepancy.trainers.distill import teacher_completions, teacher_snapshot
+from discrepancy.trainers.locking import check_train_modules
 from discrepancy.trainers.rewards import RewardSpec, check_rewards
 from discrepancy.trainers.run_files import staged_base_dir
 from discrepancy.trainers.sft import cold_start
@@ -70,13 +73,19 @@ class Base:
 
 def prepare(cfg: TrainConfig) -> Prepared:
     """Resolve rewards, load the task and check the model folder; raises DiscrepancyError on bad input."""
+    if cfg.model.require_path and cfg.model.path is None:
+        raise DiscrepancyError("this recipe needs a real model (model.require_path): pass --model DIR, a local Hugging "
+                               "Face causal LM folder; the embedded tiny model cannot learn its task")
     rewards = [RewardSpec.from_name(n, w) for n, w in zip(cfg.rewards.names, cfg.rewards.weights)]
     t = cfg.task
     examples = load_task(t, cfg.run.seed)
     if len(examples) < cfg.grpo.num_prompts:
         raise DiscrepancyError(f"the task has {len(examples)} examples but grpo.num_prompts is "
                                f"{cfg.grpo.num_prompts}; lower grpo.num_prompts or add examples")
-    check_rewards(rewards, examples)  # a broken reward fails here, before the cold start or any file
+    check_rewards(rewards, examples, config=cfg, total_steps=cfg.schedule.horizon or cfg.run.steps)  # a broken
+    # reward fails here, before the cold start or any file; so does a bad curriculum phase
+    check_curriculum(cfg.curriculum, rewards=cfg.rewards.names, series=recorded_series(cfg, rewards),
+                     difficulties=[ex.difficulty for ex in examples])
     if cfg.model.path is not None:
         check_local_model(cfg.model.path)
     elif t.name != "arithmetic":
@@ -86,6 +95,22 @@ def prepare(cfg: TrainConfig) -> Prepared:
     if cfg.sft.teacher and cfg.sft.steps > 0:
         teacher_snapshot(cfg.sft.teacher, cfg.sft.teacher_step)  # a bad teacher fails before any training
     return Prepared(examples, rewards)
+
+
+def recorded_series(cfg: TrainConfig, rewards: list[RewardSpec]) -> set[str]:
+    """Names of the series a run with ``cfg`` records (what a phase's end_when may read), known before any model:
+    the step's, the rewards', the instruments' (built on an empty module; the LoRA norms' total added by name), the
+    controllers', the critique calibration's and the curriculum's own."""
+    from discrepancy.instrumentation.hooks import HookRunner
+    from discrepancy.instrumentation.registry import build_instruments
+    from discrepancy.trainers.control import CONTROL_SERIES
+    from discrepancy.trainers.recipe import STEP_SERIES, has_critique
+    from discrepancy.trainers.step_metrics import CRITIQUE_SERIES
+
+    names = set(STEP_SERIES) | {f"reward_{n}" for n in cfg.rewards.names} | set(CONTROL_SERIES)
+    names |= set(HookRunner(build_instruments(cfg.instruments, torch.nn.Module())).declared_series())
+    names |= set(orchestration_series(cfg, cfg.rewards.names)) | (set(CRITIQUE_SERIES) if has_critique(rewards) else set())
+    return names | ({"lora_delta_norm_total"} if cfg.instruments.lora_norms else set())
 
 
 def resolve_device(name: str) -> torch.device:
@@ -142,6 +167,7 @@ def build_base(cfg: TrainConfig, prep: Prepared, out: Path, where: Launch, progr
     else:
         model, tokenizer = load_local_model(m.path, dtype=torch.float32)
     check_target_modules(model, cfg.lora.target_modules)  # a typo must fail before the cold start, not after
+    check_train_modules(model, cfg.lora.target_modules, cfg.curriculum.phases)  # so must a phase's modules
     prep.examples = with_chat_prompts(prep.examples, tokenizer, cfg.task)  # as an instruct model was trained
     model.to(where.device)
     check_sampler(cfg.run.sampler, model)  # likewise: a sampler that cannot serve this model fails up front

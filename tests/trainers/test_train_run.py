@@ -116,7 +116,7 @@ def test_same_seed_gives_the_same_numbers(fast_train_config, tmp_path):
 
 def test_resume_continues_where_it_stopped(fast_train_config, tmp_path):
     cfg = apply_overrides(fast_train_config, ["run.steps=6", "run.snapshot_every=3"])
-    full = train_run(cfg, tmp_path / "full.h5", instruments=[])
+    train_run(cfg, tmp_path / "full.h5", instruments=[])
     part = train_run(cfg, tmp_path / "part.h5", instruments=[], stop_at=3)
     assert part.status == "interrupted" and part.steps == 3
     with open_run(tmp_path / "part.h5") as run:
@@ -220,7 +220,7 @@ def test_batch_loss_in_the_hooks_equals_the_training_loss(fast_train_config, tmp
     # (accumulated over micro-batches of unequal token counts); after the update it must differ.
     import discrepancy.trainers.recipe as recipe
 
-    def varied_rewards(specs, prompts, completions, answers):
+    def varied_rewards(specs, prompts, completions, answers, **_):  # context and weights, when given
         total = np.array([len(c) % 3 for c in completions], dtype=float)  # [N] ties broken by length
         return total, {s.name: total for s in specs}
 
