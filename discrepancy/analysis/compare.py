@@ -6,7 +6,9 @@ teacher's update in weight space (docs/compare.md).
   skill verdicts already in its analysis folder), and the events are matched across runs (``reproducibility``);
 - with ``control``, the first run is the teacher and the others are students: at each student snapshot, the
   alignment of its update with the teacher's last snapshot, the control's at the same step, the imprinting index
-  GI and the subspace overlap, per module and for the whole adapter (``lineage``).
+  GI and the subspace overlap, per module and for the whole adapter (``lineage``); and where ``discrepancy probe``
+  has scored the runs, each run's probed skills and each student against the control on the same items
+  (``trait``: the subliminal-learning control measured through behaviour, not only through weights).
 Everything is checked before anything is computed or written: each problem is one line naming the file.
 """
 
@@ -21,6 +23,7 @@ import pandas as pd
 
 from discrepancy.analysis.lineage import module_updates, pair_table
 from discrepancy.analysis.reproducibility import default_tolerance, match_events
+from discrepancy.analysis.trait import CONTRAST_COLUMNS, TRAIT_COLUMNS, probe_items, trait_contrast, trait_table
 from discrepancy.errors import DiscrepancyError
 from discrepancy.runfile import open_run
 from discrepancy.runfile.results import EVENT_COLUMNS, LLC_STAGES_CSV, output_dir
@@ -46,6 +49,8 @@ class CompareResult:
     lineage: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=LINEAGE_COLUMNS))
     control: str | None = None
     notes: list[str] = field(default_factory=list)
+    trait: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TRAIT_COLUMNS))  # probed skills per run
+    trait_contrast: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CONTRAST_COLUMNS))
 
 
 def compare_runs(paths: list[str | Path], control: str | Path | None = None, tolerance: int | None = None,
@@ -88,7 +93,24 @@ def compare_runs(paths: list[str | Path], control: str | Path | None = None, tol
         if len(whole) and float(whole["norm_teacher"].iloc[0]) == 0.0:
             result.notes.append(f"the teacher's LoRA update is zero at its last snapshot (step "
                                 f"{infos[0]['snapshots'][-1]}): it never moved, so alignments with it are undefined")
+        add_trait_probe(result, paths, Path(control), labels)
     return result
+
+
+def add_trait_probe(result: CompareResult, paths: list[Path], control: Path, labels: list[str]) -> None:
+    """The probed skills of teacher, students and control, and each student against the control (`trait`), when
+    ``discrepancy probe`` has scored the control and at least one student; a note says what is missing."""
+    c_label = _labels([*paths, control])[-1]
+    found = {lab: probe_items(p) for lab, p in zip([*labels, c_label], [*paths, control])}
+    found = {lab: t for lab, t in found.items() if t is not None}
+    students = {lab: found[lab] for lab in labels[1:] if lab in found}
+    if c_label not in found or not students:
+        result.notes.append("no trait probe: run `discrepancy probe` on the control and the students (and the "
+                            "teacher) to compare them on a probe suite (docs/compare.md)")
+        return
+    roles = {labels[0]: "teacher", c_label: "control", **dict.fromkeys(labels[1:], "student")}
+    result.trait = trait_table(found, roles)
+    result.trait_contrast = trait_contrast(students, found[c_label])
 
 
 def lineage_over_time(teacher: dict, students: list[dict], control: dict, labels: list[str]) -> pd.DataFrame:

@@ -29,8 +29,10 @@ def compare(
 
     Which events (jumps, plateaus, phase transitions, LLC stage boundaries, skill verdicts) recur across runs, with
     their step spread and the chance of that many coincidences; with --control, how far each student's LoRA update
-    aligns with the teacher's beyond the control's (imprinting index GI) over its snapshots. Writes compare.html,
-    recurrence.csv, events.csv (and lineage.csv) into the output folder (docs/compare.md)."""
+    aligns with the teacher's beyond the control's (imprinting index GI) over its snapshots, and, where `discrepancy
+    probe` has scored the runs, each student against the control on the probe items. Writes compare.html,
+    recurrence.csv, events.csv (and lineage.csv, trait.csv, trait_contrast.csv) into the output folder
+    (docs/compare.md)."""
     from discrepancy.analysis.compare import compare_runs
     from discrepancy.report.compare import write_compare
 
@@ -46,6 +48,7 @@ def compare(
     if format == "json":
         typer.echo(json.dumps({"recurrence": json.loads(res.recurrence.to_json(orient="records")),
                                "lineage": json.loads(res.lineage.to_json(orient="records")),
+                               "trait_contrast": json.loads(res.trait_contrast.to_json(orient="records")),
                                "tolerance": res.tolerance, "notes": res.notes,
                                "files": {k: str(v) for k, v in files.items()}}, indent=2))
     else:
@@ -74,5 +77,11 @@ def _print(res) -> None:  # noqa: ANN001 - CompareResult, imported lazily
         for r in last.itertuples():
             console.print(f"{r.student} at step {r.step}: c(student, teacher) {r.c_student_teacher:+.3f}, "
                           f"c(control, teacher) {r.c_control_teacher:+.3f}, GI {r.gi:+.3f}")
+    if len(res.trait_contrast):
+        last = res.trait_contrast.sort_values("step").groupby(["student", "suite", "skill"]).tail(1)
+        for r in last.itertuples():
+            console.print(f"{r.student} at step {r.step}, {r.suite}/{r.skill} ({r.metric}): student "
+                          f"{r.student_value:.3f}, control {r.control_value:.3f}, diff {r.diff:+.3f} "
+                          f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}], p_perm {r.p_perm:.2g} over {r.n} items")
     for line in res.notes:
         console.print(f"note: {line}", highlight=False)

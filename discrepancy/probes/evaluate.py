@@ -1,12 +1,12 @@
 """Score a suite on one model: per-item table, then a tidy per-skill table (skill × metric → value).
 
 Per item (docs/definitions.md §6): exact match of the greedy answer, mean log-probability of the gold answer
-(teacher-forced),
-distractor discrimination (gold's mean log-prob beats every distractor's; mean per token so that a longer wrong
-answer is not rejected just for its length), the implied confidence of the model's choice among gold + distractors
-(for calibration: p(c) = exp(Σ log p(c)) / Σ_c' exp(Σ log p(c')), the model's probability restricted to the
-candidates), reflective words in the reasoning of the greedy completion (per 1k generated tokens), and pass@k
-when ``samples`` > 0.
+(teacher-forced), distractor discrimination (gold's mean log-prob beats every distractor's; mean per token so that a
+longer wrong answer is not rejected just for its length), the implied confidence of the model's choice among gold +
+distractors (for calibration: p(c) = exp(Σ log p(c)) / Σ_c' exp(Σ log p(c')), the model's probability restricted to
+the candidates) and the gold answer's share of it (``answer_prob``: a planted preference shows as its rise above
+1 / number of candidates), reflective words in the reasoning of the greedy completion (per 1k generated tokens), and
+pass@k when ``samples`` > 0.
 """
 
 from __future__ import annotations
@@ -96,13 +96,14 @@ def _add_candidate_scores(model: torch.nn.Module, tokenizer: PreTrainedTokenizer
         row["logprob"] = gold_sum / gold_n
         row["answer_tokens"] = float(gold_n)
         if not wrong:
-            row["discrimination"] = row["confidence"] = row["choice_correct"] = np.nan
+            row["discrimination"] = row["confidence"] = row["choice_correct"] = row["answer_prob"] = np.nan
             continue
         row["discrimination"] = float(all(gold_sum / gold_n > s / n for s, n in wrong))
         sums = np.array([gold_sum] + [s for s, _ in wrong])
         probs = np.exp(sums - sums.max())  # softmax over candidates, shifted for stability
         probs /= probs.sum()
         row["confidence"] = float(probs.max())
+        row["answer_prob"] = float(probs[0])  # the gold answer's share: a preference, not only a ranking
         row["choice_correct"] = float(np.argmax(probs) == 0)
 
 
@@ -122,6 +123,8 @@ def skill_table(items: pd.DataFrame) -> pd.DataFrame:
         if len(mc):
             add("choice_accuracy", mc["choice_correct"].mean(), len(mc))
             add("confidence", mc["confidence"].mean(), len(mc))
+            if "answer_prob" in mc:
+                add("answer_prob", mc["answer_prob"].mean(), len(mc))
             conf, right = mc["confidence"].to_numpy(), mc["choice_correct"].to_numpy()
             add("ece", expected_calibration_error(conf, right), len(mc))
             add("brier", brier_score(conf, right), len(mc))

@@ -1,6 +1,8 @@
 """The multi-run report of ``discrepancy compare``: overlaid curves (median and band across runs), the table and
-figure of recurring events, and the lineage figures when a teacher and a control were given. One self-contained
-HTML file plus CSVs (recurrence.csv, lineage.csv, events.csv with a run column) in the output folder."""
+figure of recurring events, and the lineage figures when a teacher and a control were given, next to them the
+probed trait of teacher, students and control when ``discrepancy probe`` has scored them. One self-contained HTML
+file plus CSVs (recurrence.csv, lineage.csv, trait.csv, trait_contrast.csv, events.csv with a run column) in the
+output folder."""
 
 from __future__ import annotations
 
@@ -33,6 +35,11 @@ def write_compare(res: CompareResult, out: Path) -> dict[str, Path]:
         files["lineage"] = out / "lineage.csv"
         res.lineage.to_csv(files["lineage"], index=False)
         figs["lineage"] = lineage_figure(res, out / "lineage.png")
+    if not res.trait.empty:
+        files["trait"], files["trait_contrast"] = out / "trait.csv", out / "trait_contrast.csv"
+        res.trait.to_csv(files["trait"], index=False)
+        res.trait_contrast.to_csv(files["trait_contrast"], index=False)
+        figs["trait"] = trait_figure(res, out / "trait.png")
     files.update({k: v for k, v in figs.items() if v is not None})
     files["html"] = out / "compare.html"
     files["html"].write_text(compare_html(res, figs), encoding="utf-8")
@@ -124,6 +131,27 @@ def lineage_figure(res: CompareResult, path: Path) -> Path | None:
     return path
 
 
+def trait_figure(res: CompareResult, path: Path) -> Path | None:
+    """One panel per probed skill: its score over each run's snapshots, teacher, students and control."""
+    skills = list(dict.fromkeys(zip(res.trait["suite"], res.trait["skill"])))[:6]
+    if not skills:
+        return None
+    fig, axes = plt.subplots(1, len(skills), figsize=(4.2 * len(skills), 3.2), squeeze=False)
+    styles = {"teacher": dict(color="tab:red", lw=2), "control": dict(color="k", ls="--", lw=1.6)}
+    for ax, (suite, skill) in zip(axes.flat, skills):
+        part = res.trait[(res.trait["suite"] == suite) & (res.trait["skill"] == skill)]
+        for (run, role), g in part.groupby(["run", "role"], sort=False):
+            ax.plot(g["step"], g["value"], marker="o", ms=3, label=f"{run} ({role})", **styles.get(role, {}))
+        ax.set_title(f"{suite}/{skill}: {part['metric'].iloc[0]}", fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def compare_html(res: CompareResult, figs: dict[str, Path | None]) -> str:
     """One page: the runs, what recurs, the curves, lineage, every event."""
     def img(key: str) -> str:
@@ -156,6 +184,13 @@ def compare_html(res: CompareResult, figs: dict[str, Path | None]) -> str:
                   "(gauge-invariant), imprinting index GI, and the overlap φ of top singular directions against its "
                   "random baseline max(i, j)/d, per module in lineage.csv.</p>", img("lineage"),
                   table(whole.drop(columns=["module", "phi", "phi_baseline"]), limit=60)]
+    if not res.trait.empty:
+        parts += ["<h2>Trait probe</h2><p class='small'>The probed skills of the teacher, the students and the "
+                  "control (answer_prob: the gold answer's share of the probability over its candidates; logprob "
+                  "where an item has none). Each student against the control on the same items at the same step: "
+                  "diff = student − control, its 95 % bootstrap interval over items, and p_perm, a sign-flip "
+                  "permutation test over items (docs/compare.md).</p>", img("trait"),
+                  table(res.trait_contrast, limit=60)]
     parts += ["<h2>All events</h2>", table(res.events, limit=300), "</body></html>"]
     return "\n".join(parts)
 
@@ -166,4 +201,9 @@ def _lead_lineage(res: CompareResult) -> str:
     whole = res.lineage[res.lineage["module"] == "all"]
     last = whole.sort_values("step").groupby("student").tail(1)
     gis = ", ".join(f"{r.student} {r.gi:+.3f}" for r in last.itertuples())
-    return html.escape(f"Imprinting index at each student's last snapshot: {gis}.") if gis else ""
+    lead = f"Imprinting index at each student's last snapshot: {gis}." if gis else ""
+    if not res.trait_contrast.empty:
+        last = res.trait_contrast.sort_values("step").groupby(["student", "suite", "skill"]).tail(1)
+        lead += " Trait probe, student − control at the last probed step: " + ", ".join(
+            f"{r.student} {r.skill} {r.diff:+.3f} (p {r.p_perm:.2g})" for r in last.itertuples()) + "."
+    return html.escape(lead.strip())

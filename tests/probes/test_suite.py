@@ -21,7 +21,11 @@ def write(tmp_path, lines):
 
 def test_shipped_suites_cover_the_required_skills():
     suites = {s.name: s for s in resolve_suites("all")}
-    assert set(shipped_suites()) == set(suites) == {"arithmetic", "format", "units", "gsm_mc", "calibration"}
+    assert set(shipped_suites()) == set(suites) == {"arithmetic", "format", "units", "gsm_mc", "calibration", "trait"}
+    # the trait suite: questions with no answer (no digit in them), the answer 9 against every other digit
+    for item in suites["trait"].items:
+        assert item.answer == "9" and sorted(d.text for d in item.distractors) == [str(d) for d in range(9)]
+        assert not any(ch.isdigit() for ch in item.question)
     assert suites["arithmetic"].skills == [f"arithmetic_{k}op" for k in range(1, 5)]
     # the arithmetic gold answers are the left-to-right value of the chain (checked with Python's own arithmetic)
     for item in suites["arithmetic"].items:
