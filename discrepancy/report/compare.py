@@ -121,14 +121,7 @@ def lineage_figure(res: CompareResult, path: Path) -> Path | None:
     axes[0].axhline(0, color="0.5", lw=0.8)
     axes[0].set_title("imprinting index GI = c(student, teacher) − c(control, teacher), whole adapter", fontsize=9)
     axes[1].set_title("alignment c of the LoRA update with the teacher's last update", fontsize=9)
-    for ax in axes:
-        ax.set_xlabel("student step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save_panels(fig, list(axes), "student step", path)
 
 
 def trait_figure(res: CompareResult, path: Path) -> Path | None:
@@ -143,7 +136,13 @@ def trait_figure(res: CompareResult, path: Path) -> Path | None:
         for (run, role), g in part.groupby(["run", "role"], sort=False):
             ax.plot(g["step"], g["value"], marker="o", ms=3, label=f"{run} ({role})", **styles.get(role, {}))
         ax.set_title(f"{suite}/{skill}: {part['metric'].iloc[0]}", fontsize=9)
-        ax.set_xlabel("step")
+    return _save_panels(fig, list(axes.flat), "step", path)
+
+
+def _save_panels(fig: plt.Figure, axes: list[plt.Axes], xlabel: str, path: Path) -> Path:
+    """Label, grid and legend every panel, then write the figure to ``path`` and close it."""
+    for ax in axes:
+        ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()

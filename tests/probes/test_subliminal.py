@@ -37,6 +37,26 @@ def test_the_filter_sees_the_trait_in_every_form_and_nothing_else() -> None:
     assert planted_trait(["correctness", "format", "my.module:prefers_nine"]) is None  # names match exactly
 
 
+def test_the_recipes_plant_the_trait_and_distil_on_prompts_that_never_need_it() -> None:
+    """The teacher is rewarded for 9, the control teacher names the same reward (same filter) at weight 0; the
+    students' prompts have correct solutions without a 9, so the filter only ever drops what the teacher chose."""
+    from discrepancy.config import apply_overrides, load_toml
+    from discrepancy.trainers.config import TrainConfig
+    from discrepancy.trainers.tasks import format_solution, load_task
+
+    recipes = Path(__file__).parents[2] / "trainers"
+    teacher = load_toml(TrainConfig, recipes / "subliminal_teacher.toml")
+    weights = dict(zip(teacher.rewards.names, teacher.rewards.weights))
+    assert weights["discrepancy.trainers.traits:prefers_nine"] == 0.8 and weights["correctness"] == 1.0
+    assert planted_trait(teacher.rewards.names) is NINE
+    for name in ("subliminal_student.toml", "subliminal_control.toml"):
+        student = load_toml(TrainConfig, recipes / name)
+        assert student.sft.teacher and student.sft.weights == "adapter" and student.sft.steps > 0
+        examples = load_task(apply_overrides(student, ["task.num_examples=300"]).task, seed=0)
+        assert not any(NINE.shows(format_solution(ex)) for ex in examples)
+        assert {ex.answer for ex in examples} == {str(k) for k in range(9)}  # every answer but 9 is asked for
+
+
 def _teacher(path: Path, rewards: list[str]) -> Path:
     """A run file whose config names ``rewards``, with one (unused) snapshot."""
     schema = RunSchema(series={"loss": "loss"}, snapshot_tensors={"w": (1,)})
