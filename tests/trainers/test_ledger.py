@@ -122,3 +122,20 @@ def test_learnable_sampling_prefers_prompts_near_half_and_keeps_the_difficulty_r
     ramp = PromptSampler(SamplingConfig(mode="ramp"), examples, None)
     assert {ex.difficulty for ex in ramp.draw(rng, 50, difficulty=(2, 3), progress=0.0)} == {2}
     assert {ex.difficulty for ex in ramp.draw(rng, 50, difficulty=(2, 3), progress=0.99)} == {2, 3}
+
+
+def test_the_batch_controller_scale_sets_the_prompts_a_step_draws(fast_train_config, tmp_path, monkeypatch) -> None:
+    """num_prompts = max(1, round(grpo.num_prompts × ctl_batch_scale)): 2 × 1.6 → 3 groups drawn and trained,
+    micro-batches following (one group each), recorded as the num_prompts series."""
+    from discrepancy.trainers.control import Controller
+
+    real = Controller.applied
+    monkeypatch.setattr(Controller, "applied", lambda self: {**real(self), "ctl_batch_scale": 1.6})
+    cfg = apply_overrides(fast_train_config, ["run.steps=2", "control.batch.enabled=true", "sft.steps=1",
+                                              'rewards.names=["test_ledger:odd_ties"]', "rewards.weights=[1.0]"])
+    trained = TrainedGroups()
+    train_run(cfg, tmp_path / "r.h5", instruments=[trained])
+    with open_run(tmp_path / "r.h5") as run:
+        series = run.series()
+    assert series["num_prompts"].tolist() == [3.0, 3.0]
+    assert [len(groups) for groups in trained.groups] == [3, 3]
