@@ -201,8 +201,10 @@ class _ScriptedNoise(Instrument):
         return {"b_simple_ewma": self.script[ctx.step - 1]}
 
 
-# the loop applies the multiplier once `grpo_step` reads it (the controller only decides)
-_LOOP_APPLIES_BATCH = hasattr(ControlConfig(), "batch") and "ctl_batch_scale" in Path(recipe.__file__).read_text()
+# the loop applies the multiplier once a module of the step reads it (the controller only decides)
+_LOOP_APPLIES_BATCH = hasattr(ControlConfig(), "batch") and any(
+    "ctl_batch_scale" in f.read_text(encoding="utf-8") for f in Path(recipe.__file__).parent.glob("*.py")
+    if f.name != "control.py")
 
 
 @pytest.mark.skipif(not _LOOP_APPLIES_BATCH, reason="the loop does not apply ctl_batch_scale yet")
