@@ -1,16 +1,23 @@
-"""Cost of the per-step instrumentation on the CPU tiny recipe: the same run with instruments on vs off.
+"""Cost of the per-step instrumentation on the CPU tiny recipe: the same run with instruments off and on, side by side.
 
-Runs the embedded tiny recipe (trainers' defaults, shortened) in one process, alternating off and on (A B A B ...),
-same seed. Instruments draw no random numbers, so both variants train identically (checked: the loss and reward
-series must match), and the difference in step time is the instruments' cost. Step time is measured as process CPU
-time between consecutive step ends (one torch thread), because the 2 shared cores make wall time swing by several
-times; wall time is reported too. Medians over all steps of a variant resist the bursts of the other processes on
-the machine. Per-measurement costs come from the `time_<name>` series the instruments record (CPU seconds).
+Runs the embedded tiny recipe (trainers' defaults, shortened) in one process, the variants interleaved round by round
+(off, on, on_all, on_control, off, on, ...), same seed:
 
-With --unfolded a third variant, instruments on but `fold_lora=false`, runs in each round, so the saving of folding
-LoRA into the base weights for the measurement forwards is measured side by side too.
+- ``off``: no instruments;
+- ``on``: the default instruments (D_t and the post-step measurements on one micro-batch per step, rotating);
+- ``on_all``: the same with ``instruments.discrepancy_groups = "all"`` (the whole batch, as before the sub-batch);
+- ``on_control``: the default instruments with every controller of ``[control]`` on (docs/control.md);
+- ``on_unfolded`` (with --unfolded): the default instruments with ``instruments.fold_lora = false``.
 
-Run: .venv/bin/python benchmarks/bench_instrumentation.py [--steps 8] [--sft 30] [--pairs 3] [--beta 0 --tag beta0]
+Instruments draw no random numbers, so off, on and on_all train identically (checked: loss and reward series match)
+and the difference in step time is the instruments' cost; the controllers change the training they steer, so
+on_control's difference also holds their effect on sampling. Step time is process CPU time between consecutive step
+ends (one torch thread), because the 2 shared cores make wall time swing by several times; wall time is reported too.
+Medians over all steps of a variant resist the bursts of other processes; the load average is recorded per run.
+Per-measurement costs come from the `time_<name>` series the instruments record (CPU seconds), and the instrument
+time over the rest of the same step is a second overhead figure that shares the step's moment and load.
+
+Run: .venv/bin/python benchmarks/bench_instrumentation.py [--steps 12] [--sft 30] [--rounds 4] [--beta 0 --tag beta0]
      [--unfolded] [--set grpo.max_completion_length=64 --tag long]
      (writes benchmarks/results/instrumentation.json and .md)
 """
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -34,14 +42,26 @@ from discrepancy.instrumentation.registry import build_instruments
 from discrepancy.trainers.config import TrainConfig
 
 RESULTS = Path(__file__).parent / "results"
+#: Every controller of docs/control.md on, with its documented stress settings.
+CONTROL = ("control.kl_target=0.3", "control.entropy_floor=0.3", "control.rho_control=true")
+#: variant → (instruments on, instrument config overrides, train config overrides)
+VARIANTS: dict[str, tuple[bool, dict[str, Any], tuple[str, ...]]] = {
+    "off": (False, {}, ()),
+    "on": (True, {}, ()),
+    "on_all": (True, {"discrepancy_groups": "all"}, ()),
+    "on_control": (True, {}, CONTROL),
+    "on_unfolded": (True, {"fold_lora": False}, ()),
+}
 
 
-def one_run(instrumented: bool, steps: int, sft: int, beta: float, workdir: Path,
-            icfg: InstrumentationConfig | None = None, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Train once; return per-step CPU and wall seconds (step 1 dropped as warm-up) and the metric rows."""
+def one_run(variant: str, steps: int, sft: int, beta: float, workdir: Path,
+            overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Train once; return per-step CPU and wall seconds (step 1 dropped as warm-up), the metric rows and the load."""
+    instrumented, icfg_changes, extra = VARIANTS[variant]
     cfg = apply_overrides(TrainConfig(), [f"run.steps={steps}", f"sft.steps={sft}", "run.device=cpu",
                                           "run.checkpoint_every=0", "run.threads=1", f"grpo.beta={beta}",
-                                          *overrides])
+                                          *overrides, *extra])
+    icfg = InstrumentationConfig(**{**vars(cfg.instruments), **icfg_changes})
     instruments: list[Any] = []
     attach = run_mod.attach_lora
 
@@ -49,7 +69,7 @@ def one_run(instrumented: bool, steps: int, sft: int, beta: float, workdir: Path
         # train_run builds the model itself; the instruments need it (LoRA module columns), so build them here.
         model = attach(*args, **kwargs)
         if instrumented:
-            instruments.extend(build_instruments(icfg or InstrumentationConfig(), model, timer=time.process_time))
+            instruments.extend(build_instruments(icfg, model, timer=time.process_time))
         return model
 
     ends: list[tuple[float, float]] = []
@@ -59,135 +79,105 @@ def one_run(instrumented: bool, steps: int, sft: int, beta: float, workdir: Path
             ends.append((time.process_time(), time.perf_counter()))
 
     run_mod.attach_lora = attach_and_instrument
+    load = os.getloadavg()[0]
     try:
-        summary = run_mod.train_run(cfg, workdir / f"run_{instrumented}_{len(list(workdir.iterdir()))}.h5",
+        summary = run_mod.train_run(cfg, workdir / f"run_{variant}_{len(list(workdir.iterdir()))}.h5",
                                     instruments=instruments, progress=progress)
     finally:
         run_mod.attach_lora = attach
     cpu = [b[0] - a[0] for a, b in zip(ends, ends[1:])]
     wall = [b[1] - a[1] for a, b in zip(ends, ends[1:])]
-    return {"cpu": cpu, "wall": wall, "metrics": summary.metrics[1:]}
+    return {"cpu": cpu, "wall": wall, "metrics": summary.metrics[1:], "load": (load + os.getloadavg()[0]) / 2}
 
 
-def instrument_costs(on: list[dict[str, Any]]) -> tuple[dict[str, float], float]:
-    """Median CPU seconds per instrument and the median instrument share of the rest of the same step."""
+def variant_summary(runs: list[dict[str, Any]], cpu_off: float, wall_off: float) -> dict[str, Any]:
+    """Median step times of one variant, its overhead over off, per-instrument medians and the within-step share."""
     med = statistics.median
-    keys = sorted({k for r in on for m in r["metrics"] for k in m if k.startswith("time_")} | {"instrument_time"})
-    per_instrument = {k: med([m[k] for r in on for m in r["metrics"]]) for k in keys}
-    # Within the instrumented runs: instrument seconds over the rest of the same step (same moment, same load).
-    within = [m["instrument_time"] / (c - m["instrument_time"]) for r in on for m, c in zip(r["metrics"], r["cpu"])]
-    return per_instrument, med(within)
+    cpu = med([x for r in runs for x in r["cpu"]])
+    wall = med([x for r in runs for x in r["wall"]])
+    out: dict[str, Any] = {"cpu_step_s": cpu, "wall_step_s": wall, "cpu_overhead": cpu / cpu_off - 1.0,
+                           "wall_overhead": wall / wall_off - 1.0, "load": [round(r["load"], 2) for r in runs]}
+    rows = [m for r in runs for m in r["metrics"]]
+    if rows and "instrument_time" in rows[0]:
+        keys = sorted({k for m in rows for k in m if k.startswith("time_")} | {"instrument_time"})
+        out["instrument_cpu_s_per_step"] = {k: med([m[k] for m in rows]) for k in keys}
+        # Within the instrumented runs: instrument seconds over the rest of the same step (same moment, same load).
+        out["instrument_share_within_run"] = med(
+            [m["instrument_time"] / (c - m["instrument_time"]) for r in runs for m, c in zip(r["metrics"], r["cpu"])])
+        out["cpu_overhead_per_round"] = [med(r["cpu"]) / cpu_off - 1.0 for r in runs]
+    return out
 
 
 def summarise(runs: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-    """Per-variant means, on/off ratios per A-B pair, per-instrument costs, and the identical-training check."""
-    off = [r for v, r in runs if v == "off"]
-    on = [r for v, r in runs if v == "on"]
-    unfolded = [r for v, r in runs if v == "on_unfolded"]
-    mean, med = statistics.fmean, statistics.median
-    cpu_off = med([x for r in off for x in r["cpu"]])
-    cpu_on = med([x for r in on for x in r["cpu"]])
-    wall_off = med([x for r in off for x in r["wall"]])
-    wall_on = med([x for r in on for x in r["wall"]])
-    per_instrument, within = instrument_costs(on)
-    same = all(
-        a["loss"] == b["loss"] and a["reward_mean"] == b["reward_mean"]
-        for variant in (on, unfolded) for r_off, r_on in zip(off, variant)
-        for a, b in zip(r_off["metrics"], r_on["metrics"])
-    )
-    return {
-        "cpu_step_off_s": cpu_off,
-        "cpu_step_on_s": cpu_on,
-        "cpu_overhead": cpu_on / cpu_off - 1.0,
-        "cpu_overhead_per_pair": [med(b["cpu"]) / med(a["cpu"]) - 1.0 for a, b in zip(off, on)],
-        "cpu_overhead_of_means": mean(x for r in on for x in r["cpu"]) / mean(x for r in off for x in r["cpu"]) - 1,
-        "wall_step_off_s": wall_off,
-        "wall_step_on_s": wall_on,
-        "wall_overhead": wall_on / wall_off - 1.0,
-        "instrument_share_within_run": within,
-        "instrument_cpu_s_per_step": per_instrument,
-        "instrument_share_of_off_step": {k: v / cpu_off for k, v in per_instrument.items()},
-        "training_identical_on_vs_off": same,
-        **_unfolded_summary(unfolded, on, off),
-    }
-
-
-def _unfolded_summary(unfolded: list[dict[str, Any]], on: list[dict[str, Any]],
-                      off: list[dict[str, Any]]) -> dict[str, Any]:
-    """The same instruments with `fold_lora=False`, run in the same sequence (the fold's saving side by side)."""
-    if not unfolded:
-        return {}
-    per_instrument, within = instrument_costs(unfolded)
-    cpu = statistics.median([x for r in unfolded for x in r["cpu"]])
-    cpu_off = statistics.median([x for r in off for x in r["cpu"]])
-    measured = ("loss_post", "kl_realised", "entropy_post", "kl_start")
-    gap = max(abs(a[k] - b[k]) for r_on, r_unf in zip(on, unfolded)
-              for a, b in zip(r_on["metrics"], r_unf["metrics"]) for k in measured)
-    return {"unfolded_max_abs_diff_of_measurements": gap, "unfolded_cpu_step_s": cpu, "unfolded_cpu_overhead": cpu / cpu_off - 1.0,
-            "unfolded_instrument_share_within_run": within, "unfolded_instrument_cpu_s_per_step": per_instrument}
+    """Per-variant medians and overheads over off, and the identical-training check (off, on, on_all)."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for variant, run in runs:
+        by.setdefault(variant, []).append(run)
+    med = statistics.median
+    cpu_off = med([x for r in by["off"] for x in r["cpu"]])
+    wall_off = med([x for r in by["off"] for x in r["wall"]])
+    same = all(a["loss"] == b["loss"] and a["reward_mean"] == b["reward_mean"]
+               for variant in ("on", "on_all", "on_unfolded") for r_off, r_on in zip(by["off"], by.get(variant, []))
+               for a, b in zip(r_off["metrics"], r_on["metrics"]))
+    return {"variants": {v: variant_summary(rs, cpu_off, wall_off) for v, rs in by.items()},
+            "training_identical_off_on_all": same}
 
 
 def to_markdown(res: dict[str, Any], args: argparse.Namespace) -> str:
-    lines = [
-        f"# Instrumentation overhead, CPU tiny recipe (steps {args.steps}, sft {args.sft}, β {args.beta}, "
-        f"1 torch thread, 2 shared cores, {args.pairs} A-B pairs; medians over steps"
-        + (f"; {', '.join(args.overrides)}" if args.overrides else "") + ")",
-        "",
-        "| | off | on | overhead |",
-        "|---|---|---|---|",
-        f"| CPU s/step | {res['cpu_step_off_s']:.3f} | {res['cpu_step_on_s']:.3f} | {res['cpu_overhead']:+.1%} |",
-        f"| wall s/step | {res['wall_step_off_s']:.3f} | {res['wall_step_on_s']:.3f} | {res['wall_overhead']:+.1%} |",
-        "",
-        "Per A-B pair (CPU medians): " + ", ".join(f"{x:+.1%}" for x in res["cpu_overhead_per_pair"])
-        + f"; ratio of means {res['cpu_overhead_of_means']:+.1%}",
-        f"Instrument time over the rest of the same step (median over instrumented steps): "
-        f"{res['instrument_share_within_run']:+.1%}",
-        f"Training identical with instruments on and off: {res['training_identical_on_vs_off']}",
-        "",
-        "| instrument | CPU s/step (median) | share of an uninstrumented step |",
-        "|---|---|---|",
-    ]
-    for k, v in res["instrument_cpu_s_per_step"].items():
-        lines.append(f"| {k} | {v:.4f} | {res['instrument_share_of_off_step'][k]:.1%} |")
-    if "unfolded_instrument_cpu_s_per_step" in res:
-        unf = res["unfolded_instrument_cpu_s_per_step"]
-        lines += [
-            "",
-            "Same sequence, third variant with `instruments.fold_lora=false` (LoRA left unmerged in the measurement "
-            f"forwards): CPU s/step {res['unfolded_cpu_step_s']:.3f} ({res['unfolded_cpu_overhead']:+.1%} over off), "
-            f"instrument time over the rest of the step {res['unfolded_instrument_share_within_run']:+.1%} "
-            f"(folded: {res['instrument_share_within_run']:+.1%}); largest |folded − unfolded| of loss_post, "
-            f"kl_realised, entropy_post, kl_start: {res['unfolded_max_abs_diff_of_measurements']:.1e}",
-            "",
-            "| instrument | folded CPU s/step | unfolded CPU s/step |",
-            "|---|---|---|",
-            *(f"| {k} | {v:.4f} | {unf.get(k, float('nan')):.4f} |" for k, v in res["instrument_cpu_s_per_step"].items()),
-        ]
+    variants = res["variants"]
+    head = (f"# Instrumentation overhead, CPU tiny recipe (steps {args.steps}, sft {args.sft}, β {args.beta}, "
+            f"1 torch thread, 2 shared cores, {args.rounds} interleaved rounds; medians over steps"
+            + (f"; {', '.join(args.overrides)}" if args.overrides else "") + ")")
+    lines = [head, "", f"Load average (1 min) over the session: {res['load_start']:.2f} at start, "
+             f"{res['load_end']:.2f} at the end; per run in the table.", "",
+             "| variant | CPU s/step | overhead | wall s/step | overhead | instrument time / rest of step | load per run |",
+             "|---|---|---|---|---|---|---|"]
+    for v, s in variants.items():
+        within = s.get("instrument_share_within_run")
+        lines.append(f"| {v} | {s['cpu_step_s']:.4f} | {s['cpu_overhead']:+.1%} | {s['wall_step_s']:.4f} | "
+                     f"{s['wall_overhead']:+.1%} | {'' if within is None else f'{within:+.1%}'} | "
+                     f"{', '.join(f'{x:.1f}' for x in s['load'])} |")
+    lines += ["", f"Training identical with instruments off, on and on_all: {res['training_identical_off_on_all']}",
+              "", "Per-round CPU overhead over the off median: " + "; ".join(
+                  f"{v} " + ", ".join(f"{x:+.1%}" for x in s["cpu_overhead_per_round"])
+                  for v, s in variants.items() if "cpu_overhead_per_round" in s), ""]
+    timed = [v for v, s in variants.items() if "instrument_cpu_s_per_step" in s]
+    keys = sorted({k for v in timed for k in variants[v]["instrument_cpu_s_per_step"]})
+    cpu_off = variants["off"]["cpu_step_s"]
+    lines += ["Per instrument, CPU ms per step (median) and share of the off step:", "",
+              "| instrument | " + " | ".join(timed) + " |", "|---|" + "---|" * len(timed)]
+    for k in keys:
+        cells = []
+        for v in timed:
+            x = variants[v]["instrument_cpu_s_per_step"].get(k)
+            cells.append("" if x is None else f"{1e3 * x:.2f} ({x / cpu_off:.1%})")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--sft", type=int, default=30)
     ap.add_argument("--beta", type=float, default=0.02, help="KL weight (0 makes kl_start pay for a forward)")
-    ap.add_argument("--pairs", type=int, default=3, help="number of off/on pairs")
+    ap.add_argument("--rounds", type=int, default=4, help="rounds of all variants, interleaved")
     ap.add_argument("--tag", default="", help="suffix of the result files")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
-                    help="extra config override for both variants, e.g. grpo.max_completion_length=64 (repeatable)")
-    ap.add_argument("--unfolded", action="store_true",
-                    help="add a third variant per pair with instruments.fold_lora=false (A B C A B C ...)")
+                    help="extra config override for every variant, e.g. grpo.max_completion_length=64 (repeatable)")
+    ap.add_argument("--unfolded", action="store_true", help="add the on_unfolded variant to each round")
+    ap.add_argument("--variants", default="off,on,on_all,on_control", help="comma-separated, from: " + ", ".join(VARIANTS))
     args = ap.parse_args()
     torch.set_num_threads(1)
+    variants = args.variants.split(",") + (["on_unfolded"] if args.unfolded else [])
     runs = []
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        variants = ("off", "on", "on_unfolded") if args.unfolded else ("off", "on")
-        for variant in variants * args.pairs:
-            icfg = InstrumentationConfig(fold_lora=variant != "on_unfolded")
-            runs.append((variant, one_run(variant != "off", args.steps, args.sft, args.beta, Path(tmp), icfg,
-                                          tuple(args.overrides))))
+        for _ in range(args.rounds):
+            for variant in variants:
+                runs.append((variant, one_run(variant, args.steps, args.sft, args.beta, Path(tmp),
+                                              tuple(args.overrides))))
     res = summarise(runs)
-    res["settings"] = vars(args)
+    res.update(load_start=load_start, load_end=os.getloadavg()[0], settings=vars(args))
     RESULTS.mkdir(exist_ok=True)
     stem = "instrumentation" + (f"_{args.tag}" if args.tag else "")
     (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=2))
