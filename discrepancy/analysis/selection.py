@@ -19,8 +19,10 @@ from discrepancy.analysis.changepoints.jumps import MIN_POINTS
 TIMING = re.compile(r"^time_|_time$")  # per-step wall-clock series: they follow machine load
 # Schedules are set by the config (recipe.STEP_SERIES: "learning rate / sampling temperature / KL weight β of the
 # step"), not learned: a warm-up kink is the config's, not the run's. Plotted, never searched.
-# A curriculum's phase index and trigger, and the reward weights the trainer sets, are decisions of the trainer too.
-SCHEDULE = re.compile(r"^(lr|learning_rate|temperature|beta|phase|phase_trigger)$|_schedule$|^reward_weight_")
+# A curriculum's phase index and trigger, and the reward weights the trainer sets, are decisions of the trainer too;
+# so are a growing LoRA adapter's active rank and scale (lora.growth: set by its schedules).
+SCHEDULE = re.compile(r"^(lr|learning_rate|temperature|beta|phase|phase_trigger|lora_active_rank|lora_scale)$"
+                      r"|_schedule$|^reward_weight_")
 DERIVED_SUFFIX = "_ewma"  # X_ewma smooths X: a spike of X becomes a step of X_ewma, so only X is searched
 
 

@@ -144,7 +144,7 @@ def _estimate_missing(run: Any, model: torch.nn.Module, batches: list[EvalBatch]
                       csv: Path, on_snapshot: OnSnapshot | None, say: Callable[[str], None]) -> None:
     """Estimate the snapshots not yet in ``csv`` with the frozen settings, appending one row as each finishes (an
     interrupted job resumes where it stopped)."""
-    from discrepancy.modeling.lora import load_lora_state  # lazily: loads transformers
+    from discrepancy.modeling.from_run import load_snapshot  # lazily: loads transformers
 
     steps = list(run.snapshot_steps)
     done = set(_read_done(csv)["step"].astype(int))
@@ -153,7 +153,7 @@ def _estimate_missing(run: Any, model: torch.nn.Module, batches: list[EvalBatch]
         say(f"resuming: {len(done)} of {len(steps)} snapshots already in {csv.name}")
     for k, step in enumerate(todo):
         t0 = time.perf_counter()
-        load_lora_state(model, run.snapshot(step))
+        load_snapshot(model, run, step)  # with the scale of its step (a run whose LoRA α followed a schedule)
         res = _estimate(model, batches, frozen)
         row = _row(step, res)
         append_table(pd.DataFrame([row], columns=LLC_COLUMNS), csv)
