@@ -34,6 +34,8 @@ LIN_CHECKPOINTING = ("N_t (linearisation error); NaN under TRL with gradient_che
 def unmeasured(cfg: Any, args: Any) -> tuple[dict[str, str], Any]:
     """(series declared and left NaN, the instrument config without what cannot run under TRL's ``args``)."""
     out = dict(UNMEASURED)
+    if getattr(cfg, "discrepancy_groups", "all") != "all":  # TRL's loss has no per-micro-batch form: whole batch
+        cfg = dataclasses.replace(cfg, discrepancy_groups="all")
     if getattr(cfg, "linearisation_every", 0) > 0 and getattr(args, "gradient_checkpointing", False):
         out["lin_error"] = LIN_CHECKPOINTING
         cfg = dataclasses.replace(cfg, linearisation_every=0)

@@ -55,3 +55,18 @@ def test_a_step_of_partial_groups_keeps_its_order():
     assert batch.group_size == 1 and record.order is None
     assert batch.advantages.tolist() == [5, 0, 2, 7, 1, 4, 3, 9]
     assert batch.micro_batches == [[0, 1, 2, 3], [4, 5, 6, 7]] and batch.micro_weights == [0.5, 0.5]
+
+
+def test_under_trl_d_t_is_measured_on_the_whole_batch_and_the_run_says_so():
+    """TRL's loss has no per-micro-batch form: whatever sub-batch the instrument config asks for, the recorded
+    config says "all" (what was measured), and nothing else of it changes."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from discrepancy.instrumentation import InstrumentationConfig
+    from discrepancy.integrations.trl_record import unmeasured
+
+    asked = InstrumentationConfig(discrepancy_groups="micro")
+    _, used = unmeasured(asked, SimpleNamespace(gradient_checkpointing=False))
+    assert used.discrepancy_groups == "all"
+    assert dataclasses.replace(used, discrepancy_groups="micro") == asked
