@@ -122,12 +122,25 @@ class Draw:
     dynamic_rounds: int = -1  # -1 = dynamic sampling off
 
 
-def _sample_round(state: Any, batch: list[Example], temperature: float, score: ScoreFn) -> tuple[Rollouts, list[str],
-                                                                                                  list[str], list[str],
-                                                                                                  np.ndarray, dict,
-                                                                                                  float, float]:
-    """Sample G completions for each of ``batch`` and score them: (rollouts, prompts, ids, answers [N], total [N],
-    components, sample seconds, score seconds)."""
+@dataclass
+class _Round:
+    """One sampling call's scored groups and which of them are kept."""
+
+    roll: Rollouts
+    prompts: list[str]  # [N]
+    ids: list[str]  # [N]
+    answers: list[str]  # [N]
+    total: np.ndarray  # [N]
+    components: dict[str, np.ndarray]  # [N] each
+    keep: np.ndarray  # [P] bool: groups that go into the update
+
+    def rows(self) -> np.ndarray:
+        return np.repeat(self.keep, len(self.ids) // max(1, len(self.keep)))  # [N] rows of kept groups
+
+
+def _sample_round(state: Any, batch: list[Example], temperature: float, score: ScoreFn,
+                  times: list[float]) -> _Round:
+    """Sample G completions for each of ``batch`` and score them (every group kept; ``times`` += seconds)."""
     g = state.cfg.grpo
     prompts = [ex.prompt_text for ex in batch]
     t0 = time.perf_counter()
@@ -135,68 +148,71 @@ def _sample_round(state: Any, batch: list[Example], temperature: float, score: S
                              max_new_tokens=g.max_completion_length, temperature=temperature, top_p=g.top_p,
                              min_new_tokens=g.min_completion_length)
     t1 = time.perf_counter()
-    rep = lambda values: [v for v in values for _ in range(g.group_size)]  # noqa: E731 - [P] -> [N]
-    rep_prompts, rep_ids, rep_answers = rep(prompts), rep([ex.prompt_id for ex in batch]), rep([ex.answer for ex in
-                                                                                               batch])
-    total, components = score(rep_prompts, roll.completions, rep_answers, rep_ids)  # [N]
+
+    def rep(values: list[str]) -> list[str]:  # [P] -> [N], group by group
+        return [v for v in values for _ in range(g.group_size)]
+
+    ids, answers = rep([ex.prompt_id for ex in batch]), rep([ex.answer for ex in batch])
+    total, components = score(rep(prompts), roll.completions, answers, ids)  # [N]
     with np.errstate(over="ignore"):  # the update works in float32: a total beyond its range is unusable (NaN)
         total = np.where(np.isfinite(total.astype(np.float32)), total, np.nan)  # [N]
-    return roll, rep_prompts, rep_ids, rep_answers, np.asarray(total), components, t1 - t0, time.perf_counter() - t1
+    times[0] += t1 - t0
+    times[1] += time.perf_counter() - t1
+    return _Round(roll, rep(prompts), ids, answers, np.asarray(total), components, np.ones(len(batch), dtype=bool))
 
 
 def sample_and_score(state: Any, temperature: float, draw: Draw, sampler: PromptSampler | None,
                      score: ScoreFn) -> ScoredRollouts:
     """Draw the step's prompts, sample G completions each from π_old (LoRA merged for speed), score them and, with
     dynamic sampling, replace tied groups (see the module docstring); then the group advantages."""
-    g = state.cfg.grpo
+    g, dynamic = state.cfg.grpo, draw.dynamic_rounds >= 0
     if sampler is None:
         batch = state.prompt_rng.sample(state.examples, draw.num_prompts)
     else:
         batch = sampler.draw(state.prompt_rng, draw.num_prompts, difficulty=draw.difficulty, progress=draw.progress)
-    kept: list[tuple] = []  # per round: (rollouts rows kept, ...)
-    graded: list[tuple[str, str, str]] = []
-    times = [0.0, 0.0]
+    rounds: list[_Round] = []
+    times = [0.0, 0.0]  # sampling, scoring seconds
     drawn_ids: set[str] = set()
-    dropped = refilled = drawn_groups = 0
+    refilled = 0
     for round_ in range(max(0, draw.dynamic_rounds) + 1):
-        roll, prompts, ids, answers, total, comps, t_sample, t_score = _sample_round(state, batch, temperature, score)
-        times[0] += t_sample
-        times[1] += t_score
-        graded += list(zip(ids, roll.completions, answers))
+        rounds.append(_sample_round(state, batch, temperature, score, times))
         drawn_ids.update(ex.prompt_id for ex in batch)
-        drawn_groups += len(batch)
-        keep = np.ones(len(batch), dtype=bool)
-        if draw.dynamic_rounds >= 0:
-            keep = ~tied_groups(total, g.group_size)  # [P] groups with signal
-            dropped += int((~keep).sum())
-        kept.append((roll, prompts, ids, answers, total, comps, keep))
-        missing = draw.num_prompts - sum(int(k[-1].sum()) for k in kept)
-        if draw.dynamic_rounds < 0 or missing <= 0 or round_ == draw.dynamic_rounds or sampler is None:
+        if dynamic:
+            rounds[-1].keep = ~tied_groups(rounds[-1].total, g.group_size)  # [P] groups with signal
+        missing = draw.num_prompts - sum(int(r.keep.sum()) for r in rounds)
+        if not dynamic or missing <= 0 or round_ == draw.dynamic_rounds or sampler is None:
             break
         batch = sampler.draw(state.prompt_rng, missing, difficulty=draw.difficulty, progress=draw.progress,
                              exclude=drawn_ids)
         refilled += len(batch)
         if not batch:
             break
-    return _assemble(state, kept, graded, times, (dropped, refilled, drawn_groups, draw.dynamic_rounds >= 0))
+    out = _assemble(state, rounds, times)
+    if dynamic:  # the reward series describe every completion sampled, not only the groups kept
+        dropped = sum(int((~r.keep).sum()) for r in rounds)
+        out.dynamic = {"dyn_groups_dropped": float(dropped), "dyn_prompts_refilled": float(refilled),
+                       "dyn_frac_zero_std_drawn": dropped / max(1, sum(len(r.keep) for r in rounds))}
+        out.drawn_total = np.concatenate([r.total for r in rounds])
+        out.drawn_components = {k: np.concatenate([r.components[k] for r in rounds]) for k in rounds[0].components}
+    return out
 
 
-def _assemble(state: Any, kept: list[tuple], graded: list[tuple[str, str, str]], times: list[float],
-              counts: tuple[int, int, int, bool]) -> ScoredRollouts:
+def _assemble(state: Any, rounds: list[_Round], times: list[float]) -> ScoredRollouts:
     """The kept groups of every round as one batch, with group advantages (an empty batch when none was kept)."""
     g = state.cfg.grpo
     parts, prompts, ids, answers, totals, comps = [], [], [], [], [], []
-    for roll, p, i, a, total, comp, keep in kept:
-        rows = np.repeat(keep, g.group_size)  # [N] rows of kept groups
-        index = torch.as_tensor(np.flatnonzero(rows), device=roll.completion_ids.device)
+    for r in rounds:
+        rows = r.rows()  # [N]
+        index = torch.as_tensor(np.flatnonzero(rows), device=r.roll.completion_ids.device)
+        roll = r.roll
         parts.append(Rollouts(roll.prompt_ids[index], roll.prompt_mask[index], roll.completion_ids[index],
                               roll.completion_mask[index], roll.truncated[index],
-                              [c for c, r in zip(roll.completions, rows) if r]))
-        prompts += [x for x, r in zip(p, rows) if r]
-        ids += [x for x, r in zip(i, rows) if r]
-        answers += [x for x, r in zip(a, rows) if r]
-        totals.append(total[rows])
-        comps.append({k: v[rows] for k, v in comp.items()})
+                              [c for c, keep in zip(roll.completions, rows) if keep]))
+        prompts += [x for x, keep in zip(r.prompts, rows) if keep]
+        ids += [x for x, keep in zip(r.ids, rows) if keep]
+        answers += [x for x, keep in zip(r.answers, rows) if keep]
+        totals.append(r.total[rows])
+        comps.append({k: v[rows] for k, v in r.components.items()})
     t0 = time.perf_counter()
     roll = concat_rollouts(parts, state.tokenizer.pad_token_id)
     total = np.concatenate(totals)  # [N]
@@ -204,12 +220,6 @@ def _assemble(state: Any, kept: list[tuple], graded: list[tuple[str, str, str]],
     rewards = torch.as_tensor(total, dtype=torch.float32, device=roll.completion_ids.device)  # [N]
     advantages = (group_advantages(rewards, g.group_size, scale=g.scale_rewards).to(torch.float32) if total.size
                   else torch.zeros(0, device=rewards.device))  # [N]
-    dropped, refilled, drawn, dynamic = counts
-    out = ScoredRollouts(roll, prompts, ids, total, components, rewards, advantages, times[0],
-                         times[1] + time.perf_counter() - t0, answers, graded)
-    if dynamic:  # the reward series describe every completion sampled, not only the groups kept
-        out.dynamic = {"dyn_groups_dropped": float(dropped), "dyn_prompts_refilled": float(refilled),
-                       "dyn_frac_zero_std_drawn": dropped / max(1, drawn)}
-        out.drawn_total = np.concatenate([k[4] for k in kept])
-        out.drawn_components = {name: np.concatenate([k[5][name] for k in kept]) for name in kept[0][5]}
-    return out
+    graded = [(pid, c, a) for r in rounds for pid, c, a in zip(r.ids, r.roll.completions, r.answers)]
+    return ScoredRollouts(roll, prompts, ids, total, components, rewards, advantages, times[0],
+                          times[1] + time.perf_counter() - t0, answers, graded)

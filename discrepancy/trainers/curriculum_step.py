@@ -22,6 +22,7 @@ from discrepancy.trainers.fusion import RewardFusion
 from discrepancy.trainers.ledger import LEDGER_SERIES, Ledger, solved_flags
 from discrepancy.trainers.locking import apply_lock
 from discrepancy.trainers.rewards import RewardContext, RewardSpec
+from discrepancy.trainers.schedules import beta_at, lr_at, temperature_at
 from discrepancy.trainers.tasks import Example
 
 NUM_PROMPTS_SERIES = {"num_prompts": "prompts drawn for this step: grpo.num_prompts × the batch controller's "
@@ -36,6 +37,36 @@ class StepPlan:
     weights: dict[str, float] | None  # None: the specs' own weights
     history: Mapping[str, tuple[int, int]]
     row: dict[str, float] = field(default_factory=dict)  # phase, phase_trigger, reward_weight_<name>
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """What one step runs with: the schedules' values, a phase's overrides, the controllers' multipliers."""
+
+    temperature: float
+    beta: float
+    lr: float
+    num_prompts: int  # grpo.num_prompts × ctl_batch_scale, rounded, at least 1 (at most the task's examples)
+    applied: dict[str, float]  # the controllers' multipliers, as recorded
+
+
+def step_settings(state: Any, step: int, plan: StepPlan | None) -> StepSettings:
+    """The schedules at ``step``; a phase that sets temperature or β replaces their schedule; then the multipliers
+    the controllers decided after the last step."""
+    cfg, g = state.cfg, state.cfg.grpo
+    phase = plan.phase if plan is not None else None
+    temperature = temperature_at(step, state.total_steps, cfg.schedule.temperature, cfg.schedule.temperature_end)
+    beta = beta_at(step, state.total_steps, g.beta, cfg.schedule.beta_end)
+    if phase is not None:
+        temperature = temperature if phase.temperature is None else phase.temperature
+        beta = beta if phase.beta is None else phase.beta
+    lr = lr_at(step, state.total_steps, cfg.optim.lr, warmup=cfg.optim.warmup_steps, decay=cfg.optim.decay,
+               min_ratio=cfg.optim.min_lr_ratio)
+    applied = state.control.applied() if state.control is not None else {}
+    num_prompts = min(len(state.examples), max(1, round(g.num_prompts * applied.get("ctl_batch_scale", 1.0))))
+    return StepSettings(temperature * applied.get("ctl_temperature_scale", 1.0),
+                        beta * applied.get("ctl_beta_scale", 1.0), lr * applied.get("ctl_lr_scale", 1.0),
+                        num_prompts, applied)
 
 
 class Orchestration:

@@ -26,9 +26,10 @@ from discrepancy.trainers.grpo import grpo_loss
 from discrepancy.trainers.control import CONTROL_SERIES, Controller
 from discrepancy.trainers.critique import critique_calibration
 from discrepancy.trainers.curriculum_sampling import Draw, ScoredRollouts, sample_and_score
-from discrepancy.trainers.curriculum_step import NUM_PROMPTS_SERIES, Orchestration, StepPlan, reward_context
+from discrepancy.trainers.curriculum_step import (
+    NUM_PROMPTS_SERIES, Orchestration, StepPlan, StepSettings, reward_context, step_settings,
+)
 from discrepancy.trainers.rewards import RewardSpec, score_completions
-from discrepancy.trainers.schedules import beta_at, lr_at, temperature_at
 from discrepancy.trainers.speed import SpeedPlan
 from discrepancy.trainers.step_metrics import (
     CRITIQUE_SERIES, loss_stats, reward_metrics, rollout_metrics, sample_column,
@@ -203,26 +204,14 @@ def step_context(state: TrainState, scored: ScoredRollouts, step: int, beta: flo
 
 def grpo_step(state: TrainState) -> StepResult:
     """Run one GRPO step on ``state`` (advances ``state.step``) and return its measurements."""
-    cfg, g, orch = state.cfg, state.cfg.grpo, state.orchestration
+    orch = state.orchestration
     step = state.step + 1
     t_start = time.perf_counter()
     plan = orch.begin(state.model) if orch is not None else None  # the phase: its locks, weights and settings
-    phase = plan.phase if plan is not None else None
-    temperature = temperature_at(step, state.total_steps, cfg.schedule.temperature, cfg.schedule.temperature_end)
-    beta = beta_at(step, state.total_steps, g.beta, cfg.schedule.beta_end)
-    if phase is not None:  # a phase that sets them replaces the run's schedules
-        temperature = temperature if phase.temperature is None else phase.temperature
-        beta = beta if phase.beta is None else phase.beta
-    lr = lr_at(step, state.total_steps, cfg.optim.lr, warmup=cfg.optim.warmup_steps, decay=cfg.optim.decay,
-               min_ratio=cfg.optim.min_lr_ratio)
-    applied = state.control.applied() if state.control is not None else {}  # multipliers decided last step
-    temperature *= applied.get("ctl_temperature_scale", 1.0)
-    beta *= applied.get("ctl_beta_scale", 1.0)
-    lr *= applied.get("ctl_lr_scale", 1.0)
-    _set_lr(state.optimizer, lr)
-    num_prompts = min(len(state.examples), max(1, round(g.num_prompts * applied.get("ctl_batch_scale", 1.0))))
+    at = step_settings(state, step, plan)
+    _set_lr(state.optimizer, at.lr)
 
-    scored = _sample(state, step, temperature, num_prompts, plan)  # sample from π_old, rewards, group advantages
+    scored = _sample(state, step, at.temperature, at.num_prompts, plan)  # sample from π_old, rewards, group advantages
     metrics: dict[str, Any] = {}
     ctx = None
     t0 = time.perf_counter()
@@ -237,16 +226,22 @@ def grpo_step(state: TrainState) -> StepResult:
         state.bad_reason = "no completion got a usable reward (every reward NaN or infinite); check the rewards"
     else:
         with state.plan.training_forwards(state.model):  # compiled layers or fused LoRA (no-grad forwards: eager)
-            ctx, update = step_context(state, scored, step, beta)  # π_old / reference log-probs, the loss
+            ctx, update = step_context(state, scored, step, at.beta)  # π_old / reference log-probs, the loss
 
             # ---- policy update: μ inner iterations × micro-batches, gradient accumulation ----------------------
             _policy_update(state, ctx, update, metrics)
     train_time = time.perf_counter() - t0
     state.step = step
     state.bad_steps = state.bad_steps + 1 if metrics.get("skipped") and scored.total.size else 0
+    metrics.update(sample_time=scored.sample_time, score_time=scored.score_time, train_time=train_time)
+    return _measure(state, scored, ctx, at, plan, metrics, t_start)
 
-    # ---- measure ------------------------------------------------------------------------------------------------
-    roll = scored.roll
+
+def _measure(state: TrainState, scored: ScoredRollouts, ctx: StepContext | None, at: StepSettings,
+             plan: StepPlan | None, metrics: dict[str, Any], t_start: float) -> StepResult:
+    """The step's row (rollout statistics, settings, timings, the instruments' values already in ``metrics``), its
+    arrays and samples; the curriculum, ledger, fusion and controllers see the row before it is returned."""
+    g, orch, roll = state.cfg.grpo, state.orchestration, scored.roll
     entropy, loss_mask = (ctx.entropy, ctx.batch.completion_mask) if ctx is not None else (None, None)
     if scored.total.size:
         metrics.update(rollout_metrics(roll.completion_mask, roll.truncated, scored.rewards, scored.advantages,
@@ -255,18 +250,17 @@ def grpo_step(state: TrainState) -> StepResult:
         metrics.update(reward_metrics(scored.drawn_total, scored.drawn_components))
     if has_critique(state.rewards):  # how well the self-assessments match the verifier
         metrics.update(critique_calibration(scored.prompts, roll.completions, scored.answers))
-    metrics.update(lr=lr, temperature=temperature, beta=beta, sample_time=scored.sample_time,
-                   score_time=scored.score_time, train_time=train_time, skipped=metrics.get("skipped", 0.0),
+    metrics.update(lr=at.lr, temperature=at.temperature, beta=at.beta, skipped=metrics.get("skipped", 0.0),
                    step_time=time.perf_counter() - t_start)
     arrays = {k: np.asarray(v) for k, v in metrics.items() if isinstance(v, np.ndarray)}
     scalars = {k: float(v) for k, v in metrics.items() if not isinstance(v, np.ndarray)}
     if orch is not None or state.control is not None:
-        scalars["num_prompts"] = float(num_prompts)
+        scalars["num_prompts"] = float(at.num_prompts)
     if orch is not None and plan is not None:  # ledger, fusion and curriculum see the step; its phase row
         scalars.update(plan.row)
         orch.end(scored, scalars, arrays)
     if state.control is not None:  # what was applied, and what this step's measurements decide for the next
-        scalars.update(applied, ctl_action=float(state.control.observe(scalars)))
+        scalars.update(at.applied, ctl_action=float(state.control.observe(scalars)))
     fields = {"reward": scored.total, "advantage": scored.advantages.cpu().numpy(),
               "length": roll.completion_mask.sum(1).cpu().numpy().astype(float),
               **{sample_column(k): v for k, v in scored.components.items()}}
