@@ -4,7 +4,7 @@ The test is the one docs/definitions.md §4 describes: at each boundary t, fit a
 left of t and
 another to the ``w`` points right of t, and compare their values at the boundary. Lines (not means) so that a steep
 but smooth trend — early exponential decay — is not mistaken for a jump, and a kink (slope change) gives no signal.
-Robustness, in order:
+Robustness, in order (after ``seasonal`` removed any seasonal swing, which all the tests would read as noise):
 
 * a short running median first removes isolated spikes of up to three steps (outliers are not jumps) and tames
   heavy-tailed noise;
