@@ -59,8 +59,8 @@ class PhaseConfig:
         _check(len(self.temperature) < 2 and len(self.beta) < 2 or self.max_steps > 0, f"{where}.max_steps",
                "> 0 when temperature or beta is a [start, end] range (the range spans max_steps)", self.max_steps)
         d = self.difficulty
-        _check(not d or (len(d) == 2 and 0 <= d[0] <= d[1]), f"{where}.difficulty", "[] or [lo, hi] with 0 ≤ lo ≤ hi",
-               d)
+        _check(not d or (len(d) == 2 and 0 <= d[0] <= d[1]), f"{where}.difficulty",
+               "[] or [lo, hi] with 0 ≤ lo ≤ hi", d)
         _check(all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in self.reward_weights.values()),
                f"{where}.reward_weights", "numbers", self.reward_weights)
         _check(all(math.isfinite(w) for w in self.reward_weights.values()), f"{where}.reward_weights",

@@ -109,7 +109,8 @@ def recorded_series(cfg: TrainConfig, rewards: list[RewardSpec]) -> set[str]:
 
     names = set(STEP_SERIES) | {f"reward_{n}" for n in cfg.rewards.names} | set(CONTROL_SERIES)
     names |= set(HookRunner(build_instruments(cfg.instruments, torch.nn.Module())).declared_series())
-    names |= set(orchestration_series(cfg, cfg.rewards.names)) | (set(CRITIQUE_SERIES) if has_critique(rewards) else set())
+    names |= set(orchestration_series(cfg, cfg.rewards.names))
+    names |= set(CRITIQUE_SERIES) if has_critique(rewards) else set()
     return names | ({"lora_delta_norm_total"} if cfg.instruments.lora_norms else set())
 
 

@@ -19,13 +19,16 @@ from discrepancy.trainers.run import train_run
 from discrepancy.trainers.tasks import arithmetic_examples
 
 SCORED: list[tuple[str, str, float]] = []  # (prompt, completion, reward) of every completion scored in a run
+HISTORY: dict[int, dict[str, tuple[int, int]]] = {}  # step -> the ledger history the reward's context held
 
 
-def odd_ties(prompts: list[str], completions: list[str], answers: list[str]) -> list[float]:
+def odd_ties(prompts: list[str], completions: list[str], answers: list[str], context=None) -> list[float]:  # noqa: ANN001
     """A reward that ties whole groups by construction: 0 for every completion of a question starting with an odd
-    number; otherwise the completion's length mod 3 (it may tie by chance too). Logs every call."""
+    number; otherwise the completion's length mod 3 (it may tie by chance too). Logs every call and its context."""
     out = [0.0 if int(re.match(r"\d+", p).group()) % 2 else float(len(c) % 3) for p, c in zip(prompts, completions)]
     SCORED.extend(zip(prompts, completions, out))
+    if context is not None and context.step > 0:
+        HISTORY[context.step] = dict(context.history)
     return out
 
 
@@ -59,6 +62,7 @@ def test_dynamic_sampling_never_trains_on_a_tied_group_and_the_ledger_is_a_hand_
     sees has two distinct rewards, the dropped and refilled counts are those of the scored groups, and the ledger's
     cumulative counts per prompt equal a hand count of every scored completion (dropped groups included)."""
     SCORED.clear()
+    HISTORY.clear()
     cfg = apply_overrides(fast_train_config, [
         "run.steps=5", 'rewards.names=["test_ledger:odd_ties"]', "rewards.weights=[1.0]", "sampling.ledger=true",
         "sampling.dynamic=true", "sampling.dynamic_rounds=2", "task.num_examples=40", "sft.steps=2"])
@@ -85,6 +89,11 @@ def test_dynamic_sampling_never_trains_on_a_tied_group_and_the_ledger_is_a_hand_
     assert series["ledger_seen"].iloc[-1] == seen
     never = sum(wins[k] == 0 for k in counts) / len(counts)
     assert series["ledger_never_solved"].iloc[-1] == never
+    # a reward's context holds the ledger as it stood before the step: the counts recorded after the step before
+    assert HISTORY[1] == {} and sorted(HISTORY) == [1, 2, 3, 4, 5]
+    for step in range(2, 6):
+        before = sampled.loc[step - 1]
+        assert HISTORY[step] == {k: (int(v), int(solved.loc[step - 1, k])) for k, v in before.items() if v}
 
 
 def test_ledger_rates_learnability_and_fractions_by_hand() -> None:
