@@ -11,7 +11,8 @@ sampled groups whose rewards all tied, wall time; and held-out correctness / for
 completions, temperature 0.6) on 240 arithmetic questions of 1-3 operations none of which is a training question
 (generator seed 10_000 + seed). Seed 0 is the one the recipe was written against; seeds 1 and 2 are held out.
 
-Run: ``.venv/bin/python benchmarks/bench_curriculum.py`` (about 25 minutes on 2 cores; ``--seeds 0`` for one pair).
+Run: ``.venv/bin/python benchmarks/bench_curriculum.py`` (6 minutes for the six runs at load 4-6 on 2 cores, each
+run 36-80 s; ``--seeds 0`` for one pair; ``--render`` rewrites the table from the JSON).
 Writes benchmarks/results/curriculum.{json,md}.
 """
 
