@@ -117,10 +117,11 @@ class Orchestration:
         history = self.ledger.history() if self.ledger is not None else {}
         return StepPlan(settings, weights, history, row)
 
-    def draw(self, num_prompts: int, plan: StepPlan) -> Draw:
-        """How the step draws its prompts under ``plan``."""
+    def draw(self, num_prompts: int, plan: StepPlan, run_progress: float) -> Draw:
+        """How the step draws its prompts under ``plan``; the ramp follows the phase's progress when it has
+        max_steps, else ``run_progress`` (the fraction of the run done before this step)."""
         s = plan.phase
-        progress = s.progress if s is not None and s.progress is not None else None
+        progress = s.progress if s is not None and s.progress is not None else run_progress
         return Draw(num_prompts, s.difficulty if s is not None else None, progress,
                     self.cfg.sampling.dynamic_rounds if self.cfg.sampling.dynamic else -1)
 

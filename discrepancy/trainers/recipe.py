@@ -287,7 +287,8 @@ def _sample(state: TrainState, step: int, temperature: float, num_prompts: int,
     """The step's scored rollouts: prompts drawn by the run's sampler (the task uniformly without one), rewards
     with this step's context and weights (`trainers.curriculum_sampling`)."""
     orch = state.orchestration
-    draw = orch.draw(num_prompts, plan) if orch is not None and plan is not None else Draw(num_prompts)
+    run_progress = (step - 1) / max(1, state.total_steps - 1)
+    draw = orch.draw(num_prompts, plan, run_progress) if orch is not None and plan is not None else Draw(num_prompts)
 
     def score(prompts: list[str], completions: list[str], answers: list[str], ids: list[str]):  # noqa: ANN202
         extra: dict[str, Any] = {}  # only what some reward reads: a flat run scores exactly as it always did
