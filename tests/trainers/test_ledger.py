@@ -8,6 +8,7 @@ import re
 from collections import Counter
 
 import numpy as np
+import torch
 
 from discrepancy.config import apply_overrides
 from discrepancy.instrumentation.hooks import Instrument, StepContext
@@ -148,3 +149,21 @@ def test_the_batch_controller_scale_sets_the_prompts_a_step_draws(fast_train_con
         series = run.series()
     assert series["num_prompts"].tolist() == [3.0, 3.0]
     assert [len(groups) for groups in trained.groups] == [3, 3]
+
+
+def test_a_ramp_follows_the_phase_with_max_steps_else_the_run() -> None:
+    from discrepancy.trainers.config import TrainConfig
+    from discrepancy.trainers.curriculum_step import Orchestration
+    from discrepancy.trainers.rewards import RewardSpec
+
+    examples, rewards = arithmetic_examples(50, max_ops=3), [RewardSpec.from_name("correctness")]
+    flat = Orchestration(apply_overrides(TrainConfig(), ['sampling.mode="ramp"']), examples, rewards)
+    assert flat.draw(4, flat.begin(None), 0.7).progress == 0.7
+    phased = Orchestration(apply_overrides(TrainConfig(), ['sampling.mode="ramp"', 'curriculum.phases=[{name="a", '
+                                                           'max_steps=5}, {name="b"}]']), examples, rewards)
+
+    class Model(torch.nn.Module):  # no LoRA tensors: the lock has nothing to do
+        pass
+
+    plan = phased.begin(Model())
+    assert phased.draw(4, plan, 0.7).progress == 0.0  # the phase's own progress: its first step
