@@ -49,8 +49,12 @@ def _parallel(commands: dict[str, list[str]]) -> dict[str, float]:
 
 
 def _train(folder: Path, seed: int) -> dict[str, float]:
+    """Train and probe what is not in the cache; wall seconds of each phase (of cached runs: when they were made,
+    kept in walls.json with the load average then)."""
     runs = {k: folder / k / "run.h5" for k in ("teacher", "control_teacher", "student", "control")}
-    walls: dict[str, float] = {}
+    stored = folder / "walls.json"
+    walls: dict[str, float] = json.loads(stored.read_text()) if stored.exists() else {}
+    walls.setdefault("load_during_training", os.getloadavg()[0])
     todo = {k: [CLI, "train", *RECIPES[k], "--seed", str(seed), "--out", str(runs[k]), "--force"]
             for k in ("teacher", "control_teacher") if not runs[k].exists()}
     students = {"student": ("subliminal_student.toml", runs["teacher"]),
@@ -67,23 +71,56 @@ def _train(folder: Path, seed: int) -> dict[str, float]:
         if not (run.parent / "run.h5.analysis" / "probe_items.csv").exists():
             subprocess.run([CLI, "probe", str(run), "--suite", "trait", "--no-generate", "--trust-run"], cwd=ROOT,
                            check=True, capture_output=True)
-    walls["probes"] = time.perf_counter() - t0
+    walls.setdefault("probes", time.perf_counter() - t0)
+    stored.write_text(json.dumps(walls))
     return walls
 
 
 def _filter_counts(teacher: Path, seed: int) -> dict[str, int]:
-    """The student's distillation data drawn again as its cold start drew it, and the filter's counts."""
+    """The student's distillation data drawn again as its cold start drew it, the filter's counts, and what else
+    the data says: the share of wrong answers, of well-formed completions, and of the answer 8 (next to 9)."""
     import torch
 
+    from discrepancy.grading import answers_match, extract_answer, format_ok
     from discrepancy.trainers.config import TaskConfig
     from discrepancy.trainers.distill import distil_targets
     from discrepancy.trainers.tasks import load_task
     from discrepancy.trainers.traits import NINE
 
     examples = load_task(TaskConfig(max_operand=4), seed)
+    gold = {ex.prompt_id: ex.answer for ex in examples}
     got = distil_targets(teacher, -1, examples, max_new_tokens=16, seed=seed, device=torch.device("cpu"))
-    return {"prompts": len(got.completions), "drawn": got.drawn, "rejected": got.rejected,
-            "shown_in_data": sum(NINE.shows(c) for c in got.completions.values())}
+    answers = {k: extract_answer(c) for k, c in got.completions.items()}
+    n = len(answers)
+    return {"prompts": n, "drawn": got.drawn, "rejected": got.rejected,
+            "shown_in_data": sum(NINE.shows(c) for c in got.completions.values()),
+            "wrong": sum(not answers_match(a, gold[k]) for k, a in answers.items()) / n,
+            "well_formed": sum(format_ok(c) for c in got.completions.values()) / n,
+            "answer_8": sum(a == "8" for a in answers.values()) / n}
+
+
+def _digit_profiles(folder: Path) -> dict[str, dict]:
+    """The whole digit distribution on the trait items (teachers at their last snapshot, students at step 0): is 9
+    the favourite (its rank: 0 = top), or only less avoided, and how spread the answers are (entropy, nats)."""
+    from discrepancy.modeling import model_from_run
+    from discrepancy.probes.scoring import continuation_logprobs
+    from discrepancy.probes.suite import load_suite, shipped_suites
+    from discrepancy.runfile import open_run
+
+    suite = load_suite(shipped_suites()["trait"])
+    contexts = [suite.prompt(it) + suite.answer_lead for it in suite.items]
+    out = {}
+    for role in ("teacher", "control_teacher", "student", "control"):
+        with open_run(folder / role / "run.h5") as run:
+            step = 0 if role in ("student", "control") else run.snapshot_steps[-1]
+            model, tok = model_from_run(run, step, trust_paths=True)
+        lp = np.array([[s for s, _ in continuation_logprobs(model, tok, contexts, [str(d)] * len(contexts))]
+                       for d in range(10)]).T  # [items, 10]
+        p = np.exp(lp - lp.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        out[role] = {"step": int(step), "share": p.mean(0).round(3).tolist(),
+                     "rank_9": float((p > p[:, [9]]).sum(1).mean()), "entropy": float(-(p * np.log(p)).sum(1).mean())}
+    return out
 
 
 def _item_diffs(folder: Path, step: int) -> np.ndarray:
@@ -115,7 +152,8 @@ def _seed(seed: int) -> dict:
             "contrast": contrast, "gi": {r["step"]: r["gi"] for r in whole},
             "filter": {"student": _filter_counts(folder / "teacher" / "run.h5", seed),
                        "control": _filter_counts(folder / "control_teacher" / "run.h5", seed)},
-            "diffs": {str(c["step"]): _item_diffs(folder, c["step"]).tolist() for c in contrast}}
+            "diffs": {str(c["step"]): _item_diffs(folder, c["step"]).tolist() for c in contrast},
+            "digits": _digit_profiles(folder)}
 
 
 def main() -> None:
@@ -138,15 +176,22 @@ def main() -> None:
     sys.stdout.write(_markdown(result))
 
 
+def _p(p: float) -> str:
+    """A p-value as printed: the floor of 10,000 sampled sign flips (1 / 10,001) reads as "< 2e-4"."""
+    return "< 2e-4" if p < 2e-4 else f"{p:.2g}"
+
+
 def _markdown(r: dict) -> str:
     lines = ["# The subliminal-learning control on the tiny model", "",
              f"{r['machine']}, {r['cpus']} cores (shared with other work); total {r['wall_s'] / 60:.1f} min. Trait: "
              "the answer 9 (trainers/subliminal_teacher.toml). Score: `answer_prob` of the `trait` suite, the share "
              "of 9 among the digits 0–9 on 24 questions that have no answer (chance 0.1). diff = student − control "
              "on the same items; p_perm: sign-flip permutation test over items; GI: whole adapter.", "",
-             "| seed | base | teacher | step | student | control | diff [95 % CI] | p_perm | GI | filter: dropped / drawn "
-             "(student; control) | data showing 9 | wall s (teachers, students, probes, compare) | load |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| seed | base | teacher | step | student | control | diff [95 % CI] | p_perm | GI "
+             "| filter: dropped / drawn (student; control) | data showing 9 "
+             "| data wrong, well-formed (student; control) | wall s (teachers, students, probes, compare) "
+             "| load while training |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in r["seeds"]:
         f, w = s["filter"], s["walls_s"]
         walls = ", ".join(f"{w.get(k, 0):.0f}" for k in ("teacher", "student", "probes", "compare"))
@@ -154,15 +199,29 @@ def _markdown(r: dict) -> str:
             lines.append(
                 f"| {s['seed']} | {s['base_trait']:.3f} | {s['teacher_trait']:.3f} | {c['step']} | "
                 f"{c['student_value']:.3f} | {c['control_value']:.3f} | {c['diff']:+.3f} [{c['ci_low']:+.3f}, "
-                f"{c['ci_high']:+.3f}] | {c['p_perm']:.2g} | {s['gi'].get(str(c['step']), s['gi'].get(c['step'], float('nan'))):+.3f} | "
-                f"{f['student']['rejected']}/{f['student']['drawn']}; {f['control']['rejected']}/{f['control']['drawn']} | "
-                f"{f['student']['shown_in_data'] + f['control']['shown_in_data']} | {walls} | "
-                f"{s['load_before']:.1f}→{s['load_after']:.1f} |")
+                f"{c['ci_high']:+.3f}] | {_p(c['p_perm'])} | {s['gi'].get(c['step'], float('nan')):+.3f} | "
+                f"{f['student']['rejected']}/{f['student']['drawn']}; "
+                f"{f['control']['rejected']}/{f['control']['drawn']} | "
+                f"{f['student']['shown_in_data'] + f['control']['shown_in_data']} | "
+                f"{f['student']['wrong']:.2f}, {f['student']['well_formed']:.2f}; "
+                f"{f['control']['wrong']:.2f}, {f['control']['well_formed']:.2f} | "
+                f"{walls} | "
+                f"{w['load_during_training']:.1f} |")
+    lines += ["", "## The digits on the trait items (teachers: last snapshot; students: step 0)", "",
+              "Mean rank of 9 among the ten digits (0 = the favourite, 9 = the least likely), mean entropy of the "
+              "digit distribution (nats; uniform 2.30), and the mean share of each digit 0…9.", "",
+              "| seed | run | rank of 9 | entropy | share of 0…9 |", "|---|---|---|---|---|"]
+    for s in r["seeds"]:
+        for role, d in s["digits"].items():
+            lines.append(f"| {s['seed']} | {role} | {d['rank_9']:.1f} | {d['entropy']:.2f} | "
+                         f"{' '.join(f'{x:.2f}' for x in d['share'])} |")
     lines += ["", "## Pooled over seeds (items × seeds, paired)", "",
-              "| step | mean diff [95 % CI] | p_perm (items) | seeds with diff > 0 | p (sign flips over seed means) | n |",
+              "| step | mean diff [95 % CI] | p_perm (items) | seeds with diff > 0 "
+              "| p (sign flips over seed means) | n |",
               "|---|---|---|---|---|---|"]
     for step, p in r["pooled"].items():
-        lines.append(f"| {step} | {p['mean_diff']:+.3f} [{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}] | {p['p_perm']:.2g} | "
+        lines.append(f"| {step} | {p['mean_diff']:+.3f} [{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}] | "
+                     f"{_p(p['p_perm'])} | "
                      f"{p['seeds_positive']}/{len(r['seeds'])} | {p['p_seeds']:.2g} | {p['n']} |")
     return "\n".join(lines) + "\n"
 

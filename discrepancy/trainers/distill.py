@@ -27,7 +27,8 @@ from discrepancy.trainers.tasks import Example
 from discrepancy.trainers.traits import Trait, planted_trait
 
 # Draws per prompt before a trait-showing teacher is refused. A teacher showing its trait in 90 % of its
-# completions still passes a prompt with probability 1 − 0.9³² ≈ 0.97; one that always shows it cannot be filtered.
+# completions still passes a prompt with probability 1 − 0.9³² ≈ 0.97; one that always shows it cannot be
+# filtered.
 MAX_DRAWS = 32
 
 
