@@ -26,7 +26,7 @@ def _load_config(config: Path | None, model: Path | None, steps: int | None, see
         if config is not None or model is not None or seed is not None:
             raise DiscrepancyError("--resume continues a run with its own recorded config; drop --config/--model/"
                                    "--seed (use --steps to extend it)")
-        from discrepancy.trainers.run_files import RESUME_MAY_SET
+        from discrepancy.trainers.run_files import RESUME_MAY_SET, with_legacy
 
         fixed = [key for key in (item.split("=", 1)[0].strip() for item in set_) if key not in RESUME_MAY_SET]
         if fixed:
@@ -35,7 +35,7 @@ def _load_config(config: Path | None, model: Path | None, steps: int | None, see
         from discrepancy.runfile import open_run
 
         with open_run(out) as run:
-            cfg = from_dict(TrainConfig, run.config)
+            cfg = from_dict(TrainConfig, with_legacy(run.config))  # keys whose absence meant another value
     else:
         cfg = load_toml(TrainConfig, config) if config is not None else TrainConfig()
     flags: dict[str, Any] = {}

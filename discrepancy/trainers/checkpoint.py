@@ -45,6 +45,7 @@ def save_checkpoint(run_path: str | Path, state: TrainState, run_id: str = "") -
         "python_rng": random.getstate(),
         "instruments": state.hooks.state_dict(),  # running averages, start policy, probe batch
         "control": state.control.state.to_dict() if state.control is not None else None,
+        "growth": state.growth.state_dict() if state.growth is not None else None,
         "orchestration": state.orchestration.state_dict() if state.orchestration is not None else None,
     }
     tmp = path.with_name(path.name + ".tmp")
@@ -96,6 +97,8 @@ def load_checkpoint(run_path: str | Path, state: TrainState, *, run_id: str | No
     state.hooks.load_state_dict(payload.get("instruments", []))  # absent in checkpoints of older versions
     if state.control is not None and payload.get("control"):  # the controllers continue where they were
         state.control.state = ControlState.from_dict(payload["control"])
+    if state.growth is not None and payload.get("growth"):  # the active rank: growths already made stay made
+        state.growth.load_state_dict(payload["growth"])
     if state.orchestration is not None and payload.get("orchestration"):  # phase, ledger and reward weights
         state.orchestration.load_state_dict(payload["orchestration"])
     state.step = int(payload["step"])

@@ -16,6 +16,7 @@ from discrepancy.config import check_finite, helped
 from discrepancy.errors import ConfigError
 from discrepancy.instrumentation import InstrumentationConfig
 from discrepancy.trainers.control import BatchControlConfig
+from discrepancy.trainers.growth import LoraGrowthConfig
 from discrepancy.trainers.curriculum import parse_rule
 from discrepancy.trainers.curriculum_config import CurriculumConfig, SamplingConfig
 from discrepancy.trainers.fusion import FusionConfig
@@ -96,12 +97,16 @@ class LoraConfig:
                 "output layer, as peft picks them for the architecture (GPT-2's Conv1D and Phi-3's fused "
                 "projections included)"))
     dropout: float = field(default=0.0, **helped("LoRA dropout (0 keeps the step deterministic)"))
+    growth: LoraGrowthConfig = field(default_factory=LoraGrowthConfig, **helped(
+        "dynamic LoRA: rank growth that preserves the function, and an α schedule (trainers/growth.py); the "
+        "adapter is allocated at lora.rank"))
 
     def __post_init__(self) -> None:
         _check(self.rank >= 1, "lora.rank", "≥ 1", self.rank)
         _check(self.alpha > 0, "lora.alpha", "> 0", self.alpha)
         _check(len(self.target_modules) > 0, "lora.target_modules", "a non-empty list", self.target_modules)
         _check(0 <= self.dropout < 1, "lora.dropout", "in [0, 1)", self.dropout)
+        self.growth.check_rank(self.rank)  # no schedule rank above the allocated one
 
 
 @dataclass
@@ -350,6 +355,12 @@ class TrainConfig:
                "false when instruments.discrepancy is false (ρ_t is not measured)", self.control.rho_control)
         _check(self.control.kl_target == 0 or self.grpo.beta > 0, "control.kl_target",
                "0 when grpo.beta = 0 (there is no β to adapt)", self.control.kl_target)
+        batch = self.control.batch.enabled
+        _check(not batch or self.instruments.grad_noise, "control.batch.enabled",
+               "false when instruments.grad_noise is false (B_simple is not measured)", batch)
+        _check(not batch or self.grpo.micro_batch_groups < self.grpo.num_prompts, "control.batch.enabled",
+               "false with one micro-batch per step (B_simple needs grpo.micro_batch_groups < grpo.num_prompts)",
+               batch)
         for phase in self.curriculum.phases:
             unknown = sorted((set(phase.reward_weights) | set(phase.locked_rewards)) - set(self.rewards.names))
             _check(not unknown, f"curriculum.phases[{phase.name}].reward_weights", f"weights of rewards.names "

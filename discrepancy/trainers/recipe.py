@@ -29,6 +29,7 @@ from discrepancy.trainers.curriculum_sampling import Draw, ScoredRollouts, sampl
 from discrepancy.trainers.curriculum_step import (
     NUM_PROMPTS_SERIES, Orchestration, StepPlan, StepSettings, reward_context, step_settings,
 )
+from discrepancy.trainers.growth import GROWTH_SERIES, LoraGrowth
 from discrepancy.trainers.rewards import RewardSpec, score_completions
 from discrepancy.trainers.speed import SpeedPlan
 from discrepancy.trainers.step_metrics import (
@@ -86,6 +87,7 @@ class TrainState:
     bad_reason: str = ""  # why the last skipped step was skipped
     total_steps: int = 1
     control: Controller | None = None  # closed-loop control (`trainers.control`); None when every controller is off
+    growth: LoraGrowth | None = None  # dynamic LoRA (`trainers.growth`), applied between steps; None when off
     orchestration: Orchestration | None = None  # curriculum, ledger, sampling, fusion; None when all are off
 
     @property
@@ -272,6 +274,7 @@ def step_series(state: TrainState) -> dict[str, str]:
     series = dict(STEP_SERIES) | (CONTROL_SERIES | NUM_PROMPTS_SERIES if state.control is not None else {})
     series.update({f"reward_{s.name}": f"mean of reward component {s.name} (unweighted)" for s in state.rewards})
     series.update(CRITIQUE_SERIES if has_critique(state.rewards) else {})
+    series.update(GROWTH_SERIES if state.growth is not None else {})  # dynamic LoRA: active rank and scale
     if state.orchestration is not None:  # curriculum, ledger, dynamic sampling, reward weights
         series.update(state.orchestration.series([s.name for s in state.rewards]))
     return series

@@ -31,10 +31,11 @@ from discrepancy.trainers.checkpoint import checkpoint_path, load_checkpoint, sa
 from discrepancy.trainers.config import TrainConfig, cold_start_trains_all
 from discrepancy.trainers.control import Controller
 from discrepancy.trainers.curriculum_step import Orchestration
+from discrepancy.trainers.growth import LoraGrowth
 from discrepancy.trainers.recipe import StepResult, TrainState, grpo_step, step_series
 from discrepancy.trainers.run_files import (
-    RESUME_MAY_SET, ResumeError, check_new_run, commit_new_run, discard_staged, new_run_id, refuse_untrusted,
-    resume_changes, run_lock,
+    RESUME_MAY_SET, DeclaredOnly, ResumeError, check_new_run, commit_new_run, discard_staged, fill_absent, new_run_id,
+    refuse_untrusted, resume_changes, run_lock, with_legacy,
 )
 from discrepancy.trainers.setup import (
     Launch, Prepared, ProgressFn, build_base, launch, prepare, run_cold_start, seed_everything, train_dtype,
@@ -179,9 +180,7 @@ def _check_request(cfg: TrainConfig, req: Request, config_toml: str) -> None:
     if schedule.get("horizon") is None:  # runs recorded before the horizon was: it was their run.steps
         schedule["horizon"] = recorded.get("run", {}).get("steps")
     current = tomllib.loads(config_toml)
-    for section in ("early_warning", "control", "curriculum", "sampling", "fusion"):  # older runs lack these
-        recorded.setdefault(section, current.get(section, {}))
-    recorded["control"].setdefault("batch", current.get("control", {}).get("batch", {}))
+    fill_absent(with_legacy(recorded), current)  # keys an older version did not have
     changed = resume_changes(recorded, current)
     if changed:
         raise ResumeError(f"{req.out}: a resumed run keeps its recorded config, but {', '.join(changed[:4])} "
@@ -220,6 +219,9 @@ def _start(cfg: TrainConfig, prep: Prepared, req: Request, where: Launch, config
         model, tokenizer, meta, sft_losses = base.model, base.tokenizer, base.meta, base.sft_losses
         run_id, last_step, snapshots = new_run_id(), 0, []
     model = attach_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules, cfg.lora.dropout)
+    growth = LoraGrowth.from_config(cfg)  # dynamic LoRA: allocated at lora.rank, masked to the rank of step 0
+    if growth is not None:
+        growth.attach(model)  # before the cold start, which trains the adapter at that rank
     if not req.resume and not cold_start_trains_all(cfg):  # the adapter alone learns the format: a model of the
         sft_losses = run_cold_start(model, tokenizer, cfg, prep, req.progress)  # user's is never changed
     if where.world > 1:
@@ -233,12 +235,13 @@ def _start(cfg: TrainConfig, prep: Prepared, req: Request, where: Launch, config
     state = TrainState(cfg, model, tokenizer, optimizer, prep.examples, prep.rewards, plan,
                        hooks=HookRunner(list(instruments)),
                        prompt_rng=random.Random(cfg.run.seed + 1 + 7919 * where.rank),  # ranks draw other prompts
-                       total_steps=cfg.schedule.horizon or cfg.run.steps, control=_controller(cfg),
+                       total_steps=cfg.schedule.horizon or cfg.run.steps, control=_controller(cfg), growth=growth,
                        orchestration=Orchestration(cfg, prep.examples, prep.rewards) if Orchestration.wanted(cfg)
                        else None)
     if req.resume:
         load_checkpoint(req.out, state, run_id=run_id, last_step=last_step)
     meta.update(run_id=run_id, sft_final_loss=sft_losses[-1] if sft_losses else math.nan)
+    meta.update(growth.meta() if growth is not None else {})  # each snapshot's rank and scale, for its readers
     watch = _live_watch(cfg, req, where, state.step)  # before the recorder reopens a resumed run: it replays its steps
     session = Session(state, _open_recorder(state, prep, req, where, config_toml, meta), run_id, sft_losses,
                       snapshots, watch)
@@ -264,8 +267,9 @@ def _open_recorder(state: TrainState, prep: Prepared, req: Request, where: Launc
     cfg = state.cfg
     if not where.writer:
         return NullRecorder()  # only rank 0 records: one writer per run file
-    if req.resume:
-        rec = Recorder.resume(req.out, state.step + 1, flush_every=cfg.run.flush_every, config_toml=config_toml)
+    if req.resume:  # a file an older version made declares less than this version measures: DeclaredOnly
+        rec = DeclaredOnly(Recorder.resume(req.out, state.step + 1, flush_every=cfg.run.flush_every,
+                                           config_toml=config_toml), req.notify)
     else:
         meta.update(task=cfg.task.name, sft_steps=cfg.sft.steps)
         rec = Recorder.create(req.out, _schema(state, prep), config_toml=config_toml, meta=meta,
@@ -342,7 +346,10 @@ def _steps(session: Session, last: int, save: Callable[[], Any], progress: Progr
     state, rec = session.state, session.recorder
     cfg = state.cfg
     while state.step < last and not stop_requested():
+        # dynamic LoRA between steps: grow (the function unchanged) and set the scale of the coming step
+        grown = state.growth.before_step(state.model, state.optimizer, state.step + 1) if state.growth else {}
         result = grpo_step(state)
+        result.metrics.update(grown)
         watch = session.watch
         if watch is not None:  # early warning: judge the step before its row is written (events array)
             result.arrays.update(watch.step(state.step, result.metrics))

@@ -72,6 +72,74 @@ RESUME_MAY_SET = ("run.steps", "run.device", "run.threads", "run.compile", "run.
                   "run.checkpoint_every", "run.tensorboard", "early_warning.on_event", "early_warning.on_event_timeout")
 
 
+# Keys added to the config after runs were recorded whose default changed what a run measures: a run recorded before
+# the key existed ran with this value, and resumes with it. Any other absent key takes its default, which is what
+# older runs did (new features are off by default).
+LEGACY: dict[str, Any] = {
+    "instruments.discrepancy_groups": "all",  # D_t was measured on the whole batch
+    "instruments.diversity": False,  # completion diversity was not measured
+}
+
+
+def with_legacy(recorded: dict[str, Any]) -> dict[str, Any]:
+    """``recorded`` (a run's config as nested dicts) with the `LEGACY` value of each key it lacks (in place)."""
+    for dotted, value in LEGACY.items():
+        *path, key = dotted.split(".")
+        node = recorded
+        for part in path:
+            node = node.setdefault(part, {})
+        node.setdefault(key, value)
+    return recorded
+
+
+def fill_absent(recorded: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """``recorded`` with each key it lacks taken from ``current`` (in place): a key the run's version did not have
+    constrains nothing on resume (`with_legacy` first gives the keys whose absence meant another value)."""
+    for key, value in current.items():
+        if key not in recorded:
+            recorded[key] = value
+        elif isinstance(value, dict) and isinstance(recorded[key], dict):
+            fill_absent(recorded[key], value)
+    return recorded
+
+
+class DeclaredOnly:
+    """A resumed run's recorder that writes what its file declares and leaves out, saying so once, what this
+    version measures and the file has no place for (a run file's schema is fixed when it is created, and an older
+    version created it). Everything else passes to the recorder it wraps."""
+
+    def __init__(self, rec: Any, notify: Any = None) -> None:
+        self._rec, self._notify, self._said = rec, notify, False
+
+    def _keep(self, values: Any, declared: Any) -> dict[str, Any]:
+        kept = {k: v for k, v in (values or {}).items() if k in declared}
+        if len(kept) < len(values or {}) and not self._said:
+            self._said = True
+            left = sorted(set(values) - set(kept))
+            message = (f"{len(left)} measurement(s) of this version are not in the resumed run file (recorded by an "
+                       f"older version), so they are not recorded: {', '.join(left[:6])}{' …' if len(left) > 6 else ''}")
+            (self._notify or print)(message)
+        return kept
+
+    def log_step(self, step: int, scalars: Any, *, arrays: Any = None) -> None:
+        schema = self._rec.schema
+        self._rec.log_step(step, self._keep(scalars, schema.series),
+                           arrays=self._keep(arrays, schema.arrays) or None)
+
+    def log_samples(self, step: int, *, fields: Any = None, **text: Any) -> None:
+        self._rec.log_samples(step, fields=self._keep(fields, self._rec.schema.sample_fields), **text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._rec, name)
+
+    def __enter__(self) -> "DeclaredOnly":
+        self._rec.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> Any:
+        return self._rec.__exit__(*exc)
+
+
 def resume_changes(recorded: dict[str, Any], config: dict[str, Any], prefix: str = "") -> list[str]:
     """Dotted keys outside `RESUME_MAY_SET` whose value in ``config`` differs from the run's ``recorded`` config
     (both nested dicts, as the config's TOML gives them)."""

@@ -259,3 +259,48 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_resumable(short, tmp_pa
     assert summary.status == "finished"
     with open_run(out) as run:
         assert list(run.series().index) == [1, 2, 3, 4]
+
+
+def test_a_run_an_older_version_recorded_resumes_as_it_ran(short, tmp_path, monkeypatch):
+    """A run file from a version without some config keys and series: keys whose absence meant another value get
+    that value (D_t on the whole batch, no diversity), other absent keys their default; what this version measures
+    and the file does not declare is left out with one notice, not a crash."""
+    import tomllib
+
+    import h5py
+
+    from discrepancy.config import _toml_value
+    from discrepancy.trainers.run_files import LEGACY
+
+    out = tmp_path / "run.h5"
+    train_run(short, out)
+    with h5py.File(out, "r+") as f:  # what an older version recorded: none of these keys
+        raw = f["meta"].attrs["config_toml"]
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        old = tomllib.loads(text)
+        for key in ("discrepancy_groups", "diversity"):
+            old["instruments"].pop(key, None)
+        for section in ("curriculum", "sampling", "fusion"):
+            old.pop(section, None)
+        old["lora"].pop("growth", None)
+        old["control"].pop("batch", None)
+        text = "\n".join(f"[{name}]\n" + "\n".join(f"{k} = {_toml_value(v)}" for k, v in table.items())
+                         for name, table in old.items())  # nested tables inline: the same config
+        f["meta"].attrs["config_toml"] = text.encode() if isinstance(raw, bytes) else text
+    step = run_module.grpo_step
+
+    def newer(state):  # this version measures one series more than the file declares
+        result = step(state)
+        result.metrics["a_newer_measure"] = 1.0
+        return result
+
+    monkeypatch.setattr(run_module, "grpo_step", newer)
+    res = CliRunner().invoke(app, ["train", "--out", str(out), "--resume", "--steps", "4"])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("not in the resumed run file") == 1 and "a_newer_measure" in res.output
+    with open_run(out) as run:
+        assert run.num_steps == 4
+        assert run.config["instruments"]["discrepancy_groups"] == LEGACY["instruments.discrepancy_groups"] == "all"
+        assert run.config["instruments"]["diversity"] is False
+        assert "a_newer_measure" not in run.series().columns
+
