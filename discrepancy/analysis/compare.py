@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from discrepancy.analysis.lineage import module_updates, pair_table
+from discrepancy.analysis.lineage import module_updates, pair_table, snapshot_scale
 from discrepancy.analysis.reproducibility import default_tolerance, match_events
 from discrepancy.analysis.trait import CONTRAST_COLUMNS, TRAIT_COLUMNS, probe_items, trait_contrast, trait_table
 from discrepancy.errors import DiscrepancyError
@@ -134,7 +134,8 @@ def _updates(info: dict, steps: list[int]) -> dict[int, dict]:
     """The per-module updates of a run's snapshots at ``steps``, the run opened (and checked) once."""
     rank, alpha = int(info["meta"]["lora_rank"]), float(info["meta"]["lora_alpha"])
     with open_run(info["path"]) as run:
-        return {int(step): module_updates(run.snapshot(step), rank, alpha) for step in steps}
+        return {int(step): module_updates(run.snapshot(step), rank, alpha, scale=snapshot_scale(info["meta"], step))
+                for step in steps}
 
 
 def _check_run(path: Path) -> dict[str, Any]:

@@ -27,7 +27,12 @@ class LoraModule:
     label: str
     lora_a: nn.Parameter  # [r, d_in]
     lora_b: nn.Parameter  # [d_out, r]
-    scaling: float
+    scales: dict[str, float]  # peft's ``scaling`` of the layer, read at each use: an α schedule changes it
+    adapter: str = "default"
+
+    @property
+    def scaling(self) -> float:
+        return float(self.scales[self.adapter])
 
 
 def lora_delta_norm(lora_a: torch.Tensor, lora_b: torch.Tensor, scaling: float) -> float:
@@ -88,7 +93,8 @@ def find_lora_modules(model: nn.Module, adapter: str = "default") -> list[LoraMo
                 label=short_label(name),
                 lora_a=lora_a[adapter].weight,
                 lora_b=lora_b[adapter].weight,
-                scaling=float(mod.scaling[adapter]),
+                scales=mod.scaling,
+                adapter=adapter,
             )
         )
     return found

@@ -37,6 +37,23 @@ def test_modules_of_a_peft_model_match_peft_delta_weight() -> None:
     assert all(math.isclose(x, y, rel_tol=1e-12) for x, y in zip(batched, single, strict=True))
 
 
+def test_a_scale_set_after_the_modules_are_found_is_the_one_measured() -> None:
+    """An α schedule changes peft's scaling between steps: the norms read it at each use (peft's own delta weight
+    is the reference)."""
+    from discrepancy.modeling.lora_growth import set_scale
+
+    model = make_lora_model(alpha=12.0, r=4)
+    modules = find_lora_modules(model)
+    with torch.no_grad():
+        for m in modules:
+            m.lora_b.normal_()
+    set_scale(model, 0.5)
+    peft_layers = [mod for _, mod in model.named_modules() if hasattr(mod, "get_delta_weight")]
+    for ours, layer in zip(modules, peft_layers):
+        ref = float(torch.linalg.matrix_norm(layer.get_delta_weight("default").double()))
+        assert ours.scaling == 0.5 and math.isclose(lora_delta_norms([ours])[0], ref, rel_tol=1e-5)
+
+
 def test_grad_norm_per_module_adds_up_to_total() -> None:
     model = make_lora_model()
     modules = find_lora_modules(model)
