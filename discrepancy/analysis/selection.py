@@ -20,9 +20,10 @@ TIMING = re.compile(r"^time_|_time$")  # per-step wall-clock series: they follow
 # Schedules are set by the config (recipe.STEP_SERIES: "learning rate / sampling temperature / KL weight β of the
 # step"), not learned: a warm-up kink is the config's, not the run's. Plotted, never searched.
 # A curriculum's phase index and trigger, and the reward weights the trainer sets, are decisions of the trainer too;
-# so are a growing LoRA adapter's active rank and scale (lora.growth: set by its schedules).
-SCHEDULE = re.compile(r"^(lr|learning_rate|temperature|beta|phase|phase_trigger|lora_active_rank|lora_scale)$"
-                      r"|_schedule$|^reward_weight_")
+# so are a growing LoRA adapter's active rank and scale (lora.growth: set by its schedules) and the prompts a step
+# draws (num_prompts: the batch controller's).
+SCHEDULE = re.compile(r"^(lr|learning_rate|temperature|beta|phase|phase_trigger|lora_active_rank|lora_scale"
+                      r"|num_prompts)$|_schedule$|^reward_weight_")
 DERIVED_SUFFIX = "_ewma"  # X_ewma smooths X: a spike of X becomes a step of X_ewma, so only X is searched
 
 
