@@ -24,12 +24,19 @@ MATCH_COLUMNS = ["switch", "switch_step", "phase", "trigger", "transition", "tra
 
 
 def tolerance(num_steps: int) -> int:
-    """Steps within which a transition counts as at a switch: max(3, 2 % of the run).
-
-    A switch changes the reward weights and sampling at one step, but the curves respond over the next few
-    updates, and a transition's step is the median of its jumps: 3 steps on a short run, 2 % of a long one.
-    """
+    """Steps before a switch within which a transition still counts as at it: max(3, 2 % of the run). A
+    transition's step is the median of its jumps, and the analysis places a jump within a few steps."""
     return max(3, int(math.ceil(0.02 * max(num_steps, 0))))
+
+
+def response(num_steps: int) -> int:
+    """Steps after a switch within which a transition that starts there counts as its effect: 3 × `tolerance`.
+
+    A switch changes the reward weights, the prompts or the modules that train at one step, and the curves answer
+    over the next updates (the policy has to move before its samples do): a transition that begins up to this many
+    steps after the switch is the switch's; one that begins later, or ends before it, is the run's own.
+    """
+    return 3 * tolerance(num_steps)
 
 
 def _phases_of(config_toml: str) -> list[dict[str, Any]]:
@@ -85,22 +92,25 @@ def phase_switches(frame: pd.DataFrame, config_toml: str = "") -> pd.DataFrame:
 
 
 def switches_vs_transitions(switches: pd.DataFrame, transitions: pd.DataFrame, num_steps: int) -> pd.DataFrame:
-    """Each switch with the nearest detected phase transition within ``tolerance`` (lag = transition − switch
-    step), then each transition near no switch (MATCH_COLUMNS; ``coincide``: yes / no). A transition is matched
-    to one switch at most, nearest first."""
-    tol = tolerance(num_steps)
-    free = {t.event: int(t.step) for t in transitions.itertuples()} if len(transitions) else {}
+    """Each switch with the detected phase transition it explains, then each transition no switch explains
+    (MATCH_COLUMNS; ``coincide``: yes / no; lag = transition step − switch step). A transition is a switch's when
+    its step is at most `tolerance` steps before the switch and its first step at most `response` steps after;
+    each transition goes to one switch at most, the nearest first."""
+    before, after = tolerance(num_steps), response(num_steps)
+    free = {t.event: (int(t.step), int(getattr(t, "first_step", t.step))) for t in transitions.itertuples()} \
+        if len(transitions) else {}
     rows = []
     for s in switches.itertuples():
-        near = sorted(((abs(step - s.step), ev) for ev, step in free.items() if abs(step - s.step) <= tol))
+        near = sorted((abs(step - s.step), ev) for ev, (step, first) in free.items()
+                      if step - s.step >= -before and first - s.step <= after)
         ev = near[0][1] if near else None
-        step = free.pop(ev) if ev is not None else None
+        step = free.pop(ev)[0] if ev is not None else None
         rows.append({"switch": s.event, "switch_step": int(s.step), "phase": s.phase, "trigger": s.trigger,
                      "transition": ev or "", "transition_step": step if step is not None else np.nan,
                      "lag": (step - int(s.step)) if step is not None else np.nan,
                      "coincide": "yes" if ev is not None else "no"})
-    if len(switches):  # transitions away from every switch: the run's own changes
+    if len(switches):  # transitions no switch explains: the run's own changes
         rows += [{"switch": "", "switch_step": np.nan, "phase": "", "trigger": "", "transition": ev,
                   "transition_step": step, "lag": np.nan, "coincide": "no"}
-                 for ev, step in sorted(free.items(), key=lambda kv: kv[1])]
+                 for ev, (step, _) in sorted(free.items(), key=lambda kv: kv[1][0])]
     return pd.DataFrame(rows, columns=MATCH_COLUMNS)

@@ -47,7 +47,8 @@ def table(df: pd.DataFrame, limit: int = 200) -> str:
     shown = df.head(limit)
     if "signals" in shown:  # a comma-separated list: a space after each comma lets the browser wrap it
         shown = shown.assign(signals=shown["signals"].astype(str).str.replace(",", ", "))
-    return shown.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", border=0) + more
+    # + 0.0 turns −0.0 into 0.0: a penalty of nothing prints as 0, not -0
+    return shown.to_html(index=False, float_format=lambda v: f"{v + 0.0:.4g}", na_rep="", border=0) + more
 
 
 def note(text: str) -> str:

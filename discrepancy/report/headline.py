@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from discrepancy.analysis.overview import KEY_SERIES, display_median, key_names, key_of
+from discrepancy.analysis.phases import switches_vs_transitions
 from discrepancy.analysis.pipeline import AnalysisResult
 from discrepancy.analysis.units import unit_of
 
@@ -185,8 +186,25 @@ def where_to_look(res: AnalysisResult) -> list[str]:
     for t in res.transitions.head(3).itertuples():
         out.append(f"<b>{t.event}</b> phase transition at step {t.step} (steps {t.first_step}–{t.last_step}): "
                    f"jumps of {html.escape(t.signals.replace(',', ', '))} (max |z| {t.max_abs_z:.1f})")
+    out += _switch_lines(res)
     if not out:
         out.append("no episode, transient of a key series or phase transition: the figures below show the curves")
+    return out
+
+
+def _switch_lines(res: AnalysisResult) -> list[str]:
+    """One line per curriculum phase switch: what triggered it and which detected transition is its effect."""
+    if res.switches.empty:
+        return []
+    match = switches_vs_transitions(res.switches, res.transitions, res.num_steps).set_index("switch", drop=False)
+    out = []
+    for w in res.switches.itertuples():
+        m = match.loc[w.event]
+        why = f"{w.trigger}: {w.rule}" if w.rule else w.trigger
+        effect = (f"phase transition {m.transition} at step {int(m.transition_step)} is its effect"
+                  if m.coincide == "yes" else "no detected transition follows it")
+        out.append(f"<b>{w.event}</b> curriculum switch at step {w.step}: {html.escape(w.from_phase)} → "
+                   f"{html.escape(w.phase)} ({html.escape(why)}); {effect}")
     return out
 
 

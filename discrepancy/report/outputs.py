@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from discrepancy.analysis.overview import jump_map_figure, overview_figure
-from discrepancy.analysis.phases import switches_vs_transitions, tolerance
+from discrepancy.analysis.phases import response, switches_vs_transitions, tolerance
 from discrepancy.analysis.pipeline import AnalysisResult
 from discrepancy.analysis.plots import all_figures, remove_family_pngs
 from discrepancy.report.definitions import definitions_html
@@ -109,8 +109,9 @@ def _switches_part(res: AnalysisResult) -> str:
     at = int((match["switch"] != "").mul(match["coincide"] == "yes").sum())
     own = int((match["switch"] == "").sum())
     return ("<h3>Phase switches vs detected transitions</h3><p class='small'>The curriculum's switches (set by the "
-            f"trainer, green on the figures) and the phase transitions detected within {tolerance(res.num_steps)} "
-            f"steps of each: {at} of {len(res.switches)} switch(es) coincide with a transition (its effect, not an "
+            f"trainer, green on the figures) and the phase transition each explains: one at most "
+            f"{tolerance(res.num_steps)} steps before it or starting at most {response(res.num_steps)} steps after it. "
+            f"{at} of {len(res.switches)} switch(es) coincide with a transition (its effect, not an "
             f"emergent change); {own} transition(s) lie away from every switch (the run's own). lag: transition − "
             "switch step.</p>" + table(res.switches) + table(match))
 

@@ -59,7 +59,7 @@ def samples_html(res: AnalysisResult, samples: pd.DataFrame) -> str:
         body = "".join(
             "<tr>" + ("" if one else f"<td class='text'><code>{_text(str(r['prompt']))}</code></td>")
             + f"<td class='text'><code>{_text(str(r['completion']))}</code></td>"
-            + "".join(f"<td>{r[c]:.3g}</td>" if isinstance(r[c], (float, np.floating)) else
+            + "".join(f"<td>{r[c] + 0.0:.3g}</td>" if isinstance(r[c], (float, np.floating)) else  # −0.0 → 0
                       f"<td>{html.escape(str(r[c]))}</td>" for c in fields) + "</tr>"
             for _, r in rows.iterrows())
         prompt = f"<p class='small'>prompt: <code>{_text(str(rows['prompt'].iloc[0]))}</code></p>" if one else ""
