@@ -2,7 +2,7 @@
 
 - which rows the measurements read (`SubBatch`): by default one micro-batch per step, rotating over the step's
   micro-batches (``instruments.discrepancy_groups``), so that the post-step forward reads 1/K of the batch (the
-  default recipe, K = 2: 12.8 ms of CPU per step against 18.3 ms for the whole batch, with ≈ 4 ms of it fixed cost
+  default recipe, K = 2: 10.6 ms of CPU per step against 15.7 ms for the whole batch, with ≈ 4 ms of it fixed cost
   of the two model calls whatever the rows; benchmarks/results/instrumentation.md);
 - a copy of θ_t, taken before the optimizer moves the weights, so Δθ = θ_{t+1} − θ_t can be formed after the step;
 - the loss at θ_t on those rows (from the training forward's log-probs: no extra forward unless dropout made them
