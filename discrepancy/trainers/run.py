@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -34,8 +33,8 @@ from discrepancy.trainers.curriculum_step import Orchestration
 from discrepancy.trainers.growth import LoraGrowth
 from discrepancy.trainers.recipe import StepResult, TrainState, grpo_step, step_series
 from discrepancy.trainers.run_files import (
-    RESUME_MAY_SET, DeclaredOnly, ResumeError, check_new_run, commit_new_run, discard_staged, fill_absent, new_run_id,
-    refuse_untrusted, resume_changes, run_lock, with_legacy,
+    DeclaredOnly, ResumeError, check_new_run, check_resume, commit_new_run, discard_staged, new_run_id, refuse_untrusted,
+    run_lock,
 )
 from discrepancy.trainers.setup import (
     Launch, Prepared, ProgressFn, build_base, launch, prepare, run_cold_start, seed_everything, train_dtype,
@@ -171,20 +170,7 @@ def _check_request(cfg: TrainConfig, req: Request, config_toml: str) -> None:
     if not req.resume:
         check_new_run(req.out, req.overwrite)
         return
-    if not checkpoint_path(req.out).is_file():
-        raise ResumeError(f"{req.out}: nothing to resume ({checkpoint_path(req.out).name} is missing: the run stopped "
-                          "before its first checkpoint); start it again with --force")
-    with open_run(req.out) as run:
-        recorded = run.config
-    schedule = recorded.setdefault("schedule", {})
-    if schedule.get("horizon") is None:  # runs recorded before the horizon was: it was their run.steps
-        schedule["horizon"] = recorded.get("run", {}).get("steps")
-    current = tomllib.loads(config_toml)
-    fill_absent(with_legacy(recorded), current)  # keys an older version did not have
-    changed = resume_changes(recorded, current)
-    if changed:
-        raise ResumeError(f"{req.out}: a resumed run keeps its recorded config, but {', '.join(changed[:4])} "
-                          f"differ; only {', '.join(RESUME_MAY_SET)} may change (start a new run to change the rest)")
+    check_resume(req.out, config_toml)
 
 
 def _pin_schedules(cfg: TrainConfig, req: Request) -> TrainConfig:

@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import tomllib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,6 +153,25 @@ def resume_changes(recorded: dict[str, Any], config: dict[str, Any], prefix: str
         elif a != b and name not in RESUME_MAY_SET:
             changed.append(name)
     return changed
+
+
+def check_resume(out: Path, config_toml: str) -> None:
+    """Refuse, before anything is built or written, a resume without a checkpoint, or one whose config (``config_toml``,
+    as the resumed run would record it) differs from the run's recorded config outside `RESUME_MAY_SET`."""
+    if not checkpoint_path(out).is_file():
+        raise ResumeError(f"{out}: nothing to resume ({checkpoint_path(out).name} is missing: the run stopped "
+                          "before its first checkpoint); start it again with --force")
+    with open_run(out) as run:
+        recorded = run.config
+    schedule = recorded.setdefault("schedule", {})
+    if schedule.get("horizon") is None:  # runs recorded before the horizon was: it was their run.steps
+        schedule["horizon"] = recorded.get("run", {}).get("steps")
+    current = tomllib.loads(config_toml)
+    fill_absent(with_legacy(recorded), current)  # keys an older version did not have
+    changed = resume_changes(recorded, current)
+    if changed:
+        raise ResumeError(f"{out}: a resumed run keeps its recorded config, but {', '.join(changed[:4])} "
+                          f"differ; only {', '.join(RESUME_MAY_SET)} may change (start a new run to change the rest)")
 
 
 def new_run_id() -> str:
