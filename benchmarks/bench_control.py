@@ -13,34 +13,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+from cli_runs import train_series  # benchmarks/cli_runs.py
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-CLI = Path(sys.executable).with_name("discrepancy")
 STRESS = ["optim.lr=0.03"]  # 10× the default recipe's 0.003
 CONTROL = ["control.kl_target=0.3", "control.entropy_floor=0.3", "control.rho_control=true"]
 
 
 def _run(out: Path, seed: int, steps: int, controlled: bool) -> dict:
-    sets = [*STRESS, *(CONTROL if controlled else [])]
-    cmd = [str(CLI), "train", "--out", str(out), "--seed", str(seed), "--steps", str(steps), "--force"]
-    for s in sets:
-        cmd += ["--set", s]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode not in (0, 1):
-        sys.exit(f"train failed: {proc.stderr.strip()[-400:]}")
-    from discrepancy.runfile import open_run
-
-    with open_run(out) as run:
-        s = run.series()
+    s, seconds = train_series(out, seed, steps, [*STRESS, *(CONTROL if controlled else [])])
     tail, head = s.iloc[-max(1, len(s) // 5):], s.iloc[: max(1, len(s) // 5)]
     why = []
     if tail["reward_mean"].mean() < 0.05:
@@ -51,7 +39,7 @@ def _run(out: Path, seed: int, steps: int, controlled: bool) -> dict:
         why.append("entropy collapse")
     acts = s["ctl_action"].fillna(0).astype(int) if "ctl_action" in s else None
     count = (lambda bit: int(((acts & bit) > 0).sum())) if acts is not None else (lambda bit: 0)
-    return {"seed": seed, "controlled": controlled, "steps": len(s), "seconds": time.perf_counter() - t0,
+    return {"seed": seed, "controlled": controlled, "steps": len(s), "seconds": seconds,
             "collapsed": ", ".join(why), "correct_first": float(head["reward_correctness"].mean()),
             "correct_last": float(tail["reward_correctness"].mean()), "kl_last": float(tail["kl"].mean()),
             "entropy_last": float(tail["entropy"].mean()), "beta_moves": count(1) + count(2),

@@ -14,17 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+from cli_runs import train_series  # benchmarks/cli_runs.py
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-CLI = Path(sys.executable).with_name("discrepancy")
 REWARDS = ['rewards.names=["correctness","format","contrastive"]', "rewards.weights=[1.0,0.25,0.5]"]
 RULES = {"fixed": [], "headroom": ["fusion.rule=\"headroom\"", "fusion.window=10"],
          "dwa": ["fusion.rule=\"dwa\"", "fusion.window=10"]}
@@ -32,21 +31,11 @@ NAMES = ("correctness", "format", "contrastive")
 
 
 def _run(out: Path, seed: int, steps: int, rule: str) -> dict:
-    cmd = [str(CLI), "train", "--out", str(out), "--seed", str(seed), "--steps", str(steps), "--force"]
-    for s in [*REWARDS, *RULES[rule]]:
-        cmd += ["--set", s]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode not in (0, 1):
-        sys.exit(f"train failed: {proc.stderr.strip()[-400:]}")
-    from discrepancy.runfile import open_run
-
-    with open_run(out) as run:
-        s = run.series()
+    s, seconds = train_series(out, seed, steps, [*REWARDS, *RULES[rule]])
     tail = s.iloc[-max(1, len(s) // 5):]
     fmt = s["reward_format"].rolling(5, min_periods=5).mean()
     reached = fmt.index[fmt >= 0.9]
-    row = {"seed": seed, "rule": rule, "steps": len(s), "seconds": time.perf_counter() - t0,
+    row = {"seed": seed, "rule": rule, "steps": len(s), "seconds": seconds,
            "format_0.9_at": int(reached[0]) if len(reached) else None,
            "zero_std_frac": float(s["frac_reward_zero_std"].mean())}
     for name in NAMES:

@@ -23,13 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from cli_runs import train_series  # benchmarks/cli_runs.py
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -128,20 +129,9 @@ def _loop_applies_growth() -> bool:
 
 
 def _train(out: Path, seed: int, steps: int, schedule: str) -> tuple[dict, float]:
-    sets = ["lora.rank=8", f"lora.growth.rank_schedule={schedule}"]
-    cmd = [sys.executable, "-m", "discrepancy", "train", "--out", str(out), "--seed", str(seed), "--steps",
-           str(steps), "--force"]
-    for s in sets:
-        cmd += ["--set", s]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
-    if proc.returncode != 0:
-        sys.exit(f"train failed: {proc.stderr.strip()[-400:]}")
-    from discrepancy.runfile import open_run
-
-    with open_run(out) as run:
-        frame = run.series()
-    return {k: frame[k].to_numpy() for k in [*SERIES, "lora_active_rank"]}, time.perf_counter() - t0
+    frame, seconds = train_series(out, seed, steps, ["lora.rank=8", f"lora.growth.rank_schedule={schedule}"],
+                                  failed_ok=False)
+    return {k: frame[k].to_numpy() for k in [*SERIES, "lora_active_rank"]}, seconds
 
 
 def twins(seeds: list[int], steps: int, grow_at: int, folder: Path) -> list[dict]:
