@@ -4,8 +4,8 @@ and with TensorBoard's own record reader under the same decoding loop, in one ru
 
     .venv/bin/python benchmarks/bench_tensorboard_read.py [--steps 100000] [--tags 40]
 
-Writes benchmarks/results/tensorboard_read.{md,json}. The log is written once with framed records (the writer's
-checksums computed in C: TensorBoard's own writer would spend minutes on them).
+Writes benchmarks/results/tensorboard_read.{md,json}. The log is written once by ``interop.tensorboard.frame_record``
+(checksums in C: TensorBoard's own writer would spend minutes on them).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import struct
 import sys
 import tempfile
 import time
@@ -25,33 +24,25 @@ import numpy as np
 OUT = Path(__file__).parent / "results"
 
 
-def _frame(record: bytes) -> bytes:
-    from google_crc32c import value
-
-    def masked(b: bytes) -> int:
-        crc = value(b)
-        return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-    header = struct.pack("<Q", len(record))
-    return header + struct.pack("<I", masked(header)) + record + struct.pack("<I", masked(record))
-
-
 def write_log(folder: Path, steps: int, tags: int) -> Path:
     """One event file with ``steps`` × ``tags`` scalar events (legacy simple_value, one value per event)."""
     from tensorboard.compat.proto import event_pb2, summary_pb2
 
+    from discrepancy.interop.tensorboard import frame_record, record_crc
+
+    masked = record_crc()
     rng = np.random.default_rng(0)
     path = folder / "events.out.tfevents.1.bench"
     names = [f"train/series_{k:02d}" for k in range(tags)]
     with open(path, "wb") as fh:
-        fh.write(_frame(event_pb2.Event(wall_time=0.0, file_version="brain.Event:2").SerializeToString()))
+        fh.write(frame_record(event_pb2.Event(wall_time=0.0, file_version="brain.Event:2").SerializeToString(), masked))
         for step in range(steps):
             vals = rng.standard_normal(tags)
             for name, v in zip(names, vals):
                 ev = event_pb2.Event(wall_time=float(step), step=step,
                                      summary=summary_pb2.Summary(value=[summary_pb2.Summary.Value(
                                          tag=name, simple_value=float(v))]))
-                fh.write(_frame(ev.SerializeToString()))
+                fh.write(frame_record(ev.SerializeToString(), masked))
     return path
 
 

@@ -23,8 +23,8 @@ from discrepancy.runfile.schema import RunSchema
 
 
 class TensorBoardMirror:
-    """Event files in ``logdir`` that follow a run step by step (flushed every ``flush_secs`` by TensorBoard's
-    writer, and at ``close``)."""
+    """Event files in ``logdir`` that follow a run step by step, each event flushed as it is written (one write of
+    a few KB a step: the dashboard shows the step that just ended)."""
 
     def __init__(self, logdir: str | Path, schema: RunSchema,
                  family: Callable[[str], str] = lambda _: "series") -> None:
@@ -32,7 +32,7 @@ class TensorBoardMirror:
         descriptions = tag_descriptions(schema, self._tags)
         self._labels = {name: list(spec.columns) for name, spec in schema.arrays.items()}
         Path(logdir).mkdir(parents=True, exist_ok=True)
-        self._writer: EventWriter | None = EventWriter(logdir, descriptions)
+        self._writer: EventWriter | None = EventWriter(logdir, descriptions, flush_secs=0.0)
 
     def _guard(self, write: Callable[[EventWriter], None]) -> None:
         if self._writer is None:
