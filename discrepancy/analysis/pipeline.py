@@ -23,7 +23,7 @@ from discrepancy.analysis.changepoints.jumps import JumpDetector, JumpResult
 from discrepancy.analysis.changepoints.noise import robust_sigma
 from discrepancy.analysis.changepoints.plateaus import PlateauDetector
 from discrepancy.analysis.changepoints.steptest import PERMUTATION_MIN
-from discrepancy.analysis.phases import SWITCH_COLUMNS, phase_switches
+from discrepancy.analysis.phases import MATCH_COLUMNS, SWITCH_COLUMNS, phase_switches, switches_vs_transitions
 from discrepancy.analysis.selection import (  # noqa: F401 - TIMING, SCHEDULE, DERIVED_SUFFIX: imported from here too
     DERIVED_SUFFIX, SCHEDULE, TIMING, constant_series, exclusion_notes, not_searched,
 )
@@ -67,6 +67,9 @@ class AnalysisResult:
     transients: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TRANSIENT_COLUMNS))
     episodes: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EPISODE_COLUMNS))  # strongest first
     switches: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SWITCH_COLUMNS))  # curriculum, in order
+    # phases.MATCH_COLUMNS: each switch with the transition it explains, then the run's own transitions; made once
+    # with ``switches`` (the report's table, headline and summary.json all read it)
+    switch_matches: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=MATCH_COLUMNS))
     constant: dict[str, float] = field(default_factory=dict)  # series with one value over the whole run
     descriptions: dict[str, str] = field(default_factory=dict)  # series -> what it measures (the run's schema)
     path: str | None = None
@@ -155,6 +158,7 @@ def analyze(
                             schedule_jumps=schedule_jumps)
     result.path, result.status, result.config_toml, result.meta = str(path), src.status, src.config_toml, src.meta
     result.switches = phase_switches(src.frame, src.config_toml)  # a curriculum run's phase switches
+    result.switch_matches = switches_vs_transitions(result.switches, result.transitions, result.num_steps)
     result.descriptions = {name: src.descriptions.get(name, "") for name in src.frame.columns}
     result.notes = [*src.notes, *result.notes]
     return result

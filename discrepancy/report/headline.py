@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 from discrepancy.analysis.overview import KEY_SERIES, display_median, key_names, key_of
-from discrepancy.analysis.phases import switches_vs_transitions
 from discrepancy.analysis.pipeline import AnalysisResult
 from discrepancy.analysis.units import unit_of
 
@@ -196,7 +195,7 @@ def _switch_lines(res: AnalysisResult) -> list[str]:
     """One line per curriculum phase switch: what triggered it and which detected transition is its effect."""
     if res.switches.empty:
         return []
-    match = switches_vs_transitions(res.switches, res.transitions, res.num_steps).set_index("switch", drop=False)
+    match = res.switch_matches.set_index("switch", drop=False)
     out = []
     for w in res.switches.itertuples():
         m = match.loc[w.event]

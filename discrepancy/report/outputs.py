@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from discrepancy.analysis.overview import jump_map_figure, overview_figure
-from discrepancy.analysis.phases import response, switches_vs_transitions, tolerance
+from discrepancy.analysis.phases import response, tolerance
 from discrepancy.analysis.pipeline import AnalysisResult
 from discrepancy.analysis.plots import all_figures, remove_family_pngs
 from discrepancy.report.definitions import definitions_html
@@ -56,7 +56,7 @@ def summary_dict(res: AnalysisResult) -> dict[str, Any]:
         "n_plateaus": int(len(res.plateaus)),
         "phase_transitions": _records(res.transitions), "episodes": _records(res.episodes),
         "phase_switches": _records(res.switches),
-        "switches_vs_transitions": _records(switches_vs_transitions(res.switches, res.transitions, res.num_steps)),
+        "switches_vs_transitions": _records(res.switch_matches),
         "signals": _records(res.signals), "constant": {k: _clean(v) for k, v in res.constant.items()},
         "meta": {k: _clean(v) if not isinstance(v, (list, dict)) else v for k, v in res.meta.items()},
     }
@@ -105,7 +105,7 @@ def _switches_part(res: AnalysisResult) -> str:
     """The table "phase switches vs detected transitions" of a curriculum run ('' without switches)."""
     if res.switches.empty:
         return ""
-    match = switches_vs_transitions(res.switches, res.transitions, res.num_steps)
+    match = res.switch_matches
     at = int((match["switch"] != "").mul(match["coincide"] == "yes").sum())
     own = int((match["switch"] == "").sum())
     return ("<h3>Phase switches vs detected transitions</h3><p class='small'>The curriculum's switches (set by the "

@@ -131,3 +131,34 @@ def test_analysis_marks_switches_and_tells_scheduled_from_emergent_transitions(c
     page = paths["report"].read_text(encoding="utf-8")
     assert "Phase switches vs detected transitions" in page and "1 of 2 switch(es) coincide" in page
     assert "green dash-dot" in page or "phase switch" in page
+
+
+def test_the_match_is_made_once_by_the_analysis_and_read_by_the_report(curriculum_run: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    """``switches_vs_transitions`` runs once for an analysis and its report (summary.json, the table, the
+    headline), and what each shows is that one match, as a separate call computes it."""
+    import json
+
+    import discrepancy.analysis.pipeline as pipeline
+    import discrepancy.report.headline as headline
+    import discrepancy.report.outputs as outputs
+
+    calls = []
+
+    def counted(*args: object) -> pd.DataFrame:
+        calls.append(args)
+        return switches_vs_transitions(*args)
+
+    for module in (pipeline, outputs, headline):  # wherever a report or the analysis could call it
+        monkeypatch.setattr(module, "switches_vs_transitions", counted, raising=False)
+    res = analyze(curriculum_run)
+    paths = write_outputs(res, tmp_path)
+    assert len(calls) == 1
+    want = switches_vs_transitions(res.switches, res.transitions, res.num_steps)
+    pd.testing.assert_frame_equal(res.switch_matches, want)
+    stored = pd.DataFrame(json.loads(paths["summary"].read_text())["switches_vs_transitions"])
+    assert stored["transition"].tolist() == want["transition"].tolist()
+    assert stored["coincide"].tolist() == want["coincide"].tolist() and want["coincide"].tolist()[:2] == ["yes", "no"]
+    page = paths["report"].read_text(encoding="utf-8")
+    at80 = want.iloc[0]
+    assert f"phase transition {at80['transition']} at step {int(at80['transition_step'])} is its effect" in page
