@@ -18,7 +18,8 @@ one is read once, with `inspect`, when its spec is built. Built-ins (values and 
   (`trainers.contrastive`); ``multiple_choice``: 1.0 when the answer's letter names the right option.
 - ``critique``: 1 − (p − v)² for the self-assessment p in a trailing ``<critique>`` block and the verifier's verdict
   v, 0 without a critique (`trainers.critique`; ``make_critique_reward`` takes another judge). While a critique
-  reward is among a step's rewards, ``format`` and ``format_soft`` accept the trailing block.
+  reward is among the run's rewards, ``format`` and ``format_soft`` accept the trailing block: bound once, when the
+  rewards are resolved from the config (:func:`resolve_rewards`), never looked up per call.
 
 What counts as a correct answer and as the format is `discrepancy.grading`, the yardstick the skill probes use too.
 Users' own rewards are named ``"package.module:function"`` and imported by :func:`resolve_reward`.
@@ -26,6 +27,7 @@ Users' own rewards are named ``"package.module:function"`` and imported by :func
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import math
@@ -75,7 +77,6 @@ class RewardContext:
     prompt_ids: tuple[str, ...] = ()  # [N] one per completion
     history: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     config: Any = None
-    critique: bool = False  # set by score_completions when a critique reward is among the rewards it scores
 
     @property
     def progress(self) -> float:
@@ -103,19 +104,17 @@ def correctness(prompts: list[str], completions: list[str], answers: list[str]) 
     return [1.0 if answers_match(extract_answer(c), gold) else 0.0 for c, gold in zip(completions, answers, strict=True)]
 
 
-def format_reward(prompts: list[str], completions: list[str], answers: list[str],
-                  context: RewardContext | None = None) -> list[float]:
+def format_reward(prompts: list[str], completions: list[str], answers: list[str], *,
+                  critique: bool = False) -> list[float]:
     """1.0 for exactly ``<think>…</think><answer>…</answer>`` with nothing outside but whitespace, else 0.0 (a
-    trailing ``<critique>`` block allowed when the context says a critique reward is in use)."""
-    allow = bool(context and context.critique)
-    return [1.0 if format_ok(c, p, critique=allow) else 0.0 for p, c in zip(prompts, completions, strict=True)]
+    trailing ``<critique>`` block allowed with ``critique``, bound by :func:`bind_critique`)."""
+    return [1.0 if format_ok(c, p, critique=critique) else 0.0 for p, c in zip(prompts, completions, strict=True)]
 
 
-def format_soft(prompts: list[str], completions: list[str], answers: list[str],
-                context: RewardContext | None = None) -> list[float]:
+def format_soft(prompts: list[str], completions: list[str], answers: list[str], *,
+                critique: bool = False) -> list[float]:
     """Partial credit in quarters: one think block, one answer block, in order, nothing outside (see module doc)."""
-    allow = bool(context and context.critique)
-    return [format_credit(c, p, critique=allow) for p, c in zip(prompts, completions, strict=True)]
+    return [format_credit(c, p, critique=critique) for p, c in zip(prompts, completions, strict=True)]
 
 
 def make_length_reward(target_chars: int) -> RewardFn:
@@ -167,6 +166,15 @@ REWARD_RANGES: dict[str, tuple[float, float]] = {
     "multiple_choice": (0.0, 1.0),
     "critique": (0.0, 1.0),
 }
+
+
+#: Rewards whose rule depends on whether a critique reward is scored beside them (a ``critique`` keyword), bound
+#: once by :func:`bind_critique`; told apart by identity (a user's callable need not be hashable).
+CRITIQUE_AWARE: tuple[RewardFn, ...] = (format_reward, format_soft)
+
+
+def _critique_aware(fn: RewardFn) -> bool:
+    return any(fn is aware for aware in CRITIQUE_AWARE)
 
 
 def resolve_reward(name: str) -> RewardFn:
@@ -226,6 +234,30 @@ class RewardSpec:
         return cls(name=name, fn=resolve_reward(name), weight=weight)
 
 
+def resolve_rewards(names: Sequence[str], weights: Sequence[float]) -> list[RewardSpec]:
+    """The run's reward specs from its config (``rewards.names`` with ``rewards.weights``), bound by
+    :func:`bind_critique`: the choice the format rewards depend on is made here, once for the run."""
+    if len(names) != len(weights):
+        raise ConfigError(f"rewards.names has {len(names)} names and rewards.weights {len(weights)} weights; give "
+                          "one weight per reward")
+    return bind_critique([RewardSpec.from_name(n, w) for n, w in zip(names, weights)])
+
+
+def bind_critique(specs: Sequence[RewardSpec]) -> list[RewardSpec]:
+    """``specs`` with every ``CRITIQUE_AWARE`` reward bound to ``critique=True`` when a critique reward (a function
+    marked ``critique_section``) is among them, ``False`` otherwise; the others as they are. Bound specs pass through
+    unchanged, so binding twice is binding once."""
+    on = any(getattr(spec.fn, "critique_section", False) for spec in specs)
+    return [replace(spec, fn=functools.partial(spec.fn, critique=on)) if _critique_aware(spec.fn) else spec
+            for spec in specs]
+
+
+def _bound(specs: Sequence[RewardSpec]) -> Sequence[RewardSpec]:
+    """``specs``, bound by :func:`bind_critique` when a caller built them one by one (``RewardSpec.from_name``)
+    rather than through :func:`resolve_rewards`: the same scores either way."""
+    return bind_critique(specs) if any(_critique_aware(spec.fn) for spec in specs) else specs
+
+
 def _one_line(exc: BaseException) -> str:
     """``TypeError: first line of the message``: a user's exception, fit for a one-line error."""
     text = str(exc).strip().splitlines()
@@ -280,8 +312,8 @@ def check_rewards(specs: Sequence[RewardSpec], examples: Sequence[Example], *, c
     completions = [format_solution(ex) for ex in sample] + [""]
     answers = [ex.answer for ex in sample] + [sample[0].answer]
     ids = tuple(ex.prompt_id for ex in sample) + (sample[0].prompt_id,)
-    context = _with_critique(specs, RewardContext(step=0, total_steps=total_steps, prompt_ids=ids, config=config))
-    for spec in specs:
+    context = RewardContext(step=0, total_steps=total_steps, prompt_ids=ids, config=config)
+    for spec in _bound(specs):
         _reward_column(spec, prompts, completions, answers, context)
 
 
@@ -291,8 +323,8 @@ def score_completions(
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Weighted total ``[N]`` and the unweighted components ``{name: [N]}`` (as the rewards returned them).
 
-    ``context`` goes to every reward that takes one (None when the caller has none and no critique reward is
-    scored: such a reward must accept None). ``weights`` (name → weight, e.g. this step's fused weights) replaces the specs' weights for the names it
+    ``context`` goes to every reward that takes one (None when the caller has none: such a reward must accept
+    None). ``weights`` (name → weight, e.g. this step's fused weights) replaces the specs' weights for the names it
     holds; a name that is not a spec's is a ConfigError.
 
     A component value of None, NaN or ±inf is left out of the weighted sum (the others still count); a completion
@@ -302,7 +334,7 @@ def score_completions(
     """
     n = len(completions)
     weight_of = _step_weights(specs, weights)
-    context = _with_critique(specs, context)
+    specs = _bound(specs)
     components: dict[str, np.ndarray] = {}
     weighted = np.zeros((len(specs), n))  # [K, N]
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected below, not warned about
@@ -313,14 +345,6 @@ def score_completions(
         unscorable = np.isnan(weighted).all(axis=0) if specs else np.ones(n, dtype=bool)  # [N]
         total = np.where(unscorable, np.nan, np.nansum(weighted, axis=0))  # [N]
     return np.where(np.isfinite(total), total, np.nan), components
-
-
-def _with_critique(specs: Sequence[RewardSpec], context: RewardContext | None) -> RewardContext | None:
-    """``context`` marked ``critique=True`` (made when None) when a critique reward is among ``specs``: the format
-    rewards then accept the trailing ``<critique>`` block the critique reward asks for."""
-    if any(getattr(spec.fn, "critique_section", False) for spec in specs):
-        return replace(context or RewardContext(), critique=True)
-    return context
 
 
 def _step_weights(specs: Sequence[RewardSpec], weights: Mapping[str, float] | None) -> dict[str, float]:
