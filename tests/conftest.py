@@ -43,6 +43,9 @@ def fast_train_config():
         "task.num_examples=50",
         "run.steps=10", "run.snapshot_every=5", "run.checkpoint_every=0", "run.samples_per_step=2",
         "run.flush_every=5", "run.threads=1", "run.device=\"cpu\"",
+        # every step's post-step measurements, so that a 10-step run checks them at every step (the default, every
+        # fourth step, is checked on its own: tests/instrumentation/test_discrepancy_every.py)
+        "instruments.discrepancy_every=1",
         # an untrained 10-step run fires early-warning events; their evidence dossier (every completion of the
         # steps after an event, extra snapshots) would change the counts these tests check: tested on its own
         "early_warning.dossier_steps=0",

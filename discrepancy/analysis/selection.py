@@ -21,9 +21,9 @@ TIMING = re.compile(r"^time_|_time$")  # per-step wall-clock series: they follow
 # step"), not learned: a warm-up kink is the config's, not the run's. Plotted, never searched.
 # A curriculum's phase index and trigger, and the reward weights the trainer sets, are decisions of the trainer too;
 # so are a growing LoRA adapter's active rank and scale (lora.growth: set by its schedules) and the prompts a step
-# draws (num_prompts: the batch controller's).
+# draws (num_prompts: the batch controller's), and which micro-batch the post-step measurements read (a rotation).
 SCHEDULE = re.compile(r"^(lr|learning_rate|temperature|beta|phase|phase_trigger|lora_active_rank|lora_scale"
-                      r"|num_prompts)$|_schedule$|^reward_weight_")
+                      r"|num_prompts|discrepancy_micro)$|_schedule$|^reward_weight_")
 DERIVED_SUFFIX = "_ewma"  # X_ewma smooths X: a spike of X becomes a step of X_ewma, so only X is searched
 
 

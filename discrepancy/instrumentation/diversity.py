@@ -41,20 +41,35 @@ def group_diversity(groups: list[list[tuple[int, ...]]], pairs: int, seed: int) 
     d2 = [distinct_n(g, 2) for g in groups]
     repeats = sum(len(g) - len(set(g)) for g in groups)
     possible = sum(len(g) - 1 for g in groups)
-    rng = np.random.default_rng(seed)
-    dists = []
     usable = [g for g in groups if len(g) >= 2]
-    for _ in range(pairs if usable else 0):
-        g = usable[int(rng.integers(len(usable)))]
-        i, j = rng.choice(len(g), 2, replace=False)
-        dists.append(Levenshtein.normalized_distance(g[i], g[j]))
+    dists = [Levenshtein.normalized_distance(a, b) for a, b in sample_pairs(usable, pairs, seed)]
     return {
-        "div_distinct_1": float(np.nanmean(d1)) if np.isfinite(d1).any() else math.nan,
-        "div_distinct_2": float(np.nanmean(d2)) if np.isfinite(d2).any() else math.nan,
+        "div_distinct_1": _finite_mean(d1),
+        "div_distinct_2": _finite_mean(d2),
         "div_duplicate_frac": repeats / possible if possible else math.nan,
-        "div_edit_distance": float(np.mean(dists)) if dists else math.nan,
+        "div_edit_distance": sum(dists) / len(dists) if dists else math.nan,
         "div_batch_distinct": float(len({s for g in groups for s in g})),
     }
+
+
+def sample_pairs(groups: list[list[tuple[int, ...]]], pairs: int, seed: int) -> list[tuple[tuple, tuple]]:
+    """``pairs`` pairs of two different completions of one group, the group uniform among ``groups`` and the pair
+    uniform within it, drawn at once (a per-pair ``rng.choice`` cost a third of the instrument's time)."""
+    if not groups or pairs < 1:
+        return []
+    rng = np.random.default_rng(seed)
+    which = rng.integers(len(groups), size=pairs)  # [pairs]
+    sizes = np.array([len(groups[w]) for w in which])  # [pairs], each ≥ 2
+    i = (rng.random(pairs) * sizes).astype(int)  # first member, uniform in [0, size)
+    j = (rng.random(pairs) * (sizes - 1)).astype(int)  # second, uniform among the others
+    j += j >= i
+    return [(groups[w][a], groups[w][b]) for w, a, b in zip(which.tolist(), i.tolist(), j.tolist())]
+
+
+def _finite_mean(values: list[float]) -> float:
+    """Mean of the finite values; NaN when there are none."""
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
 
 
 def collapse_verdict(row: dict[str, float]) -> str:

@@ -25,6 +25,8 @@ compares them with the batch takes those rows of it (`PostStep.of`).
 Under ``torchrun`` every rank runs its instruments on its own rollouts: ``on_micro_backward`` sees the rank's own
 micro-batch gradients, ``on_before_optimizer`` the gradient averaged over ranks; only rank 0's values are recorded.
 A failing instrument never stops training: `HookRunner` writes NaN for every series it declared and warns once.
+On a step without post-step measurements (``instruments.discrepancy_every`` > 1, ``ctx.shared.measured`` false) the
+runner skips every instrument that reads the loss before the step or the post-step forward (`MEASURED_ONLY`).
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ class Shared:
     loss_before: float | None = None  # L_S(θ_t) on `sub_batch` (L_{B_t}(θ_t) for the whole batch)
     post_step: PostStep | None = None  # the post-step forward, at on_after_optimizer
     sub_batch: SubBatch | None = None  # the rows measured, at the first on_micro_backward; None = the whole batch
+    measured: bool = True  # whether this step takes the post-step measurements (instruments.discrepancy_every)
 
     def get(self, name: str) -> Any:
         """The named measurement; a missing one means its provider failed this iteration (the caller records NaN)."""
@@ -136,6 +139,8 @@ class Shared:
 
 
 SHARED_NAMES = ("theta_before", "loss_before", "post_step", "sub_batch")
+#: The shared measurements a step without post-step measurements lacks; an instrument that reads one sits that step out.
+MEASURED_ONLY = frozenset({"loss_before", "post_step"})
 
 
 @dataclass
@@ -262,6 +267,8 @@ class HookRunner:
     def _merge(self, ctx: StepContext, call: Any, hook: str) -> Metrics:
         merged: Metrics = {}
         for inst in self.instruments:
+            if not ctx.shared.measured and MEASURED_ONLY & set(inst.needs):
+                continue  # a step between post-step measurements: its series stay NaN, its time is not spent
             try:
                 result = call(inst)
             except Exception as exc:  # noqa: BLE001 - a measurement must never stop training

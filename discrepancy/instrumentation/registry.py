@@ -54,7 +54,8 @@ def build_instruments(cfg: InstrumentationConfig, model: nn.Module, *, share_pro
         chosen.append(("linearisation", Linearisation(cfg.linearisation_every, cfg.linearisation_probe)))
     need = needed(inst for _, inst in chosen)
     if need:  # the provider of what the chosen instruments share runs before them
-        chosen.insert(0, ("shared", SharedMeasurements(need, share, cfg.fold_lora, cfg.discrepancy_groups)))
+        chosen.insert(0, ("shared", SharedMeasurements(need, share, cfg.fold_lora, cfg.discrepancy_groups,
+                                                             cfg.discrepancy_every)))
     if not cfg.timing:
         return [inst for _, inst in chosen]
     clock = StepClock(timer)

@@ -1,9 +1,11 @@
 """Measurements several instruments share, made once per step by one provider that runs before them.
 
-- which rows the measurements read (`SubBatch`): by default one micro-batch per step, rotating over the step's
-  micro-batches (``instruments.discrepancy_groups``), so that the post-step forward reads 1/K of the batch (the
-  default recipe, K = 2: 10.6 ms of CPU per step against 15.7 ms for the whole batch, with ≈ 4 ms of it fixed cost
-  of the two model calls whatever the rows; benchmarks/results/instrumentation.md);
+- which steps take them (``instruments.discrepancy_every``, default every fourth: `SharedMeasurements.measures`)
+  and which rows they read there (`SubBatch`): by default one micro-batch, rotating over the step's micro-batches
+  (``instruments.discrepancy_groups``), so that the post-step forward reads 1/K of the batch (the default recipe,
+  K = 2: ≈ 10 ms of CPU against ≈ 16 ms for the whole batch, ≈ 3 ms of it the fixed cost of the model calls
+  whatever the rows, so only measuring fewer steps brings the instruments near 5 % of a ≈ 90 ms step;
+  benchmarks/results/instrumentation.md);
 - a copy of θ_t, taken before the optimizer moves the weights, so Δθ = θ_{t+1} − θ_t can be formed after the step;
 - the loss at θ_t on those rows (from the training forward's log-probs: no extra forward unless dropout made them
   random);
@@ -85,7 +87,8 @@ def loss_at_theta_t(ctx: StepContext, sub: SubBatch | None = None) -> float:
 
 
 def choose_sub_batch(batch: StepBatch, step: int, groups: int | None, can_split: bool = True) -> SubBatch:
-    """The micro-batches step ``step`` measures: m consecutive ones (cyclically) starting at ((step − 1)·m) mod K.
+    """The micro-batches the ``step``-th measured step measures (1-based: every step's own number with
+    ``instruments.discrepancy_every`` = 1): m consecutive ones (cyclically) starting at ((step − 1)·m) mod K.
 
     ``groups``: 0 = one micro-batch, None = all, n = the fewest micro-batches holding n groups (m = ⌈n / groups per
     micro-batch⌉), since ΔL_pred needs the sub-batch's own gradient and the step holds gradients per micro-batch.
@@ -112,8 +115,10 @@ def choose_sub_batch(batch: StepBatch, step: int, groups: int | None, can_split:
 
 SERIES = {
     "discrepancy_rows": "completions in the sub-batch S that L_pre, L_post and the post-step measurements read "
-                        "(instruments.discrepancy_groups; all N of the batch with \"all\")",
-    "discrepancy_micro": "index of the first of the step's micro-batches in S (rotates step by step)",
+                        "(instruments.discrepancy_groups; all N of the batch with \"all\"); NaN on a step between "
+                        "post-step measurements (instruments.discrepancy_every)",
+    "discrepancy_micro": "index of the first of the step's micro-batches in S (rotates from one measured step to the "
+                         "next); NaN on a step between post-step measurements",
 }
 
 
@@ -121,11 +126,13 @@ class SharedMeasurements(Instrument):
     """Provides the shared measurements named in ``which`` (all by default) in ``ctx.shared``, every iteration.
 
     ``groups``: the sub-batch the loss before the step and the post-step forward read ("micro": one micro-batch,
-    rotating; "all": the whole batch; n: at least n prompt groups, see `choose_sub_batch`).
+    rotating; "all": the whole batch; n: at least n prompt groups, see `choose_sub_batch`). ``every``: take the
+    loss before the step and the post-step forward on steps 1, 1 + every, 1 + 2·every, ... only; the other steps
+    mark ``ctx.shared.measured`` false and the instruments that read them sit those steps out (`hooks.HookRunner`).
     """
 
     def __init__(self, which: Iterable[str] = SHARED_NAMES, share_prompts: bool | None = None,
-                 fold_lora: bool = True, groups: int | str = "micro") -> None:
+                 fold_lora: bool = True, groups: int | str = "micro", every: int = 1) -> None:
         unknown = set(which) - set(SHARED_NAMES)
         if unknown:
             raise ValueError(f"unknown shared measurements {sorted(unknown)}; known: {', '.join(SHARED_NAMES)}")
@@ -133,32 +140,50 @@ class SharedMeasurements(Instrument):
         self.share_prompts = share_prompts
         self.fold_lora = fold_lora
         self.groups = parse_groups(groups)
+        if every < 1:
+            raise ValueError(f"every must be ≥ 1, got {every}")
+        self.every = every
 
     def series(self) -> dict[str, str]:
         """The size and position of the measured sub-batch, when there is a loss or a post-step forward to read it."""
         return dict(SERIES) if {"loss_before", "post_step"} & set(self.provides) else {}
 
-    def _choose(self, ctx: StepContext) -> SubBatch:
-        return choose_sub_batch(ctx.batch, ctx.step, self.groups, can_split=hasattr(ctx.loss, "micro"))
+    def measures(self, step: int) -> bool:
+        """Whether step ``step`` (1-based) takes the loss before the step and the post-step forward."""
+        return (step - 1) % self.every == 0
+
+    def _choose(self, ctx: StepContext) -> SubBatch | None:
+        """The rows this step measures (a function of the step alone); None on a step between measurements."""
+        if not self.measures(ctx.step):
+            return None
+        # the rotation counts measured steps, so that every micro-batch is measured equally often whatever `every`
+        measured = (ctx.step - 1) // self.every + 1
+        return choose_sub_batch(ctx.batch, measured, self.groups, can_split=hasattr(ctx.loss, "micro"))
+
+    def _mark(self, ctx: StepContext) -> None:
+        ctx.shared.sub_batch = self._choose(ctx)
+        ctx.shared.measured = ctx.shared.sub_batch is not None
 
     def on_micro_backward(self, ctx: StepContext, k: int) -> None:
         """At the first micro-batch, fix the rows this iteration measures (instruments read its gradient from here)."""
         if k == 0:
-            ctx.shared.sub_batch = self._choose(ctx)
+            self._mark(ctx)
 
     def on_before_optimizer(self, ctx: StepContext) -> None:
         """Copy θ_t and fix L_pre before the optimizer moves the weights."""
         shared = ctx.shared
         shared.theta_before = shared.loss_before = shared.post_step = None  # nothing stale from another iteration
-        shared.sub_batch = self._choose(ctx)  # the same choice (a function of the step), also without micro hooks
-        if "theta_before" in self.provides:
+        self._mark(ctx)  # the same choice (a function of the step), also without micro hooks
+        if "theta_before" in self.provides:  # every step: the linearisation check keeps its own schedule
             shared.theta_before = {n: p.detach().clone() for n, p in ctx.params.items()}
-        if "loss_before" in self.provides:
+        if "loss_before" in self.provides and shared.measured:
             shared.loss_before = loss_at_theta_t(ctx, shared.sub_batch)
 
     def on_after_optimizer(self, ctx: StepContext) -> dict[str, float] | None:
         """The post-step forward at θ_{t+1}, on the measured rows."""
         ctx.shared.post_step = None
+        if not ctx.shared.measured:
+            return dict.fromkeys(self.series(), math.nan) or None
         sub = ctx.shared.get("sub_batch")
         if "post_step" in self.provides:
             logp, entropy = measurement_forward(ctx, self.share_prompts, self.fold_lora, sub)  # [n_S, T] each
@@ -175,13 +200,13 @@ def needed(instruments: Iterable[Instrument]) -> set[str]:
 
 
 def with_shared(instruments: list[Instrument], share_prompts: bool | None = None, fold_lora: bool = True,
-                groups: int | str = "micro") -> list[Instrument]:
+                groups: int | str = "micro", every: int = 1) -> list[Instrument]:
     """``instruments`` with a provider of what they need in front (unchanged when they need nothing, or when the
     list already provides it)."""
     need = needed(instruments) - {n for inst in instruments for n in inst.provides}
     if not need:
         return list(instruments)
-    return [SharedMeasurements(need, share_prompts, fold_lora, groups), *instruments]
+    return [SharedMeasurements(need, share_prompts, fold_lora, groups, every), *instruments]
 
 
 def last_micro_batch(ctx: StepContext, k: int) -> bool:

@@ -78,6 +78,7 @@ RESUME_MAY_SET = ("run.steps", "run.device", "run.threads", "run.compile", "run.
 # older runs did (new features are off by default).
 LEGACY: dict[str, Any] = {
     "instruments.discrepancy_groups": "all",  # D_t was measured on the whole batch
+    "instruments.discrepancy_every": 1,  # ... at every step
     "instruments.diversity": False,  # completion diversity was not measured
 }
 

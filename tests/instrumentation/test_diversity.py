@@ -74,3 +74,20 @@ def test_through_the_hooks_and_the_registry() -> None:
     assert "Diversity" not in [type(i).__name__ for i in build_instruments(InstrumentationConfig(timing=False,
                                                                                                  diversity=False),
                                                                          model)]  # on by default, off when said
+
+
+def test_sampled_pairs_are_two_different_members_uniform_within_a_uniform_group() -> None:
+    """Planted frequencies: a group of 3 and one of 5 give each of the 6 (20) ordered pairs 1/2 · 1/6 (1/2 · 1/20)."""
+    from collections import Counter
+
+    from discrepancy.instrumentation.diversity import sample_pairs
+
+    groups = [[(k,) for k in range(3)], [(10 + k,) for k in range(5)]]
+    n = 60_000
+    counts = Counter((a[0], b[0]) for a, b in sample_pairs(groups, n, seed=2))
+    assert all(a != b and (a < 10) == (b < 10) for a, b in counts)  # two different members of one group
+    assert len(counts) == 6 + 20
+    for (a, _), c in counts.items():
+        p = 1 / 12 if a < 10 else 1 / 40
+        assert abs(c - n * p) < 5 * (n * p * (1 - p)) ** 0.5  # within 5 binomial standard deviations
+    assert sample_pairs([], 4, 0) == [] and sample_pairs(groups, 0, 0) == []

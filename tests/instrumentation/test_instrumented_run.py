@@ -55,7 +55,7 @@ def test_ten_step_run_writes_every_series_and_a_rebuildable_snapshot(tmp_path: P
     ])
     cfg.rewards.names = ["correctness", "instr_models:digit_reward"]
     cfg.rewards.weights = [1.0, 1.0]
-    icfg = InstrumentationConfig(linearisation_every=5, linearisation_probe=4)
+    icfg = InstrumentationConfig(linearisation_every=5, linearisation_probe=4, discrepancy_every=1)
     instruments: list[Any] = []
     probe = LogitsAt(SNAPSHOT_STEP)
     attach = run_mod.attach_lora

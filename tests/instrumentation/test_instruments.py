@@ -119,7 +119,8 @@ def test_lora_norms_report_per_module_arrays() -> None:
 def test_registry_switches_and_every_declared_series_is_written() -> None:
     torch.manual_seed(0)
     model = make_lora_model()
-    instruments = build_instruments(InstrumentationConfig(linearisation_every=1, linearisation_probe=4), model)
+    instruments = build_instruments(InstrumentationConfig(linearisation_every=1, linearisation_probe=4, discrepancy_every=1),
+                                    model)
     truths = drive(model, instruments, steps=2)
     declared = {name for inst in instruments for name in inst.series()}
     for t in truths:

@@ -211,7 +211,7 @@ def test_trainer_sub_batch_disc_matches_the_full_batch_on_average(fast_train_con
                                               'rewards.names=["instr_models:digit_reward"]', "rewards.weights=[1.0]",
                                               "early_warning.enabled=false"])
     icfg = InstrumentationConfig(kl_start=False, lora_norms=False, rollout_stats=False, diversity=False,
-                                 grad_noise=False, timing=False)
+                                 grad_noise=False, timing=False, discrepancy_every=1)
     full = _FullBatchDisc()
     instruments: list[Any] = []
     attach = run_mod.attach_lora

@@ -80,7 +80,8 @@ def test_recorded_series_agree_with_and_without_folding(beta: float, random_b: b
     for fold in (False, True):
         torch.manual_seed(0)  # peft draws A from the global generator
         model = make_lora_model(random_b=random_b)
-        cfg = InstrumentationConfig(fold_lora=fold, timing=False, grad_noise=False, rollout_stats=False)
+        cfg = InstrumentationConfig(fold_lora=fold, timing=False, grad_noise=False, rollout_stats=False,
+                                    discrepancy_every=1)
         rows[fold] = [t.row for t in drive(model, build_instruments(cfg, model), steps=3, beta=beta)]
     for off, on in zip(rows[False], rows[True], strict=True):
         assert off.keys() == on.keys()
