@@ -48,6 +48,7 @@ class CompareResult:
     tolerance: int
     lineage: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=LINEAGE_COLUMNS))
     control: str | None = None
+    control_label: str | None = None  # the control's short name (one of a kind with ``labels``)
     notes: list[str] = field(default_factory=list)
     trait: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TRAIT_COLUMNS))  # probed skills per run
     trait_contrast: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CONTRAST_COLUMNS))
@@ -82,12 +83,13 @@ def compare_runs(paths: list[str | Path], control: str | Path | None = None, tol
     recurrence["members"] = recurrence["members"].map(lambda m: _name_members(m, labels))
     all_events = pd.concat([e.assign(run=lab) for e, lab in zip(events, labels)], ignore_index=True)
     result = CompareResult([str(p) for p in paths], labels, series, all_events, recurrence, tol,
-                           control=str(control) if control is not None else None)
+                           control=str(control) if control is not None else None,
+                           control_label=_labels([*paths, Path(control)])[-1] if control is not None else None)
     if ctrl is None:
         result.notes.append("weight-space lineage needs --control: the first run is then the teacher, the others "
                             "students, and the control a student trained without the teacher")
     else:
-        say("weight-space lineage: teacher " + labels[0] + ", control " + Path(control).name)
+        say(f"weight-space lineage: {role_name('teacher', labels[0])}, {role_name('control', result.control_label)}")
         result.lineage = lineage_over_time(infos[0], infos[1:], ctrl, labels[1:])
         whole = result.lineage[result.lineage["module"] == "all"]
         if len(whole) and float(whole["norm_teacher"].iloc[0]) == 0.0:
@@ -205,6 +207,12 @@ def _labels(paths: list[Path]) -> list[str]:
         return stems
     names = [p.parent.name or p.stem for p in paths]
     return names if len(set(names)) == len(names) else [f"{i + 1}:{s}" for i, s in enumerate(stems)]
+
+
+def role_name(role: str, label: str) -> str:
+    """A run named with its role, the label said once: ``teacher t1``, but ``teacher`` for a run labelled
+    ``teacher`` and ``teacher_seed0`` for one whose label already holds its role."""
+    return label if role in label.lower() else f"{role} {label}"
 
 
 def _name_members(members: str, labels: list[str]) -> str:

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 import pandas as pd  # noqa: E402
 
-from discrepancy.analysis.compare import CompareResult  # noqa: E402
+from discrepancy.analysis.compare import CompareResult, role_name  # noqa: E402
 from discrepancy.analysis.overview import KEY_SERIES  # noqa: E402
 from discrepancy.report.fragments import CSS, data_uri, note, table  # noqa: E402
 
@@ -134,7 +134,8 @@ def trait_figure(res: CompareResult, path: Path) -> Path | None:
     for ax, (suite, skill) in zip(axes.flat, skills):
         part = res.trait[(res.trait["suite"] == suite) & (res.trait["skill"] == skill)]
         for (run, role), g in part.groupby(["run", "role"], sort=False):
-            ax.plot(g["step"], g["value"], marker="o", ms=3, label=f"{run} ({role})", **styles.get(role, {}))
+            ax.plot(g["step"], g["value"], marker="o", ms=3, label=role_name(role, run) if role else run,
+                    **styles.get(role, {}))
         ax.set_title(f"{suite}/{skill}: {part['metric'].iloc[0]}", fontsize=9)
     return _save_panels(fig, list(axes.flat), "step", path)
 
@@ -159,16 +160,11 @@ def compare_html(res: CompareResult, figs: dict[str, Path | None]) -> str:
 
     rec = res.recurrence
     recurring = rec[rec["runs_with"] >= 2]
-    everywhere = rec[rec["runs_with"] == len(res.labels)]
-    strong = recurring[recurring["p_chance"] < 0.05]
-    named = "; ".join(f"{g.kind} {g.signal} at ~{g.step_median:g} ({g.runs_with}/{g.runs}, p {g.p_chance:.2g})"
-                      for g in strong.head(5).itertuples())
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{len(res.labels)} runs side by side</title>"
-             f"<style>{CSS}</style></head><body><h1>{len(res.labels)} runs side by side</h1>",
-             f"<p class='small'>{html.escape(', '.join(res.runs))}</p>",
-             f"<p class='lead'>{len(everywhere)} event(s) recur in all {len(res.labels)} runs and {len(recurring)} in "
-             f"at least two, within {res.tolerance} steps; {len(strong)} of them would rarely coincide by chance "
-             f"(p_chance &lt; 0.05){': ' + html.escape(named) if named else ''}. {_lead_lineage(res)}</p>",
+    title = html.escape(compare_title(res))
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+             f"<style>{CSS}</style></head><body><h1>{title}</h1>",
+             f"<p class='small'>{html.escape(_run_paths(res))}</p>",
+             f"<p class='lead'>{_lead_events(res)} {_lead_lineage(res)}</p>",
              *[note(n) for n in res.notes],
              "<h2>Recurring events</h2><p class='small'>runs_with: in how many runs the event is found; spread: "
              "its steps' range; p_chance: how likely that many runs would share it by chance given how many such "
@@ -190,8 +186,46 @@ def compare_html(res: CompareResult, figs: dict[str, Path | None]) -> str:
                   "diff = student − control, its 95 % bootstrap interval over items, and p_perm, a sign-flip "
                   "permutation test over items (docs/compare.md).</p>", img("trait"),
                   table(res.trait_contrast, limit=60)]
-    parts += ["<h2>All events</h2>", table(res.events, limit=300), "</body></html>"]
+    events = res.events[["run", *[c for c in res.events.columns if c != "run"]]] if "run" in res.events \
+        else res.events  # the run first: its rows stay readable where the table is wider than the page
+    parts += ["<h2>All events</h2>", table(events, limit=300), "</body></html>"]
     return "\n".join(parts)
+
+
+def compare_title(res: CompareResult) -> str:
+    """How many runs the page shows, the control counted, and with a control who is who: ``3 runs side by side:
+    teacher t, student s and control c`` (a run whose label is its role is named once: ``teacher``)."""
+    if not res.control:
+        return f"{len(res.labels)} runs side by side"
+    students = res.labels[1:]
+    who = (role_name("student", students[0]) if len(students) == 1
+           else f"{len(students)} students ({', '.join(students)})")
+    control = role_name("control", res.control_label or Path(res.control).stem)
+    return f"{len(res.labels) + 1} runs side by side: {role_name('teacher', res.labels[0])}, {who} and {control}"
+
+
+def _run_paths(res: CompareResult) -> str:
+    """The compared files; with a control, each after its role (teacher, students, control)."""
+    if not res.control:
+        return ", ".join(res.runs)
+    roles = ["teacher", *["student"] * (len(res.runs) - 1)]
+    return " · ".join(f"{role} {path}" for role, path in [*zip(roles, res.runs), ("control", res.control)])
+
+
+def _lead_events(res: CompareResult) -> str:
+    """How many events recur in every run and in two or more, and the ones chance would rarely give (escaped)."""
+    rec = res.recurrence
+    recurring = rec[rec["runs_with"] >= 2]
+    everywhere = rec[rec["runs_with"] == len(res.labels)]
+    strong = recurring[recurring["p_chance"] < 0.05]
+    named = "; ".join(f"{g.kind} {g.signal} at ~{g.step_median:g} ({g.runs_with}/{g.runs}, p {g.p_chance:.2g})"
+                      for g in strong.head(5).itertuples())
+    found = (f"{len(everywhere)} event(s) recur in both runs" if len(res.labels) == 2 else
+             f"{len(everywhere)} event(s) recur in all {len(res.labels)} runs and {len(recurring)} in at least two")
+    not_matched = " (the control's events are not matched: it is compared in weight space and by the probe)" \
+        if res.control else ""
+    return html.escape(f"{found}, within {res.tolerance} steps{not_matched}; {len(strong)} of them would rarely "
+                       f"coincide by chance (p_chance < 0.05){': ' + named if named else ''}.")
 
 
 def _lead_lineage(res: CompareResult) -> str:
