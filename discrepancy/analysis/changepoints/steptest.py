@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from discrepancy.analysis.changepoints.trendstep import trend_step
+from discrepancy.analysis.changepoints.trendstep import half_window, trend_step
 
 PERMUTATION_MIN = 8  # fewest points for which a permutation p-value can fall below 0.05 (8: 2·4!·4!/8! = 0.029)
 GAUSSIAN_MIN = 4  # fewest points for the Gaussian fallback (a split of 2|2)
@@ -209,12 +209,14 @@ def segment_steps(y: np.ndarray, *, alpha: float = ALPHA, min_side: int = 2, flo
     ``trend``: a significant change that is not a step between two levels is first tested as a level break on
     top of a local trend (``trendstep.trend_step``, same level, run only after the rank test rejected); a break
     found so (``method`` "trend", size = the discontinuity between the two local lines, p = the larger of the two
-    p-values) splits the stretch like a step.
+    p-values) splits the stretch like a step. Trend breaks are resolved to the line window h: one closer than h to
+    a trend break already found is not reported (``_unresolved``).
     """
     y = np.asarray(y, dtype=np.float64)
     found: dict[int, StepTest] = {}
     trials: list[tuple[int, int, StepTest, list[int]]] = []  # stretches split on trial: the split, the steps found
     stack: list[tuple[int, int, int]] = [(0, y.size, -1)]  # (start, end, index of the trial it belongs to or −1)
+    resolved: list[tuple[int, int]] = []  # (trend break, line window h of the stretch it was found in)
     while stack and len(found) < max_changes:
         a, b, trial = stack.pop()
         res = step_test(y[a:b], min_side=min_side, floor=floor)
@@ -222,8 +224,11 @@ def segment_steps(y: np.ndarray, *, alpha: float = ALPHA, min_side: int = 2, flo
             continue
         k = a + res.index
         brk = None if res.abrupt or not trend else _trend_break(y[a:b], a, res.p_value, alpha)
+        if brk is not None and _unresolved(brk.index, resolved):
+            continue  # inside the line window of a trend break already found: the same event seen again
         if brk is not None:
             found[brk.index] = brk
+            resolved.append((brk.index, half_window(b - a)))
             stack += [(s, e, trial) for s, e in ((a, brk.index), (brk.index, b)) if e - s >= 2 * PERMUTATION_MIN]
         elif res.abrupt:
             found[k] = StepTest(k, res.size, res.statistic, res.p_value, res.method, res.abrupt)
@@ -249,6 +254,20 @@ def segment_steps(y: np.ndarray, *, alpha: float = ALPHA, min_side: int = 2, flo
                     found[k].method, True) for a, k, c in zip(bounds[:-2], bounds[1:-1], bounds[2:])]
     # a spike at a tested stretch's end is no step (a trend break carries its own test of that)
     return [s for s in out if s.method == "trend" or concentrated(y, s.index, s.size)]
+
+
+def _unresolved(k: int, resolved: list[tuple[int, int]]) -> bool:
+    """A trend break at ``k`` lies closer than the line window h to a trend break already found (each with the h
+    of the stretch it was found in): the trend test's resolution.
+
+    A break at j was found with straight lines through the h points on either side of it; a second break within h
+    of j lies inside one of those lines, so the two cannot both be level breaks under the model that found the
+    first. What does give such a pair is one bend seen twice: around a peak or a kink, d(k) is zero at the bend and
+    of opposite signs a few points either side (a sharp peak in 54 points, h = 8: two breaks closer than h in 37 of 40
+    planted series without this rule, in none with it, and a change reported at the peak in all 40 either way;
+    tests/analysis/changepoints/test_trendstep.py). The first
+    found, the one tested on the longer stretch, is kept."""
+    return any(abs(k - j) < h for j, h in resolved)
 
 
 def _trend_break(y: np.ndarray, offset: int, p_rank: float, alpha: float) -> StepTest | None:
