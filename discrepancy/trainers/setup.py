@@ -30,7 +30,7 @@ from discrepancy.trainers.curriculum import check_curriculum
 from discrepancy.trainers.curriculum_step import orchestration_series
 from discrepancy.trainers.distill import teacher_completions, teacher_snapshot
 from discrepancy.trainers.locking import check_train_modules
-from discrepancy.trainers.rewards import RewardSpec, check_rewards
+from discrepancy.trainers.rewards import RewardSpec, check_rewards, resolve_rewards
 from discrepancy.trainers.run_files import staged_base_dir
 from discrepancy.trainers.sft import cold_start
 from discrepancy.trainers.tasks import Example, load_task, with_chat_prompts
@@ -76,7 +76,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
     if cfg.model.require_path and cfg.model.path is None:
         raise DiscrepancyError("this recipe needs a real model (model.require_path): pass --model DIR, a local Hugging "
                                "Face causal LM folder; the embedded tiny model cannot learn its task")
-    rewards = [RewardSpec.from_name(n, w) for n, w in zip(cfg.rewards.names, cfg.rewards.weights)]
+    rewards = resolve_rewards(cfg.rewards.names, cfg.rewards.weights)  # the format rewards' critique choice, bound once
     t = cfg.task
     examples = load_task(t, cfg.run.seed)
     if len(examples) < cfg.grpo.num_prompts:
