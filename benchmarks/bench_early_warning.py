@@ -115,7 +115,8 @@ def planted_run(kind: str, steps: int, out: Path) -> dict[str, object]:
     """Train the embedded recipe with ``kind`` planted from step steps/2; its events, read back from the run file."""
     from discrepancy.config import apply_overrides
     from discrepancy.runfile import open_run
-    from discrepancy.trainers import recipe, rewards
+    from discrepancy.trainers import curriculum_step as recipe  # where the step reads its schedules
+    from discrepancy.trainers import rewards
     from discrepancy.trainers.config import TrainConfig
     from discrepancy.trainers.run import train_run
 
@@ -228,7 +229,11 @@ def main() -> None:
     ap.add_argument("--tiny-steps", type=int, default=160)
     args = ap.parse_args()
     res: dict[str, object] = {"seed": args.seed, "load": os.getloadavg()[0], "window": W}
-    res["synthetic"] = {} if args.no_synthetic else synthetic_part(args)
+    previous = RESULTS / "early_warning.json"
+    if args.no_synthetic and previous.is_file():  # keep the last synthetic figures (they do not involve the trainer)
+        res["synthetic"] = json.loads(previous.read_text(encoding="utf-8")).get("synthetic", {})
+    else:
+        res["synthetic"] = {} if args.no_synthetic else synthetic_part(args)
     if not args.no_tiny:
         res["tiny"] = tiny_part(args)
     RESULTS.mkdir(exist_ok=True)
