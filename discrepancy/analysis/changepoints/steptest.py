@@ -265,8 +265,7 @@ def _unresolved(k: int, resolved: list[tuple[int, int]]) -> bool:
     first. What does give such a pair is one bend seen twice: around a peak or a kink, d(k) is zero at the bend and
     of opposite signs a few points either side (a sharp peak in 54 points, h = 8: two breaks closer than h in 37 of 40
     planted series without this rule, in none with it, and a change reported at the peak in all 40 either way;
-    tests/analysis/changepoints/test_trendstep.py). The first
-    found, the one tested on the longer stretch, is kept."""
+    tests/analysis/changepoints/test_trendstep.py). The first found, the one tested on the longer stretch, is kept."""
     return any(abs(k - j) < h for j, h in resolved)
 
 
