@@ -42,7 +42,8 @@ def reflective_rate(completions: Sequence[str], n_tokens: float) -> float:
     """Reflective words per 1 000 completion tokens over a batch; NaN when there are no tokens."""
     if n_tokens <= 0:
         return math.nan
-    return 1000.0 * sum(count_reflective(c) for c in completions) / n_tokens
+    # One pass over the batch: a newline cannot join two words, so the count is the sum of the per-completion ones.
+    return 1000.0 * count_reflective("\n".join(completions)) / n_tokens
 
 
 class RolloutStats(Instrument):

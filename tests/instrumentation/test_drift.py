@@ -80,3 +80,6 @@ def test_reflective_words_counted_at_word_starts() -> None:
     assert count_reflective(text) == 6
     assert math.isclose(reflective_rate([text, "7"], n_tokens=500), 12.0)
     assert math.isnan(reflective_rate([], n_tokens=0))
+    # The batch is counted in one pass: completions meeting at word or hyphen edges count as they do one by one.
+    edges = ["so wait", "check-", "-verify", "Hmm", "recheck"]
+    assert reflective_rate(edges, n_tokens=1000) == sum(count_reflective(c) for c in edges) == 3
