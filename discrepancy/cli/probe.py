@@ -51,7 +51,7 @@ def probe(
     settings = ScoreSettings(batch_size=batch_size, max_new_tokens=max_new_tokens, samples=samples,
                              temperature=temperature, pass_k=ks, generate=generate)
     with _progress() as report:
-        result = run_probes(run, suite, every, out, settings, progress=report, device=device, loader=loader,
+        result = run_probes(run, suite, every, out, settings=settings, progress=report, device=device, loader=loader,
                             notice=lambda line: typer.echo(f"note: {line}", err=True))
     typer.echo(f"probe tables and figures in {result.out_dir}")
     if len(result.emergence):

@@ -105,7 +105,7 @@ def trusting_loader(run: Any, step: int) -> tuple[torch.nn.Module, PreTrainedTok
     return default_loader(run, step, trust_paths=True)
 
 
-def run_probes(run_path: str | Path, suites: str | Path | None = "all", every: int = 1, out: Path | None = None,
+def run_probes(run_path: str | Path, suites: str | Path | None = "all", every: int = 1, out: Path | None = None, *,
                settings: ScoreSettings = ScoreSettings(), loader: Loader = default_loader,
                progress: Progress | None = None, symmetry_items: int = 16,
                device: str | None = None, notice: Notice | None = None) -> ProbeResult:
