@@ -14,14 +14,15 @@ from pathlib import Path
 import pandas as pd
 
 
-def train_series(out: Path, seed: int, steps: int, sets: list[str], *, failed_ok: bool = True
-                 ) -> tuple[pd.DataFrame, float]:
-    """(per-step series, wall seconds) of ``discrepancy train --out OUT --seed S --steps N --force --set …``.
+def train_series(out: Path, seed: int, steps: int, sets: list[str], *, failed_ok: bool = True,
+                 config: Path | None = None) -> tuple[pd.DataFrame, float]:
+    """(per-step series, wall seconds) of ``discrepancy train --out OUT --seed S --steps N --force [--config C]
+    --set …``.
 
     ``failed_ok``: a run that ends "failed" (exit 1: too many non-finite steps) is a result, as when a stress recipe
     collapses; any other exit stops the benchmark with the trainer's last words."""
     cmd = [sys.executable, "-m", "discrepancy", "train", "--out", str(out), "--seed", str(seed), "--steps",
-           str(steps), "--force"]
+           str(steps), "--force", *(["--config", str(config)] if config is not None else [])]
     for s in sets:
         cmd += ["--set", s]
     t0 = time.perf_counter()

@@ -114,3 +114,22 @@ def switches_vs_transitions(switches: pd.DataFrame, transitions: pd.DataFrame, n
                   "transition_step": step, "lag": np.nan, "coincide": "no"}
                  for ev, (step, _) in sorted(free.items(), key=lambda kv: kv[1][0])]
     return pd.DataFrame(rows, columns=MATCH_COLUMNS)
+
+
+def chance_of_coincidence(transitions: pd.DataFrame, num_steps: int) -> float:
+    """Share of steps in the run's middle 80 % at which a switch *without* effect would still be matched by one of
+    ``transitions`` (the switch slid over the run, `switches_vs_transitions`'s window): how often a coincidence
+    alone gives a match in this run. NaN for a run too short to slide over.
+
+    A match says the timing fits, not that the switch caused the transition; with a handful of transitions in a
+    run of a few hundred steps this rate is 0.2–0.45 (benchmarks/results/phase_match.md), so a match is evidence
+    only when the rate is small or the lag is near 0 for several switches.
+    """
+    margin = -(-num_steps // 10)
+    lo, hi = margin, num_steps - margin
+    if hi < lo or len(transitions) == 0:
+        return 0.0 if hi >= lo else math.nan
+    before, after = tolerance(num_steps), response(num_steps)
+    spans = [(int(t.step), int(getattr(t, "first_step", t.step))) for t in transitions.itertuples()]
+    hits = sum(any(step - s >= -before and first - s <= after for step, first in spans) for s in range(lo, hi + 1))
+    return hits / (hi - lo + 1)

@@ -9,6 +9,8 @@ shorter windows), where early events are resolved.
 
 from __future__ import annotations
 
+import math
+
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,9 @@ from discrepancy.analysis.changepoints.jumps import JumpDetector, JumpResult
 from discrepancy.analysis.changepoints.noise import robust_sigma
 from discrepancy.analysis.changepoints.plateaus import PlateauDetector
 from discrepancy.analysis.changepoints.steptest import PERMUTATION_MIN
-from discrepancy.analysis.phases import MATCH_COLUMNS, SWITCH_COLUMNS, phase_switches, switches_vs_transitions
+from discrepancy.analysis.phases import (
+    MATCH_COLUMNS, SWITCH_COLUMNS, chance_of_coincidence, phase_switches, switches_vs_transitions,
+)
 from discrepancy.analysis.selection import (  # noqa: F401 - TIMING, SCHEDULE, DERIVED_SUFFIX: imported from here too
     DERIVED_SUFFIX, SCHEDULE, TIMING, constant_series, exclusion_notes, not_searched,
 )
@@ -70,6 +74,8 @@ class AnalysisResult:
     # phases.MATCH_COLUMNS: each switch with the transition it explains, then the run's own transitions; made once
     # with ``switches`` (the report's table, headline and summary.json all read it)
     switch_matches: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=MATCH_COLUMNS))
+    # share of steps where a switch without effect would still meet one of the transitions (NaN without switches)
+    switch_chance: float = math.nan
     constant: dict[str, float] = field(default_factory=dict)  # series with one value over the whole run
     descriptions: dict[str, str] = field(default_factory=dict)  # series -> what it measures (the run's schema)
     path: str | None = None
@@ -159,6 +165,8 @@ def analyze(
     result.path, result.status, result.config_toml, result.meta = str(path), src.status, src.config_toml, src.meta
     result.switches = phase_switches(src.frame, src.config_toml)  # a curriculum run's phase switches
     result.switch_matches = switches_vs_transitions(result.switches, result.transitions, result.num_steps)
+    if len(result.switches):
+        result.switch_chance = chance_of_coincidence(result.transitions, result.num_steps)
     result.descriptions = {name: src.descriptions.get(name, "") for name in src.frame.columns}
     result.notes = [*src.notes, *result.notes]
     return result

@@ -9,6 +9,8 @@ its running median stays within 2 % of the range of the final level.
 
 from __future__ import annotations
 
+import math
+
 import html
 from dataclasses import dataclass
 
@@ -200,7 +202,9 @@ def _switch_lines(res: AnalysisResult) -> list[str]:
     for w in res.switches.itertuples():
         m = match.loc[w.event]
         why = f"{w.trigger}: {w.rule}" if w.rule else w.trigger
-        effect = (f"phase transition {m.transition} at step {int(m.transition_step)} is its effect"
+        chance = "" if math.isnan(res.switch_chance) else \
+            f" (a switch without effect would meet one of this run's transitions at {res.switch_chance:.0%} of steps)"
+        effect = (f"phase transition {m.transition} at step {int(m.transition_step)} follows it{chance}"
                   if m.coincide == "yes" else "no detected transition follows it")
         out.append(f"<b>{w.event}</b> curriculum switch at step {w.step}: {html.escape(w.from_phase)} → "
                    f"{html.escape(w.phase)} ({html.escape(why)}); {effect}")

@@ -57,6 +57,7 @@ def summary_dict(res: AnalysisResult) -> dict[str, Any]:
         "phase_transitions": _records(res.transitions), "episodes": _records(res.episodes),
         "phase_switches": _records(res.switches),
         "switches_vs_transitions": _records(res.switch_matches),
+        "switch_chance_of_coincidence": None if math.isnan(res.switch_chance) else round(res.switch_chance, 3),
         "signals": _records(res.signals), "constant": {k: _clean(v) for k, v in res.constant.items()},
         "meta": {k: _clean(v) if not isinstance(v, (list, dict)) else v for k, v in res.meta.items()},
     }
@@ -111,9 +112,18 @@ def _switches_part(res: AnalysisResult) -> str:
     return ("<h3>Phase switches vs detected transitions</h3><p class='small'>The curriculum's switches (set by the "
             f"trainer, green on the figures) and the phase transition each explains: one at most "
             f"{tolerance(res.num_steps)} steps before it or starting at most {response(res.num_steps)} steps after it. "
-            f"{at} of {len(res.switches)} switch(es) coincide with a transition (its effect, not an "
-            f"emergent change); {own} transition(s) lie away from every switch (the run's own). lag: transition − "
-            "switch step.</p>" + table(res.switches) + table(match))
+            f"{at} of {len(res.switches)} switch(es) coincide with a transition (likely its effect, not an "
+            f"emergent change); {own} transition(s) lie away from every switch (the run's own). "
+            f"{_chance_text(res.switch_chance)} lag: transition − switch step.</p>"
+            + table(res.switches) + table(match))
+
+
+def _chance_text(chance: float) -> str:
+    """How often a switch that changed nothing would still meet one of the run's transitions."""
+    if math.isnan(chance):
+        return ""
+    return (f"A switch that changed nothing would meet one of this run's transitions at {chance:.0%} of its steps: "
+            "a match is the timing fitting, more telling the lower that share and the closer the lag to 0.")
 
 
 def report_html(res: AnalysisResult, images: list[Path], extra: str = "", samples: str = "",

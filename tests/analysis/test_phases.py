@@ -161,4 +161,24 @@ def test_the_match_is_made_once_by_the_analysis_and_read_by_the_report(curriculu
     assert stored["coincide"].tolist() == want["coincide"].tolist() and want["coincide"].tolist()[:2] == ["yes", "no"]
     page = paths["report"].read_text(encoding="utf-8")
     at80 = want.iloc[0]
-    assert f"phase transition {at80['transition']} at step {int(at80['transition_step'])} is its effect" in page
+    assert f"phase transition {at80['transition']} at step {int(at80['transition_step'])} follows it" in page
+    chance = json.loads(paths["summary"].read_text())["switch_chance_of_coincidence"]
+    assert chance == round(res.switch_chance, 3) and 0.0 <= chance <= 1.0
+    assert f"would meet one of this run's transitions at {res.switch_chance:.0%}" in page
+
+
+def test_chance_of_coincidence_is_the_match_rate_of_a_switch_slid_over_the_run() -> None:
+    """Second implementation: slide a one-switch table over every step and count `switches_vs_transitions`' yes."""
+    from discrepancy.analysis.phases import chance_of_coincidence
+
+    rng = np.random.default_rng(7)
+    for n in (40, 200, 1000):
+        steps = np.sort(rng.choice(np.arange(5, n), size=4, replace=False))
+        trans = pd.DataFrame({"event": [f"T{i + 1}" for i in range(4)], "step": steps,
+                              "first_step": steps - rng.integers(0, 6, 4)})
+        margin = -(-n // 10)
+        slid = [switches_vs_transitions(pd.DataFrame([{"event": "W1", "step": s, "phase": "p",
+                                                       "trigger": "max_steps"}]), trans, n)["coincide"].iloc[0]
+                for s in range(margin, n - margin + 1)]
+        assert chance_of_coincidence(trans, n) == pytest.approx(np.mean([c == "yes" for c in slid]))
+    assert chance_of_coincidence(trans.iloc[:0], 200) == 0.0  # no transition: no coincidence
