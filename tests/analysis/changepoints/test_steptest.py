@@ -1,10 +1,14 @@
 """The short-series step test: ranks against scipy, p-values against combinatorics and against its stated level,
 steps told from trends."""
 
+from unittest import mock
+
 import numpy as np
 import pytest
 from scipy import stats
 
+from discrepancy.analysis.changepoints import steptest
+from discrepancy.analysis.changepoints.jumps import detect_jumps
 from discrepancy.analysis.changepoints.steptest import (
     _ranks, abrupt_margin, concentrated, segment_steps, smooth_gap, step_test,
 )
@@ -76,3 +80,43 @@ def test_noiseless_and_degenerate_input():
     res = step_test(np.r_[np.zeros(5), np.ones(5)])
     assert res.index == 5 and res.significant()
     assert step_test(np.r_[np.zeros(5), np.ones(5)], floor=1.0).p_value == 1.0  # no larger than the floor
+
+
+def _stairs(rng: np.random.Generator, stretch: int, noise: str = "t3") -> tuple[np.ndarray, np.ndarray]:
+    """Eight stretches of ``stretch`` points, each 12 noise units above the last (seven jumps the window test finds),
+    t(3) or Gaussian noise: (series, planted jump indices)."""
+    planted = np.arange(stretch, 8 * stretch, stretch)
+    t = np.arange(8 * stretch)
+    e = rng.standard_t(3, t.size) if noise == "t3" else rng.standard_normal(t.size)
+    return e + 12.0 * (t[:, None] >= planted[None]).sum(axis=1), planted
+
+
+def test_stretches_share_one_level_per_series() -> None:
+    """The levels the stretches between the window test's jumps are tested at add up to at most α per pass
+    (Bonferroni over disjoint stretches, each its share m/n), and the whole series gets α when there is no jump."""
+    levels: list[tuple[int, float]] = []
+    real = steptest.segment_steps
+
+    def spy(y: np.ndarray, **kw: object) -> list:
+        levels.append((y.size, float(kw["alpha"])))
+        return real(y, **kw)
+
+    y, planted = _stairs(np.random.default_rng(2), 200)
+    with mock.patch.object(steptest, "segment_steps", spy):
+        steptest.segment_jumps(y, planted.tolist(), alpha=0.05)
+        assert len(levels) == 8 and abs(sum(a for _, a in levels) - 0.05) < 1e-12
+        assert all(abs(a - 0.05 * m / y.size) < 1e-15 for m, a in levels)
+        levels.clear()
+        steptest.segment_jumps(y[:300], [], alpha=0.05)
+        assert levels == [(300, 0.05)]
+
+
+def test_series_level_holds_with_many_window_jumps() -> None:
+    """Seven 12σ jumps (found by the window test) in t(3) noise, 60 series of 1,600 points: a change reported more
+    than 3 points from every planted jump in at most 5 % + 3 SE of the series."""
+    rng = np.random.default_rng(5)
+    false = 0
+    for _ in range(60):
+        y, planted = _stairs(rng, 200)
+        false += any(np.min(np.abs(i - planted)) > 3 for i in detect_jumps(y))
+    assert false <= 3 + 3 * np.sqrt(60 * 0.05 * 0.95), false
