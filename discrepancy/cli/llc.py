@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from discrepancy.cli.threads import THREADS_HELP, set_threads
 from discrepancy.errors import DiscrepancyError
 
 
@@ -25,6 +26,7 @@ def llc(
     trust_run: Annotated[bool, typer.Option(
         "--trust-run", help="Read the run's base model where the run file records it, also outside the run's "
                             "folder (only for run files you trust).")] = False,
+    threads: Annotated[int, typer.Option("--threads", min=0, help=THREADS_HELP)] = 0,
 ) -> None:
     """Estimate the weight-refined LLC of the LoRA adapter at every snapshot; write llc.csv, llc.png, llc_stages.csv
     and llc_settings.json into the analysis folder.
@@ -43,6 +45,7 @@ def llc(
     if not run.exists():
         raise DiscrepancyError(f"{run} not found: pass the path of a run file")
     with _Progress(sys.stderr.isatty()) as progress:
+        set_threads(threads, progress.line)
         table = llc_over_run(run, out, eval_size=probe_size, num_chains=chains, num_draws=draws,
                              num_burnin=burnin, seed=seed, on_snapshot=progress.snapshot,
                              on_message=progress.line, notice=lambda line: progress.line(f"note: {line}"), trust_paths=trust_run)

@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from discrepancy.cli.threads import THREADS_HELP, set_threads
+
 
 def probe(
     run: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Run file (.h5) with LoRA snapshots.")],
@@ -32,6 +34,7 @@ def probe(
     trust_run: Annotated[bool, typer.Option(
         "--trust-run", help="Read the run's base model where the run file records it, also outside the run's "
                             "folder (only for run files you trust).")] = False,
+    threads: Annotated[int, typer.Option("--threads", min=0, help=THREADS_HELP)] = 0,
 ) -> None:
     """Score probe suites at every LoRA snapshot of RUN; write skill curves, unit symmetries and emergence verdicts."""
     from discrepancy.probes.at_jump import attribute_jump
@@ -50,6 +53,7 @@ def probe(
     loader = trusting_loader if trust_run else default_loader
     settings = ScoreSettings(batch_size=batch_size, max_new_tokens=max_new_tokens, samples=samples,
                              temperature=temperature, pass_k=ks, generate=generate)
+    set_threads(threads, lambda line: typer.echo(line, err=True))
     with _progress() as report:
         result = run_probes(run, suite, every, out, settings=settings, progress=report, device=device, loader=loader,
                             notice=lambda line: typer.echo(f"note: {line}", err=True))
@@ -72,11 +76,12 @@ def probe(
 
 
 class _progress:
-    """A rich progress bar on stderr when it is a terminal; a silent callback otherwise."""
+    """A rich progress bar on stderr when it is a terminal; otherwise one line per snapshot, so a log shows signs
+    of life (a snapshot takes seconds to minutes)."""
 
     def __enter__(self) -> Callable[[int, int, int], None] | None:
         if not sys.stderr.isatty():
-            return None
+            return lambda done, total, step: typer.echo(f"[{done}/{total}] probed step {step}", err=True)
         from rich.console import Console
         from rich.progress import Progress
 

@@ -7,6 +7,9 @@ CUDA) is not policy and stays where it is used.
 
 from __future__ import annotations
 
+import os
+import time
+
 import torch
 
 
@@ -58,3 +61,44 @@ def freed_memory_tuning_pays(device: torch.device | str) -> bool:
     """Whether a run on this device gains from keeping freed memory in the process (`trainers.allocator`): CPU only,
     where every activation tensor is process memory."""
     return _type(device) == "cpu"
+
+
+def busy_cores(sample_s: float = 0.2) -> float | None:
+    """Cores busy right now, from two reads of /proc/stat ``sample_s`` apart (None where there is no /proc/stat).
+
+    Read at a command's start, before it computes, it is the other processes' load. The 1-minute load average is no
+    use here: it still counts a training that ended seconds ago.
+    """
+    def ticks() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]  # user nice system idle iowait irq softirq steal ...
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return sum(fields[:8]), idle
+
+    try:
+        total0, idle0 = ticks()
+        time.sleep(sample_s)
+        total1, idle1 = ticks()
+    except (OSError, ValueError, IndexError):
+        return None
+    spent = total1 - total0
+    if spent <= 0:
+        return None
+    return (os.cpu_count() or 1) * (1.0 - (idle1 - idle0) / spent)
+
+
+def cpu_threads(requested: int = 0, busy: float | None = None) -> int:
+    """Torch CPU threads for an analysis command: ``requested`` when > 0, else the cores idle now (at least 1).
+
+    Torch's OpenMP threads spin while they wait for each other, so threads that compete with other processes for the
+    cores slow down many times over: `discrepancy llc` on the demo run took 40 s with 2 threads on an idle 2-core
+    machine, 62 s with 1, and over 5 minutes with 2 while two other processes kept both cores busy (100 s with 1).
+    ``busy``: the busy cores (default: measured, `busy_cores`); without a measurement, every core.
+    """
+    if requested > 0:
+        return requested
+    cores = os.cpu_count() or 1
+    busy = busy_cores() if busy is None else busy
+    if busy is None:
+        return cores
+    return max(1, min(cores, int(round(cores - busy))))
