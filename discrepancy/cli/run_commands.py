@@ -42,11 +42,13 @@ def inspect(
         if config or format == "json":
             info["config_toml"] = r.config_toml
         last = r.last_values()
+        earlier = r.last_finite()
     if format == "json":
         info["last_values"] = last
+        info["last_finite"] = {k: {"value": v, "step": s} for k, (v, s) in earlier.items()}
         typer.echo(json.dumps(_json_safe(info), indent=2, allow_nan=False))
         return
-    _print_table(info, last)
+    _print_table(info, last, earlier)
 
 
 def _json_safe(value: object) -> object:
@@ -62,7 +64,7 @@ def _json_safe(value: object) -> object:
     return value
 
 
-def _print_table(info: dict, last: dict[str, float]) -> None:
+def _print_table(info: dict, last: dict[str, float], earlier: dict[str, tuple[float, int]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -82,9 +84,16 @@ def _print_table(info: dict, last: dict[str, float]) -> None:
         table = Table(title=f"series ({len(last)}), value at the last step")
         table.add_column("series")
         table.add_column("last value", justify="right")
+        table.add_column("last finite value (step)", justify="right")
         for key, value in last.items():
-            table.add_row(key, f"{value:.6g}")
+            before = earlier.get(key)
+            table.add_row(key, f"{value:.6g}", f"{before[0]:.6g} ({before[1]})" if before else "")
         console.print(table)
+        if earlier:
+            console.print("nan at the last step: not measured there (the post-step measurements D_t, ρ_t, realised "
+                          "KL, ratio quantiles come every instruments.discrepancy_every-th step) or undefined "
+                          "(ρ_t over a negligible predicted change); the last finite value is beside it",
+                          markup=False, highlight=False)
     if "config_toml" in info:
         console.print(info["config_toml"], markup=False, highlight=False)
 

@@ -7,6 +7,8 @@ Which rows count is decided in ``rows`` (shared with the file check and recovery
 
 from __future__ import annotations
 
+import math
+
 import time
 import tomllib
 import warnings
@@ -190,6 +192,24 @@ class Run:
             ds = self._f[f"{S.SERIES}/{name}"]
             out[name] = float(self._rows_of(ds, n - 1, n)[0]) if 0 < n <= ds.shape[0] else float("nan")
         return out if n else {}
+
+    def last_finite(self, names: list[str] | None = None, window: int = 64) -> dict[str, tuple[float, int]]:
+        """(value, step) of each series' last finite value within the last ``window`` steps, for the series whose
+        value at the last step is not finite (a measurement taken every n-th step, an undefined ratio); others and
+        series with nothing finite in the window are left out."""
+        n, steps = self._step_rows()
+        out = {}
+        for name, value in self.last_values(names).items():
+            if math.isfinite(value) or n == 0:
+                continue
+            ds = self._f[f"{S.SERIES}/{name}"]
+            hi = min(n, ds.shape[0])
+            lo = max(0, hi - window)
+            rows = self._rows_of(ds, lo, hi).astype(np.float64)
+            finite = np.flatnonzero(np.isfinite(rows))
+            if len(finite):
+                out[name] = (float(rows[finite[-1]]), int(steps[lo + finite[-1]]))
+        return out
 
     def _series_names(self, names: list[str] | None) -> list[str]:
         available = list(self.schema.series)

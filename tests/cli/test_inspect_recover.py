@@ -64,3 +64,19 @@ def test_inspect_json_is_strict_json(fast_train_config, tmp_path):
     assert info["meta"]["sft_final_loss"] is None and info["meta"]["run_id"]
     with open_run(out) as run:
         assert math.isnan(run.meta["sft_final_loss"])
+
+
+def test_inspect_gives_the_last_finite_value_of_a_series_measured_every_nth_step(tmp_path):
+    """A series recorded every third step (NaN between) shows NaN at the last step and, beside it, its last finite
+    value with that step; an every-step series has no such entry."""
+    path = tmp_path / "sparse.h5"
+    with Recorder.create(path, RunSchema(series={"a": "", "rho": ""})) as rec:
+        for step in range(1, 12):
+            rec.log_step(step, {"a": float(step), "rho": float(step) / 10 if (step - 1) % 3 == 0 else math.nan})
+        rec.finish()
+    result = runner.invoke(app, ["inspect", str(path), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["last_values"]["rho"] is None and info["last_finite"] == {"rho": {"value": 1.0, "step": 10}}
+    table = runner.invoke(app, ["inspect", str(path)])
+    assert "1 (10)" in table.output and "nan at the last step" in table.output
