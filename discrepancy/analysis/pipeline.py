@@ -199,14 +199,18 @@ def analyze_series(  # noqa: PLR0913 - every option of the analysis
     skipped = not_searched(names, timing_jumps=timing_jumps, schedule_jumps=schedule_jumps)
     notes += exclusion_notes(constant, skipped)
     jumps, plateaus, per_signal, transients = [], [], [], []
+    few: list[str] = []
     for name, finite, found in _map_signals(frame, names, log_axis, max_points, set(skipped)):
         if found is None:
-            notes.append(f"{name}: only {finite} finite values, skipped")
+            few.append(f"{name} ({finite})")
             continue
         jumps += found[0]
         plateaus += found[1]
         per_signal.append(found[2])
         transients += found[3]
+    if few:  # one note: a short run's post-step measurements (every n-th step) all land here together
+        notes.append(f"{len(few)} series with too few finite values to search, skipped: {', '.join(few)} (those "
+                     "measured every instruments.discrepancy_every-th step have that share of the steps)")
     jump_df = pd.DataFrame(jumps, columns=JUMP_COLUMNS)
     same = duplicate_groups(frame, [n for n in names if n not in skipped])
     if same:

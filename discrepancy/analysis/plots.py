@@ -60,7 +60,16 @@ def _curves(steps: np.ndarray, y: np.ndarray) -> tuple[_Curve, _Curve] | None:
     # log axis: geometric bins (one step each at the start), so the first steps are not merged with later ones
     lb = log_bins(y, min(PLOT_POINTS // 2, max(1, y.size // 4)))
     log = _Curve(steps[lb.starts], np.minimum.reduceat(y, lb.starts), np.maximum.reduceat(y, lb.starts), lb.values)
-    return linear, log
+    return _to_end(linear, steps[-1]), _to_end(log, steps[-1])
+
+
+def _to_end(curve: _Curve, last: float) -> _Curve:
+    """The curve drawn up to the last step: each bin is drawn from its first step, so without this the last bin
+    (up to a fifth of a log axis) would end the line early."""
+    if curve.x[-1] >= last:
+        return curve
+    return _Curve(np.append(curve.x, last), np.append(curve.lo, curve.lo[-1]), np.append(curve.hi, curve.hi[-1]),
+                  np.append(curve.mid, curve.mid[-1]))
 
 
 binned_curves = _curves  # the same binning for other figures (``overview``)
@@ -214,9 +223,21 @@ def tick_labels(ticks: list[float]) -> list[str]:
     return [f"{ref:.6g}{t - ref:+.2g}" if t != ref else f"{ref:.6g}" for t in ticks]
 
 
-def _title(name: str, row: pd.Series, unit: str, why: str | None) -> str:
-    """Left-panel title of one band: name, unit, counts of events, or why it was not searched."""
-    head = f"{name} [{unit}]" if unit else name
+def recorded_every(values: pd.Series) -> int:
+    """k when the series' finite values come every k-th step (k > 1: most gaps between them are k steps, as for the
+    post-step measurements of ``instruments.discrepancy_every``), else 1."""
+    steps = values.index[np.isfinite(values.to_numpy(dtype=np.float64))].to_numpy(dtype=np.int64)
+    if steps.size < 3:
+        return 1
+    gaps = np.diff(steps)
+    k = int(np.median(gaps))
+    return k if k > 1 and np.mean(gaps == k) >= 0.8 else 1
+
+
+def _title(name: str, row: pd.Series, unit: str, why: str | None, every: int = 1) -> str:
+    """Left-panel title of one band: name, unit, how often it was recorded when not every step, counts of events,
+    or why it was not searched."""
+    head = (f"{name} [{unit}]" if unit else name) + (f" (every {every} steps)" if every > 1 else "")
     if why is not None:
         return f"{head}: {why}, not searched"
     counts = [f"{k} {w}{'s' if k != 1 else ''}" for k, w in ((int(row.n_jumps), "jump"),
@@ -260,7 +281,8 @@ def family_figure(res: AnalysisResult, family: str, out: Path, page: int = 0) ->
     for col, log in enumerate((False, True)):
         rows = [(name, None if curves[name] is None else curves[name][col], events[name]) for name in names]
         titles = [_description(res, name) if log else
-                  _title(name, info.loc[name], unit_of(name, res.descriptions.get(name, "")), why.get(name))
+                  _title(name, info.loc[name], unit_of(name, res.descriptions.get(name, "")), why.get(name),
+                         recorded_every(res.series[name]))
                   for name in names]
         _stacked_panel(axes[0, col], rows, limits, titles, log, shift if log else 0.0)
         switch_lines(axes[0, col], res.switches, shift if log else 0.0, label=not log)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from discrepancy.analysis.plots import BAND, PLOT_POINTS, _Band, _curves, _limits, _step_label
 
@@ -14,7 +15,8 @@ def test_envelope_keeps_a_single_spike_and_the_true_range():
     y[123_457] = 50.0  # one step in 200 k: block means or medians would hide it
     steps = np.arange(n, dtype=np.float64)
     linear, log = _curves(steps, y)
-    assert linear.x.size <= PLOT_POINTS and log.x.size <= PLOT_POINTS
+    assert linear.x.size <= PLOT_POINTS + 1 and log.x.size <= PLOT_POINTS + 1  # + the last step, drawn to the end
+    assert linear.x[-1] == log.x[-1] == steps[-1]
     for c in (linear, log):  # the envelope spans exactly the data: max is the spike, min the true minimum
         assert c.hi.max() == 50.0 and c.lo.min() == y.min()
         assert c.mid.min() >= y.min() and c.mid.max() < 0.5  # the centre line is not pulled up by the spike
@@ -114,3 +116,34 @@ def test_timing_series_get_their_own_figure(tmp_path):
     assert family_pages(res, "rewards") == 1 and family_pages(res, "timing") == 1 and family_pages(res, "other") == 0
     names = [p.name for p in all_figures(res, tmp_path, workers=1)]
     assert names == ["rewards.png", "timing.png"]  # ratio_mean ≡ 1: not drawn at all
+
+
+def test_a_series_recorded_every_nth_step_says_so_in_its_panel_title() -> None:
+    from discrepancy.analysis.plots import recorded_every
+
+    steps = pd.RangeIndex(1, 101)
+    every4 = pd.Series([float(s) if (s - 1) % 4 == 0 else np.nan for s in steps], index=steps)
+    assert recorded_every(every4) == 4
+    assert recorded_every(pd.Series(np.arange(100.0), index=steps)) == 1
+    holes = pd.Series(np.arange(100.0), index=steps)
+    holes.iloc[[10, 40, 70]] = np.nan  # an undefined ratio now and then is no schedule
+    assert recorded_every(holes) == 1
+
+
+def test_short_run_series_too_sparse_to_search_share_one_note() -> None:
+    from discrepancy.analysis.pipeline import analyze_series
+
+    steps = pd.RangeIndex(1, 21)
+    rng = np.random.default_rng(0)
+    sparse = {f"m{i}": [rng.normal() if (s - 1) % 4 == 0 else np.nan for s in steps] for i in range(3)}
+    frame = pd.DataFrame({"reward_mean": rng.normal(size=20), **sparse}, index=steps)
+    res = analyze_series(frame)
+    few = [n for n in res.notes if "too few finite values" in n]
+    assert len(few) == 1 and all(f"m{i} (5)" in few[0] for i in range(3)), res.notes
+
+
+def test_short_series_are_drawn_up_to_their_last_step_on_both_axes():
+    """20 steps on a log axis: the last geometric bin spans several steps; the line still reaches step 20."""
+    steps = np.arange(1, 21, dtype=np.float64)
+    linear, log = _curves(steps, np.sin(steps))
+    assert linear.x[-1] == log.x[-1] == 20.0 and log.mid[-1] == log.mid[-2]
