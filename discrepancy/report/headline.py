@@ -20,6 +20,7 @@ import pandas as pd
 from discrepancy.analysis.overview import KEY_SERIES, display_median, key_names, key_of
 from discrepancy.analysis.pipeline import AnalysisResult
 from discrepancy.analysis.units import unit_of
+from discrepancy.report.training_events import serious_events
 
 EDGE = 0.2  # share of the logged steps that makes "start" and "end"
 HEADLINE_SERIES = (*KEY_SERIES, "frac_reward_zero_std", "truncated_frac", "grad_norm")
@@ -188,6 +189,12 @@ def where_to_look(res: AnalysisResult) -> list[str]:
         out.append(f"<b>{t.event}</b> phase transition at step {t.step} (steps {t.first_step}–{t.last_step}): "
                    f"jumps of {html.escape(t.signals.replace(',', ', '))} (max |z| {t.max_abs_z:.1f})")
     out += _switch_lines(res)
+    serious = serious_events(res.path) if res.path else []
+    if serious:
+        shown = ", ".join(f"{check} ({severity}) at step {step}" for step, check, severity in serious[:4])
+        more = f" and {len(serious) - 4} more" if len(serious) > 4 else ""
+        out.insert(0, f"<b><a href='#training-events'>early warning</a></b> while training: {html.escape(shown)}"
+                      f"{more}")
     if not out:
         out.append("no episode, transient of a key series or phase transition: the figures below show the curves")
     return out
@@ -211,10 +218,12 @@ def _switch_lines(res: AnalysisResult) -> list[str]:
     return out
 
 
-def lead(rows: list[KeyRow]) -> str:
-    """One sentence per key fact: the task reward (beyond noise or not), saturated rewards, KL, dead groups."""
+def lead(rows: list[KeyRow], constant: dict[str, float] | None = None) -> str:
+    """One sentence per key fact: the task reward (beyond noise or not; a reward that never moved first, since no
+    key row shows it), saturated rewards, KL, dead groups."""
     by = {key_of(r.name): r for r in rows}  # a foreign log's "reward" is reward_mean
-    out = []
+    out = [f"{name} was {value:.3g} at every step" for name, value in (constant or {}).items()
+           if key_of(name) in ("reward_correctness", "reward_mean")]
     for name in ("reward_correctness", "reward_mean"):
         if name in by:
             r = by[name]
@@ -268,7 +277,7 @@ def headline_html(res: AnalysisResult) -> str:
     """The first screen: a lead sentence, the key-series table and where to look."""
     rows = key_rows(res)
     parts = ["<section id='headline'><h2>What happened</h2>"]
-    text = lead(rows)
+    text = lead(rows, res.constant)
     if text:
         parts.append(f"<p class='lead'>Over {res.num_steps} steps, {html.escape(text)}</p>")
     line = recipe(res)

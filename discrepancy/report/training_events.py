@@ -20,6 +20,25 @@ SHOWN_COMPLETIONS = 16  # completions of the event step shown per event (all are
 SHOWN_DOSSIERS = 5  # events with a dossier shown (worst first, then earliest)
 
 
+def serious_events(path: str | Path | None) -> list[tuple[int, str, str]]:
+    """(step, check, severity) of the warning and critical events the trainer recorded, critical first, then by
+    step; [] when there are none or they cannot be read (the section says why)."""
+    if not path:
+        return []
+    from discrepancy.runfile import open_run
+    from discrepancy.runfile.errors import RunFileError
+
+    try:
+        with open_run(path, check=False) as run:
+            if EVENTS_ARRAY not in run.schema.arrays:
+                return []
+            events = recorded_events(run.array(EVENTS_ARRAY), run.array(VALUES_ARRAY))
+    except (RunFileError, OSError, KeyError):
+        return []
+    serious = sorted((e for e in events if e[2] != "notice"), key=lambda e: (e[2] != "critical", e[0]))
+    return [(int(step), str(check), str(severity)) for step, check, severity, _ in serious]
+
+
 def training_events_section(path: str | Path | None) -> str:
     """The section for the run at ``path``; "" when the run has no events arrays (or no path)."""
     if not path:
@@ -37,7 +56,8 @@ def training_events_section(path: str | Path | None) -> str:
             samples = {step: run.samples(step) for step, *_ in serious[:SHOWN_DOSSIERS]}
     except (RunFileError, OSError, KeyError) as err:
         return note(f"early-warning events could not be read from {path}: {err}")
-    parts = ["<section><h2>Events while training</h2><p>Early-warning events raised while the run trained "
+    parts = ["<section id='training-events'><h2>Events while training</h2><p>Early-warning events raised while the "
+             "run trained "
              "(docs/early-warning.md): silent-failure rules (warning, critical) and level changes of key series "
              "(notice), at the step whose values fired them.</p>"]
     frame = pd.DataFrame(events, columns=["step", "check", "severity", "value"])

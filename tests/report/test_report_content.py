@@ -140,3 +140,13 @@ def test_a_trl_log_gets_the_same_headline_under_trls_own_names(tmp_path):
         "reward_mean", "completion_length_mean", "reward_correctness", "loss"]
     assert "reward" in {r.name for r in key_rows(res)}
     assert "reward went" in headline_html(res)
+
+
+def test_a_reward_that_never_moved_leads_the_headline() -> None:
+    """A run whose reward is 0 at every step has no reward row in the key table (constant series are a note): the
+    lead says so first."""
+    from discrepancy.report.headline import lead
+
+    assert lead([], {"reward_mean": 0.0, "kl": 0.01}) == "reward_mean was 0 at every step."
+    assert lead([], {"reward": 1.0}) == "reward was 1 at every step."  # a foreign log's name for it
+    assert lead([], {"entropy": 0.5}) == ""

@@ -146,6 +146,12 @@ def test_dossier_keeps_every_completion_and_snapshots_that_rebuild_their_step(tm
     assert "Events while training" in section and "critical non_finite at step 2" in section
     assert f"completions recorded at its step: {per_step}" in section and "snapshots near it: 0, 2, 4, 6" in section
     assert training_events_section(None) == ""
+    from discrepancy.analysis.pipeline import analyze
+    from discrepancy.report.headline import where_to_look
+    from discrepancy.report.training_events import serious_events
+
+    assert serious_events(tmp_path / "a.h5")[0] == (2, "non_finite", "critical")
+    assert "non_finite (critical) at step 2" in where_to_look(analyze(tmp_path / "a.h5"))[0]  # on the first screen
 
 
 def test_a_run_created_before_the_events_arrays_resumes_with_console_lines(tmp_path, fast_train_config, planted,
