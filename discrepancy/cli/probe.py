@@ -14,7 +14,7 @@ from discrepancy.cli.threads import THREADS_HELP, set_threads
 
 
 def probe(
-    run: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Run file (.h5) with LoRA snapshots.")],
+    run: Annotated[Path, typer.Argument(help="Run file (.h5) with LoRA snapshots.")],
     suite: Annotated[str, typer.Option(help="Shipped suite name, suite file, comma list of those, or 'all'.")] = "all",
     every: Annotated[int, typer.Option(min=1, help="Probe every K-th snapshot (the last one is always probed).")] = 1,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: RUN.analysis/ next to the run).")] = None,
@@ -42,6 +42,8 @@ def probe(
     from discrepancy.probes.evaluate import ScoreSettings
     from discrepancy.probes.run import default_loader, pick_device, run_probes, trusting_loader
 
+    if not run.exists():
+        raise ProbeError(f"{run} not found: pass the path of a run file")
     ks = tuple(pass_k or [1])
     if min(ks) < 1:
         raise ProbeError(f"--pass-k {min(ks)}: k must be at least 1")

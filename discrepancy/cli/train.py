@@ -125,7 +125,7 @@ def _tune_process(cfg: Any) -> None:
 
 def train(
     config: Annotated[Optional[Path], typer.Option(
-        "--config", exists=True, dir_okay=False, help="TOML recipe (e.g. trainers/tiny.toml); default: embedded")] = None,
+        "--config", help="TOML recipe (e.g. trainers/tiny.toml); default: embedded")] = None,
     model: Annotated[Optional[Path], typer.Option(
         "--model", help="local Hugging Face causal-LM folder (never downloaded); default: embedded tiny model")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="run file to write")] = Path("run.h5"),

@@ -9,14 +9,14 @@ import typer
 
 
 def watch(
-    run: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Path of the run file (run.h5).",
+    run: Annotated[Path, typer.Argument(help="Path of the run file (run.h5).",
                                         show_default=False)],
     once: Annotated[bool, typer.Option("--once", help="judge the steps written so far and exit")] = False,
     interval: Annotated[float, typer.Option("--interval", min=0.05, help="seconds between reads of a live run")] = 2.0,
 ) -> None:
     """Print the early-warning events of a run (one line each, as `discrepancy train` prints them), following a run
     that is still being written until its writer ends. The rules and thresholds are the run's recorded
-    [early_warning] section, or the defaults (docs/early-warning.md)."""
+    early_warning section of its config, or the defaults (docs/early-warning.md)."""
     from discrepancy.analysis.online.follow import WatchEnd, watch_run
 
     end = WatchEnd()

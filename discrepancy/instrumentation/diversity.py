@@ -9,7 +9,7 @@ Per prompt group (the G completions of one prompt, as token ids up to and includ
   group one completion repeated.
 * ``div_edit_distance``: mean normalised Levenshtein distance (edits / longer length) between token sequences of
   ``pairs`` pairs drawn within groups (a fixed sample per step: seeded by the step); 0 identical, 1 nothing shared.
-* ``div_batch_distinct``: distinct completions in the whole batch (1: one completion for every prompt).
+* ``div_batch_distinct``: distinct completions in the whole batch (1: every prompt answered with one and the same text).
 
 Edit distances come from rapidfuzz (C++, any hashable sequence); distinct-n and duplicates are set counts.
 The collapse verdict (`collapse_verdict`, and the early-warning rules ``mode_collapse`` / ``one_completion``) reads
@@ -99,7 +99,7 @@ class Diversity(Instrument):
             "div_distinct_2": "distinct token bigrams / bigrams within a prompt group, mean over groups",
             "div_duplicate_frac": "share of a group's G−1 completions that repeat an earlier one (1: one text each)",
             "div_edit_distance": "mean normalised token edit distance of completion pairs sampled within groups",
-            "div_batch_distinct": "distinct completions in the whole batch (1: one completion for every prompt)",
+            "div_batch_distinct": "distinct completions in the whole batch (1: every prompt answered with one and the same text)",
         }
 
     def on_before_optimizer(self, ctx: StepContext) -> dict[str, float]:

@@ -205,3 +205,12 @@ def test_the_command_line_silences_library_progress_bars(tmp_path, tiny_model, t
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-1000:]
     assert ("Loading weights" in proc.stderr) is not quiet
+
+
+def test_a_missing_config_file_or_run_is_one_line_not_a_usage_box(tmp_path) -> None:
+    for args, code in ((["train", "--config", str(tmp_path / "nope.toml")], 2),
+                       (["probe", str(tmp_path / "nope.h5")], 1), (["watch", str(tmp_path / "nope.h5")], 3)):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == code, (args, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and "nope" in lines[0], (args, result.output)

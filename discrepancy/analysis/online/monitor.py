@@ -45,7 +45,7 @@ def build_rules(cfg: EarlyWarningConfig) -> list[Rule]:
         FormatOverCorrectness(f"reward_{cfg.format_reward}", f"reward_{cfg.correct_reward}", window=20,
                               drop=cfg.correctness_drop),
         Limit("one_completion", "critical", "div_batch_distinct", 1.0, below=True, patience=3,
-              text="one completion for every prompt"),
+              text="one and the same completion for every prompt"),
         Limit("mode_collapse", "warning", "div_duplicate_frac", cfg.duplicate_frac, patience=10,
               text="completions of a group are mostly duplicates"),
     ]
