@@ -80,7 +80,7 @@ def _wall_times(series: pd.DataFrame) -> np.ndarray:
 
 def _to_tensorboard(run, out: Path, family: Callable[[str], str]) -> dict[str, int]:  # noqa: ANN001 - a Run
     """Series, arrays, samples and snapshot norms as one event file in ``out`` (an earlier export's file goes)."""
-    from discrepancy.interop.tensorboard import EventWriter, clear_own_events
+    from discrepancy.interop.tensorboard import EXPORT_MAP_TAG, EventWriter, clear_own_events, export_map_text
 
     clear_own_events(out)
     series = run.series() if run.num_steps else pd.DataFrame()
@@ -88,7 +88,10 @@ def _to_tensorboard(run, out: Path, family: Callable[[str], str]) -> dict[str, i
     descriptions = tag_descriptions(run.schema, tags)
     walls = dict(zip(series.index.to_numpy().tolist(), _wall_times(series).tolist()))
     counts = {"series": len(tags), "arrays": 0, "samples": 0, "snapshots": 0}
+    descriptions[EXPORT_MAP_TAG] = "which scalar tag holds which series of the run (read by discrepancy analyze)"
     with EventWriter(out, descriptions) as writer:
+        if tags:
+            writer.text(int(series.index[0]), EXPORT_MAP_TAG, export_map_text(tags), walls.get(int(series.index[0])))
         values, names = series.to_numpy(), [tags[c] for c in series.columns]
         for i, step in enumerate(series.index.to_numpy().tolist()):
             writer.scalars(step, dict(zip(names, values[i].tolist())), walls[step])

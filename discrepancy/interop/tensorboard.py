@@ -12,6 +12,7 @@ keep float64).
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import mmap
 import os
@@ -52,8 +53,10 @@ def read_scalars(path: Path) -> SeriesSource:
     notes: list[str] = []
     for run_dir in dirs:
         prefix = "" if len(dirs) == 1 or run_dir == path else f"{run_dir.relative_to(path).as_posix()}/"
-        found, described, damaged = _scalars_of(run_dir)
+        found, described, damaged, exported = _scalars_of(run_dir)
         notes += damaged
+        if exported is not None:  # our own export of a run: its series under their own names, nothing else
+            found, described = _as_exported(found, described, exported, notes)
         columns |= {prefix + tag: s for tag, s in found.items()}
         descriptions |= {prefix + tag: d for tag, d in described.items()}
     if not columns:
@@ -64,9 +67,20 @@ def read_scalars(path: Path) -> SeriesSource:
                         notes=[f"{len(columns)} scalar tag(s) from {len(dirs)} run folder(s)", *notes])
 
 
-def _scalars_of(run_dir: Path) -> tuple[dict[str, pd.Series], dict[str, str], list[str]]:
-    """({tag: values by step}, {tag: description}, notes on files read only in part) of the scalar tags in one run
-    folder's event files, oldest file first, so a resumed run's later value of a step wins.
+def _as_exported(found: dict[str, pd.Series], described: dict[str, str], exported: dict[str, str],
+                 notes: list[str]) -> tuple[dict[str, pd.Series], dict[str, str]]:
+    """The series of a run exported by `discrepancy export` under their run names (``exported``: tag → name);
+    the array and snapshot-norm tags are left out, so the log analyses as the run file does."""
+    kept = {exported[t]: s for t, s in found.items() if t in exported}
+    notes.append(f"a discrepancy export of a run: {len(kept)} series under their run names; {len(found) - len(kept)} "
+                 "array and snapshot-norm tags left out (the run file has them)")
+    return kept, {exported[t]: d for t, d in described.items() if t in exported}
+
+
+def _scalars_of(run_dir: Path) -> tuple[dict[str, pd.Series], dict[str, str], list[str], dict[str, str] | None]:
+    """({tag: values by step}, {tag: description}, notes on files read only in part, the tag → series map of a
+    `discrepancy export` or None) of the scalar tags in one run folder's event files, oldest file first, so a
+    resumed run's later value of a step wins.
 
     Records are read by ``event_records`` (checksums checked; it stops at a damaged or unfinished record, and the
     bytes read are counted against the file's size to say so), decoded with TensorBoard's Event proto, and the
@@ -86,6 +100,7 @@ def _scalars_of(run_dir: Path) -> tuple[dict[str, pd.Series], dict[str, str], li
     described: dict[str, str] = {}
     partial: list[str] = []
     decode = event_pb2.Event.FromString
+    exported: dict[str, str] | None = None
     for f in files:
         used = 0
         for raw, used in event_records(f):  # once per scalar of a log (millions): locals, no repeated lookups
@@ -102,13 +117,34 @@ def _scalars_of(run_dir: Path) -> tuple[dict[str, pd.Series], dict[str, str], li
                     values[tag][step] = v.simple_value
                 elif kind == "tensor" and plugin[tag] == "scalars":
                     values[tag][step] = _tensor_scalar(v.tensor, tensor_util)
+                elif tag == EXPORT_MAP_TAG and kind == "tensor" and v.tensor.string_val:
+                    exported = _export_map(v.tensor.string_val[0])
         size = f.stat().st_size
         if used < size:
             partial.append(f"{f.name}: read {used} of {size} bytes, up to a damaged or unfinished record (a live "
                            "writer's last record is often unfinished)")
     series = {tag: pd.Series(list(d.values()), index=np.fromiter(d.keys(), np.int64, len(d)), dtype=np.float64)
               for tag, d in sorted(values.items()) if d}
-    return series, {tag: unmarkdown(described[tag]) for tag in series}, partial
+    return series, {tag: unmarkdown(described[tag]) for tag in series}, partial, exported
+
+
+#: Text tag a `discrepancy export` writes once: which scalar tag holds which series of the run (JSON).
+EXPORT_MAP_TAG = "discrepancy_export"
+
+
+def export_map_text(tags: dict[str, str]) -> str:
+    """The text of `EXPORT_MAP_TAG` for {series name: tag}: a JSON object tag → name in a markdown code block."""
+    return "```\n" + json.dumps({"series": {tag: name for name, tag in tags.items()}}) + "\n```"
+
+
+def _export_map(raw: bytes) -> dict[str, str] | None:
+    """tag → series name from the text of `EXPORT_MAP_TAG`; None when it is not one (another writer's tag)."""
+    try:
+        body = raw.decode("utf-8").strip().removeprefix("```").removesuffix("```")
+        series = json.loads(body)["series"]
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+    return {str(t): str(n) for t, n in series.items()} if isinstance(series, dict) else None
 
 
 def record_crc() -> Callable[[bytes], int]:

@@ -18,7 +18,8 @@ from discrepancy.interop.export import export_run
 from interop.histories import SNAP_EVERY, STEPS
 
 TRL_LOGS = Path(__file__).parent / "data" / "trl-1.16"  # a real TRL 1.16 GRPO run's logs (data/trl-1.16/make.py)
-EVENTS = 1 + 3 * STEPS + STEPS // SNAP_EVERY  # file version; per step series, arrays, samples; snapshots
+# file version; the tag → series map; per step series, arrays, samples; snapshots
+EVENTS = 1 + 1 + 3 * STEPS + STEPS // SNAP_EVERY
 
 
 def _tensorboards_records(path: Path) -> list[bytes]:
