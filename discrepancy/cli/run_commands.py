@@ -94,6 +94,10 @@ def _print_table(info: dict, last: dict[str, float], earlier: dict[str, tuple[fl
                           "KL, ratio quantiles come every instruments.discrepancy_every-th step) or undefined "
                           "(ρ_t over a negligible predicted change); the last finite value is beside it",
                           markup=False, highlight=False)
+    if info["status"] == "incomplete":
+        console.print(f"its writer stopped without finishing: every flushed step reads as usual; "
+                      f"`discrepancy recover {info['path']}` writes a clean copy, `discrepancy train --out "
+                      f"{info['path']} --resume` continues it", markup=False, highlight=False)
     if "config_toml" in info:
         console.print(info["config_toml"], markup=False, highlight=False)
 

@@ -120,12 +120,15 @@ class GRPOConfig:
         "suppress EOS for the first N new tokens (0 = off; = max_completion_length gives fixed-length "
         "completions, for benchmarks)"))
     top_p: float = field(default=1.0, **helped("nucleus sampling threshold"))
-    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = field(default="grpo", **helped("loss aggregation"))
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = field(default="grpo", **helped(
+        "loss aggregation: grpo (mean of per-sequence token means), bnpo (sum over tokens / tokens in the batch), "
+        "dr_grpo (sum / (sequences × max_completion_length)), dapo (sum / tokens in the whole generation batch)"))
     eps_low: float = field(default=0.2, **helped("ratio clip below: 1 − eps_low"))
     eps_high: float = field(default=0.2, **helped("ratio clip above: 1 + eps_high"))
     beta: float = field(default=0.01, **helped("KL weight β at the start (see schedule.beta_end)"))
     kl_ratio_correction: bool = field(default=False, **helped("multiply k3 by the ratio (TRL's default)"))
-    scale_rewards: Literal["group", "batch", "none"] = field(default="group", **helped("advantage std scaling"))
+    scale_rewards: Literal["group", "batch", "none"] = field(default="group", **helped(
+        "advantage std scaling: group (each prompt group's std), batch (the batch's std), none"))
     mask_truncated: bool = field(default=False, **helped("leave completions without EOS out of the loss"))
     inner_iterations: int = field(default=1, **helped("μ: optimizer passes over the same rollouts"))
     micro_batch_groups: int = field(default=4, **helped("prompt groups per micro-batch (gradient accumulation)"))
@@ -156,7 +159,8 @@ class OptimConfig:
     lr: float = field(default=3e-3, **helped("peak learning rate"))
     weight_decay: float = field(default=0.0, **helped("AdamW weight decay"))
     warmup_steps: int = field(default=5, **helped("linear warm-up steps"))
-    decay: Literal["cosine", "linear", "constant"] = field(default="cosine", **helped("decay after warm-up"))
+    decay: Literal["cosine", "linear", "constant"] = field(default="cosine", **helped(
+        "learning-rate decay after warm-up: cosine, linear or constant"))
     min_lr_ratio: float = field(default=0.1, **helped("final learning rate as a fraction of the peak"))
 
     def __post_init__(self) -> None:

@@ -32,6 +32,13 @@ def test_kill_9_keeps_every_flushed_step(tmp_path, writer, steps, flush_every):
         np.testing.assert_array_equal(run.array("norm")["b"].to_numpy(), -np.arange(flushed))
         assert run.snapshot_steps == [0]
         np.testing.assert_array_equal(run.snapshot(0)["lora_A"], np.zeros((2, 3)))
+    if steps == 25:  # inspect says what to do with it
+        from typer.testing import CliRunner
+
+        from discrepancy.cli import app
+
+        shown = CliRunner().invoke(app, ["inspect", str(path)]).output
+        assert "writer stopped without finishing" in " ".join(shown.split()) and "discrepancy recover" in shown
     # recover writes a clean closed copy that a plain (non-SWMR) open accepts and that can be resumed.
     result = recover(path)
     assert (result.num_steps, result.status_before, result.status_after) == (flushed, "incomplete", "interrupted")
