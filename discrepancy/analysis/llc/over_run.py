@@ -239,9 +239,17 @@ def _calibrate(out: Path, model: torch.nn.Module, batches: list[EvalBatch], n_to
     return stored
 
 
+def evenly_spaced(steps: np.ndarray) -> bool:
+    """Whether snapshot steps are about evenly spaced (largest gap at most twice the smallest; ≥ 3 steps): drawn on
+    a linear axis, since a log one would crowd the late snapshots and leave half the width to the first gap."""
+    gaps = np.diff(np.sort(np.asarray(steps, dtype=float)))
+    return len(gaps) >= 2 and gaps.min() > 0 and gaps.max() <= 2 * gaps.min()
+
+
 def plot_llc(table: pd.DataFrame, path: Path) -> Path:
-    """LLC ± standard error against step on a log axis (symlog from 0, so step 0 shows and no negative steps do);
-    unhealthy estimates are hollow grey markers, stage boundaries (from healthy rows) dashed lines."""
+    """LLC ± standard error against step: a linear axis for evenly spaced snapshots, else a log axis (symlog from
+    0, so step 0 shows and no negative steps do); unhealthy estimates are hollow grey markers, stage boundaries
+    (from healthy rows) dashed lines."""
     import matplotlib  # lazily: matplotlib costs about a second to import
 
     matplotlib.use("Agg")  # files only, no display: the CLI also runs on headless machines
@@ -258,8 +266,12 @@ def plot_llc(table: pd.DataFrame, path: Path) -> Path:
                     label="unhealthy: not an LLC (see llc.csv health)")
     for b in healthy_stage_boundaries(table):
         ax.axvline(b, ls="--", color="grey", lw=0.8)
-    ax.set_xscale("symlog", linthresh=1)
-    ax.set_xlim(left=0, right=max(float(steps.max()) * 1.3, 1.0) if len(steps) else 1.0)
+    if evenly_spaced(steps):
+        pad = 0.5 * float(np.diff(np.sort(steps.astype(float))).min())
+        ax.set_xlim(float(steps.min()) - pad, float(steps.max()) + pad)
+    else:  # spread over decades (a log schedule of snapshots): a log axis from 0
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlim(left=0, right=max(float(steps.max()) * 1.3, 1.0) if len(steps) else 1.0)
     ax.set_xlabel("step")
     ax.set_ylabel("LLC (LoRA, weight-refined)")
     ax.legend(fontsize=8)

@@ -47,6 +47,10 @@ def test_stage_boundaries_ignore_unhealthy_rows(tmp_path: Path) -> None:
     assert "\n" not in line and unhealthy_summary(table[table["health"] == "ok"]) is None
     plot_llc(table, tmp_path / "llc.png")  # unhealthy points drawn hollow; the x axis starts at step 0
     assert (tmp_path / "llc.png").stat().st_size > 0
+    from discrepancy.analysis.llc.over_run import evenly_spaced
+
+    assert evenly_spaced(np.arange(0, 320, 20)) and evenly_spaced(np.array([0, 20, 40, 50]))  # a last short gap
+    assert not evenly_spaced(np.array([0, 1, 10, 100, 1000])) and not evenly_spaced(np.array([0, 10]))
 
 
 def _llc(run: Path, out: Path | None = None, notes: list[str] | None = None, seen: list | None = None, **kw):
