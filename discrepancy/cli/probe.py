@@ -59,10 +59,10 @@ def probe(
     with _progress() as report:
         result = run_probes(run, suite, every, out, settings=settings, progress=report, device=device, loader=loader,
                             notice=lambda line: typer.echo(f"note: {line}", err=True))
-    typer.echo(f"probe tables and figures in {result.out_dir}")
+    typer.echo(f"probe tables and figures in {result.out_dir} (rerun `discrepancy analyze` to add them to the "
+               "report)")
     if len(result.emergence):
-        cols = ["suite", "skill", "kind", "step", "evidence"]
-        typer.echo(result.emergence[cols].to_string(index=False))
+        _print_verdicts(result.emergence)
     events: list[tuple[int, str | None]] = [(int(s), None) for s in attribute_step or []]
     if attribute_emergent:
         emerged = result.emergence.dropna(subset=["step"]) if len(result.emergence) else result.emergence
@@ -98,3 +98,20 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         if hasattr(self, "_bar"):
             self._bar.stop()
+
+
+def _print_verdicts(emergence: object) -> None:
+    """One row per skill: its verdict, the step (blank when there is none) and the evidence, as a table."""
+    import math
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="skill verdicts over the snapshots")
+    for col in ("suite", "skill", "verdict", "step", "evidence"):
+        table.add_column(col, justify="right" if col == "step" else "left", overflow="fold")
+    for row in emergence.itertuples():  # type: ignore[attr-defined]
+        step = row.step if isinstance(row.step, (int, float)) and math.isfinite(row.step) else None
+        table.add_row(str(row.suite), str(row.skill), str(row.kind), "" if step is None else str(int(step)),
+                      str(row.evidence))
+    Console().print(table)

@@ -26,6 +26,7 @@ def test_cli_probe_and_attribution(tmp_path: Path):
                                       "--batch-size", "8", "--attribute-step", "25", "--attribute-items", "1"])
     assert result.exit_code == 0, result.output
     assert "genuine" in result.stdout and "snapshots 20 → 30" in result.stdout
+    assert "skill verdicts" in result.stdout and "120.0" not in result.stdout  # a table, whole steps
     summary = pd.read_csv(run.parent / "run.h5.analysis" / "attribution_step25_summary.csv")
     assert summary.loc[0, "score_after"] > summary.loc[0, "score_before"]  # the trained item got likelier
     bad = CliRunner().invoke(app, ["probe", str(run), "--suite", "nonexistent"])
