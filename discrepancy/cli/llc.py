@@ -61,6 +61,8 @@ def llc(
             typer.echo(f"warning: step {step}: {w}", err=True)
     if summary:
         typer.echo(f"warning: {summary}", err=True)
+    if format != "json":
+        typer.echo(f"rerun `discrepancy analyze {run}` to add the LLC to the report", err=True)
 
 
 def _settings(run: Path, out: Path | None) -> dict[str, Any]:
