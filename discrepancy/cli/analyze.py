@@ -32,8 +32,10 @@ def _print_table(res) -> None:  # noqa: ANN001 - AnalysisResult, imported lazily
                   f"{len(res.transitions)} phase transition(s), {len(res.episodes)} episode(s), {len(res.jumps)} "
                   f"jump(s), {len(res.transients)} transient(s), {len(res.plateaus)} plateau(s)")
     rows = key_rows(res)
+    text = lead(rows, res.constant)  # the report's lead sentence, a reward that never moved first
+    if text:
+        console.print(text, highlight=False)
     if rows:
-        console.print(lead(rows), highlight=False)
         t = Table(title="Key series: first vs last 20 % of steps (± 95 %, autocorrelation-corrected)")
         t.add_column("series", no_wrap=True, min_width=max(len(r.name) for r in rows))
         for col in ("start", "end", "change", "note"):
