@@ -168,7 +168,10 @@ class TransientDetector:
         n = y.size
         if n < MIN_POINTS or np.ptp(y) == 0:
             return []
-        ls = [L for L in WIDTHS if L <= self.max_width]
+        # A width's noise scale is the spread of the means of L rows over 16·L rows around them (`_scores`); a
+        # shorter series holds too few independent means to measure it (20 rows give 13 overlapping means of 8,
+        # about 2 independent ones, and scaled a wiggle to 60 σ̂), so only widths it can calibrate are looked at.
+        ls = [L for L in WIDTHS if L <= self.max_width and 16 * L <= n] or [1]
         window = WINDOW_PER_WIDTH * ls[-1] + 1
         r, base = excess(y, window // 2)  # [n] excursion + noise, and the side it is measured from
         noise = y - running_median(y, window)  # [n] what the scale is measured on (never 0 by construction)
