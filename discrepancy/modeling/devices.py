@@ -92,7 +92,8 @@ def cpu_threads(requested: int = 0, busy: float | None = None) -> int:
 
     Torch's OpenMP threads spin while they wait for each other, so threads that compete with other processes for the
     cores slow down many times over: `discrepancy llc` on the demo run took 40 s with 2 threads on an idle 2-core
-    machine, 62 s with 1, and over 5 minutes with 2 while two other processes kept both cores busy (100 s with 1).
+    machine, 62 s with 1; while two other processes kept both cores busy, 2 threads did half the snapshots in 150 s
+    and 1 thread all of them in 100 s.
     ``busy``: the busy cores (default: measured, `busy_cores`); without a measurement, every core.
     """
     if requested > 0:
