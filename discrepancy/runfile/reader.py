@@ -194,9 +194,8 @@ class Run:
         return out if n else {}
 
     def last_finite(self, names: list[str] | None = None, window: int = 64) -> dict[str, tuple[float, int]]:
-        """(value, step) of each series' last finite value within the last ``window`` steps, for the series whose
-        value at the last step is not finite (a measurement taken every n-th step, an undefined ratio); others and
-        series with nothing finite in the window are left out."""
+        """(value, step) of the last finite value within the last ``window`` steps of each series that is not finite
+        at the last step (measured every n-th step, an undefined ratio); the others are left out."""
         n, steps = self._step_rows()
         out = {}
         for name, value in self.last_values(names).items():
