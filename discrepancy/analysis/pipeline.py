@@ -10,7 +10,6 @@ shorter windows), where early events are resolved.
 from __future__ import annotations
 
 import math
-
 import re
 from dataclasses import dataclass, field
 from pathlib import Path

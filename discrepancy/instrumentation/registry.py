@@ -21,7 +21,7 @@ from discrepancy.instrumentation.linearisation import Linearisation
 from discrepancy.instrumentation.lora_norms import LoraNorms
 from discrepancy.instrumentation.policy_shift import PolicyShift, StartPolicyKL
 from discrepancy.instrumentation.rollout_stats import RolloutStats
-from discrepancy.instrumentation.shared import SharedMeasurements, needed
+from discrepancy.instrumentation.shared import SharedMeasurements, needed, theta_needed_between
 from discrepancy.instrumentation.timing import InstrumentTime, StepClock, Timed
 
 
@@ -54,8 +54,9 @@ def build_instruments(cfg: InstrumentationConfig, model: nn.Module, *, share_pro
         chosen.append(("linearisation", Linearisation(cfg.linearisation_every, cfg.linearisation_probe)))
     need = needed(inst for _, inst in chosen)
     if need:  # the provider of what the chosen instruments share runs before them
+        between = theta_needed_between(inst for _, inst in chosen)
         chosen.insert(0, ("shared", SharedMeasurements(need, share, cfg.fold_lora, cfg.discrepancy_groups,
-                                                             cfg.discrepancy_every)))
+                                                       cfg.discrepancy_every, between)))
     if not cfg.timing:
         return [inst for _, inst in chosen]
     clock = StepClock(timer)

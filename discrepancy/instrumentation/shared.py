@@ -25,7 +25,9 @@ from collections.abc import Iterable
 import torch
 
 from discrepancy.instrumentation.config import parse_groups
-from discrepancy.instrumentation.hooks import SHARED_NAMES, Instrument, PostStep, StepBatch, StepContext, SubBatch
+from discrepancy.instrumentation.hooks import (
+    MEASURED_ONLY, SHARED_NAMES, Instrument, PostStep, StepBatch, StepContext, SubBatch,
+)
 from discrepancy.modeling.devices import prompt_sharing_pays
 from discrepancy.modeling.logprobs import batch_logprobs
 from discrepancy.modeling.lora_fold import folded_lora
@@ -129,10 +131,13 @@ class SharedMeasurements(Instrument):
     rotating; "all": the whole batch; n: at least n prompt groups, see `choose_sub_batch`). ``every``: take the
     loss before the step and the post-step forward on steps 1, 1 + every, 1 + 2·every, ... only; the other steps
     mark ``ctx.shared.measured`` false and the instruments that read them sit those steps out (`hooks.HookRunner`).
+    ``theta_every_step``: copy θ_t on those other steps too (an instrument reads it on its own schedule, as the
+    linearisation check does); else only on measured steps (`theta_needed_between`).
     """
 
     def __init__(self, which: Iterable[str] = SHARED_NAMES, share_prompts: bool | None = None,
-                 fold_lora: bool = True, groups: int | str = "micro", every: int = 1) -> None:
+                 fold_lora: bool = True, groups: int | str = "micro", every: int = 1,
+                 theta_every_step: bool = True) -> None:
         unknown = set(which) - set(SHARED_NAMES)
         if unknown:
             raise ValueError(f"unknown shared measurements {sorted(unknown)}; known: {', '.join(SHARED_NAMES)}")
@@ -143,6 +148,7 @@ class SharedMeasurements(Instrument):
         if every < 1:
             raise ValueError(f"every must be ≥ 1, got {every}")
         self.every = every
+        self.theta_every_step = theta_every_step  # some instrument reads θ_t also between measured steps
 
     def series(self) -> dict[str, str]:
         """The size and position of the measured sub-batch, when there is a loss or a post-step forward to read it."""
@@ -174,7 +180,7 @@ class SharedMeasurements(Instrument):
         shared = ctx.shared
         shared.theta_before = shared.loss_before = shared.post_step = None  # nothing stale from another iteration
         self._mark(ctx)  # the same choice (a function of the step), also without micro hooks
-        if "theta_before" in self.provides:  # every step: the linearisation check keeps its own schedule
+        if "theta_before" in self.provides and (shared.measured or self.theta_every_step):
             shared.theta_before = {n: p.detach().clone() for n, p in ctx.params.items()}
         if "loss_before" in self.provides and shared.measured:
             shared.loss_before = loss_at_theta_t(ctx, shared.sub_batch)
@@ -194,6 +200,11 @@ class SharedMeasurements(Instrument):
         return {"discrepancy_rows": float(len(sub.rows)), "discrepancy_micro": float(sub.micro[0])}
 
 
+def theta_needed_between(instruments: Iterable[Instrument]) -> bool:
+    """Whether an instrument reads θ_t without the post-step measurements, and so also between measured steps."""
+    return any("theta_before" in inst.needs and not MEASURED_ONLY & set(inst.needs) for inst in instruments)
+
+
 def needed(instruments: Iterable[Instrument]) -> set[str]:
     """The shared measurements the instruments read."""
     return {n for inst in instruments for n in inst.needs}
@@ -206,7 +217,8 @@ def with_shared(instruments: list[Instrument], share_prompts: bool | None = None
     need = needed(instruments) - {n for inst in instruments for n in inst.provides}
     if not need:
         return list(instruments)
-    return [SharedMeasurements(need, share_prompts, fold_lora, groups, every), *instruments]
+    return [SharedMeasurements(need, share_prompts, fold_lora, groups, every, theta_needed_between(instruments)),
+            *instruments]
 
 
 def last_micro_batch(ctx: StepContext, k: int) -> bool:

@@ -9,9 +9,8 @@ its running median stays within 2 % of the range of the final level.
 
 from __future__ import annotations
 
-import math
-
 import html
+import math
 from dataclasses import dataclass
 
 import numpy as np

@@ -35,8 +35,12 @@ def serious_events(path: str | Path | None) -> list[tuple[int, str, str]]:
             events = recorded_events(run.array(EVENTS_ARRAY), run.array(VALUES_ARRAY))
     except (RunFileError, OSError, KeyError):
         return []
-    serious = sorted((e for e in events if e[2] != "notice"), key=lambda e: (e[2] != "critical", e[0]))
-    return [(int(step), str(check), str(severity)) for step, check, severity, _ in serious]
+    return [(int(step), str(check), str(severity)) for step, check, severity, _ in _serious(events)]
+
+
+def _serious(events: list[tuple]) -> list[tuple]:
+    """The warning and critical events among ``events`` (step, check, severity, value): critical first, then by step."""
+    return sorted((e for e in events if e[2] != "notice"), key=lambda e: (e[2] != "critical", e[0]))
 
 
 def training_events_section(path: str | Path | None) -> str:
@@ -52,13 +56,12 @@ def training_events_section(path: str | Path | None) -> str:
                 return ""
             events = recorded_events(run.array(EVENTS_ARRAY), run.array(VALUES_ARRAY))
             snapshots = list(run.snapshot_steps)
-            serious = sorted((e for e in events if e[2] != "notice"), key=lambda e: (e[2] != "critical", e[0]))
+            serious = _serious(events)
             samples = {step: run.samples(step) for step, *_ in serious[:SHOWN_DOSSIERS]}
     except (RunFileError, OSError, KeyError) as err:
         return note(f"early-warning events could not be read from {path}: {err}")
     parts = ["<section id='training-events'><h2>Events while training</h2><p>Early-warning events raised while the "
-             "run trained "
-             "(docs/early-warning.md): silent-failure rules (warning, critical) and level changes of key series "
+             "run trained (docs/early-warning.md): silent-failure rules (warning, critical) and level changes of key series "
              "(notice), at the step whose values fired them.</p>"]
     frame = pd.DataFrame(events, columns=["step", "check", "severity", "value"])
     parts.append(table(frame))

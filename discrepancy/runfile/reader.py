@@ -8,7 +8,6 @@ Which rows count is decided in ``rows`` (shared with the file check and recovery
 from __future__ import annotations
 
 import math
-
 import time
 import tomllib
 import warnings

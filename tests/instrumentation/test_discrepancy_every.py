@@ -49,6 +49,27 @@ def test_the_measured_micro_batch_rotates_over_the_measured_steps(fast_train_con
     assert s["discrepancy_micro"].iloc[1::2].isna().all() and np.isfinite(s["disc"].iloc[::2]).all()
 
 
+def test_theta_t_is_copied_between_measured_steps_only_for_an_instrument_that_reads_it_there(
+        fast_train_config, tmp_path) -> None:
+    """The copy of θ_t serves D_t on measured steps; the linearisation check reads it on its own schedule."""
+    from discrepancy.instrumentation.registry import build_instruments
+    from discrepancy.modeling.tiny import build_tiny_model
+    from discrepancy.modeling.tokenizer import build_char_tokenizer
+
+    model = build_tiny_model(build_char_tokenizer())
+    provider = build_instruments(InstrumentationConfig(discrepancy_every=4, timing=False), model)[0]
+    assert provider.provides and not provider.theta_every_step
+    lin = build_instruments(InstrumentationConfig(discrepancy_every=4, linearisation_every=2, timing=False), model)[0]
+    assert lin.theta_every_step
+    from discrepancy.config import apply_overrides
+
+    cfg = apply_overrides(fast_train_config, ["instruments.linearisation_every=2",  # a reward that moves θ at once
+                                              'rewards.names=["instr_models:digit_reward"]', "rewards.weights=[1.0]"])
+    s = _series(cfg, tmp_path / "lin.h5", 3, "micro")  # measured 1, 4, 7; linearisation 2, 4, 6
+    assert s["lin_error"].notna().tolist() == [t % 2 == 0 for t in range(1, 8)]
+    assert s["disc"].notna().tolist() == [(t - 1) % 3 == 0 for t in range(1, 8)]
+
+
 @pytest.mark.parametrize("value", [0, -1, 2.5, True, "4"])
 def test_bad_discrepancy_every_is_one_line(value) -> None:
     with pytest.raises(ConfigError, match=r"^config key 'instruments.discrepancy_every' must be a whole number ≥ 1, "
