@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from discrepancy.errors import ConfigError
 from discrepancy.instrumentation import InstrumentationConfig
@@ -76,14 +75,3 @@ def test_bad_discrepancy_every_is_one_line(value) -> None:
                                           r"got ") as err:
         InstrumentationConfig(discrepancy_every=value)
     assert "\n" not in str(err.value)
-
-
-def test_bad_discrepancy_every_on_the_command_line_exits_in_one_line(tmp_path) -> None:
-    from discrepancy.cli import app
-
-    result = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "run.h5"), "--steps", "1",
-                                      "--set", "instruments.discrepancy_every=0"])
-    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "instruments.discrepancy_every" in errors[0] and "Traceback" not in result.output
-    assert not (tmp_path / "run.h5").exists()

@@ -248,12 +248,13 @@ def test_bad_discrepancy_groups_are_one_line(value) -> None:
     assert InstrumentationConfig(discrepancy_groups=3).discrepancy_groups == 3
 
 
-def test_bad_discrepancy_groups_on_the_command_line_exit_in_one_line(tmp_path) -> None:
+@pytest.mark.parametrize("key", ["instruments.discrepancy_groups", "instruments.discrepancy_every"])
+def test_bad_post_step_settings_on_the_command_line_exit_in_one_line(tmp_path, key) -> None:
     from discrepancy.cli import app
 
     result = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "run.h5"), "--steps", "1",
-                                      "--set", "instruments.discrepancy_groups=0"])
+                                      "--set", f"{key}=0"])
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "instruments.discrepancy_groups" in errors[0] and "Traceback" not in result.output
+    assert len(errors) == 1 and key in errors[0] and "Traceback" not in result.output
     assert not (tmp_path / "run.h5").exists()
