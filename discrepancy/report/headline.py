@@ -207,7 +207,7 @@ def _switch_lines(res: AnalysisResult) -> list[str]:
     out = []
     for w in res.switches.itertuples():
         m = match.loc[w.event]
-        why = f"{w.trigger}: {w.rule}" if w.rule else w.trigger
+        why = w.rule if w.rule.startswith(w.trigger) else f"{w.trigger}: {w.rule}" if w.rule else w.trigger
         chance = "" if math.isnan(res.switch_chance) else \
             f" (a switch without effect would meet one of this run's transitions at {res.switch_chance:.0%} of steps)"
         effect = (f"phase transition {m.transition} at step {int(m.transition_step)} follows it{chance}"

@@ -182,3 +182,21 @@ def test_chance_of_coincidence_is_the_match_rate_of_a_switch_slid_over_the_run()
                 for s in range(margin, n - margin + 1)]
         assert chance_of_coincidence(trans, n) == pytest.approx(np.mean([c == "yes" for c in slid]))
     assert chance_of_coincidence(trans.iloc[:0], 200) == 0.0  # no transition: no coincidence
+
+
+def test_a_switch_line_names_its_rule_once() -> None:
+    """'max_steps = 39' already says what ended the phase: not 'max_steps: max_steps = 39'; an end_when rule keeps
+    its trigger in front ('end_when: reward_format >= 0.9 over 10')."""
+    from types import SimpleNamespace
+
+    from discrepancy.report.headline import _switch_lines
+
+    switches = pd.DataFrame([{"event": "W1", "step": 40, "from_phase": "a", "phase": "b", "trigger": "max_steps",
+                              "rule": "max_steps = 39"},
+                             {"event": "W2", "step": 60, "from_phase": "b", "phase": "c", "trigger": "end_when",
+                              "rule": "reward_format >= 0.9 over 10"}])
+    matches = switches_vs_transitions(switches, pd.DataFrame(columns=["event", "step"]), 80)
+    res = SimpleNamespace(switches=switches, switch_matches=matches, switch_chance=float("nan"))
+    lines = _switch_lines(res)
+    assert "(max_steps = 39)" in lines[0] and "max_steps: max_steps" not in lines[0]
+    assert "(end_when: reward_format &gt;= 0.9 over 10)" in lines[1]
