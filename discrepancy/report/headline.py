@@ -190,8 +190,13 @@ def where_to_look(res: AnalysisResult) -> list[str]:
     out += _switch_lines(res)
     serious = serious_events(res.path) if res.path else []
     if serious:
-        shown = ", ".join(f"{check} ({severity}) at step {step}" for step, check, severity in serious[:4])
-        more = f" and {len(serious) - 4} more" if len(serious) > 4 else ""
+        by: dict[tuple[str, str], list[int]] = {}  # one entry per check, its steps in order (critical first)
+        for step, check, severity in serious:
+            by.setdefault((check, severity), []).append(step)
+        shown = "; ".join(f"{check} ({severity}) at step{'s' if len(steps) > 1 else ''} "
+                          + ", ".join(map(str, steps[:4])) + (f" and {len(steps) - 4} more" if len(steps) > 4 else "")
+                          for (check, severity), steps in list(by.items())[:4])
+        more = f"; {len(by) - 4} more checks" if len(by) > 4 else ""
         out.insert(0, f"<b><a href='#training-events'>early warning</a></b> while training: {html.escape(shown)}"
                       f"{more}")
     if not out:

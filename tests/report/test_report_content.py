@@ -150,3 +150,21 @@ def test_a_reward_that_never_moved_leads_the_headline() -> None:
     assert lead([], {"reward_mean": 0.0, "kl": 0.01}) == "reward_mean was 0 at every step."
     assert lead([], {"reward": 1.0}) == "reward was 1 at every step."  # a foreign log's name for it
     assert lead([], {"entropy": 0.5}) == ""
+
+
+def test_early_warning_events_are_grouped_by_check_on_the_first_screen(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    import discrepancy.report.headline as headline
+
+    events = [(50, "kl_blowup", "critical"), (54, "kl_blowup", "critical"), (60, "kl_blowup", "critical"),
+              (63, "kl_blowup", "critical"), (70, "kl_blowup", "critical"), (40, "no_signal", "warning")]
+    monkeypatch.setattr(headline, "serious_events", lambda path: events)
+    empty = pd.DataFrame(columns=["step", "first_step", "last_step", "z", "signal", "event", "signals",
+                                  "max_abs_z", "n_signals", "n_families", "chance", "size", "baseline"])
+    res = SimpleNamespace(path="run.h5", episodes=empty, transients=empty, transitions=empty,
+                          switches=pd.DataFrame(), series=pd.DataFrame(), constant={})
+    monkeypatch.setattr(headline, "key_transients", lambda res: empty)
+    monkeypatch.setattr(headline, "key_names", lambda res, keys: [])
+    first = headline.where_to_look(res)[0]
+    assert "kl_blowup (critical) at steps 50, 54, 60, 63 and 1 more; no_signal (warning) at step 40" in first
