@@ -162,6 +162,11 @@ def key_table(rows: list[KeyRow], descriptions: dict[str, str]) -> str:
     return head + "".join(body) + "</table>"
 
 
+def _span(first: int, last: int) -> str:
+    """"step 25" for a one-step stretch, "steps 25–31" otherwise."""
+    return f"step {first}" if first == last else f"steps {first}–{last}"
+
+
 def where_to_look(res: AnalysisResult) -> list[str]:
     """Bullets (HTML) pointing at the episodes, the key series' transients and what followed, the phase
     transitions, and the figures."""
@@ -177,15 +182,16 @@ def where_to_look(res: AnalysisResult) -> list[str]:
     names = key_names(res, HEADLINE_SERIES)
     for t in key_transients(res).itertuples():
         line = (f"<b>{html.escape(t.signal)}</b> {'spikes' if t.size > 0 else 'dips'} to {t.size + t.baseline:.3g} "
-                f"at step {t.step} against a running level of {t.baseline:.3g} ({t.z:.1f} σ̂; steps "
-                f"{t.start_step}–{t.end_step}) — a transient, not a level change")
+                f"at step {t.step} against a running level of {t.baseline:.3g} ({t.z:.1f} σ̂; "
+                f"{_span(t.start_step, t.end_step)}) — a transient, not a level change")
         moved = around(res, int(t.step), [t.signal, *[n for n in names if n != t.signal]])
         if moved:
             line += ("; over the next " + str(AROUND) + " steps against the " + str(AROUND) + " before: "
                      + ", ".join(f"{html.escape(n)} {a:.3g} → {b:.3g} ({z:+.1f} SE)" for n, a, b, z in moved))
         out.append(line)
     for t in res.transitions.head(3).itertuples():
-        out.append(f"<b>{t.event}</b> phase transition at step {t.step} (steps {t.first_step}–{t.last_step}): "
+        span = "" if t.first_step == t.last_step else f" ({_span(t.first_step, t.last_step)})"
+        out.append(f"<b>{t.event}</b> phase transition at step {t.step}{span}: "
                    f"jumps of {html.escape(t.signals.replace(',', ', '))} (max |z| {t.max_abs_z:.1f})")
     out += _switch_lines(res)
     serious = serious_events(res.path) if res.path else []

@@ -27,7 +27,7 @@ def moments(res: AnalysisResult, sampled: np.ndarray) -> list[tuple[int, str]]:
         e = res.episodes.iloc[0]
         wanted.append((int(e["step"]), f"episode {e['event']} (peak)"))
     for t in key_transients(res, limit=2).itertuples():
-        wanted.append((int(t.step), f"{t.signal} transient (peak)"))
+        wanted.append((int(t.step), f"{t.signal} {'spike' if t.size > 0 else 'dip'}"))
     wanted.append((int(sampled[-1]), "end"))
     out: dict[int, str] = {}
     for step, why in wanted:

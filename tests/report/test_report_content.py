@@ -123,7 +123,14 @@ def test_sample_text_is_safe_and_moments_land_on_sampled_steps():
     res = analyze_series(pd.DataFrame({"kl": y}, index=pd.Index(np.arange(1, 301), name="step")))
     got = moments(res, np.arange(10, 301, 10))
     assert got[0] == (10, "start") and got[-1] == (300, "end")
-    assert any(step == 160 and "kl transient (peak), step 156" in why for step, why in got)  # nearest sampled step
+    assert any(step == 160 and "kl spike, step 156" in why for step, why in got)  # nearest sampled step
+    from discrepancy.report.headline import where_to_look
+
+    line = next(b for b in where_to_look(res) if "a transient" in b)
+    assert "σ̂; step 156)" in line and "156–156" not in line  # a one-step transient: its step said once
+    y[155] -= 24.0  # the same moment as a dip
+    res = analyze_series(pd.DataFrame({"kl": y}, index=pd.Index(np.arange(1, 301), name="step")))
+    assert any(step == 160 and "kl dip, step 156" in why for step, why in moments(res, np.arange(10, 301, 10)))
 
 
 def test_a_trl_log_gets_the_same_headline_under_trls_own_names(tmp_path):
