@@ -28,7 +28,7 @@ from discrepancy.analysis.phases import (
     MATCH_COLUMNS, SWITCH_COLUMNS, chance_of_coincidence, phase_switches, switches_vs_transitions,
 )
 from discrepancy.analysis.selection import (  # noqa: F401 - TIMING, SCHEDULE, DERIVED_SUFFIX: imported from here too
-    DERIVED_SUFFIX, SCHEDULE, TIMING, constant_series, exclusion_notes, not_searched,
+    BOOKKEEPING, DERIVED_SUFFIX, SCHEDULE, TIMING, constant_series, exclusion_notes, not_searched,
 )
 from discrepancy.analysis.transients import TRANSIENT_COLUMNS, EPISODE_COLUMNS, group_episodes, transient_rows
 from discrepancy.runfile.results import EVENT_COLUMNS
@@ -192,11 +192,13 @@ def analyze_series(  # noqa: PLR0913 - every option of the analysis
     notes: list[str] = []
     if len(frame) < MIN_STEPS:
         notes.append(f"the run has {len(frame)} step(s); jump and plateau detection needs at least {MIN_STEPS}")
+    bookkeeping = [name for name in frame.columns if BOOKKEEPING.search(name)]
+    frame = frame.drop(columns=bookkeeping)
     names = list(frame.columns) if len(frame) >= MIN_STEPS else []
     constant = constant_series(frame, names)
     names = [name for name in names if name not in constant]
     skipped = not_searched(names, timing_jumps=timing_jumps, schedule_jumps=schedule_jumps)
-    notes += exclusion_notes(constant, skipped)
+    notes += exclusion_notes(constant, skipped, bookkeeping)
     jumps, plateaus, per_signal, transients = [], [], [], []
     few: list[str] = []
     for name, finite, found in _map_signals(frame, names, log_axis, max_points, set(skipped)):

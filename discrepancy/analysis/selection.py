@@ -21,9 +21,13 @@ TIMING = re.compile(r"^time_|_time$")  # per-step wall-clock series: they follow
 # step"), not learned: a warm-up kink is the config's, not the run's. Plotted, never searched.
 # A curriculum's phase index and trigger, and the reward weights the trainer sets, are decisions of the trainer too;
 # so are a growing LoRA adapter's active rank and scale (lora.growth: set by its schedules) and the prompts a step
-# draws (num_prompts: the batch controller's), and which micro-batch the post-step measurements read (a rotation).
+# draws (num_prompts: the batch controller's).
 SCHEDULE = re.compile(r"^(lr|learning_rate|temperature|beta|phase|phase_trigger|lora_active_rank|lora_scale"
-                      r"|num_prompts|discrepancy_micro)$|_schedule$|^reward_weight_")
+                      r"|num_prompts)$|_schedule$|^reward_weight_")
+# Which rows the post-step measurements read (instrumentation/shared.py: the micro-batch index, rotating from one
+# measured step to the next, and the row count) is bookkeeping of the measurement, neither learned nor set by the
+# recipe: neither searched nor drawn (a zig-zag across a panel of the losses figure says nothing); the run keeps it.
+BOOKKEEPING = re.compile(r"^discrepancy_(micro|rows)$")
 DERIVED_SUFFIX = "_ewma"  # X_ewma smooths X: a spike of X becomes a step of X_ewma, so only X is searched
 
 
@@ -54,9 +58,12 @@ def not_searched(names: list[str], *, timing_jumps: bool = False, schedule_jumps
     return out
 
 
-def exclusion_notes(constant: dict[str, float], skipped: dict[str, str]) -> list[str]:
+def exclusion_notes(constant: dict[str, float], skipped: dict[str, str], bookkeeping: list[str] = ()) -> list[str]:
     """One note per reason a series is not searched (said once, with every name)."""
     notes = []
+    if bookkeeping:
+        notes.append(f"{len(bookkeeping)} bookkeeping series of the post-step measurements ({', '.join(bookkeeping)}: "
+                     "which rows they read) neither searched nor drawn; the run file keeps them")
     if constant:
         notes.append(f"{len(constant)} series constant over the whole run, neither searched nor drawn: "
                      + ", ".join(f"{k} ≡ {v:g}" for k, v in constant.items()))

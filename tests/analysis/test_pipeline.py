@@ -243,6 +243,20 @@ def test_constant_series_are_neither_searched_nor_drawn_and_said_once():
     assert list(found.loc[found["signal"] == "skipped", "step"]) == [150]
 
 
+def test_measurement_bookkeeping_is_neither_searched_nor_drawn():
+    """Which micro-batch the post-step measurements read (a 0/1 rotation, NaN between measured steps) and how many
+    rows: not in the analysed frame (so not drawn), not searched, said once."""
+    n = 200
+    micro = np.where(np.arange(n) % 4 == 0, (np.arange(n) // 4) % 2, np.nan)
+    frame = pd.DataFrame({"loss": np.random.default_rng(3).standard_normal(n), "discrepancy_micro": micro,
+                          "discrepancy_rows": np.where(np.isfinite(micro), 32.0, np.nan)},
+                         index=pd.Index(np.arange(1, n + 1), name="step"))
+    res = analyze_series(frame)
+    assert list(res.series.columns) == ["loss"] and list(res.signals["signal"]) == ["loss"]
+    notes = [n for n in res.notes if "bookkeeping" in n]
+    assert len(notes) == 1 and "discrepancy_micro, discrepancy_rows" in notes[0]
+
+
 def test_events_columns_mean_one_thing_for_every_kind(run_file: Path):
     from discrepancy.runfile.results import EVENT_COLUMNS, EVENT_DOCS
 
