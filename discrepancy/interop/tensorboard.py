@@ -6,7 +6,8 @@ scalar and text summaries built from TensorBoard's own protos and plugin metadat
 ``EventFileWriter`` frames them. Reader and writer share one masked CRC-32C (``record_crc``, in C when
 ``google_crc32c`` is installed).
 TensorBoard stores a scalar as float32, so values round to about 7 significant digits there (CSV and Parquet exports
-keep float64).
+keep float64). Every value in an event file was logged, so a NaN or ±inf there is named in a note (``source.tidy``);
+a resumed run's later file that logs a step again wins, and a note says which steps.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import re
 import socket
 import struct
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,9 @@ def read_scalars(path: Path) -> SeriesSource:
     holds several runs), with the tags' descriptions. A step logged twice keeps its last value."""
     dirs = _run_dirs(path)
     if not dirs:
-        raise LogError(f"{path}: no TensorBoard event files (events.out.tfevents.*) in this folder or below it")
+        states = sorted(path.glob("checkpoint-*/trainer_state.json"), key=lambda p: _number(p.parent.name))
+        hint = f"; its latest checkpoint's log is {states[-1]}" if states else ""
+        raise LogError(f"{path}: no TensorBoard event files (events.out.tfevents.*) in this folder or below it{hint}")
     columns: dict[str, pd.Series] = {}
     descriptions: dict[str, str] = {}
     notes: list[str] = []
@@ -62,9 +66,16 @@ def read_scalars(path: Path) -> SeriesSource:
     if not columns:
         raise LogError(f"{path}: its event files hold no scalars (only images, histograms, text or graphs"
                        + (f"; {notes[0]}" if notes else "") + ")")
-    frame, _ = tidy(pd.DataFrame(columns), path, "the event files")
+    logged = pd.DataFrame({tag: pd.Series(True, index=s.index) for tag, s in columns.items()}).notna()
+    frame, tidied = tidy(pd.DataFrame(columns), path, "the event files", logged)  # a logged NaN is a value
     return SeriesSource(frame=frame, kind="tensorboard", path=str(path), descriptions=descriptions,
-                        notes=[f"{len(columns)} scalar tag(s) from {len(dirs)} run folder(s)", *notes])
+                        notes=[f"{len(columns)} scalar tag(s) from {len(dirs)} run folder(s)", *notes, *tidied])
+
+
+def _number(name: str) -> int:
+    """The number at the end of a folder name (``checkpoint-500`` → 500; 0 without one)."""
+    digits = re.search(r"(\d+)$", name)
+    return int(digits.group(1)) if digits else 0
 
 
 def _as_exported(found: dict[str, pd.Series], described: dict[str, str], exported: dict[str, str],
@@ -95,7 +106,7 @@ def _scalars_of(run_dir: Path) -> tuple[dict[str, pd.Series], dict[str, str], li
 
     files = [run_dir] if run_dir.is_file() else sorted(
         p for p in run_dir.iterdir() if p.is_file() and io_wrapper.IsSummaryEventsFile(str(p)))
-    values: dict[str, dict[int, float]] = {}
+    per_file: list[tuple[str, dict[str, dict[int, float]]]] = []
     plugin: dict[str, str] = {}  # tag -> plugin named by its first metadata ("" for none)
     described: dict[str, str] = {}
     partial: list[str] = []
@@ -103,6 +114,8 @@ def _scalars_of(run_dir: Path) -> tuple[dict[str, pd.Series], dict[str, str], li
     exported: dict[str, str] | None = None
     for f in files:
         used = 0
+        values: dict[str, dict[int, float]] = defaultdict(dict)  # each file apart: a resumed run's overlap is said
+        per_file.append((f.name, values))
         for raw, used in event_records(f):  # once per scalar of a log (millions): locals, no repeated lookups
             event = decode(raw)
             step = event.step
@@ -111,7 +124,6 @@ def _scalars_of(run_dir: Path) -> tuple[dict[str, pd.Series], dict[str, str], li
                 if tag not in plugin or v.HasField("metadata"):  # writers send it with a tag's first value
                     plugin[tag] = v.metadata.plugin_data.plugin_name or plugin.get(tag, "")
                     described[tag] = v.metadata.summary_description or described.get(tag, "")
-                    values.setdefault(tag, {})
                 kind = v.WhichOneof("value")
                 if kind == "simple_value":
                     values[tag][step] = v.simple_value
@@ -123,9 +135,28 @@ def _scalars_of(run_dir: Path) -> tuple[dict[str, pd.Series], dict[str, str], li
         if used < size:
             partial.append(f"{f.name}: read {used} of {size} bytes, up to a damaged or unfinished record (a live "
                            "writer's last record is often unfinished)")
+    merged = _merge_files(per_file, partial)
     series = {tag: pd.Series(list(d.values()), index=np.fromiter(d.keys(), np.int64, len(d)), dtype=np.float64)
-              for tag, d in sorted(values.items()) if d}
+              for tag, d in sorted(merged.items()) if d}
     return series, {tag: unmarkdown(described[tag]) for tag in series}, partial, exported
+
+
+def _merge_files(per_file: list[tuple[str, dict[str, dict[int, float]]]], notes: list[str]
+                 ) -> dict[str, dict[int, float]]:
+    """{tag: {step: value}} over a folder's files, oldest first, a later file's value of a step winning (a resumed
+    run logs again from its last checkpoint); a note in ``notes`` for each file that logs steps again."""
+    merged: dict[str, dict[int, float]] = {}
+    for name, values in per_file:
+        again: set[int] = set()
+        for tag, d in values.items():
+            have = merged.setdefault(tag, {})
+            again |= have.keys() & d.keys()
+            have.update(d)
+        if again:
+            lo, hi = min(again), max(again)
+            notes.append(f"{name} logs {len(again)} step(s) again ({lo}–{hi}) that an earlier file holds (a resumed "
+                         "run): the later file's values kept")
+    return merged
 
 
 #: Text tag a `discrepancy export` writes once: which scalar tag holds which series of the run (JSON).
