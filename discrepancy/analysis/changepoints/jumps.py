@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage, special
 
+from discrepancy.analysis.changepoints.levels import jump_fraction, level_change, side_means, window_sums
 from discrepancy.analysis.changepoints.logscale import log_transform, use_log_scale
 from discrepancy.analysis.changepoints.noise import blockwise_mad_scale, local_scale, noise_floor, robust_sigma
 from discrepancy.analysis.changepoints.peaks import chi2_to_gaussian_z, find_peaks
@@ -77,24 +78,6 @@ def default_threshold(n: int, window: int) -> float:
     decay gave a false jump in 1 of 5 series of 3000 steps, with +2 / 5 in 1 of 20, at the same benchmark F1.
     """
     return float(max(5.0, np.sqrt(2.0 * np.log(max(n / window, 2.0))) + 2.0))
-
-
-def window_sums(y: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Σy and Σ(x − x̄)y over every window [a, a+w) of ``y`` (x = position), from two cumulative sums: [n−w+1] each.
-
-    The OLS line of window a has mean Σy/w and slope Σ(x − x̄)y / (w(w²−1)/12). ``y`` is centred by its median
-    first (the caller's line values are unaffected up to that constant) because the rounding error of a cumulative
-    sum grows with its magnitude.
-    """
-    n = y.size
-    yc = y - np.median(y)
-    s0 = np.zeros(n + 1)
-    np.cumsum(yc, out=s0[1:])  # [n+1]
-    s1 = np.zeros(n + 1)
-    np.cumsum(np.arange(n, dtype=np.float64) * yc, out=s1[1:])  # [n+1]
-    sum_y = s0[w:] - s0[:-w]  # [n-w+1]: window [a, a+w) for every a
-    centre = np.arange(n - w + 1, dtype=np.float64) + (w - 1) / 2.0
-    return sum_y, s1[w:] - s1[:-w] - centre * sum_y
 
 
 def line_jump_statistic(y: np.ndarray, w: int) -> np.ndarray:
@@ -251,7 +234,7 @@ class JumpDetector:
         w = self.window or default_window(n)
         peaks = self._scan(x, n, w) if n >= max(MIN_POINTS, 2 * w + 1) else np.zeros(0, dtype=np.int64)
         z = self._z1[peaks] if peaks.size else np.zeros(0)
-        sizes = (self._d1[peaks] if lin is x else level_change(lin, peaks, w)) if peaks.size else np.zeros((0, d))
+        sizes = level_change(lin, peaks, w, self.spike_width) if peaks.size else np.zeros((0, d))
         if self.alpha > 0 and d == 1 and n >= PERMUTATION_MIN:
             floor = noise_floor(x[:, 0])
             short = segment_jumps(x[:, 0], peaks.tolist(), alpha=self.alpha, floor=floor)
@@ -264,7 +247,7 @@ class JumpDetector:
             if short:
                 at = np.array([s.index for s in short], dtype=np.int64)
                 bounds = np.r_[0, np.sort(np.r_[peaks, at]), n]
-                size_short = np.array([[_side_means(lin[:, 0], bounds, s.index) if s.method != "trend" or lin is not x
+                size_short = np.array([[side_means(lin[:, 0], bounds, s.index) if s.method != "trend" or lin is not x
                                         else s.size] for s in short])  # [k, 1]
                 z_short = np.sign(size_short[:, 0]) * -special.ndtri(np.array([s.p_value for s in short]) / 2.0)
                 order = np.argsort(np.r_[peaks, at], kind="stable")
@@ -339,12 +322,6 @@ class JumpDetector:
         )
 
 
-def _side_means(y: np.ndarray, bounds: np.ndarray, at: int) -> float:
-    """Mean of ``y`` from ``at`` to the next bound minus its mean from the previous bound to ``at``."""
-    i = int(np.searchsorted(bounds, at))
-    return float(np.mean(y[at : bounds[i + 1]]) - np.mean(y[bounds[i - 1] : at]))
-
-
 def abrupt(x: np.ndarray, d: np.ndarray, peaks: np.ndarray, w: int, ratio: float) -> np.ndarray:
     """Mask of peaks whose size |d| exceeds ``ratio`` × the median one-step move |Δx| over the 2w steps around them.
 
@@ -360,38 +337,6 @@ def abrupt(x: np.ndarray, d: np.ndarray, peaks: np.ndarray, w: int, ratio: float
         moves = np.delete(moves, min(p, w) - 1, axis=0) if moves.shape[0] > 1 else moves  # not the boundary move
         keep[i] = bool(np.any(np.abs(d[p]) > ratio * np.median(moves, axis=0)))
     return keep
-
-
-def level_change(y: np.ndarray, peaks: np.ndarray, w: int) -> np.ndarray:
-    """Signed size of each jump in units of ``y`` [n, d]: median of the w values after it − median of the w before."""
-    out = np.zeros((peaks.size, y.shape[1]))
-    for i, p in enumerate(peaks):
-        out[i] = np.median(y[p : p + w], axis=0) - np.median(y[max(0, p - w) : p], axis=0)
-    return out
-
-
-def jump_fraction(y: np.ndarray, jumps: list[int], sizes: np.ndarray, w: int) -> float:
-    """Σ|J| / (Σ|J| + smooth variation), the share of the total variation carried by jumps, in [0, 1].
-
-    The smooth variation is the total variation of block medians (≤ 8 blocks per segment between jumps, each ≥ w
-    points) with every difference soft-thresholded by twice its noise SE, so pure noise adds ~nothing; a series
-    without any variation returns 0.
-    """
-    y = np.asarray(y, dtype=np.float64)
-    jump_tv = float(np.sum(np.abs(sizes)))
-    bounds = [0, *sorted(jumps), y.size]
-    smooth_tv = 0.0
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        seg = y[a:b]
-        if seg.size < 2 * w:
-            continue
-        block = max(w, seg.size // 8)
-        nb = seg.size // block
-        med = np.median(seg[: nb * block].reshape(nb, block), axis=1)  # [nb]
-        se = 1.2533 * robust_sigma(seg) / np.sqrt(block) * np.sqrt(2.0)  # SE of a difference of two block medians
-        smooth_tv += float(np.sum(np.clip(np.abs(np.diff(med)) - 2.0 * se, 0.0, None)))
-    total = jump_tv + smooth_tv
-    return jump_tv / total if total > 0 else 0.0
 
 
 def detect_jumps(signal: np.ndarray) -> list[int]:
