@@ -184,7 +184,8 @@ def test_a_saved_pandas_index_is_read_as_the_step(tmp_path: Path):
     frame = pd.DataFrame({"loss": np.arange(20.0)}, index=pd.Index(np.arange(0, 100, 5), name="step"))
     frame.to_parquet(tmp_path / "named.parquet")  # restored as the index, not a column
     frame.rename_axis(None).to_csv(tmp_path / "unnamed.csv")  # header ",loss": pandas reads "Unnamed: 0"
-    for name in ("named.parquet", "unnamed.csv"):
+    frame.rename_axis(None).to_parquet(tmp_path / "unnamed.parquet")  # an unnamed index that is not the row number
+    for name in ("named.parquet", "unnamed.csv", "unnamed.parquet"):
         src = read_series(tmp_path / name)
         assert list(src.frame.index) == list(range(0, 100, 5)) and list(src.frame["loss"]) == list(range(20)), name
     assert "unnamed first column" in _notes(read_series(tmp_path / "unnamed.csv"))
