@@ -32,19 +32,26 @@ KEY_ALIASES: dict[str, tuple[str, ...]] = {
     "reward_format": (r"re:^rewards?[/_].*format.*mean$",),
     "completion_length_mean": ("completions/mean_length", "completions_mean_length"),
 }
+# A log without any reward (supervised fine-tuning, pre-training: an HF Trainer's trainer_state.json) has its loss
+# as the curve a reader looks at first: there the training and evaluation losses lead the key series.
+SUPERVISED_SERIES = ("loss", "eval_loss")
 OVERVIEW_PNG, JUMP_MAP_PNG = "overview.png", "jump_map.png"
 DPI = 80
 
 
 def key_names(res: AnalysisResult, keys: tuple[str, ...] = KEY_SERIES) -> list[str]:
     """The run's own name of each of ``keys`` it logged with a finite, non-constant value (``KEY_ALIASES`` when
-    a foreign log names it otherwise), in the order of ``keys``."""
+    a foreign log names it otherwise), in the order of ``keys``; led by ``SUPERVISED_SERIES`` when ``keys`` name
+    rewards and the log has none (its loss is then what a reader looks at first)."""
     cols = list(res.series.columns)
 
     def usable(name: str) -> bool:
         return name in res.series.columns and name not in res.constant and np.isfinite(res.series[name]).sum() > 0
 
-    out = []
+    out: list[str] = []
+    rewarded = any(key.startswith("reward") and key in keys for key in KEY_SERIES)
+    if rewarded and not any(key_of(c).startswith("reward") and usable(c) for c in cols):
+        keys = (*SUPERVISED_SERIES, *keys)  # no reward logged: the losses lead
     for key in keys:
         for alias in (key, *KEY_ALIASES.get(key, ())):
             found = [c for c in cols if re.search(alias[3:], c)] if alias.startswith("re:") else [alias]

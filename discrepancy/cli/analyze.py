@@ -42,7 +42,10 @@ def _print_table(res) -> None:  # noqa: ANN001 - AnalysisResult, imported lazily
             t.add_column(col, justify="right" if col != "note" else "left")
         for r in rows:
             note = f"saturated at {r.saturated_at}" if r.saturated_at is not None else ""
-            t.add_row(r.name, f"{r.start:.3g}", f"{r.end:.3g}", f"{r.change:+.3g} ± {r.half_width:.2g}", note)
+            if r.half_width != r.half_width:  # NaN: fewer than 3 values at either end (a sparse eval series)
+                note = (note + "; " if note else "") + "too few values for an interval"
+            width = f" ± {r.half_width:.2g}" if r.half_width == r.half_width else ""
+            t.add_row(r.name, f"{r.start:.3g}", f"{r.end:.3g}", f"{r.change:+.3g}{width}", note)
         console.print(t)
     _grouped(console, Table, "Phase transitions (jumps at about the same step in several families or series)",
              [(r.event, str(r.step), f"{r.first_step}–{r.last_step}", r.signals.replace(",", ", "),

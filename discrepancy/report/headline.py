@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from discrepancy.analysis.overview import KEY_SERIES, display_median, key_names, key_of
+from discrepancy.analysis.overview import KEY_SERIES, SUPERVISED_SERIES, display_median, key_names, key_of
 from discrepancy.analysis.pipeline import AnalysisResult
 from discrepancy.analysis.units import unit_of
 from discrepancy.report.training_events import serious_events
@@ -193,6 +193,7 @@ def where_to_look(res: AnalysisResult) -> list[str]:
         span = "" if t.first_step == t.last_step else f" ({_span(t.first_step, t.last_step)})"
         out.append(f"<b>{t.event}</b> phase transition at step {t.step}{span}: "
                    f"jumps of {html.escape(t.signals.replace(',', ', '))} (max |z| {t.max_abs_z:.1f})")
+    out += _key_jump_lines(res, key_names(res))  # after the transitions: one series' level change
     out += _switch_lines(res)
     serious = serious_events(res.path) if res.path else []
     if serious:
@@ -206,8 +207,20 @@ def where_to_look(res: AnalysisResult) -> list[str]:
         out.insert(0, f"<b><a href='#training-events'>early warning</a></b> while training: {html.escape(shown)}"
                       f"{more}")
     if not out:
-        out.append("no episode, transient of a key series or phase transition: the figures below show the curves")
+        out.append("no episode, phase transition, or jump or transient of a key series: the figures below show the "
+                   "curves")
     return out
+
+
+def _key_jump_lines(res: AnalysisResult, names: list[str], limit: int = 3) -> list[str]:
+    """The strongest jump of each key series that no phase transition holds (a loss that drops at one step of a
+    supervised run is no transition: one series), largest |z| first."""
+    j = res.jumps[res.jumps["signal"].isin(names) & (res.jumps["axis"] == "linear")]
+    for t in res.transitions.itertuples():
+        j = j[(j["step"] < t.first_step) | (j["step"] > t.last_step)]
+    top = j.assign(az=j["z"].abs()).sort_values("az", ascending=False, kind="stable").drop_duplicates("signal")
+    return [f"<b>{html.escape(r.signal)}</b> {'rises' if r.size > 0 else 'drops'} by {abs(r.size):.3g} at step "
+            f"{r.step} (z {r.z:+.1f}) — a level change" for r in top.head(limit).itertuples()]
 
 
 def _switch_lines(res: AnalysisResult) -> list[str]:
@@ -243,6 +256,9 @@ def lead(rows: list[KeyRow], constant: dict[str, float] | None = None) -> str:
             break
     out += [f"{r.name} saturated at step {r.saturated_at} ({r.start:.3g} → {r.end:.3g})" for r in rows
             if r.saturated_at is not None and key_of(r.name) != "reward_mean"]
+    if not out:  # no reward: a supervised log, whose loss is its first key row (overview.SUPERVISED_SERIES)
+        out += [f"{r.name} went {r.start:.3g} → {r.end:.3g} ({r.change:+.3g} ± {_num(r.half_width)}, "
+                f"{'beyond' if r.significant else 'within'} noise)" for r in rows[:1] if r.name in SUPERVISED_SERIES]
     if "kl" in by:
         r = by["kl"]
         out.append(f"KL to the reference went {r.start:.3g} → {r.end:.3g} {r.unit} (peak {r.high:.3g} at step "
@@ -289,7 +305,10 @@ def headline_html(res: AnalysisResult) -> str:
     parts = ["<section id='headline'><h2>What happened</h2>"]
     text = lead(rows, res.constant)
     if text:
-        parts.append(f"<p class='lead'>Over {res.num_steps} steps, {html.escape(text)}</p>")
+        idx = res.series.index
+        every = len(idx) < 2 or idx[-1] - idx[0] + 1 == len(idx)  # a log that records every k-th step says so
+        span = f"{res.num_steps} steps" if every else f"{res.num_steps} logged steps ({idx[0]}–{idx[-1]})"
+        parts.append(f"<p class='lead'>Over {span}, {html.escape(text)}</p>")
     line = recipe(res)
     if line:
         parts.append(f"<p class='small'>Recipe: {html.escape(line)}.</p>")

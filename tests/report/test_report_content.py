@@ -149,6 +149,27 @@ def test_a_trl_log_gets_the_same_headline_under_trls_own_names(tmp_path):
     assert "reward went" in headline_html(res)
 
 
+def test_a_supervised_log_leads_with_its_loss_and_its_drop(tmp_path):
+    """An HF Trainer state without rewards (supervised fine-tuning): the loss and eval loss lead the key series,
+    the lead sentence says what the loss did over the logged steps (every 5th), and where to look names its drop
+    (one series: no phase transition)."""
+    import json
+
+    from discrepancy.analysis.overview import key_names
+    from discrepancy.analysis.pipeline import analyze
+    from discrepancy.report.headline import headline_html, key_rows, where_to_look
+
+    rng = np.random.default_rng(4)
+    rows = [{"step": s, "loss": 2.0 - 0.8 * (s >= 500) + 0.02 * rng.standard_normal(), "learning_rate": 1e-5,
+             "grad_norm": 1.0 + 0.1 * rng.standard_normal(), "epoch": s / 400} for s in range(5, 1001, 5)]
+    rows += [{"step": s, "eval_loss": 2.1 - 0.8 * (s >= 500)} for s in range(100, 1001, 100)]
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": rows, "global_step": 1000}))
+    res = analyze(tmp_path / "trainer_state.json")
+    assert key_names(res)[:2] == ["loss", "eval_loss"] and [r.name for r in key_rows(res)][0] == "loss"
+    assert "Over 200 logged steps (5–1000), loss went 2" in headline_html(res)
+    assert any(re.match(r"<b>loss</b> drops by 0\.(7[5-9]|8[0-5])\d* at step 500 ", line) for line in where_to_look(res))
+
+
 def test_a_reward_that_never_moved_leads_the_headline() -> None:
     """A run whose reward is 0 at every step has no reward row in the key table (constant series are a note): the
     lead says so first."""
@@ -169,9 +190,9 @@ def test_early_warning_events_are_grouped_by_check_on_the_first_screen(monkeypat
     monkeypatch.setattr(headline, "serious_events", lambda path: events)
     empty = pd.DataFrame(columns=["step", "first_step", "last_step", "z", "signal", "event", "signals",
                                   "max_abs_z", "n_signals", "n_families", "chance", "size", "baseline"])
-    res = SimpleNamespace(path="run.h5", episodes=empty, transients=empty, transitions=empty,
+    res = SimpleNamespace(path="run.h5", episodes=empty, transients=empty, transitions=empty, jumps=empty.assign(axis=[]),
                           switches=pd.DataFrame(), series=pd.DataFrame(), constant={})
     monkeypatch.setattr(headline, "key_transients", lambda res: empty)
-    monkeypatch.setattr(headline, "key_names", lambda res, keys: [])
+    monkeypatch.setattr(headline, "key_names", lambda res, keys=None: [])
     first = headline.where_to_look(res)[0]
     assert "kl_blowup (critical) at steps 50, 54, 60, 63 and 1 more; no_signal (warning) at step 40" in first
