@@ -131,6 +131,7 @@ def _standardise(d: np.ndarray, x: np.ndarray, w: int) -> np.ndarray:
 
 KAPPA_MIN = 0.5
 MIN_STEP_RATIO = 1.5  # a jump exceeds 1.5 × the median one-step move around it (``abrupt``)
+LEVEL_SHARE = 0.5  # the medians either side must move by half what the lines say (``_scan``)
 MAX_MISFIT = 16.0  # residual variance 16× the typical one: the window holds a level change (heavy tails reach ~9×)
 
 
@@ -274,6 +275,10 @@ class JumpDetector:
             peaks = self._unbent(x, xf, peaks, w)
         if peaks.size and self.min_step_ratio > 0:
             peaks = peaks[abrupt(x, d1, peaks, w, self.min_step_ratio)]
+        if peaks.size and LEVEL_SHARE > 0:
+            level = level_change(x, peaks, w, self.spike_width)  # [k, d]
+            d = d1[peaks]
+            peaks = peaks[np.any((np.sign(level) == np.sign(d)) & (np.abs(level) >= LEVEL_SHARE * np.abs(d)), axis=1)]
         return peaks
 
     @staticmethod
