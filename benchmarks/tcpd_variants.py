@@ -23,6 +23,7 @@ from discrepancy.analysis.changepoints.noise import blockwise_mad_scale, local_s
 
 _SEGMENT_JUMPS = jumps_mod.segment_jumps
 _STEP_TEST = step_mod.step_test
+_LINES_FIT = trend_mod._lines_fit
 
 
 def _wandering_guard(x: np.ndarray, found: list[int], **kw: object) -> list:
@@ -201,6 +202,39 @@ def _next_split_trend_step(y: np.ndarray) -> tuple[int, float, float, float, boo
         z[np.abs(k - kk) < h] = 0.0
 
 
+def _beats_bend(y: np.ndarray, kk: int) -> bool:
+    """Two lines broken at kk fit the 2h points around it better than any continuous bend there, by
+    ``abrupt_margin`` residual variances (the step test's rule for two levels against a line or a parabola, with
+    broken lines against bends). The bends: a parabola, and two lines joined at any point of the window (a hinge).
+    z(k) already compares broken lines with lines joined *at k*; the knee of a curve (the end of a warm-up, the
+    bend into a decay) is joined a few points away from the split where |z| peaks, so there the hinge fits as well
+    as the break, and a level break fits no bend."""
+    n = y.size
+    h = min(trend_mod.half_window(n), n)
+    a, b = max(kk - h, 0), min(kk + h, n)
+    m = b - a
+    if kk - a < 3 or b - kk < 3:
+        return True
+    x = (np.arange(a, b, dtype=np.float64) - kk) / h
+    v = y[a:b]
+
+    def rss(cols: list[np.ndarray]) -> float:
+        basis = np.stack(cols, axis=1)
+        return float(np.sum((v - basis @ np.linalg.lstsq(basis, v, rcond=None)[0]) ** 2))
+
+    one, right = np.ones(m), (x >= -0.5 / h).astype(np.float64)  # right: the points from kk on
+    broken = rss([one, x, right, right * x])
+    bends = [rss([one, x, x * x])] + [rss([one, x, np.maximum(x - x[j], 0.0)]) for j in range(2, m - 2)]
+    if broken <= 0.0:
+        return min(bends) > 0.0
+    return (min(bends) - broken) / (broken / max(m - 4, 1)) >= step_mod.abrupt_margin(m)
+
+
+def _lines_fit_and_beat_bends(y: np.ndarray, kk: int) -> bool:
+    """The kept rule (both lines fit) and ``_beats_bend``."""
+    return _LINES_FIT(y, kk) and _beats_bend(y, kk)
+
+
 def _patch(module: object, name: str, new: object, fresh_null: bool = False) -> Callable[[ExitStack], None]:
     def enter(stack: ExitStack) -> None:
         if fresh_null:
@@ -224,4 +258,6 @@ VARIANTS: dict[str, Callable[[ExitStack], None]] = {
     "rank test: AR(1) effective sample size": _patch(step_mod, "step_test", _ess_step_test),
     "abruptness margin in effective observations": _patch(step_mod, "step_test", _ess_margin_step_test),
     "trend-break test: next split outside a rejected one": _patch(step_mod, "trend_step", _next_split_trend_step),
+    "trend-break test: broken lines must beat every bend (a parabola, a hinge anywhere in the 2h window)": _patch(
+        trend_mod, "_lines_fit", _lines_fit_and_beat_bends),
 }

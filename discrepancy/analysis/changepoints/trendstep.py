@@ -166,12 +166,31 @@ def trend_step(y: np.ndarray) -> tuple[int, float, float, float, bool] | None:
     z = np.nan_to_num(z)
     i = int(np.argmax(np.abs(z)))
     stat, kk, dd = float(abs(z[i])), int(k[i]), float(d[i])
-    abrupt = _abrupt(y, kk, dd)
+    abrupt = _abrupt(y, kk, dd) and _lines_fit(y, kk)
     if not abrupt:  # the p-value of a break the rules reject is not needed (and its null is the costly part)
         return kk, dd, stat, 1.0, False
     null = null_maxima(n, *noise_model(y))
     p = (1.0 + null.size - np.searchsorted(null, stat, side="left")) / (1.0 + null.size)
     return kk, dd, stat, float(p), True
+
+
+MAX_MISFIT = 16.0  # as ``jumps.MAX_MISFIT``: a line whose residual variance is 16× the noise's straddles a bend
+
+
+def _lines_fit(y: np.ndarray, kk: int) -> bool:
+    """Both lines of the split fit: each one's residual variance is below MAX_MISFIT × σ̂² (the window test's
+    rule). Beside a bend (a warm-up's end, the knee of a blow-up or of a gradual sigmoid) one line straddles it,
+    and its discontinuity is the bend seen from the side, not a break."""
+    n = y.size
+    h = min(half_window(n), n)
+    sums = _sums(y - y[0])
+    sigma2 = float(_sigma(sums, n, h)) ** 2
+    for a, b in ((max(kk - h, 0), kk), (kk, min(kk + h, n))):
+        if b - a > 2:
+            rss = float(_line_at(sums, np.array(a), np.array(b), np.array(float(a)))[2])
+            if rss / (b - a - 2) > MAX_MISFIT * sigma2:
+                return False
+    return True
 
 
 SPIKE = 3  # longest outlier run that is not a level (the window test's ``spike_width``)

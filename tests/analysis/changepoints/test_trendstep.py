@@ -7,7 +7,7 @@ from unittest import mock
 
 import numpy as np
 
-from discrepancy.analysis.changepoints import steptest
+from discrepancy.analysis.changepoints import steptest, trendstep
 from discrepancy.analysis.changepoints.jumps import JumpDetector, detect_jumps
 from discrepancy.analysis.changepoints.trendstep import discontinuity_scan, noise_model, null_maxima, trend_step
 
@@ -123,8 +123,9 @@ def _tent(rng: np.random.Generator) -> np.ndarray:
 
 def test_one_peak_is_one_event_not_two_breaks() -> None:
     """A sharp peak is one event: without the resolution rule the trend test reports it as two breaks of opposite
-    sign closer than the line window (h = 8) in ≥ 30 of 40 series (37 when written); with it, never, and still one
-    change within h of the peak in as many series as before (the rule drops the echo, not the event)."""
+    sign closer than the line window (h = 8) in ≥ 15 of 40 series (37 when written, 17 since both lines must fit:
+    a line straddling the peak is no break); with it, never, and still one change within h of the peak in as many
+    series as before (the rule drops the echo, not the event)."""
     def run(rule: bool) -> tuple[int, int]:
         rng, doubled, near = np.random.default_rng(21), 0, 0
         with mock.patch.object(steptest, "_unresolved", steptest._unresolved if rule else lambda k, r: False):
@@ -135,7 +136,7 @@ def test_one_peak_is_one_event_not_two_breaks() -> None:
                 near += any(abs(i - 27.5) < 8 for i in res.indices)
         return doubled, near
     (doubled_off, near_off), (doubled_on, near_on) = run(False), run(True)
-    assert doubled_off >= 30, doubled_off
+    assert doubled_off >= 15, doubled_off
     assert doubled_on == 0 and near_on == near_off, (doubled_on, near_on, near_off)
 
 
@@ -158,3 +159,28 @@ def test_breaks_farther_apart_than_the_line_window_are_all_kept() -> None:
         assert all(min(abs(g - 25), abs(g - 55)) < 9 for g in gone), gone
         removed += bool(gone)
     assert removed >= 1
+
+
+def _capped_blowup(rng: np.random.Generator, jump: bool) -> np.ndarray:
+    """A KL that creeps, then grows exponentially from step 400 (τ = 40) until it is capped at 50× its start (a
+    corner at ~557), multiplicative log-normal noise (15 %), 600 points; with ``jump`` a step of 0.3 at 400 too."""
+    t = np.arange(600, dtype=np.float64)
+    grow = np.where(t >= 400, 0.02 * (np.exp((t - 400) / 40) - 1), 0.0) + (0.3 * (t >= 400) if jump else 0.0)
+    return (0.02 * (1 + t / 600) + np.minimum(grow, 1.0)) * np.exp(0.15 * rng.standard_normal(600))
+
+
+def test_a_bend_seen_by_a_straddling_line_is_not_a_break() -> None:
+    """Beside a corner one line of the split straddles it and fits badly; both lines must fit (residual variance
+    < 16 σ̂², the window test's rule). On a capped exponential blow-up without a jump a break was reported in 8 of
+    20 series without the rule, 2 with it (20 and 5 of 40); a planted jump at the blow-up's start is found in all
+    20 either way."""
+    def run(rule: bool) -> tuple[int, int]:
+        rng, false, found = np.random.default_rng(3), 0, 0
+        with mock.patch.object(trendstep, "_lines_fit", trendstep._lines_fit if rule else lambda y, k: True):
+            for _ in range(20):
+                false += bool(JumpDetector().fit(_capped_blowup(rng, False)).predict().indices)
+            for _ in range(20):
+                found += any(abs(i - 400) <= 3 for i in JumpDetector().fit(_capped_blowup(rng, True)).predict().indices)
+        return false, found
+    (false_off, found_off), (false_on, found_on) = run(False), run(True)
+    assert false_off >= 6 and false_on <= 3 and found_on == found_off == 20, (false_off, false_on, found_on)
