@@ -42,7 +42,7 @@ def _guard(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except DiscrepancyError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {exc}{_log_hint(func.__name__, kwargs)}", err=True)
             raise typer.Exit(code=exc.exit_code) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
@@ -52,6 +52,20 @@ def _guard(func: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(code=1) from None
 
     return wrapper
+
+
+def _log_hint(name: str, kwargs: dict[str, Any]) -> str:
+    """When a command that reads run files failed on another trainer's log (a folder, a CSV, Parquet or JSON file),
+    the command that does read it: only ``analyze`` takes both."""
+    from discrepancy.interop.source import kind_of  # suffix rules only: cheap
+
+    if name in ("analyze", "train"):
+        return ""
+    paths = [kwargs.get("run"), kwargs.get("control"), *(kwargs.get("runs") or [])]
+    if any(p is not None and kind_of(p) != "run" for p in paths):
+        return (f"; `discrepancy {name}` reads run files written by `discrepancy train`, while other trainers' logs "
+                "(TensorBoard folders, CSV / Parquet histories, trainer_state.json) are read by `discrepancy analyze`")
+    return ""
 
 
 def command(name: str, func: Callable[..., Any], help_text: str | None = None) -> None:

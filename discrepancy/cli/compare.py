@@ -36,9 +36,11 @@ def compare(
     from discrepancy.analysis.compare import compare_runs
     from discrepancy.report.compare import write_compare
 
+    from discrepancy.runfile.errors import RunNotFound
+
     for path in [*runs, *([control] if control else [])]:
-        if not path.is_file():
-            raise DiscrepancyError(f"{path}: no such run file")
+        if not path.is_file():  # exit code 3, as every command that cannot open its run file
+            raise RunNotFound(path, "is a directory, not a run file" if path.is_dir() else "no such file")
     folder = out if out is not None else runs[0].parent / "compare"
     if folder.exists() and not folder.is_dir():
         raise DiscrepancyError(f"{folder}: exists and is not a folder; pass another --out")

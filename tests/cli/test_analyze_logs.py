@@ -84,3 +84,16 @@ def test_bad_logs_are_one_line_and_exit_3(tmp_path: Path):
         assert result.exit_code == 3, (path, result.output)
         assert words in result.output and "Traceback" not in result.output
         assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+@pytest.mark.parametrize("command", [["inspect"], ["export", "--to", "parquet"], ["watch", "--once"], ["compare"]])
+def test_run_file_commands_point_a_log_to_analyze(command: list[str], tmp_path: Path):
+    """A command that reads run files, given another trainer's log (a CSV history, a TensorBoard folder): one
+    line, exit 3, naming ``discrepancy analyze`` as the command that reads it."""
+    csv = tmp_path / "history.csv"
+    csv.write_text("step,loss\n1,2.0\n2,1.9\n")
+    (tmp_path / "tb").mkdir()
+    for log in (csv, tmp_path / "tb"):
+        result = runner.invoke(app, [*command, str(log), *([str(log)] if command == ["compare"] else [])])
+        assert result.exit_code == 3, result.output
+        assert len(result.output.strip().splitlines()) == 1 and "`discrepancy analyze`" in result.output, result.output
