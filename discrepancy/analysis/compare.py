@@ -66,6 +66,7 @@ def compare_runs(paths: list[str | Path], control: str | Path | None = None, tol
     infos = [_check_run(p) for p in paths]
     ctrl = _check_run(Path(control)) if control is not None else None
     _same_format([*infos, *([ctrl] if ctrl else [])])
+    _distinct([*infos, *([ctrl] if ctrl else [])])
     if ctrl is not None:
         _same_base_and_adapter([*infos, ctrl])
     labels = _labels(paths)
@@ -158,6 +159,18 @@ def _check_run(path: Path) -> dict[str, Any]:
 
 def _shapes(run: Any) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in run.snapshot(run.snapshot_steps[0]).items()}
+
+
+def _distinct(infos: list[dict]) -> None:
+    """Every run is another run: one run given twice, or a copy of it (the same recorded run_id), would recur with
+    itself at every event."""
+    seen: dict[str, Path] = {}
+    for info in infos:
+        for key in (f"file {Path(info['path']).resolve()}", f"run_id {info['meta'].get('run_id') or ''}"):
+            if key in seen and not key.endswith("run_id "):
+                raise CompareError(f"{info['path']}: the same run as {seen[key]} ({key}); compare runs of "
+                                   "different seeds or recipes")
+            seen[key] = info["path"]
 
 
 def _same_format(infos: list[dict]) -> None:

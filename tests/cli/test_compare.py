@@ -101,6 +101,7 @@ def test_bad_inputs_are_one_line_naming_the_file(tmp_path: Path) -> None:
     other_rank = make_run(tmp_path / "r" / "run.h5", 4, 120, rank=3)
     no_print = make_run(tmp_path / "n" / "run.h5", 5, 120, fingerprint=None)
     _refused([str(t)], tmp_path, "at least two runs")
+    _refused([str(t), str(s), str(t)], tmp_path, "t/run.h5", "the same run as")  # one run twice
     _refused([str(t), str(tmp_path / "missing.h5")], tmp_path, "missing.h5", "no such file")
     _refused([str(t), str(s), "--control", str(other_base)], tmp_path, "o/run.h5", "base model differs")
     _refused([str(t), str(other_rank), "--control", str(c)], tmp_path, "r/run.h5", "LoRA rank")
