@@ -18,7 +18,7 @@ def watch(
     interval: Annotated[float, typer.Option("--interval", min=0.05, help="seconds between reads of a live run")] = 2.0,
     wait: Annotated[float, typer.Option(
         "--wait", min=0.0, help="seconds to wait for a run file that does not exist yet (a training run creates it "
-                                "after its cold start), unless --once")] = 600.0,
+                                "after its cold start), unless --once")] = 0.0,
     fail_on: Annotated[Literal["critical", "warning", "notice", "never"], typer.Option(
         "--fail-on", help="exit with code 4 when an event of this severity or worse was printed: critical, warning, "
                           "notice, or never")] = "critical",
@@ -49,7 +49,8 @@ def _wait_for(run: Path, seconds: float, interval: float) -> None:
     from discrepancy.runfile.errors import RunNotFound
 
     if seconds <= 0:
-        raise RunNotFound(run, "no such file")
+        raise RunNotFound(run, "no such file (a training run creates it after its cold start: --wait 600 waits for "
+                               "it)")
     typer.echo(f"waiting up to {seconds:g} s for {run} to appear (a training run creates it after its cold "
                "start; Ctrl-C stops)", err=True)
     deadline = time.monotonic() + seconds

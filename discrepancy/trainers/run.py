@@ -37,7 +37,7 @@ from discrepancy.trainers.run_files import (
     run_lock,
 )
 from discrepancy.trainers.setup import (
-    Launch, Prepared, ProgressFn, build_base, launch, prepare, run_cold_start, seed_everything, train_dtype,
+    Launch, Prepared, ProgressFn, build_base, describe_model, launch, prepare, run_cold_start, seed_everything, train_dtype,
 )
 from discrepancy.trainers.speed import plan_speed
 from discrepancy.trainers.step_metrics import SAMPLE_BASE_FIELDS, sample_column
@@ -208,6 +208,8 @@ def _start(cfg: TrainConfig, prep: Prepared, req: Request, where: Launch, config
     growth = LoraGrowth.from_config(cfg)  # dynamic LoRA: allocated at lora.rank, masked to the rank of step 0
     if growth is not None:
         growth.attach(model)  # before the cold start, which trains the adapter at that rank
+    if where.writer and req.notify is not None:
+        req.notify(describe_model(model, cfg, where.device, resumed=req.resume))
     if not req.resume and not cold_start_trains_all(cfg):  # the adapter alone learns the format: a model of the
         sft_losses = run_cold_start(model, tokenizer, cfg, prep, req.progress)  # user's is never changed
     if where.world > 1:

@@ -187,6 +187,25 @@ def build_base(cfg: TrainConfig, prep: Prepared, out: Path, where: Launch, progr
     return Base(model, tokenizer, meta, losses)
 
 
+def describe_model(model: torch.nn.Module, cfg: TrainConfig, device: Any, *, resumed: bool = False) -> str:
+    """One line of what is trained, said before the first step: the model class and where it came from, its size,
+    the adapter (rank, α, how many modules of which names, trainable parameters), task, device and cold start."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    names = sorted({n.rsplit(".", 1)[-1] for n, mod in model.named_modules() if hasattr(mod, "lora_A")})
+    count = sum(1 for _, mod in model.named_modules() if hasattr(mod, "lora_A"))
+    base = getattr(model, "get_base_model", lambda: model)()
+    where = "the embedded tiny config" if cfg.model.path is None else str(cfg.model.path)
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    what = "every weight" if cold_start_trains_all(cfg) else "the adapter only"
+    steps = f"{cfg.sft.steps} step{'s' if cfg.sft.steps > 1 else ''}"
+    sft = "resumed: no cold start" if resumed else "no cold start" if cfg.sft.steps <= 0 else \
+        f"cold start {steps} ({what})"
+    return (f"model: {type(base).__name__} from {where}, {total / 1e6:.3g} M parameters on {device}; LoRA r"
+            f"{cfg.lora.rank} α {cfg.lora.alpha:g} on {count} modules ({shown}), {trainable / 1e6:.3g} M trainable; "
+            f"task {cfg.task.name}; {sft}")
+
+
 def run_cold_start(model: torch.nn.Module, tokenizer: Any, cfg: TrainConfig, prep: Prepared,
                    progress: ProgressFn | None) -> list[float]:
     """The cold start on whatever of ``model`` is trainable: every weight of the base, or (called with the adapter

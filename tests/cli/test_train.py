@@ -88,11 +88,13 @@ def test_short_run_and_resume_through_the_cli(tmp_path):
     result = _run(["--out", str(out), *FAST])
     assert result.exit_code == 0, result.output
     assert f"run: {out}" in result.stdout and "status: finished after step 2" in result.stdout
+    said = next(line for line in result.stderr.splitlines() if line.startswith("model: "))  # what is trained, once
+    assert "from the embedded tiny config" in said and "LoRA r" in said and "M trainable; task arithmetic" in said
     again = _run(["--out", str(out), *FAST])
     assert again.exit_code == 1 and "--resume" in again.output  # never overwrite a run silently
     more = _run(["--out", str(out), "--resume", "--steps", "3"])
     assert more.exit_code == 0, more.output
-    assert "status: finished after step 3" in more.stdout
+    assert "status: finished after step 3" in more.stdout and "resumed: no cold start" in more.stderr
 
 
 @pytest.mark.slow
