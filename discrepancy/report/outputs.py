@@ -130,7 +130,9 @@ def report_html(res: AnalysisResult, images: list[Path], extra: str = "", sample
                 overview: Path | None = None, jump_map: Path | None = None) -> str:
     """One HTML page: what happened (headline, key curves, samples), where (jump map, events), the figures by
     family, ``extra`` sections (probes, LLC), definitions, all events, metadata and config."""
-    name = html.escape(Path(res.path).name if res.path else "series")
+    where = Path(res.path) if res.path else None
+    name = html.escape("series" if where is None else where.name if where.name not in ("", ".", "..") else
+                       where.resolve().name)  # a log folder given as "." is named by its real name
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{name}: what happened in training</title>"
              f"<style>{CSS}</style></head><body>",
              f"<h1>{name}: what happened in training</h1><p class='small'>{html.escape(res.path or '')}</p>",

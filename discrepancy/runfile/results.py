@@ -120,8 +120,12 @@ def attribution_pngs(folder: Path) -> list[Path]:
 
 # ---- location --------------------------------------------------------------------------------------------------------
 def analysis_dir(run_path: str | Path) -> Path:
-    """The run's analysis folder: ``run.h5`` → ``run.h5.analysis`` (next to the run)."""
-    return Path(str(run_path) + SUFFIX)
+    """The run's analysis folder: ``run.h5`` → ``run.h5.analysis`` (next to the run; a log folder given as ``.``
+    or ``..`` by its real name, ``logs.analysis`` beside ``logs``, not ``..analysis`` inside it)."""
+    path = Path(run_path)
+    if path.name in ("", ".", ".."):
+        path = path.resolve()
+    return Path(str(path) + SUFFIX)
 
 
 def output_dir(run_path: str | Path, out: str | Path | None = None,

@@ -196,3 +196,22 @@ def test_early_warning_events_are_grouped_by_check_on_the_first_screen(monkeypat
     monkeypatch.setattr(headline, "key_names", lambda res, keys=None: [])
     first = headline.where_to_look(res)[0]
     assert "kl_blowup (critical) at steps 50, 54, 60, 63 and 1 more; no_signal (warning) at step 40" in first
+
+
+def test_a_log_folder_given_as_dot_is_named_by_its_real_name(tmp_path, monkeypatch):
+    """``discrepancy analyze .`` inside a log folder: the analysis goes beside it as ``<folder>.analysis`` (not
+    ``..analysis`` inside it) and the report's title names the folder."""
+    from discrepancy.report.outputs import report_html
+    from discrepancy.runfile.results import analysis_dir
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    monkeypatch.chdir(logs)
+    assert analysis_dir(".") == tmp_path / "logs.analysis" and analysis_dir("..") == Path(str(tmp_path) + ".analysis")
+    assert analysis_dir("run.h5") == Path("run.h5.analysis")
+    from discrepancy.analysis.pipeline import analyze_series
+
+    res = analyze_series(pd.DataFrame({"loss": np.random.default_rng(0).standard_normal(60)},
+                                      index=pd.Index(np.arange(1, 61), name="step")))
+    res.path = "."
+    assert "<h1>logs: what happened in training</h1>" in report_html(res, [])
