@@ -16,7 +16,8 @@ from discrepancy.analysis.changepoints.jumps import MIN_POINTS
 
 # Per-step wall-clock timings jump with machine load (other jobs, cache, I/O), not with learning: by default they are
 # plotted under "other" but not searched for jumps or plateaus, so they never join a phase transition.
-TIMING = re.compile(r"^time_|_time$")  # per-step wall-clock series: they follow machine load
+# HF Trainer's evaluation timings (eval_runtime, eval_samples_per_second, eval_steps_per_second) are such series too.
+TIMING = re.compile(r"^time_|_time$|_runtime$|_per_second$")  # per-step wall-clock series: they follow machine load
 # Schedules are set by the config (recipe.STEP_SERIES: "learning rate / sampling temperature / KL weight β of the
 # step"), not learned: a warm-up kink is the config's, not the run's. Plotted, never searched.
 # A curriculum's phase index and trigger, and the reward weights the trainer sets, are decisions of the trainer too;

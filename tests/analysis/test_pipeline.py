@@ -170,6 +170,7 @@ def test_timing_series_plotted_but_not_searched_unless_asked():
                           for name in ("loss", "reward_mean", "step_time", "time_grad_noise")},
                          index=pd.Index(np.arange(n), name="step"))
     assert family_of("time_grad_noise") == "timing" and family_of("step_time") == "timing"  # their own figure
+    assert all(family_of(n) == "timing" for n in ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second"))
     default = analyze_series(frame)
     assert set(default.jumps["signal"]) == {"loss", "reward_mean"}
     assert default.plateaus["signal"].isin(["step_time", "time_grad_noise"]).sum() == 0
