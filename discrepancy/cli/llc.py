@@ -45,10 +45,12 @@ def llc(
     if not run.exists():
         raise DiscrepancyError(f"{run} not found: pass the path of a run file")
     with _Progress(sys.stderr.isatty()) as progress:
-        set_threads(threads, progress.line)
+        busy = set_threads(threads)
         table = llc_over_run(run, out, eval_size=probe_size, num_chains=chains, num_draws=draws,
                              num_burnin=burnin, seed=seed, on_snapshot=progress.snapshot,
                              on_message=progress.line, notice=lambda line: progress.line(f"note: {line}"), trust_paths=trust_run)
+    if busy:
+        typer.echo(busy, err=True)
     bounds = healthy_stage_boundaries(table)
     summary = unhealthy_summary(table, _settings(run, out).get("probe_pairs"))
     if format == "json":

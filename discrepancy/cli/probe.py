@@ -55,10 +55,12 @@ def probe(
     loader = trusting_loader if trust_run else default_loader
     settings = ScoreSettings(batch_size=batch_size, max_new_tokens=max_new_tokens, samples=samples,
                              temperature=temperature, pass_k=ks, generate=generate)
-    set_threads(threads, lambda line: typer.echo(line, err=True))
+    busy = set_threads(threads)
     with _progress() as report:
         result = run_probes(run, suite, every, out, settings=settings, progress=report, device=device, loader=loader,
                             notice=lambda line: typer.echo(f"note: {line}", err=True))
+    if busy:
+        typer.echo(busy, err=True)
     typer.echo(f"probe tables and figures in {result.out_dir} (rerun `discrepancy analyze` to add them to the "
                "report)")
     if len(result.emergence):

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 THREADS_HELP = ("Torch CPU threads (0: the cores idle when the command starts, at least 1; threads that compete "
                 "with other processes for the cores slow down many times over).")
 
 
-def set_threads(requested: int, say: Callable[[str], None]) -> int:
-    """Set torch's CPU threads (`devices.cpu_threads`); say so when other work leaves fewer than every core."""
+def set_threads(requested: int) -> str:
+    """Set torch's CPU threads (`devices.cpu_threads`); the note to say once the work is done when other work left
+    fewer than every core ("" otherwise). Said after the work, not before it: it explains the time the work took,
+    and a command refused for bad input (one line) did no work to explain."""
     import torch
 
     from discrepancy.modeling.devices import cpu_threads
@@ -19,5 +20,6 @@ def set_threads(requested: int, say: Callable[[str], None]) -> int:
     torch.set_num_threads(n)
     cores = os.cpu_count() or 1
     if requested == 0 and n < cores:
-        say(f"note: other processes are using the cores: {n} torch thread(s) instead of {cores} (--threads sets it)")
-    return n
+        return (f"note: other processes were using the cores: ran with {n} torch thread(s) of {cores} (--threads "
+                "sets it)")
+    return ""

@@ -119,6 +119,12 @@ def test_the_reader_agrees_with_tensorboards_event_accumulator(truth: pd.DataFra
         writer.add_event(event_pb2.Event(step=step, summary=scalar_pb("eval/acc", step / 100.0, description="acc")))
         writer.add_event(event_pb2.Event(step=step, summary=scalar_pb("train/loss", -1.0)))
     writer.close()
+    # Files are ordered by name (TensorBoard's rule): with both written in one second the writers' counters decide,
+    # and "…pid.10" sorts before "…pid.9"; a resumed writer starts seconds later, so its name says one second on.
+    later = next(logdir.glob("*.tf2"))
+    parts = later.name.split(".")
+    parts[3] = f"{int(parts[3]) + 1:010d}"
+    later.rename(later.with_name(".".join(parts)))
     with EventWriter(logdir) as text:
         text.text(3, "samples", "| a |")
     src = read_series(logdir)

@@ -33,4 +33,6 @@ def test_busy_cores_sees_a_process_that_spins() -> None:
         spin.kill()
         spin.wait()
     assert quiet is not None and loaded is not None
+    if quiet > (os.cpu_count() or 1) - 1:  # other work fills every core: a spinning child only takes a share
+        pytest.skip(f"no idle core to plant the load on ({quiet:.1f} busy)")
     assert loaded - quiet > 0.5, (quiet, loaded)
