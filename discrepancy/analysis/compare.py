@@ -26,7 +26,7 @@ from discrepancy.analysis.reproducibility import default_tolerance, match_events
 from discrepancy.analysis.trait import CONTRAST_COLUMNS, TRAIT_COLUMNS, probe_items, trait_contrast, trait_table
 from discrepancy.errors import DiscrepancyError
 from discrepancy.runfile import open_run
-from discrepancy.runfile.results import EVENT_COLUMNS, LLC_STAGES_CSV, output_dir
+from discrepancy.runfile.results import EVENT_COLUMNS, LLC, LLC_STAGES_CSV, output_dir
 
 LINEAGE_COLUMNS = ["student", "step", "module", "c_student_teacher", "c_control_teacher", "gi", "phi", "phi_baseline",
                    "norm_student", "norm_teacher"]
@@ -203,8 +203,11 @@ def _same_base_and_adapter(infos: list[dict]) -> None:
 
 def _with_stored_events(events: pd.DataFrame, path: Path) -> pd.DataFrame:
     """The run's events plus the LLC stage boundaries ``discrepancy llc`` stored in its analysis folder."""
-    stages = output_dir(path, None) / LLC_STAGES_CSV
-    if stages.exists():
+    folder = output_dir(path, None)
+    stages = folder / LLC_STAGES_CSV
+    with open_run(path) as run:
+        run_id = str(run.meta.get("run_id") or "") or None
+    if stages.exists() and not LLC.stale(folder, run_id):  # an earlier run's stages under this name: none
         try:
             extra = pd.read_csv(stages)
             events = pd.concat([events, extra.reindex(columns=EVENT_COLUMNS)], ignore_index=True)

@@ -171,7 +171,9 @@ def write_outputs(res: AnalysisResult, out: Path, *, figures: bool = True) -> di
             overview, jump_map = overview_figure(res, out), jump_map_figure(res, out)
     foreign = "source" in res.meta  # another trainer's log: no samples to read (the notes say what is absent)
     samples, problem = read_samples(res.path) if not foreign else (pd.DataFrame(), None)
-    extra = (training_events_section(res.path) if not foreign else "") + probe_section(out) + llc_section(out)
+    run_id = None if foreign else (str(res.meta.get("run_id") or "") or None)  # which run the results must be of
+    extra = (training_events_section(res.path) if not foreign else "") + probe_section(out, run_id) + \
+        llc_section(out, run_id)
     extra += note(problem) if problem else ""
     write_text(paths["report"], report_html(res, images, extra, samples_html(res, samples), overview, jump_map))
     paths.update({f"figure:{img.stem}": img for img in [*images, overview, jump_map] if img is not None})

@@ -14,17 +14,21 @@ import pandas as pd
 
 from discrepancy.probes.summary import ProbeSummary, old_grading_advice, probe_summary
 from discrepancy.report.fragments import data_uri, inline_images, note, table
-from discrepancy.runfile.results import LLC_CSV, LLC_PNG
+from discrepancy.runfile.results import LLC, LLC_CSV, LLC_PNG, PROBE
 
 LLC_SHOWN = ("step", "llc_mean", "llc_std", "init_loss", "warnings")  # llc.csv columns the section lists
 EMERGENCE_SHOWN = ("suite", "skill", "kind", "step", "evidence")  # probe_emergence.csv columns the section lists
 
 
-def llc_section(folder: Path) -> str:
-    """The LLC-over-training section when ``discrepancy llc`` has written ``llc.csv`` into ``folder``; "" otherwise."""
+def llc_section(folder: Path, run_id: str | None = None) -> str:
+    """The LLC-over-training section when ``discrepancy llc`` has written ``llc.csv`` into ``folder`` for the run
+    ``run_id`` (a note instead for an earlier run's results under the same name); "" otherwise."""
     csv = folder / LLC_CSV
     if not csv.exists():
         return ""
+    stale = LLC.stale(folder, run_id)
+    if stale:
+        return f"<section><h2>LLC over training</h2>{note(stale)}</section>"
     try:
         llc = pd.read_csv(csv)
     except (OSError, ValueError) as err:  # pandas' parser errors are ValueErrors
@@ -38,8 +42,12 @@ def llc_section(folder: Path) -> str:
     return "".join(parts)
 
 
-def probe_section(folder: Path) -> str:
-    """The skill-probe section when ``discrepancy probe`` has written into ``folder``; "" otherwise."""
+def probe_section(folder: Path, run_id: str | None = None) -> str:
+    """The skill-probe section when ``discrepancy probe`` has written into ``folder`` for the run ``run_id`` (a note
+    instead for an earlier run's results under the same name); "" otherwise."""
+    stale = PROBE.stale(folder, run_id) if (Path(folder) / PROBE.settings).exists() else ""
+    if stale:
+        return f"<section><h2>Skill probes</h2>{note(stale)}</section>"
     try:
         summary = probe_summary(folder)
     except (OSError, ValueError, KeyError) as err:  # a half-written or damaged probe table must not lose the report

@@ -308,6 +308,20 @@ class Producer:
                                        f"{' or '.join(t.__name__ for t in types)}): delete it to recompute")
         return stored
 
+    def stale(self, folder: Path, run_id: str | None) -> str:
+        """"" when the results in ``folder`` belong to the run whose identity is ``run_id`` (or either is unknown);
+        otherwise one line saying they belong to an earlier run under the same name (``train --force`` re-created
+        it) and how to recompute them. Readers of the results (the report, ``compare``) show none of a stale set."""
+        try:
+            stored = self.read_settings(folder)
+        except ResultsFileError:
+            return ""  # a damaged settings file is the producer's to report when it runs again
+        theirs = (stored or {}).get("run_id")
+        if not run_id or not theirs or theirs == run_id:
+            return ""
+        return (f"the {self.what} results in {folder} belong to an earlier run under this name (run_id {theirs}, this "
+                f"run's is {run_id}): not shown; `discrepancy {self.what.lower()}` recomputes them")
+
     def write_settings(self, folder: Path, record: dict[str, Any]) -> Path:
         """Store the settings (atomically): what the results were computed with, and which run they belong to."""
         return write_json(self.settings_path(folder), record)

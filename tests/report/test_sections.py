@@ -73,6 +73,28 @@ def test_probe_results_of_older_answer_rules_are_a_note_not_a_table(result, tmp_
     assert "sharp rise" not in html and "snapshots probed" not in html and not _srcs(html)  # no table, no figure
 
 
+def test_an_earlier_runs_results_under_the_same_name_are_a_note_not_a_table(result, tmp_path: Path):
+    """``train --force`` re-creates a run under its name: the LLC and probe results its analysis folder still holds
+    are the earlier run's (their settings record its run_id). The report says so and shows neither; results of this
+    run (same run_id) are shown."""
+    from discrepancy.runfile.results import LLC_SETTINGS
+
+    pd.DataFrame({"step": [0, 100], "skill": ["a", "a"]}).to_csv(tmp_path / "probe_skills.csv")
+    pd.DataFrame({"suite": ["arith"], "skill": ["carry"], "kind": ["genuine"], "step": [100],
+                  "evidence": ["sharp rise"]}).to_csv(tmp_path / "probe_emergence.csv", index=False)
+    pd.DataFrame({"step": [0, 100], "llc_mean": [86.32, 84.64], "llc_std": [1.0, 1.0], "warnings": ["", ""]}).to_csv(
+        tmp_path / LLC_CSV, index=False)
+    for name in (PROBE_SETTINGS, LLC_SETTINGS):
+        (tmp_path / name).write_text(json.dumps({"run_id": "old", "grading_version": GRADING_VERSION}))
+    result.meta = {"run_id": "new"}  # a run file's meta carries its run_id
+    html = write_outputs(result, tmp_path, figures=False)["report"].read_text()
+    assert html.count("belong to an earlier run under this name (run_id old, this run") == 2
+    assert "86.32" not in html and "sharp rise" not in html
+    result.meta = {"run_id": "old"}
+    html = write_outputs(result, tmp_path, figures=False)["report"].read_text()
+    assert "86.32" in html and "sharp rise" in html and "earlier run" not in html
+
+
 def test_damaged_llc_table_is_a_note(result, tmp_path: Path):
     (tmp_path / LLC_CSV).write_text("")
     html = write_outputs(result, tmp_path, figures=False)["report"].read_text()
