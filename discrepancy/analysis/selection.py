@@ -22,9 +22,10 @@ TIMING = re.compile(r"^time_|_time$|_runtime$|_per_second$")  # per-step wall-cl
 # step"), not learned: a warm-up kink is the config's, not the run's. Plotted, never searched.
 # A curriculum's phase index and trigger, and the reward weights the trainer sets, are decisions of the trainer too;
 # so are a growing LoRA adapter's active rank and scale (lora.growth: set by its schedules) and the prompts a step
-# draws (num_prompts: the batch controller's).
+# draws (num_prompts: the batch controller's), and the closed-loop controllers' multipliers and decision flags
+# (ctl_*: ``ctl_action`` is a sum of bit flags, no level at all).
 SCHEDULE = re.compile(r"^(lr|learning_rate|temperature|beta|phase|phase_trigger|lora_active_rank|lora_scale"
-                      r"|num_prompts)$|_schedule$|^reward_weight_")
+                      r"|num_prompts)$|_schedule$|^reward_weight_|^ctl_")
 # Which rows the post-step measurements read (instrumentation/shared.py: the micro-batch index, rotating from one
 # measured step to the next, and the row count) is bookkeeping of the measurement, neither learned nor set by the
 # recipe: neither searched nor drawn (a zig-zag across a panel of the losses figure says nothing); the run keeps it.
@@ -74,7 +75,7 @@ def exclusion_notes(constant: dict[str, float], skipped: dict[str, str], bookkee
                      "searched: they follow machine load; --timing-jumps includes them")
     if by["schedule"]:
         notes.append(f"{len(by['schedule'])} config schedule(s) and trainer setting(s) ({', '.join(by['schedule'])}) "
-                     "not searched: the config or the trainer's curriculum sets them")
+                     "not searched: the config, the trainer's curriculum or its controllers set them")
     if by["smoothed"]:
         notes.append(f"{len(by['smoothed'])} smoothed series ({', '.join(by['smoothed'])}) not searched: their raw "
                      "series are searched, and smoothing turns one spike into a level change")

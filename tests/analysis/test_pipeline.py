@@ -244,6 +244,15 @@ def test_constant_series_are_neither_searched_nor_drawn_and_said_once():
     assert list(found.loc[found["signal"] == "skipped", "step"]) == [150]
 
 
+def test_controller_decisions_are_drawn_not_searched():
+    """The controllers' multipliers and their decision flags (a sum of bits) are the trainer's settings, like lr:
+    no jump, plateau or transient of theirs, drawn all the same."""
+    from discrepancy.analysis.selection import not_searched
+
+    names = ["loss", "ctl_action", "ctl_beta_scale", "ctl_lr_scale", "ctl_temperature_scale", "ctl_batch_scale"]
+    assert not_searched(names) == {n: "schedule" for n in names[1:]}
+
+
 def test_measurement_bookkeeping_is_neither_searched_nor_drawn():
     """Which micro-batch the post-step measurements read (a 0/1 rotation, NaN between measured steps) and how many
     rows: not in the analysed frame (so not drawn), not searched, said once."""
