@@ -241,6 +241,15 @@ def _switch_lines(res: AnalysisResult) -> list[str]:
     return out
 
 
+def _went(r: KeyRow) -> str:
+    """"x went a → b (change ± width, beyond / within noise)"; without an interval (fewer than 3 values at an end)
+    no verdict is claimed."""
+    if not np.isfinite(r.half_width):
+        return f"{r.name} went {r.start:.3g} → {r.end:.3g} ({r.change:+.3g}; too few values for a noise interval)"
+    verdict = "beyond" if r.significant else "within"
+    return f"{r.name} went {r.start:.3g} → {r.end:.3g} ({r.change:+.3g} ± {_num(r.half_width)}, {verdict} noise)"
+
+
 def lead(rows: list[KeyRow], constant: dict[str, float] | None = None) -> str:
     """One sentence per key fact: the task reward (beyond noise or not; a reward that never moved first, since no
     key row shows it), saturated rewards, KL, dead groups."""
@@ -250,15 +259,12 @@ def lead(rows: list[KeyRow], constant: dict[str, float] | None = None) -> str:
     for name in ("reward_correctness", "reward_mean"):
         if name in by:
             r = by[name]
-            verdict = "beyond" if r.significant else "within"
-            out.append(f"{r.name} went {r.start:.3g} → {r.end:.3g} ({r.change:+.3g} ± {_num(r.half_width)}, "
-                       f"{verdict} noise)")
+            out.append(_went(r))
             break
     out += [f"{r.name} saturated at step {r.saturated_at} ({r.start:.3g} → {r.end:.3g})" for r in rows
             if r.saturated_at is not None and key_of(r.name) != "reward_mean"]
     if not out:  # no reward: a supervised log, whose loss is its first key row (overview.SUPERVISED_SERIES)
-        out += [f"{r.name} went {r.start:.3g} → {r.end:.3g} ({r.change:+.3g} ± {_num(r.half_width)}, "
-                f"{'beyond' if r.significant else 'within'} noise)" for r in rows[:1] if r.name in SUPERVISED_SERIES]
+        out += [_went(r) for r in rows[:1] if r.name in SUPERVISED_SERIES]
     if "kl" in by:
         r = by["kl"]
         out.append(f"KL to the reference went {r.start:.3g} → {r.end:.3g} {r.unit} (peak {r.high:.3g} at step "

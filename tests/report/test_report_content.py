@@ -215,3 +215,12 @@ def test_a_log_folder_given_as_dot_is_named_by_its_real_name(tmp_path, monkeypat
                                       index=pd.Index(np.arange(1, 61), name="step")))
     res.path = "."
     assert "<h1>logs: what happened in training</h1>" in report_html(res, [])
+
+
+def test_a_change_without_an_interval_claims_no_verdict() -> None:
+    """Two values at each end (a short log): the lead gives the change and says there is no interval, never
+    "within noise"."""
+    from discrepancy.report.headline import KeyRow, lead
+
+    row = KeyRow("reward_mean", "reward", 0.0625, 0.0, float("nan"), 0.0, 5, 0.1, 1, None)
+    assert lead([row]) == "reward_mean went 0.0625 → 0 (-0.0625; too few values for a noise interval)."
