@@ -25,6 +25,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from scipy import optimize
+
 from discrepancy.config import helped
 from discrepancy.errors import ConfigError
 from discrepancy.trainers.rewards import REWARD_RANGES
@@ -63,29 +65,31 @@ class FusionConfig:
 
 
 def bounded_factors(raw: dict[str, float], base: dict[str, float], low: float, high: float) -> dict[str, float]:
-    """Factors f_k = c · raw_k with Σ|b_k| f_k = Σ|b_k|, each clamped to [low, high] and the rest rescaled.
+    """Factors f_k = clip(c · raw_k, low, high) with Σ|b_k| f_k = Σ|b_k|: the weights' total is kept.
 
-    Clamping one factor changes what the others must carry, so clamped factors are fixed and the scale c is solved
-    again over the free ones until none leaves the bounds (at most one round per component). All raw values 0 (every
-    component at its maximum) gives factors 1: nothing to prefer.
+    Σ|b_k| clip(c · raw_k, low, high) grows with c (continuous, piecewise linear), from Σ|b_k|·low ≤ the total at
+    c = 0, so the scale c is its root (scipy's brentq). Solving over the free components round by round and fixing
+    those that leave the bounds could clamp some at ``low`` and others at ``high`` in one round and then miss the
+    total (0.4875 for 0.45). All raw values 0 (every component at its maximum) gives factors 1: nothing to prefer;
+    when even every preferred component at ``high`` cannot carry the total, they all sit there.
     """
-    total = sum(abs(base[k]) for k in raw)
-    fixed: dict[str, float] = {}
-    free = dict(raw)
-    for _ in range(len(raw) + 1):
-        denom = sum(abs(base[k]) * r for k, r in free.items())
-        if denom <= 0:  # every free component is at its maximum: nothing to prefer among them
-            return {k: 1.0 for k in raw} if not fixed else {**{k: low for k in free}, **fixed}
-        scale = (total - sum(abs(base[k]) * f for k, f in fixed.items())) / denom
-        out = {k: scale * r for k, r in free.items()}
-        clamped = {k: min(high, max(low, f)) for k, f in out.items() if not low <= f <= high}
-        if not clamped:
-            return {**out, **fixed}
-        fixed.update(clamped)
-        free = {k: r for k, r in free.items() if k not in clamped}
-        if not free:
-            return fixed
-    return {**out, **fixed}  # pragma: no cover - each round fixes at least one component
+    weight = {k: abs(base[k]) for k in raw}
+    total = sum(weight.values())
+    preferred = [k for k, r in raw.items() if r > 0]
+    if not preferred:
+        return {k: 1.0 for k in raw}
+
+    def carried(c: float) -> float:
+        return sum(weight[k] * min(high, max(low, c * r)) for k, r in raw.items()) - total
+
+    top = max(high / raw[k] for k in preferred)  # every preferred factor at ``high`` from here on
+    if carried(0.0) >= 0.0:
+        scale = 0.0
+    elif carried(top) <= 0.0:
+        scale = top
+    else:
+        scale = float(optimize.brentq(carried, 0.0, top, xtol=1e-15 * top, rtol=1e-15, maxiter=200))
+    return {k: min(high, max(low, scale * r)) for k, r in raw.items()}
 
 
 class RewardFusion:
