@@ -16,7 +16,7 @@ from discrepancy.probes.summary import ProbeSummary, old_grading_advice, probe_s
 from discrepancy.report.fragments import data_uri, inline_images, note, table
 from discrepancy.runfile.results import LLC, LLC_CSV, LLC_PNG, PROBE
 
-LLC_SHOWN = ("step", "llc_mean", "llc_std", "init_loss", "warnings")  # llc.csv columns the section lists
+LLC_SHOWN = ("step", "llc_mean", "llc_se", "llc_std", "chains_ok", "health", "warnings")  # llc.csv columns listed
 EMERGENCE_SHOWN = ("suite", "skill", "kind", "step", "evidence")  # probe_emergence.csv columns the section lists
 
 
@@ -35,7 +35,9 @@ def llc_section(folder: Path, run_id: str | None = None) -> str:
         return note(f"{LLC_CSV} could not be read: {err}")
     cols = [c for c in LLC_SHOWN if c in llc]
     parts = ["<section><h2>LLC over training</h2><p>Local learning coefficient of the LoRA adapter at each snapshot "
-             "(mean and standard deviation over chains); dashed lines in the figure mark stage boundaries.</p>"]
+             "(llc_mean over the chains kept, llc_se its standard error, llc_std the spread across chains, health the "
+             "estimate's verdict); dashed lines in the figure mark stage boundaries, turns larger than the error bars."
+             "</p>"]
     if (folder / LLC_PNG).is_file():
         parts.append(f"<img alt='LLC' src='{data_uri(folder / LLC_PNG)}'>")
     parts += [table(llc[cols].sort_values("step") if "step" in cols else llc[cols]), "</section>"]

@@ -21,7 +21,7 @@ chain above the ceiling d (λ ≤ d/2) is left out of the mean and named in the 
 Example::
 
     res = estimate_llc(model, loss_fn, batches)
-    res                      # LLCResult(λ̂ = 14.0 ± 0.04 s.e., 4/4 chains, health ok, ε = 5.1e-06, …)
+    res                      # LLCResult(λ̂ = 14.0, s.e. 0.04, 4/4 chains, health ok, ε = 5.1e-06, …)
     res.llc_mean, res.llc_se, res.health, res.warnings
 """
 
@@ -92,7 +92,7 @@ class LLCResult:
         s = self.settings
         kept = sum(1 for x in self.llc_per_chain if math.isfinite(x) and x <= s.get("num_params", math.inf))
         backed = f", step size halved {len(self.backoff) - 1}×" if len(self.backoff) > 1 else ""
-        return (f"LLCResult(λ̂ = {self.llc_mean:.4g} ± {self.llc_se:.2g} s.e., {kept}/{len(self.llc_per_chain)} "
+        return (f"LLCResult(λ̂ = {self.llc_mean:.4g}, s.e. {self.llc_se:.2g}, {kept}/{len(self.llc_per_chain)} "
                 f"chains, health {self.health}, ε = {s.get('step_size', math.nan):.3g}, "
                 f"γ = {s.get('localization', math.nan):.3g}, nβ = {s.get('nbeta', math.nan):.4g}, "
                 f"{s.get('num_draws')} draws × {s.get('steps_per_draw')} steps after {s.get('num_burnin')} burn-in"

@@ -158,7 +158,7 @@ def _estimate_missing(run: Any, model: torch.nn.Module, batches: list[EvalBatch]
         row = _row(step, res)
         append_table(pd.DataFrame([row], columns=LLC_COLUMNS), csv)
         i = len(steps) - len(todo) + k + 1
-        say(f"[{i}/{len(steps)}] step {step}: LLC {res.llc_mean:.4g} ± {row['llc_se']:.2g} s.e., {row['health']} "
+        say(f"[{i}/{len(steps)}] step {step}: LLC {res.llc_mean:.4g} (s.e. {row['llc_se']:.2g}), {row['health']} "
             f"({time.perf_counter() - t0:.1f} s)")
         if on_snapshot is not None:
             on_snapshot(i, len(steps), step)

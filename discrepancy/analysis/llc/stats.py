@@ -81,7 +81,7 @@ def diagnose(values: torch.Tensor, per_chain: torch.Tensor, dim: int) -> list[st
         se = float(drift.std() / math.sqrt(drift.numel()))
         d = float(drift.mean())
         if abs(d) > 0.1 * max(abs(mean), 1.0) and abs(d) > 2 * se:
-            out.append(f"loss trace drifts after burn-in (second half − first half = {d:.3g}): raise num_burnin")
+            out.append(f"loss trace drifts after burn-in (second half − first half = {d:.3g}): raise the burn-in (num_burnin; --burnin of `discrepancy llc`)")
     if ok.numel() >= 2 and float(ok.std()) > 0.5 * max(abs(mean), 1.0):
-        out.append(f"chains disagree (std {float(ok.std()):.3g} vs mean {mean:.3g}): raise num_draws or num_chains")
+        out.append(f"chains disagree (std {float(ok.std()):.3g} vs mean {mean:.3g}): raise the draws or chains (num_draws, num_chains; --draws, --chains)")
     return out
