@@ -24,8 +24,13 @@ _BY_NAME = [
 ]
 
 
+_DIMENSIONLESS = r"^reward_weight_|^ctl_.*_scale$"  # weights and multipliers: no unit, whatever their name says
+
+
 def unit_of(name: str, description: str = "") -> str:
     """Unit of series ``name`` ('s', 'tokens', 'share', 'nats', 'reward' or '')."""
+    if re.search(_DIMENSIONLESS, name):
+        return ""
     for unit, pattern in _BY_DESCRIPTION:
         if re.search(pattern, description, flags=re.IGNORECASE):
             return unit

@@ -291,3 +291,13 @@ def test_jumps_at_consecutive_steps_are_one_transition_however_long():
     assert len(one) == 1 and (one["first_step"].iloc[0], one["last_step"].iloc[0]) == (97, 107)
     spaced = chain.assign(step=[97 + 2 * i for i in range(len(steps))])
     assert len(group_transitions(spaced, tolerance=5)) >= 2
+
+
+def test_units_come_from_descriptions_then_names_and_weights_have_none():
+    """Axis units: a description's words first, then the name; a reward weight or a controller's multiplier is
+    dimensionless even when its name holds "length" or "kl"."""
+    from discrepancy.analysis.units import unit_of
+
+    assert unit_of("x", "seconds spent sampling") == "s" and unit_of("completion_length_mean") == "tokens"
+    assert unit_of("kl") == "nats" and unit_of("reward_mean") == "reward"
+    assert unit_of("reward_weight_length") == unit_of("ctl_temperature_scale") == unit_of("reward_weight_kl") == ""
