@@ -51,6 +51,24 @@ def _phases_of(config_toml: str) -> list[dict[str, Any]]:
     return [p for p in phases if isinstance(p, dict)] if isinstance(phases, list) else []
 
 
+def edge_phases(phase: Any, config_toml: str, edge: float) -> tuple[str, str] | None:
+    """(phase names of the first ``edge`` share of the logged steps, of the last) when they differ, else None:
+    a start-to-end comparison then crosses curriculum phases, whose reward weights and prompts differ.
+    ``phase``: the run's ``phase`` series (0-based index per step; NaN where not logged)."""
+    import numpy as np
+
+    idx = np.asarray(phase, dtype=np.float64)
+    idx = idx[np.isfinite(idx)].astype(np.int64)
+    if idx.size < 2:
+        return None
+    k = max(1, int(round(edge * idx.size)))
+    first, last = sorted(set(idx[:k].tolist())), sorted(set(idx[-k:].tolist()))
+    if first == last:
+        return None
+    phases = _phases_of(config_toml)
+    return ("/".join(_name(phases, i) for i in first), "/".join(_name(phases, i) for i in last))
+
+
 def _name(phases: list[dict[str, Any]], k: int) -> str:
     name = phases[k].get("name") if 0 <= k < len(phases) else None
     return str(name) if name else f"phase {k}"

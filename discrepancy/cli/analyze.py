@@ -42,6 +42,8 @@ def _print_table(res) -> None:  # noqa: ANN001 - AnalysisResult, imported lazily
             t.add_column(col, justify="right" if col != "note" else "left")
         for r in rows:
             note = f"saturated at {r.saturated_at}" if r.saturated_at is not None else ""
+            if r.across:  # a curriculum run: the two ends saw other reward weights and prompts
+                note = (note + "; " if note else "") + f"across phases {r.across}"
             if r.half_width != r.half_width:  # NaN: fewer than 3 values at either end (a sparse eval series)
                 note = (note + "; " if note else "") + "too few values for an interval"
             width = f" ± {r.half_width:.2g}" if r.half_width == r.half_width else ""

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from discrepancy.analysis.overview import KEY_SERIES, SUPERVISED_SERIES, display_median, key_names, key_of
+from discrepancy.analysis.phases import edge_phases
 from discrepancy.analysis.pipeline import AnalysisResult
 from discrepancy.analysis.units import unit_of
 from discrepancy.report.training_events import serious_events
@@ -40,6 +41,7 @@ class KeyRow:
     high: float
     high_step: int
     saturated_at: int | None  # first step of the final level, when the series saturated
+    across: str = ""  # "structure → precision" when start and end lie in different curriculum phases
 
     @property
     def change(self) -> float:
@@ -97,6 +99,8 @@ def key_rows(res: AnalysisResult) -> list[KeyRow]:
     if cached is not None:
         return cached
     rows = []
+    edges = edge_phases(res.series["phase"], res.config_toml, EDGE) if "phase" in res.series else None
+    across = " → ".join(edges) if edges else ""
     for name in key_names(res, HEADLINE_SERIES):
         v = res.series[name].dropna()
         if len(v) < 2:
@@ -105,7 +109,8 @@ def key_rows(res: AnalysisResult) -> list[KeyRow]:
         width = mean_difference(v.iloc[:k].to_numpy(), v.iloc[-k:].to_numpy())[1]
         rows.append(KeyRow(name, unit_of(name, res.descriptions.get(name, "")), float(v.iloc[:k].mean()),
                            float(v.iloc[-k:].mean()), width, float(v.min()), int(v.idxmin()), float(v.max()),
-                           int(v.idxmax()), saturation_step(v) if name.startswith("reward") else None))
+                           int(v.idxmax()), saturation_step(v) if name.startswith("reward") else None,
+                           across if name.startswith("reward") or "length" in name else ""))
     res._key_rows = rows  # a plain attribute on the result: no field of the analysis, a memo of the report
     return rows
 
@@ -152,7 +157,9 @@ def key_table(rows: list[KeyRow], descriptions: dict[str, str]) -> str:
     body = []
     for r in rows:
         verdict = "" if not np.isfinite(r.half_width) else (" <b>✓</b>" if r.significant else " (noise)")
-        note = f"saturated at step {r.saturated_at}" if r.saturated_at is not None else ""
+        note = "; ".join(n for n in (f"saturated at step {r.saturated_at}" if r.saturated_at is not None else "",
+                                      f"start and end in different phases ({r.across}): other weights and prompts"
+                                      if r.across else "") if n)
         body.append(
             f"<tr><td title='{html.escape(descriptions.get(r.name, ''), quote=True)}'>{html.escape(r.name)}</td>"
             f"<td>{html.escape(r.unit)}</td><td>{_num(r.start)}</td><td>{_num(r.end)}</td>"
@@ -243,11 +250,14 @@ def _switch_lines(res: AnalysisResult) -> list[str]:
 
 def _went(r: KeyRow) -> str:
     """"x went a → b (change ± width, beyond / within noise)"; without an interval (fewer than 3 values at an end)
-    no verdict is claimed."""
+    no verdict is claimed; across curriculum phases, said (their weights and prompts differ)."""
+    across = f", across phases {r.across}" if r.across else ""
     if not np.isfinite(r.half_width):
-        return f"{r.name} went {r.start:.3g} → {r.end:.3g} ({r.change:+.3g}; too few values for a noise interval)"
+        return (f"{r.name} went {r.start:.3g} → {r.end:.3g} ({r.change:+.3g}; too few values for a noise "
+                f"interval{across})")
     verdict = "beyond" if r.significant else "within"
-    return f"{r.name} went {r.start:.3g} → {r.end:.3g} ({r.change:+.3g} ± {_num(r.half_width)}, {verdict} noise)"
+    return (f"{r.name} went {r.start:.3g} → {r.end:.3g} ({r.change:+.3g} ± {_num(r.half_width)}, {verdict} "
+            f"noise{across})")
 
 
 def lead(rows: list[KeyRow], constant: dict[str, float] | None = None) -> str:

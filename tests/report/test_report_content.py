@@ -224,3 +224,21 @@ def test_a_change_without_an_interval_claims_no_verdict() -> None:
 
     row = KeyRow("reward_mean", "reward", 0.0625, 0.0, float("nan"), 0.0, 5, 0.1, 1, None)
     assert lead([row]) == "reward_mean went 0.0625 → 0 (-0.0625; too few values for a noise interval)."
+
+
+def test_start_and_end_in_different_curriculum_phases_are_said() -> None:
+    """A curriculum run whose first and last 20 % of steps lie in different phases (other reward weights, other
+    prompts): the reward rows and the lead say which phases, so the change is not read as learning alone."""
+    from discrepancy.analysis.pipeline import analyze_series
+    from discrepancy.report.headline import key_rows, lead
+
+    n = 200
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"reward_mean": np.r_[np.full(100, 0.9), np.full(100, 0.3)] + 0.02 * rng.standard_normal(n),
+                          "kl": 0.1 + 0.01 * rng.standard_normal(n), "phase": np.r_[np.zeros(100), np.ones(100)]},
+                         index=pd.Index(np.arange(1, n + 1), name="step"))
+    res = analyze_series(frame)
+    res.config_toml = '[[curriculum.phases]]\nname = "structure"\n[[curriculum.phases]]\nname = "precision"\n'
+    rows = {r.name: r for r in key_rows(res)}
+    assert rows["reward_mean"].across == "structure → precision" and rows["kl"].across == ""
+    assert "across phases structure → precision" in lead(list(rows.values()))
