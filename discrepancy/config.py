@@ -33,7 +33,8 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 def _unknown_key_error(key: str, known: list[str], where: str) -> ConfigError:
     close = difflib.get_close_matches(key, known, n=1)
-    hint = f" (did you mean '{where}{close[0]}'?)" if close else f" (known keys: {', '.join(sorted(known))})"
+    hint = f" (did you mean '{where}{close[0]}'?)" if close else \
+        f" (known keys: {', '.join(sorted(known))})" if known else ""
     return ConfigError(f"unknown config key '{where}{key}'{hint}")
 
 
@@ -147,14 +148,33 @@ def apply_overrides(cfg: T, overrides: list[str] | dict[str, Any]) -> T:
         node = data
         parts = key.split(".")
         for depth, part in enumerate(parts[:-1]):
-            if part not in node or not isinstance(node[part], dict):
-                raise _unknown_key_error(part, [k for k, v in node.items() if isinstance(v, dict)],
-                                         ".".join(parts[:depth]) + ("." if depth else ""))
-            node = node[part]
+            node = _descend(node, part, ".".join(parts[:depth]) + ("." if depth else ""))
         if parts[-1] not in node:
             raise _unknown_key_error(parts[-1], list(node), ".".join(parts[:-1]) + ("." if len(parts) > 1 else ""))
         node[parts[-1]] = value
     return from_dict(type(cfg), data)
+
+
+def _descend(node: dict[str, Any], part: str, where: str) -> dict[str, Any]:
+    """The table ``part`` of ``node``: a section (``grpo``) or one entry of a list of tables (``phases[0]``, as the
+    config's own errors name it), for ``--set curriculum.phases[0].end_when=...``."""
+    name, _, index = part.partition("[")
+    if index:
+        entries = node.get(name)
+        if not isinstance(entries, list) or not index.endswith("]") or not index[:-1].isdigit():
+            raise _unknown_key_error(part, [k for k, v in node.items() if isinstance(v, list)], where)
+        i = int(index[:-1])
+        if i >= len(entries) or not isinstance(entries[i], dict):
+            raise ConfigError(f"'{where}{part}': the config has {len(entries)} {name} (numbered from 0); a new "
+                              f"one is added in the TOML file (--config)")
+        return entries[i]
+    if name not in node or not isinstance(node[name], dict):
+        lists = [k for k, v in node.items() if isinstance(v, list) and v and isinstance(v[0], dict)]
+        hint = f"; a list of tables is set by its number, e.g. {where}{lists[0]}[0].<key>" if lists and name in lists \
+            else ""
+        error = _unknown_key_error(name, [k for k, v in node.items() if isinstance(v, dict)], where)
+        raise ConfigError(f"{error}{hint}") if hint else error
+    return node[name]
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

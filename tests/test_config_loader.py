@@ -76,3 +76,19 @@ def test_help_for_every_field():
     assert field_help(Outer) == {"seed": "random seed", "model": "local model dir", "name": "run name",
                                  "inner.beta": "KL weight", "inner.loss_type": "aggregation",
                                  "inner.targets": "LoRA targets"}
+
+
+def test_an_entry_of_a_list_of_tables_is_set_by_its_number():
+    """``--set curriculum.phases[0].end_when=...``: the notation the config's own errors use; an entry that does
+    not exist, or the list named without a number, is one clear error."""
+    from discrepancy.trainers.config import TrainConfig
+
+    cfg = load_toml(TrainConfig, Path(__file__).parents[1] / "trainers" / "deepsynapse.toml")
+    got = apply_overrides(cfg, ["curriculum.phases[1].max_steps=7",
+                                "curriculum.phases[0].end_when=reward_format >= 0.5 over 5"])
+    assert got.curriculum.phases[1].max_steps == 7 and got.curriculum.phases[0].end_when.startswith("reward_format")
+    assert isinstance(got, TrainConfig) and cfg.curriculum.phases[1].max_steps != 7  # a copy
+    with pytest.raises(ConfigError, match=r"has 3 phases \(numbered from 0\)"):
+        apply_overrides(cfg, ["curriculum.phases[3].max_steps=1"])
+    with pytest.raises(ConfigError, match=r"set by its number, e.g. curriculum.phases\[0\]"):
+        apply_overrides(cfg, ["curriculum.phases.max_steps=1"])
