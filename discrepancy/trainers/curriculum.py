@@ -29,6 +29,7 @@ import numpy as np
 
 from discrepancy.errors import ConfigError
 from discrepancy.trainers.curriculum_config import CurriculumConfig, PhaseConfig
+from discrepancy.trainers.rewards import REWARD_RANGES
 from discrepancy.trainers.schedules import cosine_interp
 
 TRIGGER_NONE, TRIGGER_MAX_STEPS, TRIGGER_RULE = 0, 1, 2
@@ -216,6 +217,29 @@ def check_curriculum(cfg: CurriculumConfig, *, rewards: Iterable[str], series: I
         if p.difficulty and not any(p.difficulty[0] <= d <= p.difficulty[1] for d in levels):
             raise ConfigError(f"config key '{where}.difficulty': no prompt of the task has a difficulty in "
                               f"{p.difficulty} (the task's levels: {levels})")
+
+
+def unreachable_rules(cfg: CurriculumConfig, ranges: Mapping[str, tuple[float, float]] | None = None) -> list[str]:
+    """One warning per phase rule that can never hold: a window longer than the phase's ``max_steps`` (the phase
+    always ends by its step limit first), or a clause on a reward's mean, min, max or last value past the reward's
+    range (``reward_format >= 1.5`` for a reward in [0, 1]). ``ranges``: reward name → (lowest, highest). The last
+    phase runs to the end of the run and has no rule to check."""
+    ranges = REWARD_RANGES if ranges is None else ranges
+    out = []
+    for p in cfg.phases[:-1]:
+        if not p.end_when:
+            continue
+        rule, where = parse_rule(p.end_when), f"curriculum phase {p.name!r}: end_when {p.end_when!r}"
+        if p.max_steps > 0 and rule.window > p.max_steps:
+            out.append(f"{where} can never hold: its window of {rule.window} steps is longer than the phase's "
+                       f"max_steps {p.max_steps}, so the phase ends by its step limit")
+        for c in rule.clauses:
+            lo, hi = ranges.get(c.series.removeprefix("reward_"), (-math.inf, math.inf)) \
+                if c.series.startswith("reward_") and c.func != "slope" else (-math.inf, math.inf)
+            never = {">=": c.value > hi, ">": c.value >= hi, "<=": c.value < lo, "<": c.value <= lo}[c.op]
+            if never:
+                out.append(f"{where} can never hold: {c.series} lies in [{lo:g}, {hi:g}]")
+    return out
 
 
 def _closest(name: str, known: set[str]) -> str:

@@ -29,6 +29,7 @@ from discrepancy.runfile import Recorder, RunSchema, open_run
 from discrepancy.trainers.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from discrepancy.trainers.config import TrainConfig, cold_start_trains_all
 from discrepancy.trainers.control import Controller
+from discrepancy.trainers.curriculum import unreachable_rules
 from discrepancy.trainers.curriculum_step import Orchestration
 from discrepancy.trainers.growth import LoraGrowth
 from discrepancy.trainers.recipe import StepResult, TrainState, grpo_step, step_series
@@ -147,6 +148,8 @@ def _train(cfg: TrainConfig, req: Request) -> RunSummary:
     config_toml = to_toml(cfg)  # what the run records, and what a resume is compared with
     _check_request(cfg, req, config_toml)
     prep = prepare(cfg)
+    for line in unreachable_rules(cfg.curriculum) if req.notify is not None else []:  # said before training
+        req.notify(f"warning: {line}")
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     where = launch(cfg)

@@ -124,3 +124,19 @@ def test_phase_config_fills_from_toml_python_and_set_alike(tmp_path) -> None:
                                                          PhaseConfig("b", train_modules=["mlp"])]))
     assert from_file == by_set == by_python
     assert load_toml.__name__ and from_dict(TrainConfig, __import__("tomllib").loads(to_toml(by_set))) == by_set
+
+
+def test_a_rule_that_can_never_hold_is_warned_of():
+    """A window longer than the phase's max_steps, or a reward past its range: warned before training (the phase
+    would always end by its step limit); a reachable rule and the last phase's (ignored) rule are not."""
+    from discrepancy.trainers.curriculum import unreachable_rules
+    from discrepancy.trainers.curriculum_config import CurriculumConfig, PhaseConfig
+
+    cfg = CurriculumConfig(phases=[
+        PhaseConfig(name="a", max_steps=30, end_when="reward_format >= 1.5 over 10"),
+        PhaseConfig(name="b", max_steps=30, end_when="reward_correctness >= 0.9 over 50"),
+        PhaseConfig(name="c", max_steps=30, end_when="reward_format >= 0.9 over 10 and slope(kl) <= 5 over 5"),
+        PhaseConfig(name="d", end_when="reward_format >= 7 over 3")])
+    got = unreachable_rules(cfg)
+    assert len(got) == 2 and "'a'" in got[0] and "reward_format lies in [0, 1]" in got[0]
+    assert "'b'" in got[1] and "window of 50 steps is longer than the phase's max_steps 30" in got[1]
