@@ -86,14 +86,29 @@ def _unset_keys(section: str, present: set[str], helps: dict[str, str]) -> list[
     return [f"# {k.split('.', 1)[1]} = (unset)  # {helps[k]}" for k in keys]
 
 
-def _progress_reporter() -> tuple[Any, Any]:
-    """A rich progress bar on stderr when it is a terminal; plain lines every 10 % otherwise."""
+def _phase_line(done: int, metrics: dict[str, float], names: list[str]) -> str | None:
+    """"curriculum: step 31 starts phase 'reasoning' (end_when held)" at the first step of a new phase, else None."""
+    trigger = metrics.get("phase_trigger", 0.0)
+    if not trigger or trigger != trigger:  # 0 or NaN: no switch at this step
+        return None
+    k = int(metrics.get("phase", 0))
+    name = names[k] if 0 <= k < len(names) and names[k] else f"phase {k}"
+    why = "its max_steps ran out" if int(trigger) == 1 else "its end_when rule held"
+    return f"curriculum: step {done} starts phase {name!r} (the previous phase ended: {why})"
+
+
+def _progress_reporter(phase_names: list[str] | None = None) -> tuple[Any, Any]:
+    """A rich progress bar on stderr when it is a terminal; plain lines every 10 % otherwise; either way a line at
+    each curriculum phase switch."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
     if not console.is_terminal:
         def plain(phase: str, done: int, total: int, metrics: dict[str, float]) -> None:
+            switch = _phase_line(done, metrics, phase_names or []) if phase == "grpo" else None
+            if switch:
+                console.print(switch, highlight=False, soft_wrap=True)
             if total and (done == total or done % max(1, total // 10) == 0):
                 extra = f" reward {metrics['reward_mean']:.3f}" if "reward_mean" in metrics else ""
                 console.print(f"{phase} {done}/{total}{extra}", highlight=False)
@@ -109,6 +124,9 @@ def _progress_reporter() -> tuple[Any, Any]:
         info = (f"loss {metrics['loss']:.3f}" if phase == "sft"
                 else f"reward {metrics.get('reward_mean', float('nan')):.3f}")
         bar.update(tasks[phase], completed=done, info=info)
+        switch = _phase_line(done, metrics, phase_names or []) if phase == "grpo" else None
+        if switch:
+            bar.console.print(switch, highlight=False, soft_wrap=True)
     return bar, report
 
 
@@ -158,7 +176,7 @@ def train(
     _tune_process(cfg)
     from discrepancy.trainers.run import train_run
 
-    bar, report = _progress_reporter()
+    bar, report = _progress_reporter([p.name for p in cfg.curriculum.phases])
 
     def notify(line: str) -> None:
         typer.echo(line, err=True)

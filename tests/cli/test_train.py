@@ -216,3 +216,15 @@ def test_a_missing_config_file_or_run_is_one_line_not_a_usage_box(tmp_path) -> N
         assert result.exit_code == code, (args, result.output)
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and "nope" in lines[0], (args, result.output)
+
+
+def test_curriculum_phase_switches_are_announced_while_training():
+    """The first step of each new phase gets one line with the phase's name and why the previous one ended."""
+    from discrepancy.cli.train import _phase_line
+
+    names = ["structure", "reasoning"]
+    assert _phase_line(4, {"phase": 1.0, "phase_trigger": 1.0}, names) == (
+        "curriculum: step 4 starts phase 'reasoning' (the previous phase ended: its max_steps ran out)")
+    assert "its end_when rule held" in _phase_line(9, {"phase": 1.0, "phase_trigger": 2.0}, names)
+    assert _phase_line(5, {"phase": 1.0, "phase_trigger": 0.0}, names) is None
+    assert _phase_line(5, {"reward_mean": 0.5}, names) is None
