@@ -310,6 +310,11 @@ def recipe(res: AnalysisResult) -> str:
         parts.append(f"{g['inner_iterations']} inner iteration(s)")
     if rw.get("names"):
         parts.append("reward " + " + ".join(f"{w:g}·{n}" for n, w in zip(rw["names"], rw.get("weights", []))))
+    phases = [str(p.get("name") or f"phase {i}") for i, p in enumerate((cfg.get("curriculum") or {}).get("phases")
+                                                                         or []) if isinstance(p, dict)]
+    if phases:  # the schedule and weights above are the base; each phase sets its own
+        parts.append(f"{len(phases)} curriculum phases ({', '.join(phases)}) with their own reward weights, "
+                     "temperature and prompts: see the phase switches")
     if "step_time" in res.series.columns and np.isfinite(res.series["step_time"]).any():
         parts.append(f"{float(np.nansum(res.series['step_time'])):.0f} s of steps")
     return " · ".join(parts)

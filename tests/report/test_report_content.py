@@ -242,3 +242,6 @@ def test_start_and_end_in_different_curriculum_phases_are_said() -> None:
     rows = {r.name: r for r in key_rows(res)}
     assert rows["reward_mean"].across == "structure → precision" and rows["kl"].across == ""
     assert "across phases structure → precision" in lead(list(rows.values()))
+    from discrepancy.report.headline import recipe
+
+    assert "2 curriculum phases (structure, precision) with their own reward weights" in recipe(res)
