@@ -78,8 +78,12 @@ def _wall_times(series: pd.DataFrame) -> np.ndarray:
     return time.time() - (elapsed[-1] if len(elapsed) else 0.0) + elapsed
 
 
+MAX_ARRAY_TAGS = 64  # an array with more labels (one per prompt: the ledger's) stays in the Parquet / CSV export
+
+
 def _to_tensorboard(run, out: Path, family: Callable[[str], str]) -> dict[str, int]:  # noqa: ANN001 - a Run
-    """Series, arrays, samples and snapshot norms as one event file in ``out`` (an earlier export's file goes)."""
+    """Series, arrays (up to MAX_ARRAY_TAGS labels each: one scalar tag per label), samples and snapshot norms as
+    one event file in ``out`` (an earlier export's file goes)."""
     from discrepancy.interop.tensorboard import EXPORT_MAP_TAG, EventWriter, clear_own_events, export_map_text
 
     clear_own_events(out)
@@ -97,6 +101,10 @@ def _to_tensorboard(run, out: Path, family: Callable[[str], str]) -> dict[str, i
             writer.scalars(step, dict(zip(names, values[i].tolist())), walls[step])
         for name in run.schema.arrays:
             table = run.array(name)
+            if table.shape[1] > MAX_ARRAY_TAGS:  # one tag per prompt of a ledger: thousands of tags, unreadable
+                counts["arrays left to the tables (one label per prompt)"] = \
+                    counts.get("arrays left to the tables (one label per prompt)", 0) + 1
+                continue
             counts["arrays"] += 1
             for step, row in zip(table.index.tolist(), table.to_numpy().tolist()):
                 writer.scalars(step, {f"{name}/{label}": v for label, v in zip(table.columns, row)}, walls.get(step))

@@ -88,3 +88,26 @@ def test_tables_round_trip(run: Path, tmp_path: Path, fmt: str):
     columns = read(tmp_path / fmt / f"columns.{fmt}").set_index("series")
     assert columns.loc["reward_mean", "family"] == "rewards"
     assert columns.loc["kl_realised", "description"] == "realised KL"
+
+
+def test_an_array_of_one_label_per_prompt_stays_out_of_tensorboard(tmp_path: Path):
+    """A ledger-like array (one label per prompt: 100 here) would be 100 scalar tags: TensorBoard gets the small
+    arrays, the count says what was left to the tables, and the Parquet export keeps every label."""
+    from discrepancy.interop.export import MAX_ARRAY_TAGS
+    from discrepancy.runfile import ArraySpec, Recorder, RunSchema
+
+    labels = [f"p{i}" for i in range(MAX_ARRAY_TAGS + 36)]
+    schema = RunSchema(series={"reward_mean": "reward"}, arrays={
+        "ledger": ArraySpec(columns=labels, description="per prompt"),
+        "small": ArraySpec(columns=["a", "b"], description="two labels")})
+    with Recorder.create(tmp_path / "run.h5", schema) as rec:
+        for step in range(5):
+            rec.log_step(step, {"reward_mean": 0.5}, arrays={"ledger": np.ones(len(labels)), "small": np.ones(2)})
+        rec.finish()
+    counts = export_run(tmp_path / "run.h5", "tensorboard", tmp_path / "tb", family=family_of)
+    assert counts["arrays"] == 1 and counts["arrays left to the tables (one label per prompt)"] == 1
+    tags = accumulator(tmp_path / "tb").Tags()
+    assert not any(t.startswith("ledger/") for t in [*tags["scalars"], *tags["tensors"]])
+    export_run(tmp_path / "run.h5", "parquet", tmp_path / "pq", family=family_of)
+    arrays = pd.read_parquet(tmp_path / "pq" / "arrays.parquet")
+    assert set(arrays.loc[arrays["array"] == "ledger", "label"]) == set(labels)
