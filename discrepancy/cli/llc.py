@@ -54,7 +54,11 @@ def llc(
     bounds = healthy_stage_boundaries(table)
     summary = unhealthy_summary(table, _settings(run, out).get("probe_pairs"))
     if format == "json":
-        typer.echo(json.dumps({"estimates": json.loads(table.to_json(orient="records")), "stage_boundaries": bounds,
+        rows = json.loads(table.to_json(orient="records"))
+        for row in rows:  # llc.csv stores the per-chain values as a JSON list in one cell: a list here
+            if isinstance(row.get("llc_per_chain"), str):
+                row["llc_per_chain"] = json.loads(row["llc_per_chain"] or "[]")
+        typer.echo(json.dumps({"estimates": rows, "stage_boundaries": bounds,
                                "settings": _settings(run, out), "unhealthy": summary}, indent=2))
     else:
         _print_table(table, bounds)

@@ -27,6 +27,7 @@ def test_cli_writes_json_to_stdout_and_progress_to_stderr(tmp_path: Path) -> Non
     doc = json.loads(res.stdout)
     assert [r["step"] for r in doc["estimates"]] == list(STEPS)
     assert {"llc_mean", "llc_se", "chains_ok", "health"} <= set(doc["estimates"][0])
+    assert all(isinstance(r["llc_per_chain"], list) and len(r["llc_per_chain"]) == 2 for r in doc["estimates"])
     assert doc["settings"]["calibration_seconds"] > 0 and doc["settings"]["loss"] == "self_kl"
     assert isinstance(doc["stage_boundaries"], list)
     lines = res.stderr.splitlines()
