@@ -105,6 +105,18 @@ def test_a_saturated_reward_is_not_a_constant_reward() -> None:
     assert fired(rows, "reward_constant") == []
 
 
+def test_reward_weights_held_by_a_curriculum_phase_are_not_a_constant_reward() -> None:
+    """A phase sets the weights and holds them (reward_weight_*): that is the trainer's setting, not a reward
+    function that returns a constant; the same value on a reward component still fires."""
+    rows, rng = stream(seed=9), np.random.default_rng(9)
+    for step, row in rows:  # fusion moves the weight, then a phase (from P) holds it inside that range
+        row["reward_weight_correctness"] = float(rng.uniform(1.0, 1.4)) if step < P else 1.188
+    assert fired(rows, "reward_constant") == []
+    for step, row in rows:
+        row["reward_correctness"] = 0.5 if step >= P else row["reward_correctness"]
+    assert fired(rows, "reward_constant") == [P + 9]
+
+
 def test_nan_by_design_never_fires() -> None:
     rows = stream(seed=6)
     for _, row in rows:

@@ -221,11 +221,16 @@ class FormatOverCorrectness(Rule):
                 f"({self.correct} {cm:.3f}, best {self.best:.3f})")
 
 
+# The trainer's reward weights (curriculum phases, fusion): held constant by design between phase switches.
+NOT_COMPONENT_PREFIX = "reward_weight_"
+
+
 class ConstantReward(Rule):
     """A reward component's batch mean repeats exactly for ``patience`` steps at a value strictly inside the range
     it took before: the reward function returns a constant. Means of per-completion rewards repeat exactly by chance
     only at their bounds (every completion scored 0, or 1: saturation, which ``no_signal`` covers), so those are not
-    flagged. Components are the row's ``reward_*`` series other than the total's statistics."""
+    flagged. Components are the row's ``reward_*`` series other than the total's statistics and the trainer's
+    ``reward_weight_*`` (a curriculum phase holds its weights constant on purpose)."""
 
     name, severity = "reward_constant", "critical"
     counted_before = 1
@@ -239,7 +244,7 @@ class ConstantReward(Rule):
     def judge(self, row: Mapping[str, float]) -> tuple[bool, float, str, float] | None:
         seen, hit = False, None
         for name, raw in row.items():
-            if not name.startswith("reward_") or name in self.NOT_COMPONENTS:
+            if not name.startswith("reward_") or name in self.NOT_COMPONENTS or name.startswith(NOT_COMPONENT_PREFIX):
                 continue
             v = _value(row, name)
             if v is None:
