@@ -158,7 +158,7 @@ def key_table(rows: list[KeyRow], descriptions: dict[str, str]) -> str:
     for r in rows:
         verdict = "" if not np.isfinite(r.half_width) else (" <b>✓</b>" if r.significant else " (noise)")
         note = "; ".join(n for n in (f"saturated at step {r.saturated_at}" if r.saturated_at is not None else "",
-                                      f"start and end in different phases ({r.across}): other weights and prompts"
+                                      f"across phases {r.across}"
                                       if r.across else "") if n)
         body.append(
             f"<tr><td title='{html.escape(descriptions.get(r.name, ''), quote=True)}'>{html.escape(r.name)}</td>"
@@ -336,6 +336,8 @@ def headline_html(res: AnalysisResult) -> str:
     if rows:
         parts.append(f"<p class='small'>start / end: mean of the first / last {int(EDGE * 100)} % of the logged "
                      "steps; change ± its 95 % interval (corrected for autocorrelation): ✓ beyond it, (noise) "
-                     "within it.</p>" + key_table(rows, res.descriptions))
+                     "within it" + ("; across phases: the two ends ran in different curriculum phases, with other "
+                                    "reward weights and prompts" if any(r.across for r in rows) else "") + ".</p>"
+                     + key_table(rows, res.descriptions))
     parts.append("<h3>Where to look</h3><ul>" + "".join(f"<li>{b}</li>" for b in where_to_look(res)) + "</ul>")
     return "".join(parts) + "</section>"
