@@ -36,6 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from discrepancy.analysis.changepoints.events import step_order_ids
+
 MAD_TO_SIGMA = 1.4826  # 1.4826·MAD is σ for Gaussian noise
 MEAN_AD_TO_SIGMA = float(np.sqrt(np.pi / 2.0))  # √(π/2)·mean |v − median| is σ for Gaussian noise
 THRESHOLD = 6.0
@@ -324,5 +326,5 @@ def group_episodes(transients: pd.DataFrame, *, span: int, tolerance: int = 2, m
                          n_families=int(families), chance=expected))
     out = pd.DataFrame(rows, columns=EPISODE_COLUMNS[1:])
     out = out.sort_values(["n_families", "n_signals", "max_z"], ascending=False, kind="stable").reset_index(drop=True)
-    out.insert(0, "event", [f"E{i + 1}" for i in range(len(out))])
+    out.insert(0, "event", step_order_ids("E", out["step"]))
     return out

@@ -50,8 +50,9 @@ class ResultsFileError(DiscrepancyError):
 # events.csv and llc_stages.csv: one row per event, each column with one meaning for every kind of row (the report
 # prints these; docs/ cites them).
 EVENT_DOCS = {
-    "event": "id of the event: T1… phase transitions, W1… curriculum phase switches, E1… episodes (strongest first), J1… jumps, S1… transients, "
-             "P1… plateaus (in step order), C1… converged tails, L1… LLC stage boundaries",
+    "event": "id of the event, numbered in step order within its kind: T1… phase transitions, W1… curriculum phase "
+             "switches, E1… episodes, J1… jumps, S1… transients, P1… plateaus, C1… converged tails, L1… LLC stage "
+             "boundaries",
     "kind": "phase_transition (jumps of several series at once), episode (transients of several series at once), "
             "jump (a level change), transient (an excursion that returns), plateau (a stall ended by a change), "
             "converged (a series' flat tail, from its first step to the end: never a plateau), phase_switch (the "

@@ -26,6 +26,8 @@ def test_group_transitions_hand_case():
     assert t.iloc[0]["signals"] == "b,c,a"  # strongest |z| first
     assert (t.iloc[0]["first_step"], t.iloc[0]["last_step"], t.iloc[0]["step"]) == (98, 103, 100)
     assert t.iloc[1]["step"] == 902 and list(t["event"]) == ["T1", "T2"]
+    later = group_transitions(jumps.assign(step=[900, 903, 898, 500, 100, 105]), tolerance=5)
+    assert list(later["step"]) == [900, 102] and list(later["event"]) == ["T2", "T1"]  # strongest first, ids by step
 
 
 def test_transitions_need_two_families_or_three_signals():

@@ -20,7 +20,8 @@ TRANSITION_COLUMNS = ["event", "step", "first_step", "last_step", "n_signals", "
 def group_transitions(
     jumps: pd.DataFrame, tolerance: int = 5, relative: float = 0.005, min_signals: int = 3, min_families: int = 2
 ) -> pd.DataFrame:
-    """Phase transitions from a jump table (columns signal, step, z, optional family), strongest first.
+    """Phase transitions from a jump table (columns signal, step, z, optional family), strongest first, their ids
+    in step order (``step_order_ids``).
 
     Strongest: most signals, then largest |z|. Without a ``family`` column every signal counts as its own family.
     Jumps group while they are within ``max(tolerance, relative·step)`` steps of the group's first jump, or one step
@@ -53,5 +54,12 @@ def group_transitions(
         )
     out = pd.DataFrame(rows, columns=TRANSITION_COLUMNS[1:])
     out = out.sort_values(["n_signals", "max_abs_z"], ascending=False, kind="stable").reset_index(drop=True)
-    out.insert(0, "event", [f"T{i + 1}" for i in range(len(out))])
+    out.insert(0, "event", step_order_ids("T", out["step"]))
     return out
+
+
+def step_order_ids(prefix: str, steps: pd.Series) -> list[str]:
+    """Ids numbered in step order (``T1`` the earliest), for a table listed strongest first: on every figure the
+    labels then read T1, T2, … from left to right, as the jumps' and plateaus' ids do."""
+    rank = steps.rank(method="first").astype(int) if len(steps) else steps
+    return [f"{prefix}{int(r)}" for r in rank]
