@@ -71,6 +71,8 @@ class RunWriter:
                            snapshot_tensors={k: tuple(v.shape) for k, v in tensors.items()})
         meta = {**meta, "unmeasured": json.dumps(unmeasured, ensure_ascii=False)}
         rec = Recorder.create(path, schema, config_toml=config_toml, meta=meta, overwrite=overwrite)
+        if tensors:  # the adapter before the first update (B = 0), as `discrepancy train` records it: the baseline
+            rec.log_snapshot(0, tensors)  # of every curve over snapshots (LLC, probes)
         warnings.warn(f"discrepancy: under TRL {', '.join(unmeasured)} cannot be measured and are recorded as NaN "
                       "(docs/trl.md; why: the run's meta 'unmeasured')", RuntimeWarning, stacklevel=3)
         if meta.get("model_rebuild") != "ok":

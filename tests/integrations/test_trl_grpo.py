@@ -136,7 +136,8 @@ def test_noise_norms_samples_and_snapshots(trl_run):
         series, norms = run.series(), run.array("lora_delta_norm")
         samples, meta = run.samples(), run.meta
         snap = run.snapshot(STEPS)
-        assert run.snapshot_steps == list(range(1, STEPS + 1)) and run.status == "finished"
+        assert run.snapshot_steps == list(range(0, STEPS + 1)) and run.status == "finished"  # 0: before training
+        assert all(not v.any() for k, v in run.snapshot(0).items() if "lora_B" in k)  # B = 0 at the start
     assert np.isfinite(series["noise_trace"]).all()  # two micro-batches per step: the noise scale is defined
     assert series["sample_time"].isna().all() and "sample_time" in json.loads(meta["unmeasured"])
     assert np.isfinite(series[["reward_mean", "loss", "grad_norm", "entropy", "kl_realised"]]).all().all()
@@ -260,7 +261,7 @@ def test_a_run_whose_model_cannot_be_rebuilt_is_refused_in_one_line(tmp_path):
     path = _train(tmp_path, steps=1, peft_config=peft, instruments=InstrumentationConfig(linearisation_every=1))
     with open_run(path) as run:
         assert "use_rslora" in run.meta["model_rebuild"] and "base_model_path" not in run.meta
-        assert run.snapshot_steps == [1]
+        assert run.snapshot_steps == [0, 1]
         # TRL checkpoints by default, and its input-gradient hook breaks jvp: N_t is declared, NaN, and said why
         assert run.series()["lin_error"].isna().all()
         assert "gradient_checkpointing" in json.loads(run.meta["unmeasured"])["lin_error"]
