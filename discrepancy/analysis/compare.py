@@ -77,7 +77,7 @@ def compare_runs(paths: list[str | Path], control: str | Path | None = None, tol
         say(f"analysing {label} ({info['steps']} steps)")
         res = analyze(info["path"])
         series[label] = res.series
-        events.append(_with_stored_events(res.events(), info["path"]))
+        events.append(_with_stored_events(res.events(), info["path"], info["meta"].get("run_id")))
     num_steps = max(int(i["last_step"]) for i in infos)
     tol = default_tolerance(num_steps) if tolerance is None else tolerance
     recurrence = match_events(events, num_steps, tol)
@@ -201,12 +201,11 @@ def _same_base_and_adapter(infos: list[dict]) -> None:
                                f"{first['path'].name}'s; lineage compares adapters of one layout only")
 
 
-def _with_stored_events(events: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """The run's events plus the LLC stage boundaries ``discrepancy llc`` stored in its analysis folder."""
+def _with_stored_events(events: pd.DataFrame, path: Path, run_id: str | None) -> pd.DataFrame:
+    """The run's events plus the LLC stage boundaries ``discrepancy llc`` stored in its analysis folder for this run
+    (``run_id``, from the meta ``_check_run`` read)."""
     folder = output_dir(path, None)
     stages = folder / LLC_STAGES_CSV
-    with open_run(path) as run:
-        run_id = str(run.meta.get("run_id") or "") or None
     if stages.exists() and not LLC.stale(folder, run_id):  # an earlier run's stages under this name: none
         try:
             extra = pd.read_csv(stages)

@@ -276,7 +276,7 @@ class JumpDetector:
         if peaks.size and self.min_step_ratio > 0:
             peaks = peaks[abrupt(x, d1, peaks, w, self.min_step_ratio)]
         if peaks.size and LEVEL_SHARE > 0:
-            level = level_change(x, peaks, w, self.spike_width)  # [k, d]
+            level = level_change(x, peaks, w, self.spike_width, filtered=xf)  # [k, d]
             d = d1[peaks]
             peaks = peaks[np.any((np.sign(level) == np.sign(d)) & (np.abs(level) >= LEVEL_SHARE * np.abs(d)), axis=1)]
         return peaks

@@ -41,7 +41,8 @@ def side_means(y: np.ndarray, bounds: np.ndarray, at: int) -> float:
     return float(np.mean(y[at : bounds[i + 1]]) - np.mean(y[bounds[i - 1] : at]))
 
 
-def level_change(y: np.ndarray, peaks: np.ndarray, w: int, spike_width: int = 3) -> np.ndarray:
+def level_change(y: np.ndarray, peaks: np.ndarray, w: int, spike_width: int = 3,
+                 filtered: np.ndarray | None = None) -> np.ndarray:
     """Signed size of each jump in units of ``y`` [n, d]: the median of the w values after it minus the median of the
     w before, both taken around the local trend.
 
@@ -50,12 +51,16 @@ def level_change(y: np.ndarray, peaks: np.ndarray, w: int, spike_width: int = 3)
     test's own statistic d: its lines meet the filtered edge, which the running median rounds off, and their slopes
     lean into the step: planted steps were reported 10–20 % small (``tests/analysis/changepoints/test_jumps.py``).
     Why not plain medians: on a trend they add slope·w (30 % at a slope of 6 steps per run, 100 points).
+    ``filtered``: that running median of ``y`` when the caller has it already.
     """
     n, out = y.shape[0], np.zeros((peaks.size, y.shape[1]))
     if n < w:
         return out
     k, off = 2 * spike_width + 1, spike_width + 1
-    yf = ndimage.median_filter(y, size=(k, 1), mode="nearest") if spike_width > 0 else y
+    if filtered is not None:  # the caller's running median of ``y`` (the window test's own), not computed again
+        yf = filtered
+    else:
+        yf = ndimage.median_filter(y, size=(k, 1), mode="nearest") if spike_width > 0 else y
     for j in range(y.shape[1]):
         slope = window_slopes(yf[:, j], w)  # [n-w+1]
         for i, p in enumerate(peaks):
