@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from discrepancy.analysis.pipeline import AnalysisResult
-from discrepancy.analysis.plots import binned_curves, switch_lines
+from discrepancy.analysis.plots import binned_curves
+from discrepancy.analysis.step_axis import step_label, switch_lines
 from discrepancy.analysis.units import unit_of
 from discrepancy.runfile.results import atomic_path
 
@@ -153,7 +154,7 @@ def overview_figure(res: AnalysisResult, out: Path) -> Path | None:
     for ax in axes.ravel()[len(names):]:
         ax.set_visible(False)
     for ax in axes[-1]:
-        ax.set_xlabel("step", fontsize=8.5)
+        ax.set_xlabel(step_label(res.meta), fontsize=8.5)
     fig.text(0.01, 1 - 0.08 / (0.6 + 2.0 * rows), "Key curves: grey logged, blue running median, orange circles "
              "transients, orange bands episodes, dotted phase transitions"
              + (", green dash-dot curriculum phase switches" if len(res.switches) else ""), fontsize=9, va="top")
@@ -187,7 +188,7 @@ def jump_map(res: AnalysisResult, log_step: bool = False):  # noqa: ANN201 - a m
         ax.set_xscale("log")
     ax.set_yticks(range(len(order)), order, fontsize=8)
     ax.set_ylim(len(order) - 0.5, -0.5)
-    ax.set_xlabel("step (log scale)" if log_step else "step", fontsize=9)
+    ax.set_xlabel(step_label(res.meta) + (" (log scale)" if log_step else ""), fontsize=9)
     ax.grid(axis="x", color="0.92", lw=0.6)
     ax.set_title("Jump map: jumps (red rose, blue fell; size ∝ |z|), transients (orange circles), episodes (orange "
                  "bands), phase transitions (dotted)" + (", phase switches (green)" if len(res.switches) else ""),

@@ -20,6 +20,7 @@ import pandas as pd
 from discrepancy.analysis.changepoints.axes import log_bins
 from discrepancy.analysis.pipeline import AnalysisResult
 from discrepancy.analysis.selection import not_searched
+from discrepancy.analysis.step_axis import step_label, switch_handle, switch_lines
 from discrepancy.analysis.units import unit_of
 from discrepancy.runfile.results import atomic_path, family_png, family_pngs
 
@@ -286,9 +287,9 @@ def family_figure(res: AnalysisResult, family: str, out: Path, page: int = 0) ->
                   for name in names]
         _stacked_panel(axes[0, col], rows, limits, titles, log, shift if log else 0.0)
         switch_lines(axes[0, col], res.switches, shift if log else 0.0, label=not log)
-    axes[0, 0].set_xlabel("step")
+    axes[0, 0].set_xlabel(step_label(res.meta))
     axes[0, 0].set_ylabel("value (each band on its own scale; unit in its title)", fontsize=8)
-    axes[0, 1].set_xlabel(("step + 1" if shift else "step") + " (log scale)")
+    axes[0, 1].set_xlabel(step_label(res.meta, "step + 1" if shift else "step") + " (log scale)")
     _legend(fig, switches=len(res.switches) > 0)
     pages = family_pages(res, family)
     fig.text(0.01, 1 - 0.08 / height, family + (f" ({page + 1}/{pages})" if pages > 1 else ""), fontsize=12,
@@ -306,19 +307,6 @@ def _description(res: AnalysisResult, name: str, width: int = 95) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-SWITCH_STYLE = {"color": "tab:green", "ls": "-.", "lw": 1.1}  # curriculum phase switches, on every figure
-
-
-def switch_lines(ax, switches: pd.DataFrame, shift: float = 0.0, label: bool = True) -> None:  # noqa: ANN001
-    """The curriculum's phase switches as full-height green dash-dot lines, labelled with the phase entered."""
-    for w in switches.itertuples():
-        ax.axvline(w.step + shift, **SWITCH_STYLE, zorder=1)
-        if label:
-            ax.annotate(f"{w.event} {w.phase}", (w.step + shift, 1.0), xycoords=("data", "axes fraction"),
-                        fontsize=7.5, color="tab:green", ha="right", va="top", rotation=90,
-                        xytext=(-2, -14), textcoords="offset points")
-
-
 def _legend(fig, switches: bool = False) -> None:  # noqa: ANN001
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -331,7 +319,7 @@ def _legend(fig, switches: bool = False) -> None:  # noqa: ANN001
         Line2D([], [], color="tab:orange", marker="o", mfc="none", ls="", label="transient (peak)"),
     ]
     if switches:
-        handles.append(Line2D([], [], **SWITCH_STYLE, label="phase switch"))
+        handles.append(switch_handle())
     fig.legend(handles=handles, loc="upper right", ncol=len(handles), fontsize=8, frameon=False, bbox_to_anchor=(0.99, 1.0))
 
 

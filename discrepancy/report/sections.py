@@ -36,7 +36,8 @@ def llc_section(folder: Path, run_id: str | None = None) -> str:
     cols = [c for c in LLC_SHOWN if c in llc]
     parts = ["<section><h2>LLC over training</h2><p>Local learning coefficient of the LoRA adapter at each snapshot "
              "(llc_mean over the chains kept, llc_se its standard error, llc_std the spread across chains, health the "
-             "estimate's verdict); dashed lines in the figure mark stage boundaries, turns larger than the error bars."
+             "estimate's verdict); dashed lines in the figure mark stage boundaries, turns larger than the error bars "
+             "(green dash-dot lines: a curriculum's phase switches)."
              "</p>"]
     if (folder / LLC_PNG).is_file():
         parts.append(f"<img alt='LLC' src='{data_uri(folder / LLC_PNG)}'>")

@@ -52,6 +52,8 @@ from discrepancy.analysis.llc.evalset import (
 from discrepancy.analysis.llc.health import health_of, healthy_mask, with_health
 from discrepancy.analysis.llc.sgld import Target
 from discrepancy.analysis.llc.stages import healthy_stage_boundaries, llc_stage_events
+from discrepancy.analysis.phases import PHASE, PHASE_TRIGGER, SWITCH_COLUMNS, phase_switches
+from discrepancy.analysis.step_axis import switch_handle, switch_lines
 from discrepancy.errors import DiscrepancyError
 from discrepancy.runfile import open_run
 from discrepancy.runfile.results import (
@@ -132,7 +134,8 @@ def llc_over_run(
                 f"{stored.get('calibration_seconds', math.nan):.1f} s): {_describe(stored)}")
         _estimate_missing(run, model, batches, _frozen(stored), out / LLC_CSV, on_snapshot, say)
         dim = stored.get("num_params")
-    return _finish(out, steps, int(dim) if dim is not None else None)
+        switches = run_switches(run)
+    return _finish(out, steps, int(dim) if dim is not None else None, switches)
 
 
 def _describe(settings: dict[str, Any]) -> str:
@@ -184,12 +187,21 @@ def _row(step: int, res: LLCResult) -> dict[str, Any]:
             **health_of(res.llc_per_chain, res.settings["num_params"], " | ".join(res.warnings))}
 
 
-def _finish(out: Path, steps: list[int], dim: int | None) -> pd.DataFrame:
+def run_switches(run: Any) -> pd.DataFrame:
+    """The curriculum phase switches of an open run (``phases.phase_switches``; empty without a ``phase`` series),
+    drawn on the LLC curve as on the analysis' figures."""
+    names = [n for n in (PHASE, PHASE_TRIGGER) if n in run.schema.series]
+    if PHASE not in names or not run.num_steps:
+        return pd.DataFrame(columns=SWITCH_COLUMNS)
+    return phase_switches(run.series(names), run.config_toml)
+
+
+def _finish(out: Path, steps: list[int], dim: int | None, switches: pd.DataFrame) -> pd.DataFrame:
     """The table of this run's snapshots (health filled in for rows written before it existed), its figure and its
     stage boundaries."""
     table = with_health(_read_done(out / LLC_CSV), dim)
     table = table[table["step"].astype(int).isin(steps)].sort_values("step").reset_index(drop=True)
-    plot_llc(table, out / LLC_PNG)
+    plot_llc(table, out / LLC_PNG, switches)
     write_table(llc_stage_events(table), out / LLC_STAGES_CSV)
     return table
 
@@ -246,10 +258,22 @@ def evenly_spaced(steps: np.ndarray) -> bool:
     return len(gaps) >= 2 and gaps.min() > 0 and gaps.max() <= 2 * gaps.min()
 
 
-def plot_llc(table: pd.DataFrame, path: Path) -> Path:
-    """LLC ± standard error against step: a linear axis for evenly spaced snapshots, else a log axis (symlog from
-    0, so step 0 shows and no negative steps do); unhealthy estimates are hollow grey markers, stage boundaries
-    (from healthy rows) dashed lines."""
+def plot_llc(table: pd.DataFrame, path: Path, switches: pd.DataFrame | None = None) -> Path:
+    """Draw `llc_figure` into ``path`` (PNG)."""
+    import matplotlib.pyplot as plt
+
+    fig = llc_figure(table, switches)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def llc_figure(table: pd.DataFrame, switches: pd.DataFrame | None = None):  # noqa: ANN201 - a matplotlib Figure
+    """LLC ± standard error against step, from the first snapshot's step on (never a negative step): a linear axis
+    for evenly spaced snapshots, else a log axis (symlog from 0, so step 0 shows); unhealthy estimates are hollow
+    grey markers, stage boundaries (from healthy rows) dashed lines, and a curriculum run's phase switches
+    (``switches``, ``phases.SWITCH_COLUMNS``) green dash-dot lines as on the analysis' figures."""
     import matplotlib  # lazily: matplotlib costs about a second to import
 
     matplotlib.use("Agg")  # files only, no display: the CLI also runs on headless machines
@@ -259,24 +283,34 @@ def plot_llc(table: pd.DataFrame, path: Path) -> Path:
     ok = healthy_mask(table).to_numpy()
     steps, y = table["step"].to_numpy(), table["llc_mean"].to_numpy(float)
     se = table["llc_se"].to_numpy(float) if "llc_se" in table else np.zeros(len(table))
-    ax.plot(steps, y, color="C0", lw=0.8, alpha=0.5)
-    ax.errorbar(steps[ok], y[ok], yerr=se[ok], fmt="o", ms=4, capsize=2, color="C0", label="LLC ± s.e. (healthy)")
+    ax.plot(steps, y, color="C0", lw=0.8, alpha=0.5, clip_on=False)
+    # unclipped: the axis starts at the first snapshot, whose marker sits on the left edge
+    ax.errorbar(steps[ok], y[ok], yerr=se[ok], fmt="o", ms=4, capsize=2, color="C0", label="LLC ± s.e. (healthy)",
+                clip_on=False, zorder=3)
     if (~ok).any():
         ax.errorbar(steps[~ok], y[~ok], yerr=se[~ok], fmt="o", ms=5, capsize=2, color="grey", mfc="none",
-                    label="unhealthy: not an LLC (see llc.csv health)")
+                    label="unhealthy: not an LLC (see llc.csv health)", clip_on=False, zorder=3)
     for b in healthy_stage_boundaries(table):
         ax.axvline(b, ls="--", color="grey", lw=0.8)
-    if evenly_spaced(steps):
-        pad = 0.5 * float(np.diff(np.sort(steps.astype(float))).min())
-        ax.set_xlim(float(steps.min()) - pad, float(steps.max()) + pad)
-    else:  # spread over decades (a log schedule of snapshots): a log axis from 0
-        ax.set_xscale("symlog", linthresh=1)
-        ax.set_xlim(left=0, right=max(float(steps.max()) * 1.3, 1.0) if len(steps) else 1.0)
+    _step_axis(ax, steps.astype(float))
+    shown = switches[(switches["step"] >= ax.get_xlim()[0]) & (switches["step"] <= ax.get_xlim()[1])] \
+        if switches is not None and len(switches) else pd.DataFrame(columns=SWITCH_COLUMNS)
+    switch_lines(ax, shown)
     ax.set_xlabel("step")
     ax.set_ylabel("LLC (LoRA, weight-refined)")
-    ax.legend(fontsize=8)
+    handles, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=handles + ([switch_handle()] if len(shown) else []), fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def _step_axis(ax, steps: np.ndarray) -> None:  # noqa: ANN001 - a matplotlib Axes
+    """The x range: from the first snapshot's step to the last (a linear axis, no margin that would show negative
+    steps before step 0), or symlog from 0 for snapshots spread over decades."""
+    if not len(steps):
+        return
+    if evenly_spaced(steps):
+        ax.set_xlim(float(steps.min()), float(steps.max()))
+    else:  # spread over decades (a log schedule of snapshots): a log axis from 0
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlim(left=0, right=max(float(steps.max()) * 1.3, 1.0))
