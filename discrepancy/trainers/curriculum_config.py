@@ -97,8 +97,8 @@ class SamplingConfig:
     uniform_mix: float = field(default=0.1, **helped(
         "learnable: share of the probability spread uniformly, so prompts at p = 0 or 1 are still revisited"))
     ledger: bool = field(default=False, **helped(
-        "keep the per-prompt ledger (completions sampled and solved per prompt) and record its fractions; always "
-        "on with mode = learnable; rewards read it as their context's history"))
+        "keep the per-prompt ledger (completions sampled and solved per prompt) and record its fractions; set to "
+        "true by mode = learnable, which samples from it; rewards read it as their context's history"))
     ledger_arrays: bool = field(default=True, **helped(
         "write the ledger into the run file every step as two arrays (ledger_sampled, ledger_solved: cumulative "
         "completions per prompt id; 8 bytes × prompts per step); false = fractions only, the ledger stays in the "
@@ -112,8 +112,7 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         _check(0 <= self.uniform_mix <= 1, "sampling.uniform_mix", "in [0, 1]", self.uniform_mix)
         _check(self.dynamic_rounds >= 0, "sampling.dynamic_rounds", "≥ 0", self.dynamic_rounds)
-
-    @property
-    def ledger_on(self) -> bool:
-        """Whether the run keeps a ledger: asked for, or needed by learnable sampling or dynamic sampling."""
-        return self.ledger or self.mode == "learnable"
+        # Learnable sampling draws by the ledger's pass rates, so it keeps one. Resolved here, in the config, so the
+        # config a run records (and ``--print-config`` shows) says the ledger ran; the trainer reads ``ledger`` alone.
+        if self.mode == "learnable":
+            self.ledger = True

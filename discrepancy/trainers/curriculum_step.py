@@ -75,7 +75,7 @@ class Orchestration:
     def __init__(self, cfg: Any, examples: list[Example], rewards: list[RewardSpec]) -> None:
         self.cfg = cfg
         self.curriculum = Curriculum(cfg.curriculum) if cfg.curriculum.phases else None
-        self.ledger = Ledger([ex.prompt_id for ex in examples]) if cfg.sampling.ledger_on else None
+        self.ledger = Ledger([ex.prompt_id for ex in examples]) if cfg.sampling.ledger else None
         self.sampler = PromptSampler(cfg.sampling, examples, self.ledger)
         self.base = {s.name: float(s.weight) for s in rewards}
         self.fusion = RewardFusion(cfg.fusion, *self._phase_base())
@@ -86,7 +86,7 @@ class Orchestration:
     def wanted(cfg: Any) -> bool:
         """Whether ``cfg`` switches on anything this class does (otherwise the step runs without it)."""
         s = cfg.sampling
-        return bool(cfg.curriculum.phases) or s.mode != "uniform" or s.ledger_on or s.dynamic or \
+        return bool(cfg.curriculum.phases) or s.mode != "uniform" or s.ledger or s.dynamic or \
             cfg.fusion.rule != "fixed"
 
     def _phase_base(self) -> tuple[dict[str, float], set[str]]:
@@ -163,7 +163,7 @@ def orchestration_series(cfg: Any, reward_names: list[str]) -> dict[str, str]:
     out = dict(NUM_PROMPTS_SERIES)
     if cfg.curriculum.phases:
         out.update(CURRICULUM_SERIES)
-    if cfg.sampling.ledger_on:
+    if cfg.sampling.ledger:
         out.update(LEDGER_SERIES)
     if cfg.sampling.dynamic:
         out.update(DYNAMIC_SERIES)

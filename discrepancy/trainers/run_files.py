@@ -156,6 +156,18 @@ def resume_changes(recorded: dict[str, Any], config: dict[str, Any], prefix: str
     return changed
 
 
+def _as_resolved_now(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config with the keys this version derives from others set as it sets them (an older version
+    recorded ``sampling.ledger = false`` for a learnable-sampling run that kept a ledger): what the run ran with,
+    compared like for like with the resumed config. As recorded when it no longer reads as a config."""
+    from discrepancy.config import from_dict, to_toml
+
+    try:
+        return tomllib.loads(to_toml(from_dict(TrainConfig, recorded)))
+    except DiscrepancyError:
+        return recorded
+
+
 def check_resume(out: Path, config_toml: str) -> None:
     """Refuse, before anything is built or written, a resume without a checkpoint, or one whose config (``config_toml``,
     as the resumed run would record it) differs from the run's recorded config outside `RESUME_MAY_SET`."""
@@ -169,7 +181,7 @@ def check_resume(out: Path, config_toml: str) -> None:
         schedule["horizon"] = recorded.get("run", {}).get("steps")
     current = tomllib.loads(config_toml)
     fill_absent(with_legacy(recorded), current)  # keys an older version did not have
-    changed = resume_changes(recorded, current)
+    changed = resume_changes(_as_resolved_now(recorded), current)
     if changed:
         raise ResumeError(f"{out}: a resumed run keeps its recorded config, but {', '.join(changed[:4])} "
                           f"differ; only {', '.join(RESUME_MAY_SET)} may change (start a new run to change the rest)")
