@@ -10,12 +10,14 @@ offer together: plain stdlib dataclasses (no model base class), strict unknown-k
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
 import tomllib
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,7 +25,7 @@ from discrepancy.errors import ConfigError
 
 T = TypeVar("T")
 
-__all__ = ["from_dict", "load_toml", "apply_overrides", "to_toml", "to_dict", "field_help", "helped"]
+__all__ = ["from_dict", "load_toml", "apply_overrides", "to_toml", "to_dict", "field_help", "helped", "config_file"]
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -118,10 +120,22 @@ def load_toml(cls: type[T], path: str | Path) -> T:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    try:
+    with config_file(path):
         return from_dict(cls, data)
+
+
+@contextlib.contextmanager
+def config_file(path: str | Path | None, note: str = "") -> Iterator[None]:
+    """Every ConfigError raised inside starts with the config file's ``path`` (then ``note``, e.g. " with --set
+    grpo.beta"), so a user reads which file to fix whatever check found the fault: reading the file, or a check that
+    needs the task or the model, run later. A message that already starts with the path is left alone; the error
+    keeps its class. ``path`` None (no file): errors pass unchanged."""
+    try:
+        yield
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        if path is not None and not str(exc).startswith((f"{path}: ", f"{path}{note}: ")):
+            exc.args = (f"{path}{note}: {exc}", *exc.args[1:])
+        raise
 
 
 def _parse_scalar(text: str) -> Any:

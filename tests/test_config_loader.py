@@ -9,7 +9,7 @@ from typing import Literal
 
 import pytest
 
-from discrepancy.config import apply_overrides, field_help, from_dict, load_toml, to_dict, to_toml
+from discrepancy.config import apply_overrides, config_file, field_help, from_dict, load_toml, to_dict, to_toml
 from discrepancy.errors import ConfigError
 
 
@@ -70,6 +70,25 @@ def test_bad_files(tmp_path):
     typo.write_text("[inner]\nbetta = 1\n")
     with pytest.raises(ConfigError, match=r"typo.toml: unknown config key 'inner.betta'"):
         load_toml(Outer, typo)
+
+
+def test_errors_in_a_config_files_scope_start_with_its_path_once_and_keep_their_class():
+    class Later(ConfigError):  # a check made after reading, e.g. one that needs the task
+        pass
+
+    with pytest.raises(Later, match=r"^F\.toml: config key 'seed' is bad$"):
+        with config_file("F.toml"):
+            raise Later("config key 'seed' is bad")
+    with pytest.raises(ConfigError, match=r"^F\.toml: unknown config key 'sed'"):  # load_toml named it already
+        with config_file("F.toml", " with --set seed"):
+            with config_file("F.toml"):
+                raise ConfigError("unknown config key 'sed'")
+    with pytest.raises(ConfigError, match=r"^config key"):  # no file: unchanged
+        with config_file(None):
+            raise ConfigError("config key 'seed' is bad")
+    with pytest.raises(ValueError, match=r"^other$"):  # not a config error: unchanged
+        with config_file("F.toml"):
+            raise ValueError("other")
 
 
 def test_help_for_every_field():

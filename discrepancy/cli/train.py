@@ -45,8 +45,19 @@ def _load_config(config: Path | None, model: Path | None, steps: int | None, see
         flags["run.steps"] = steps
     if seed is not None:
         flags["run.seed"] = seed
-    cfg = apply_overrides(cfg, flags) if flags else cfg
-    return apply_overrides(cfg, list(set_)) if set_ else cfg
+    cfg = apply_overrides(cfg, flags) if flags else cfg  # a flag's error names its key (run.steps, model.path)
+    with config_named(config, set_):
+        return apply_overrides(cfg, list(set_)) if set_ else cfg
+
+
+def config_named(config: Path | None, set_: list[str]) -> Any:
+    """The scope in which every ConfigError names the --config file (and the --set keys applied over it): the
+    file's own keys, the --set values, and the checks ``train_run`` makes before and while training
+    (``discrepancy.config.config_file``); without --config, or on --resume, errors pass unchanged."""
+    from discrepancy.config import config_file
+
+    keys = [item.split("=", 1)[0].strip() for item in set_]
+    return config_file(config, f" with --set {', '.join(keys)}" if keys else "")
 
 
 def annotated_toml(cfg: Any) -> str:
@@ -183,11 +194,12 @@ def train(
 
     options = dict(resume=resume, progress=report, overwrite=force, notify=notify, trust_run=trust_run,
                    stop_on=stop_on, events=lambda ev: notify(ev.line()))
-    if bar is not None:
-        with bar:
+    with config_named(config, list(set_ or [])):  # checks that need the task or the model name the file too
+        if bar is not None:
+            with bar:
+                summary = train_run(cfg, out, **options)
+        else:
             summary = train_run(cfg, out, **options)
-    else:
-        summary = train_run(cfg, out, **options)
     if summary.rank == 0:  # under torchrun every rank runs this command; one summary is enough
         _print_summary(summary)
     if summary.status == "failed":
