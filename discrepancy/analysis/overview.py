@@ -188,7 +188,7 @@ def jump_map(res: AnalysisResult, log_step: bool = False):  # noqa: ANN201 - a m
         ax.set_xscale("log")
     ax.set_yticks(range(len(order)), order, fontsize=8)
     ax.set_ylim(len(order) - 0.5, -0.5)
-    ax.set_xlabel(step_label(res.meta) + (" (log scale)" if log_step else ""), fontsize=9)
+    ax.set_xlabel(step_label(res.meta, scale="log scale" if log_step else ""), fontsize=9)
     ax.grid(axis="x", color="0.92", lw=0.6)
     ax.set_title("Jump map: jumps (red rose, blue fell; size ∝ |z|), transients (orange circles), episodes (orange "
                  "bands), phase transitions (dotted)" + (", phase switches (green)" if len(res.switches) else ""),

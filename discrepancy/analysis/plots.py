@@ -289,7 +289,7 @@ def family_figure(res: AnalysisResult, family: str, out: Path, page: int = 0) ->
         switch_lines(axes[0, col], res.switches, shift if log else 0.0, label=not log)
     axes[0, 0].set_xlabel(step_label(res.meta))
     axes[0, 0].set_ylabel("value (each band on its own scale; unit in its title)", fontsize=8)
-    axes[0, 1].set_xlabel(step_label(res.meta, "step + 1" if shift else "step") + " (log scale)")
+    axes[0, 1].set_xlabel(step_label(res.meta, "step + 1" if shift else "step", "log scale"))
     _legend(fig, switches=len(res.switches) > 0)
     pages = family_pages(res, family)
     fig.text(0.01, 1 - 0.08 / height, family + (f" ({page + 1}/{pages})" if pages > 1 else ""), fontsize=12,

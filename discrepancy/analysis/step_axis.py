@@ -28,10 +28,14 @@ def step_unit(meta: Mapping[str, Any]) -> float | None:
     return q if q is not None and math.isfinite(q) and q > 0 and q != 1 else None
 
 
-def step_label(meta: Mapping[str, Any], prefix: str = "step") -> str:
-    """The step axis' label: ``prefix`` ("step", "step + 1"), with the unit when a step is not the log's step."""
+def step_label(meta: Mapping[str, Any], prefix: str = "step", scale: str = "") -> str:
+    """The step axis' label: ``prefix`` ("step", "step + 1") and ``scale`` ("log scale") in brackets, with the unit
+    when a step is not the log's step: "step (× 0.5 = the log's step)", "step + 1 (log scale; step × 0.5 = …)"."""
     q = step_unit(meta)
-    return prefix if q is None else f"{prefix} (× {q:g} = the log's step)"
+    said = [scale] if scale else []
+    if q is not None:
+        said.append(f"{'' if prefix == 'step' else 'step '}× {q:g} = the log's step")
+    return f"{prefix} ({'; '.join(said)})" if said else prefix
 
 
 def step_unit_sentence(meta: Mapping[str, Any]) -> str:

@@ -20,6 +20,7 @@ from discrepancy.analysis.overview import jump_map_figure, overview_figure
 from discrepancy.analysis.phases import response, tolerance
 from discrepancy.analysis.pipeline import AnalysisResult
 from discrepancy.analysis.plots import all_figures, remove_family_pngs
+from discrepancy.analysis.step_axis import step_unit_sentence
 from discrepancy.report.definitions import definitions_html
 from discrepancy.report.fragments import CSS, data_uri, note, table
 from discrepancy.report.headline import headline_html, key_rows
@@ -77,7 +78,9 @@ def _status_line(res: AnalysisResult) -> str:
     line = " · ".join(html.escape(p) if "<b>" not in p else p for p in parts if p)
     if res.constant or res.notes:
         line += " · <a href='#definitions'>what was not searched, and why</a>"
-    return f"<p class='status'>{line}</p>"
+    unit = step_unit_sentence(res.meta)  # a log on a step lattice: what one step of this report is, said once
+    said = f"<p class='small' id='step-unit'>{html.escape(unit)}</p>" if unit else ""
+    return f"<p class='status'>{line}</p>{said}"
 
 
 def _figure(img: Path, anchor: str = "") -> str:
