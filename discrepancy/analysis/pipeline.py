@@ -29,6 +29,7 @@ from discrepancy.analysis.phases import (
 )
 from discrepancy.analysis.selection import (  # noqa: F401 - TIMING, SCHEDULE, DERIVED_SUFFIX: imported from here too
     BOOKKEEPING, DERIVED_SUFFIX, SCHEDULE, TIMING, constant_series, exclusion_notes, not_searched,
+    round_off_series,
 )
 from discrepancy.analysis.transients import TRANSIENT_COLUMNS, EPISODE_COLUMNS, group_episodes, transient_rows
 from discrepancy.runfile.results import EVENT_COLUMNS
@@ -182,7 +183,8 @@ def analyze_series(  # noqa: PLR0913 - every option of the analysis
     they come from ≥ ``min_families`` signal families or ≥ ``min_signals`` signals (``events.group_transitions``).
     Timing series (``TIMING``) are only plotted, with no jumps or plateaus, unless ``timing_jumps``; so are config
     schedules (``SCHEDULE``) unless ``schedule_jumps``, and ``X_ewma`` when X itself is a column (its spikes would
-    reappear as steps). Constant series (``constant_series``) are neither searched nor drawn. Transients
+    reappear as steps). Constant series (``constant_series``) are neither searched nor drawn, nor are series whose
+    records are float round-off of 0 (``round_off_series``: in ``constant`` as ≡ 0). Transients
     (``transients``) of the searched series are grouped into episodes as jumps into transitions. Near-identical
     series (``duplicate_groups``) count once toward a transition's or an episode's signals.
     """
@@ -196,9 +198,11 @@ def analyze_series(  # noqa: PLR0913 - every option of the analysis
     frame = frame.drop(columns=bookkeeping)
     names = list(frame.columns) if len(frame) >= MIN_STEPS else []
     constant = constant_series(frame, names)
-    names = [name for name in names if name not in constant]
+    round_off = round_off_series(frame, [name for name in names if name not in constant])
+    names = [name for name in names if name not in constant and name not in round_off]
     skipped = not_searched(names, timing_jumps=timing_jumps, schedule_jumps=schedule_jumps)
-    notes += exclusion_notes(constant, skipped, bookkeeping)
+    notes += exclusion_notes(constant, skipped, bookkeeping, round_off)
+    constant |= dict.fromkeys(round_off, 0.0)  # 0 in value: the figures and the series table treat it as ≡ 0
     jumps, plateaus, per_signal, transients = [], [], [], []
     few: list[str] = []
     for name, finite, found in _map_signals(frame, names, log_axis, max_points, set(skipped)):

@@ -2,7 +2,8 @@
 
 Searched: every series that learning moves. Drawn but not searched: per-step timings (they follow machine load),
 config schedules (set, not learned) and smoothed copies of a searched series. Neither searched nor drawn: series
-with one value over the whole run. Each reason is said once, in a note, with every name it covers.
+with one value over the whole run, and series whose value is 0 by construction and whose records are float round-off
+(``round_off_series``). Each reason is said once, in a note, with every name it covers.
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ SCHEDULE = re.compile(r"^(lr|learning_rate|temperature|beta|phase|phase_trigger|
 # recipe: neither searched nor drawn (a zig-zag across a panel of the losses figure says nothing); the run keeps it.
 BOOKKEEPING = re.compile(r"^discrepancy_(micro|rows)$")
 DERIVED_SUFFIX = "_ewma"  # X_ewma smooths X: a spike of X becomes a step of X_ewma, so only X is searched
+# Series that are a mean of mean-centred advantages, so 0 in value whenever the trainer makes one update per batch
+# (ratio ≡ 1): GRPO's policy loss −mean(Â·ρ) and the advantages' own mean. Their records are then the round-off of
+# summing terms as large as the step's advantages, and the advantages' extremes give that scale.
+ROUND_OFF_SCALE: dict[str, tuple[str, ...]] = {"policy_loss": ("adv_min", "adv_max"),
+                                               "adv_mean": ("adv_min", "adv_max")}
+ROUND_OFF_ULPS = 8.0  # "a few ulps": recorded runs stay below 0.2 ulp; a real loss (μ > 1, bnpo) is ≥ 10⁴ ulps
+EPS32 = float(np.finfo(np.float32).eps)  # the trainer computes in float32 (or coarser)
 
 
 def constant_series(frame: pd.DataFrame, names: list[str]) -> dict[str, float]:
@@ -49,6 +57,34 @@ def constant_series(frame: pd.DataFrame, names: list[str]) -> dict[str, float]:
     return out
 
 
+def round_off_series(frame: pd.DataFrame, names: list[str]) -> dict[str, float]:
+    """{name: largest |value| in float32 ulps of its scale} of the series among ``names`` that are float round-off
+    of 0: at every step where it and its scale are finite (at least MIN_POINTS), |value| ≤ ROUND_OFF_ULPS · eps32 ·
+    scale, the scale being the step's largest |value| of its companions in ``ROUND_OFF_SCALE``.
+
+    Why a declared companion, not a rule over the values alone: a tiny magnitude says nothing by itself (a gradient
+    norm of 1e-8 is a measurement), only its ratio to the terms the value is summed from does, and the run cannot
+    say which those are; the trainer's definitions can (a policy loss with one update per batch is a mean of
+    mean-centred advantages, ``trainers.grpo``). The name only picks the scale; the values decide: the same policy
+    loss with several inner iterations or a token-weighted loss (bnpo, dapo) is far from 0 and is searched.
+    Searching round-off finds "jumps" of 1e-8 that would count toward a phase transition.
+    """
+    out = {}
+    for name in names:
+        companions = [c for c in ROUND_OFF_SCALE.get(name, ()) if c in frame.columns]
+        if not companions:
+            continue
+        scale = frame[companions].abs().max(axis=1, skipna=False).to_numpy()  # [steps] the step's largest |term|
+        y = frame[name].to_numpy()
+        ok = np.isfinite(y) & np.isfinite(scale)
+        if ok.sum() < MIN_POINTS:
+            continue
+        ulps = np.abs(y[ok]) / (EPS32 * np.maximum(scale[ok], np.finfo(np.float64).tiny))  # [finite steps]
+        if float(ulps.max()) <= ROUND_OFF_ULPS:
+            out[name] = float(ulps.max())
+    return out
+
+
 def not_searched(names: list[str], *, timing_jumps: bool = False, schedule_jumps: bool = False) -> dict[str, str]:
     """{name: why} for the series that are plotted but not searched: timings (machine load), config schedules
     (set, not learned) and ``X_ewma`` copies of a series X that is itself a column (smoothing turns a spike into a
@@ -60,9 +96,15 @@ def not_searched(names: list[str], *, timing_jumps: bool = False, schedule_jumps
     return out
 
 
-def exclusion_notes(constant: dict[str, float], skipped: dict[str, str], bookkeeping: list[str] = ()) -> list[str]:
+def exclusion_notes(constant: dict[str, float], skipped: dict[str, str], bookkeeping: list[str] = (),
+                    round_off: dict[str, float] | None = None) -> list[str]:
     """One note per reason a series is not searched (said once, with every name)."""
     notes = []
+    if round_off:
+        notes.append(f"{len(round_off)} series 0 by construction at one update per batch (a mean of mean-centred "
+                     "advantages), recorded as float round-off, neither searched nor drawn: "
+                     + ", ".join(f"{k} (|value| ≤ {v:.2g} float32 ulp of the step's largest |advantage|)"
+                                 for k, v in round_off.items()))
     if bookkeeping:
         notes.append(f"{len(bookkeeping)} bookkeeping series of the post-step measurements ({', '.join(bookkeeping)}: "
                      "which rows they read) neither searched nor drawn; the run file keeps them")
