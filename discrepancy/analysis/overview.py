@@ -12,6 +12,7 @@ matplotlib is imported lazily (Agg backend).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,16 +35,24 @@ KEY_ALIASES: dict[str, tuple[str, ...]] = {
     "completion_length_mean": ("completions/mean_length", "completions_mean_length"),
 }
 # A log without any reward (supervised fine-tuning, pre-training: an HF Trainer's trainer_state.json) has its loss
-# as the curve a reader looks at first: there the training and evaluation losses lead the key series.
+# as the curve a reader looks at first: there the training and evaluation losses lead the key series. Beside a
+# reward they follow it, unless the log is a policy-gradient run's (``POLICY_GRADIENT``). Foreign logs name them so
+# whatever their kind (``interop.source.HF_PREFIXES``: W&B's train/loss and eval/loss are loss and eval_loss).
 SUPERVISED_SERIES = ("loss", "eval_loss")
+# A GRPO / PPO run logs its surrogate objective as ``loss``: on-policy its value is β·KL (the policy part is a mean
+# of mean-centred advantages, 0), so it says nothing of what the model learned and is no key series. Such a run is
+# told by what only policy-gradient trainers log: KL to the reference, the ratio and its clipping, groups with
+# tied rewards, completion lengths (this project's runs, TRL's GRPOTrainer in any of its log formats).
+POLICY_GRADIENT = re.compile(r"^(kl|frac_reward_zero_std|ratio_mean)$|^clip_ratio|^completions?[/_]")
 OVERVIEW_PNG, JUMP_MAP_PNG = "overview.png", "jump_map.png"
 DPI = 80
 
 
 def key_names(res: AnalysisResult, keys: tuple[str, ...] = KEY_SERIES) -> list[str]:
     """The run's own name of each of ``keys`` it logged with a finite, non-constant value (``KEY_ALIASES`` when
-    a foreign log names it otherwise), in the order of ``keys``; led by ``SUPERVISED_SERIES`` when ``keys`` name
-    rewards and the log has none (its loss is then what a reader looks at first)."""
+    a foreign log names it otherwise), in the order of ``keys``; when ``keys`` name rewards, ``SUPERVISED_SERIES``
+    lead when the log has no reward (its loss is then what a reader looks at first) and follow the rewards' keys
+    when it has one and is no policy-gradient run (a supervised loss beside a reward is half of what happened)."""
     cols = list(res.series.columns)
 
     def usable(name: str) -> bool:
@@ -53,6 +62,8 @@ def key_names(res: AnalysisResult, keys: tuple[str, ...] = KEY_SERIES) -> list[s
     rewarded = any(key.startswith("reward") and key in keys for key in KEY_SERIES)
     if rewarded and not any(key_of(c).startswith("reward") and usable(c) for c in cols):
         keys = (*SUPERVISED_SERIES, *keys)  # no reward logged: the losses lead
+    elif rewarded and not any(POLICY_GRADIENT.search(c) for c in cols):
+        keys = (*keys, *SUPERVISED_SERIES)  # a training loss beside the reward: after it
     for key in keys:
         for alias in (key, *KEY_ALIASES.get(key, ())):
             found = [c for c in cols if re.search(alias[3:], c)] if alias.startswith("re:") else [alias]
@@ -69,6 +80,58 @@ def key_of(name: str) -> str:
         if any(re.search(a[3:], name) if a.startswith("re:") else a == name for a in aliases):
             return key
     return name
+
+
+@dataclass(frozen=True)
+class Stall:
+    """A plateau of a series that ends in its largest level change: "stalled at ``level`` over steps ``first``–
+    ``last``, then dropped by |``size``| at ``step``"."""
+
+    signal: str
+    level: float  # the plateau's level (the detector's, in the series' units)
+    first_step: int
+    last_step: int  # last logged step of the plateau
+    size: float  # the jump that ends it (signed)
+    step: int  # the jump's step
+
+    def plateau(self) -> str:
+        """"stalled at 2 over steps 17–180" (plain text: the caller escapes it for HTML)."""
+        span = f"step {self.first_step}" if self.first_step == self.last_step else \
+            f"steps {self.first_step}–{self.last_step}"
+        return f"stalled at {self.level:.3g} over {span}"
+
+    def text(self) -> str:
+        """The sentence a summary says: "loss stalled at 2 over steps 17–180, then dropped by 0.802 at step 181"."""
+        return (f"{self.signal} {self.plateau()}, then {'rose' if self.size > 0 else 'dropped'} by "
+                f"{abs(self.size):.3g} at step {self.step}")
+
+
+def key_stalls(res: AnalysisResult, names: list[str]) -> dict[str, Stall]:
+    """{series: Stall} for the series among ``names`` whose largest level change (the linear-axis jump of largest
+    |z|) ends one of the plateaus the analysis found: the plateau's end lies within the steps that count as the same
+    moment (0.5 % of the run, at least 2). A loss that sat at 2.0 for 160 steps before it fell is told so; "went
+    2.16 → 1.2" alone hides the stall, often the run's main story."""
+    out: dict[str, Stall] = {}
+    if not names or res.plateaus.empty or res.jumps.empty or not len(res.series):
+        return out
+    steps = res.series.index.to_numpy()
+    near = max(2, int(0.005 * (steps.max() - steps.min() + 1)))
+    for name in names:
+        j = res.jumps[(res.jumps["signal"] == name) & (res.jumps["axis"] == "linear")]
+        p = res.plateaus[res.plateaus["signal"] == name]
+        if j.empty or p.empty:
+            continue
+        top = j.loc[j["z"].abs().idxmax()]
+        ends = p[(p["end_step"] - top["step"]).abs() <= near]
+        if ends.empty:
+            continue
+        plat = ends.loc[(ends["end_step"] - top["step"]).abs().idxmin()]
+        inside = steps[(steps >= plat["start_step"]) & (steps < plat["end_step"])]  # [logged steps of the plateau]
+        if not inside.size:
+            continue
+        out[name] = Stall(name, float(plat["level"]), int(inside[0]), int(inside[-1]), float(top["size"]),
+                          int(top["step"]))
+    return out
 
 
 def key_series(res: AnalysisResult, limit: int = 6) -> list[str]:

@@ -32,8 +32,10 @@ KINDS = {"run": "a discrepancy run file", "tensorboard": "a TensorBoard log", "c
 #: Columns HF Trainer, TRL and W&B log that count progress (a ramp in the step, never an event): left out unless
 #: asked for by name with ``--signals``.
 COUNTERS = ("epoch", "global_step", "total_flos", "num_input_tokens_seen", "num_tokens")
-#: What HF Trainer's logging callbacks put before each training key (``transformers.integrations.rewrite_logs``).
-HF_TRAIN_PREFIX = "train/"
+#: What HF Trainer's logging callbacks (TensorBoard, W&B: ``transformers.integrations.rewrite_logs``) turn the
+#: names of its ``log_history`` into: ``loss`` → ``train/loss``, ``eval_loss`` → ``eval/loss``, ``test_x`` →
+#: ``test/x``. Read back the other way, so every kind of log names a series as trainer_state.json does.
+HF_PREFIXES = {"train/": "", "eval/": "eval_", "test/": "test_"}
 #: The totals HF Trainer logs once at the end of training (a row of ``log_history``; ``train/train_*`` tags in
 #: TensorBoard): one value each, not series.
 TRAINER_TOTALS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss")
@@ -117,17 +119,25 @@ def read_series(path: str | Path, signals: list[str] | None = None) -> SeriesSou
 
 
 def _drop_hf_prefix(src: SeriesSource) -> None:
-    """``train/loss`` → ``loss``: HF Trainer's TensorBoard and W&B callbacks put ``train/`` before every training
-    key (``eval/`` before evaluation keys, kept), so without it a TensorBoard log or a W&B history names its series
-    as the run's trainer_state.json does and as the analysis' rules know them (``learning_rate`` is a schedule,
-    ``step_time`` a timing). A name that would clash with another column keeps its prefix."""
-    cols, n = set(src.frame.columns), len(HF_TRAIN_PREFIX)
-    rename = {c: c[n:] for c in cols if c.startswith(HF_TRAIN_PREFIX) and len(c) > n and c[n:] not in cols}
+    """``train/loss`` → ``loss``, ``eval/loss`` → ``eval_loss`` (``HF_PREFIXES``): HF Trainer's TensorBoard and W&B
+    callbacks rename every key of its log this way, so undoing it names a TensorBoard log's or a W&B history's
+    series as the run's trainer_state.json does and as the analysis' rules know them (``learning_rate`` is a
+    schedule, ``step_time`` a timing, ``loss`` and ``eval_loss`` the losses a report leads with). One rule, here,
+    for every foreign kind. A name that would clash with another column keeps its prefix."""
+    cols = set(src.frame.columns)
+    rename = {}
+    for c in cols:
+        for prefix, into in HF_PREFIXES.items():
+            if c.startswith(prefix) and len(c) > len(prefix) and into + c[len(prefix):] not in cols:
+                rename[c] = into + c[len(prefix):]
+    if len(set(rename.values())) < len(rename):  # two prefixes onto one name (never from HF itself): keep both
+        clash = {v for v in rename.values() if list(rename.values()).count(v) > 1}
+        rename = {k: v for k, v in rename.items() if v not in clash}
     if rename:
         src.frame = src.frame.rename(columns=rename)
         src.descriptions = {rename.get(k, k): v for k, v in src.descriptions.items()}
-        src.notes.append(f"HF's '{HF_TRAIN_PREFIX}' prefix dropped from {len(rename)} series name(s), as in "
-                         "trainer_state.json")
+        src.notes.append(f"HF's 'train/' prefix dropped and 'eval/', 'test/' read as 'eval_', 'test_' from "
+                         f"{len(rename)} series name(s), as in trainer_state.json (eval/loss is eval_loss)")
 
 
 def _without_counters(src: SeriesSource) -> pd.DataFrame:

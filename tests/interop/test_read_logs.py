@@ -131,7 +131,7 @@ def test_the_reader_agrees_with_tensorboards_event_accumulator(truth: pd.DataFra
     acc = pea.EventAccumulator(str(logdir), size_guidance={pea.TENSORS: 0})
     acc.Reload()
     tags = sorted(acc.PluginTagToContent("scalars"))
-    name = {t: t.removeprefix("train/") for t in tags}  # HF's prefix dropped
+    name = {t: t.removeprefix("train/").replace("eval/", "eval_") for t in tags}  # HF's prefixes read back
     assert sorted([*src.frame.columns, "epoch"]) == sorted(name.values())  # epoch: a counter, left out
     for tag in (t for t in tags if t != "train/epoch"):
         want: dict[int, float] = {}
@@ -139,7 +139,7 @@ def test_the_reader_agrees_with_tensorboards_event_accumulator(truth: pd.DataFra
             want[e.step] = float(tensor_util.make_ndarray(e.tensor_proto))
         got = src.frame[name[tag]].dropna()
         assert got.to_dict() == dict(sorted(want.items())), tag
-    assert src.descriptions["eval/acc"] == "acc" and src.frame["loss"].loc[35] == -1.0
+    assert src.descriptions["eval_acc"] == "acc" and src.frame["loss"].loc[35] == -1.0
 
 
 TRL_LOGS = Path(__file__).parent / "data" / "trl-1.16"  # a real TRL 1.16 GRPO run's logs (data/trl-1.16/make.py)
