@@ -31,7 +31,9 @@ from discrepancy.analysis.selection import (  # noqa: F401 - TIMING, SCHEDULE, D
     BOOKKEEPING, DERIVED_SUFFIX, SCHEDULE, TIMING, constant_series, exclusion_notes, not_searched,
     round_off_series,
 )
-from discrepancy.analysis.transients import TRANSIENT_COLUMNS, EPISODE_COLUMNS, group_episodes, transient_rows
+from discrepancy.analysis.transients import (
+    EPISODE_COLUMNS, RATIO_SERIES, TRANSIENT_COLUMNS, group_episodes, near_zero_note, transient_rows,
+)
 from discrepancy.runfile.results import EVENT_COLUMNS
 
 MIN_STEPS = PERMUTATION_MIN  # the short-series step test has a level from 8 points on (changepoints.steptest)
@@ -194,17 +196,10 @@ def analyze_series(  # noqa: PLR0913 - every option of the analysis
     notes: list[str] = []
     if len(frame) < MIN_STEPS:
         notes.append(f"the run has {len(frame)} step(s); jump and plateau detection needs at least {MIN_STEPS}")
-    bookkeeping = [name for name in frame.columns if BOOKKEEPING.search(name)]
-    frame = frame.drop(columns=bookkeeping)
-    names = list(frame.columns) if len(frame) >= MIN_STEPS else []
-    constant = constant_series(frame, names)
-    round_off = round_off_series(frame, [name for name in names if name not in constant])
-    names = [name for name in names if name not in constant and name not in round_off]
-    skipped = not_searched(names, timing_jumps=timing_jumps, schedule_jumps=schedule_jumps)
-    notes += exclusion_notes(constant, skipped, bookkeeping, round_off)
-    constant |= dict.fromkeys(round_off, 0.0)  # 0 in value: the figures and the series table treat it as ≡ 0
+    frame, names, constant, skipped = _selection(frame, notes, timing_jumps, schedule_jumps)
     jumps, plateaus, per_signal, transients = [], [], [], []
     few: list[str] = []
+    near_zero: dict[str, list[tuple[int, float]]] = {}
     for name, finite, found in _map_signals(frame, names, log_axis, max_points, set(skipped)):
         if found is None:
             few.append(f"{name} ({finite})")
@@ -213,9 +208,12 @@ def analyze_series(  # noqa: PLR0913 - every option of the analysis
         plateaus += found[1]
         per_signal.append(found[2])
         transients += found[3]
+        if found[2].get("near_zero"):  # a ratio's excursions at a denominator near 0 (transients.RATIO_SERIES)
+            near_zero[name] = found[2]["near_zero"]
     if few:  # one note: a short run's post-step measurements (every n-th step) all land here together
         notes.append(f"{len(few)} series with too few finite values to search, skipped: {', '.join(few)} (those "
                      "measured every instruments.discrepancy_every-th step have that share of the steps)")
+    notes += near_zero_note(near_zero)
     jump_df = pd.DataFrame(jumps, columns=JUMP_COLUMNS)
     same = duplicate_groups(frame, [n for n in names if n not in skipped])
     if same:
@@ -237,6 +235,22 @@ def analyze_series(  # noqa: PLR0913 - every option of the analysis
         constant=constant,
         notes=notes,
     )
+
+
+def _selection(frame: pd.DataFrame, notes: list[str], timing_jumps: bool, schedule_jumps: bool
+               ) -> tuple[pd.DataFrame, list[str], dict[str, float], dict[str, str]]:
+    """(frame without bookkeeping, the series to analyse, constant ones (with round-off of 0 as ≡ 0), those drawn
+    but not searched and why), each reason said once in ``notes`` (``analysis.selection``)."""
+    bookkeeping = [name for name in frame.columns if BOOKKEEPING.search(name)]
+    frame = frame.drop(columns=bookkeeping)
+    names = list(frame.columns) if len(frame) >= MIN_STEPS else []
+    constant = constant_series(frame, names)
+    round_off = round_off_series(frame, [name for name in names if name not in constant])
+    names = [name for name in names if name not in constant and name not in round_off]
+    skipped = not_searched(names, timing_jumps=timing_jumps, schedule_jumps=schedule_jumps)
+    notes += exclusion_notes(constant, skipped, bookkeeping, round_off)
+    constant |= dict.fromkeys(round_off, 0.0)  # 0 in value: the figures and the series table treat it as ≡ 0
+    return frame, names, constant, skipped
 
 
 def _span(frame: pd.DataFrame) -> int:
@@ -294,10 +308,12 @@ def _signal_job(job: tuple[str, bool, int, bool]) -> tuple[str, int, tuple | Non
     assert _FRAME is not None
     name, log_axis, max_points, plot_only = job
     y, steps = _FRAME[name].to_numpy(), _FRAME.index.to_numpy()
+    den = _FRAME[RATIO_SERIES[name]].to_numpy() if RATIO_SERIES.get(name) in _FRAME.columns else None
     finite = np.isfinite(y)
     if not finite.all():  # gaps removed; a gap-free series is used as is (a copy of 1 M values costs ~10 ms)
         keep = np.flatnonzero(finite)
         y, steps = y[keep], steps[keep]
+        den = den[keep] if den is not None else None
     if y.size < MIN_STEPS:
         return name, int(y.size), None
     if plot_only:  # a summary row puts it in the figures; no events
@@ -305,8 +321,10 @@ def _signal_job(job: tuple[str, bool, int, bool]) -> tuple[str, int, tuple | Non
                     n_plateaus=0, jump_fraction=float("nan"), n_transients=0)
         return name, int(y.size), ([], [], info, [])
     jumps, plats, info = _one_signal(y, steps, name, log_axis, max_points)
-    spikes = [dict(signal=name, family=info["family"], **row) for row in transient_rows(y, steps, max_points)]
-    return name, int(y.size), (jumps, plats, {**info, "n_transients": len(spikes)}, spikes)
+    rows = transient_rows(y, steps, max_points, ratio=name in RATIO_SERIES, denominator=den)
+    spikes = [dict(signal=name, family=info["family"], **row) for row in rows if "near_zero_denominator" not in row]
+    zero = [(row["step"], row["near_zero_denominator"]) for row in rows if "near_zero_denominator" in row]
+    return name, int(y.size), (jumps, plats, {**info, "n_transients": len(spikes), "near_zero": zero}, spikes)
 
 
 def _map_signals(frame: pd.DataFrame, names: list[str], log_axis: bool, max_points: int, plot_only: set[str]) -> list:

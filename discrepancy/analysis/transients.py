@@ -57,7 +57,7 @@ class Transient:
     excess: float  # y − baseline at the peak (signed, in the series' units)
     baseline: float  # the running median at the peak
     z: float  # |mean excess| / its robust scale, for the window width that departs most
-    width: int  # that window width L (steps)
+    width: int  # that window width L, in rows of the input (``transient_rows`` turns it into steps)
 
 
 def robust_scale(v: np.ndarray) -> float:
@@ -253,30 +253,70 @@ def detect_transients(signal: np.ndarray, threshold: float = THRESHOLD) -> list[
 
 
 # ---- per run: transients of logged series at their steps, and episodes where several series move at once --------
+#: Columns of a run's transients. width: steps spanned by the window width that departs most (its rows times the
+#: series' step spacing, times the block length on a long run), the same unit as start_step and end_step.
 TRANSIENT_COLUMNS = ["signal", "family", "step", "start_step", "end_step", "size", "baseline", "z", "width"]
+#: Ratios whose denominator passes near 0 (or below it, where it is an unbiased estimate), with the series that
+#: records the denominator: B_simple = Ŝ/|G|², ρ = ΔL_obs/ΔL_pred, κ = 2D/‖Δθ‖², B/B_simple. A denominator at 1e-3
+#: of its usual size multiplies the value by 1000 with nothing else changing, so on a linear scale these ratios'
+#: largest "transients" (z ≈ 100) are denominators near 0, and they led every table. Two rules, in this order:
+#: * they are searched on asinh(y/m), m the median |y|: linear within the usual magnitude, logarithmic beyond it,
+#:   where a ×100 is a step of ln 100 ≈ 4.6 instead of 100 σ̂ (a ratio's natural scale; this holds for a log that
+#:   lacks the denominator too);
+#: * where the run records the denominator, an excursion whose peak has |denominator| ≤ NEAR_ZERO × its median
+#:   magnitude is the denominator's, not the quantity's: it is left out of the transients and named in one note.
+RATIO_SERIES = {"b_simple": "grad_sq", "rho": "dloss_pred", "kappa": "step_norm", "noise_snr": "b_simple_ewma"}
+NEAR_ZERO = 0.2  # a denominator five times smaller than usual makes the ratio five times larger by itself
 EPISODE_COLUMNS = ["event", "step", "first_step", "last_step", "n_signals", "signals", "max_z", "n_families",
                    "chance"]
 CHANCE = 0.01  # an episode must be a coincidence expected less than once in 100 runs of the same spikiness
 
 
-def transient_rows(y: np.ndarray, steps: np.ndarray, max_points: int = 50_000) -> list[dict]:
+def transient_rows(y: np.ndarray, steps: np.ndarray, max_points: int = 50_000, *, ratio: bool = False,
+                   denominator: np.ndarray | None = None) -> list[dict]:
     """Transients of one gap-free series logged at ``steps``, as rows of TRANSIENT_COLUMNS (without signal, family).
 
     Beyond ``max_points`` values the series is cut into equal blocks and their means are searched (means, not
-    medians: a spike stays visible in its block's mean), so a row is a block and ``width`` counts blocks;
-    start and end steps are the first step of the first block and the last step of the last one.
+    medians: a spike stays visible in its block's mean); start and end steps are the first step of the first block
+    and the last step of the last one. ``width`` is in steps (the window's rows × the step spacing × the block
+    length). ``ratio``: a ratio whose denominator passes near 0 (``RATIO_SERIES``), searched on asinh(y/m), m its
+    median |y|; size and baseline are in the series' own units all the same. ``denominator`` [n] (the ratio's,
+    at the same rows; NaN where unknown): a row whose peak has |denominator| ≤ NEAR_ZERO × its median magnitude
+    carries ``near_zero_denominator`` (the value there), for the caller to leave out and name.
     """
-    f = max(1, int(np.ceil(y.size / max_points)))
-    rows, reduced = [], y
+    m = float(np.median(np.abs(y))) if ratio and y.size else 0.0
+    x = np.arcsinh(y / m) if m > 0 else y  # [n] the scale searched: log-magnitude beyond m for a ratio
+    back = (lambda v: m * np.sinh(v)) if m > 0 else (lambda v: v)  # noqa: E731 - the searched scale → y's units
+    f = max(1, int(np.ceil(x.size / max_points)))
+    rows, reduced = [], x
     if f > 1:  # [ceil(n/f)] block means
-        head = (y.size // f) * f
-        reduced = np.append(y[:head].reshape(-1, f).mean(axis=1), [y[head:].mean()] if head < y.size else [])
+        head = (x.size // f) * f
+        reduced = np.append(x[:head].reshape(-1, f).mean(axis=1), [x[head:].mean()] if head < x.size else [])
+    spacing = float(np.median(np.diff(steps))) if steps.size > 1 else 1.0  # steps per row (4: every 4th step)
     for t in TransientDetector().fit(reduced).predict():
         first, last = t.start * f, min((t.end + 1) * f, steps.size) - 1
-        peak = t.peak * f + int(np.argmax(np.sign(t.excess) * y[t.peak * f : (t.peak + 1) * f]))  # inside its block
-        rows.append(dict(step=int(steps[peak]), start_step=int(steps[first]),
-                         end_step=int(steps[last]), size=t.excess, baseline=t.baseline, z=t.z, width=t.width))
+        peak = t.peak * f + int(np.argmax(np.sign(t.excess) * x[t.peak * f : (t.peak + 1) * f]))  # inside its block
+        baseline = float(back(t.baseline))
+        rows.append(dict(step=int(steps[peak]), start_step=int(steps[first]), end_step=int(steps[last]),
+                         size=float(back(t.baseline + t.excess)) - baseline, baseline=baseline, z=t.z,
+                         width=int(round(t.width * f * spacing))))
+        if denominator is not None and np.isfinite(denominator).any():
+            d = float(denominator[peak])
+            if np.isfinite(d) and abs(d) <= NEAR_ZERO * float(np.nanmedian(np.abs(denominator))):
+                rows[-1]["near_zero_denominator"] = d
     return rows
+
+
+def near_zero_note(left_out: dict[str, list[tuple[int, float]]], shown: int = 6) -> list[str]:
+    """One note naming the ratio series' excursions left out because their denominator was near 0
+    ({series: [(step, denominator there)]}, ``transient_rows``); none when there are none."""
+    if not left_out:
+        return []
+    parts = [f"{name} at " + ", ".join(f"{step} ({RATIO_SERIES[name]} {d:.2g})" for step, d in rows[:shown])
+             + (f" and {len(rows) - shown} more" if len(rows) > shown else "") for name, rows in left_out.items()]
+    return [f"excursions of ratio series where their denominator was near 0 (within {NEAR_ZERO:g} of its median "
+            "magnitude) left out of the transients, being the denominator's and not the quantity's: "
+            + "; ".join(parts)]
 
 
 def group_episodes(transients: pd.DataFrame, *, span: int, tolerance: int = 2, min_signals: int = 3,
