@@ -131,16 +131,19 @@ def snapshot_norms(tensors: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def samples_markdown(rows: pd.DataFrame) -> str:
-    """One step's samples as a markdown table (prompt, completion, each recorded field), ``|`` and line breaks
-    escaped so a completion stays in its cell."""
+    """One step's samples as a markdown table (prompt, completion, each recorded field) that TensorBoard's text tab
+    shows as written: every markdown metacharacter escaped (``tensorboard.plain_markdown``: ``2*3=6, 4*5=20`` is no
+    italics, ``__init__`` no bold, ``|`` no cell border), line breaks as ``<br>`` so a completion stays in its cell."""
+    from discrepancy.interop.tensorboard import plain_markdown  # as the writer: the module loads with it
+
     fields = [c for c in rows.columns if c not in ("step", "prompt_id", "prompt", "completion")]
 
     def cell(x: object) -> str:
         text = f"{x:.4g}" if isinstance(x, (float, np.floating)) else str(x)
-        return text.replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
+        return plain_markdown(text.replace("\r", "")).replace("\n", "<br>")
 
     head = ["prompt", "completion", *fields]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = ["| " + " | ".join(map(cell, head)) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(cell(r[c]) for c in head) + " |" for _, r in rows.iterrows()]
     return "\n".join(lines)
 

@@ -339,11 +339,18 @@ class EventWriter:
         self.close()
 
 
+#: Every character TensorBoard's markdown (Python-Markdown with its tables extension) reads as syntax and lets a
+#: backslash turn back into itself: emphasis (* _), code (`), links and images ([ ] ( ) !), headings (#), lists
+#: (+ - .), quotes (>), table cells (|). `<`, `>` and `&` have no such escape: HTML entities instead.
+MARKDOWN_ESCAPES = r"\\`*_{}\[\]()#+\-.!|"
+
+
 def plain_markdown(text: str) -> str:
-    """``text`` shown as written where TensorBoard renders markdown: ``‖BA‖_F at θ_{t+1}`` would otherwise turn
-    the stretch between its underscores into italics."""
-    escaped = re.sub(r"([\\`*_{}\[\]#|])", r"\\\1", text)  # markdown's backslash escapes
-    return escaped.replace("<", "&lt;").replace(">", "&gt;")  # no backslash escape for these: entities
+    """``text`` shown as written where TensorBoard renders markdown: ``2*3=6, 4*5=20`` would otherwise turn the
+    stretch between its asterisks into italics, ``__init__`` into bold ``init``, ``‖BA‖_F at θ_{t+1}`` into italics,
+    ``[a](b)`` into a link, ``&lt;`` into ``<``."""
+    escaped = re.sub(f"([{MARKDOWN_ESCAPES}])", r"\\\1", text)  # markdown's backslash escapes
+    return escaped.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")  # "&" first: entities
 
 
 def _tensor_scalar(t, tensor_util) -> float:  # noqa: ANN001 - a TensorProto, tensorboard.util.tensor_util
@@ -358,7 +365,8 @@ def _tensor_scalar(t, tensor_util) -> float:  # noqa: ANN001 - a TensorProto, te
 
 def unmarkdown(text: str) -> str:
     """A description as plain text: ``plain_markdown`` undone (a writer's other markdown is left as written)."""
-    return re.sub(r"\\([\\`*_{}\[\]#|])", r"\1", text).replace("&lt;", "<").replace("&gt;", ">")
+    plain = re.sub(f"\\\\([{MARKDOWN_ESCAPES}])", r"\1", text)
+    return plain.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")  # "&" last: its own entity
 
 
 def clear_own_events(logdir: Path) -> int:
