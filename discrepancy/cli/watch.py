@@ -22,19 +22,30 @@ def watch(
     fail_on: Annotated[Literal["critical", "warning", "notice", "never"], typer.Option(
         "--fail-on", help="exit with code 4 when an event of this severity or worse was printed: critical, warning, "
                           "notice, or never")] = "critical",
+    progress: Annotated[float, typer.Option(
+        "--progress", min=0.0, help="seconds between progress lines on stderr while following a live run (only "
+                                    "when it moved on); 0: only the line saying from which step it follows")] = 10.0,
 ) -> None:
     """Print the early-warning events of a run (one line each, as `discrepancy train` prints them), following a run
     that is still being written until its writer ends. The rules and thresholds are the run's recorded
     early_warning section of its config, or the defaults (docs/early-warning.md). Exit code 4 when an event of
-    --fail-on's severity was printed, 0 otherwise."""
+    --fail-on's severity was printed, 0 otherwise. Events go to stdout; on stderr, while following a live run, from
+    which step it follows and a progress line at most every --progress seconds."""
     from discrepancy.analysis.online.events import at_least
-    from discrepancy.analysis.online.follow import WatchEnd, watch_run
+    from discrepancy.analysis.online.follow import Progress, WatchEnd, watch_run
 
     if not once and not run.exists():
         _wait_for(run, wait, interval)
-    end, failed = WatchEnd(), False
-    for ev in watch_run(run, follow=not once, interval=interval, end=end):
+    end, failed, said = WatchEnd(), False, Progress(every=progress)
+
+    def on_read(now: WatchEnd) -> None:
+        line = said.line(run, now.last_step)
+        if line is not None:
+            typer.echo(line, err=True)
+
+    for ev in watch_run(run, follow=not once, interval=interval, end=end, on_read=on_read):
         typer.echo(ev.line())
+        said.events += 1
         failed |= fail_on != "never" and at_least(ev.severity, fail_on)
     message = f" ({end.message})" if end.message else ""
     if end.status == "incomplete":  # the writer is gone without closing the file

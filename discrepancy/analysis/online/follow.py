@@ -29,15 +29,43 @@ class WatchEnd:
     last_step: int = 0
 
 
+@dataclass
+class Progress:
+    """What ``watch`` says on stderr while it follows a run: one line when it attaches (from which step), then at
+    most one line every ``every`` seconds, and only when the run moved on (a CI log gets one line per ``every`` of a
+    healthy run, none while it stalls); ``every`` ≤ 0 keeps only the first. Events are printed apart, as they come.
+    """
+
+    every: float = 10.0
+    clock: Callable[[], float] = time.monotonic
+    events: int = 0  # events printed so far (the caller counts them)
+    _at: tuple[float, int] | None = None  # (clock, step) of the last line
+
+    def line(self, path: str | Path, step: int) -> str | None:
+        """The line to print after a read that reached ``step``, or None."""
+        now = self.clock()
+        if self._at is None:
+            self._at = (now, step)
+            where = f"from step {step}" if step else "(no step written yet)"
+            return f"following {path} {where}: early-warning events print as they come; Ctrl-C stops"
+        then, before = self._at
+        if self.every <= 0 or now - then < self.every or step == before:
+            return None
+        self._at = (now, step)
+        return f"at step {step} (+{step - before} in {now - then:.0f} s), {self.events} event(s) so far"
+
+
 def run_monitor_config(recorded: dict) -> EarlyWarningConfig:
     """The run's recorded ``[early_warning]`` section as a config (defaults for what it lacks, or all of it)."""
     return from_dict(EarlyWarningConfig, dict(recorded.get("early_warning") or {}))
 
 
 def watch_run(path: str | Path, *, follow: bool = True, interval: float = 2.0, end: WatchEnd | None = None,
-              sleep: Callable[[float], None] = time.sleep) -> Iterator[Event]:
+              sleep: Callable[[float], None] = time.sleep,
+              on_read: Callable[[WatchEnd], None] | None = None) -> Iterator[Event]:
     """Events of the run at ``path``: those of its steps so far, then (``follow``) of each step as it is flushed,
-    until its writer finishes, fails, is interrupted or is gone. ``end`` receives how it ended."""
+    until its writer finishes, fails, is interrupted or is gone. ``end`` receives how it ended; ``on_read(end)`` is
+    called after each read of a run still being written, before the wait for the next (``Progress`` lines)."""
     end = end if end is not None else WatchEnd()
     with open_run(path) as run:
         monitor = Monitor(run_monitor_config(run.config))
@@ -52,4 +80,6 @@ def watch_run(path: str | Path, *, follow: bool = True, interval: float = 2.0, e
             if not follow or status != "running":
                 end.status, end.message = status, run.status_message
                 return
+            if on_read is not None:
+                on_read(end)
             sleep(interval)
