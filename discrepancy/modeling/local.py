@@ -25,6 +25,10 @@ def check_local_model(directory: str | Path) -> str:
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     directory = Path(directory)
+    if directory.is_file():  # config.json or a weights file: the folder holding it is what was meant
+        here = f": {directory.parent}" if (directory.parent / "config.json").is_file() else ""
+        raise ModelLoadError(f"{directory} is a file; --model takes the model's folder (the one holding "
+                             f"config.json){here}")
     if not directory.is_dir():
         raise ModelLoadError(f"{directory}: model directory not found (pass a local Hugging Face model folder)")
     try:
