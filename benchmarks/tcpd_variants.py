@@ -197,9 +197,40 @@ def _next_split_trend_step(y: np.ndarray) -> tuple[int, float, float, float, boo
         p = (1.0 + null.size - np.searchsorted(null, stat, side="left")) / (1.0 + null.size)
         if p > step_mod.ALPHA:
             return (*first, 1.0, False)
-        if trend_mod._abrupt(y, kk, dd):
+        if trend_mod._abrupt(y, kk, dd) and trend_mod._lines_fit(y, kk):
             return kk, dd, stat, float(p), True
         z[np.abs(k - kk) < h] = 0.0
+
+
+def _survives_deletion(y: np.ndarray, kk: int, dd: float) -> bool:
+    """The break at kk stays, by half and in its direction, when any a points before kk and b after it are left out
+    of the two lines (a + b ≤ the spike width): an outlier run beside the split is what deleting it removes, and a
+    steep trend into a break keeps its height, where a running median cuts the top of the ramp off."""
+    n = y.size
+    h, width = trend_mod.half_window(n), trend_mod.spike_width(n)
+    sums = trend_mod._sums(y - y[0])
+    for a in range(width + 1):
+        for b in range(width + 1 - a):
+            lo, hi = kk - a, kk + b
+            if (a or b) and (lo - max(lo - h, 0) < 2 or min(hi + h, n) - hi < 2):
+                return False
+            left = trend_mod._line_at(sums, np.array(max(lo - h, 0)), np.array(lo), np.array(kk - 0.5))[0]
+            right = trend_mod._line_at(sums, np.array(hi), np.array(min(hi + h, n)), np.array(kk - 0.5))[0]
+            if (a or b) and (right - left) * np.sign(dd) < 0.5 * abs(dd):
+                return False
+    return True
+
+
+def _abrupt_by_deletion(y: np.ndarray, kk: int, dd: float) -> bool:
+    """``trendstep._abrupt`` with its running-median spike check replaced by ``_survives_deletion``."""
+    n = y.size
+    h = trend_mod.half_window(n)
+    moves = np.delete(np.abs(np.diff(y[max(0, kk - h) : kk + h])), min(kk, h) - 1)
+    s = min(3, kk, n - kk)
+    local = float(np.median(y[kk : kk + s]) - np.median(y[kk - s : kk]))
+    if not (abs(dd) > trend_mod.MIN_MOVE_RATIO * np.median(moves) and local * np.sign(dd) >= 0.5 * abs(dd)):
+        return False
+    return _survives_deletion(y, kk, dd)
 
 
 def _beats_bend(y: np.ndarray, kk: int) -> bool:
@@ -258,6 +289,10 @@ VARIANTS: dict[str, Callable[[ExitStack], None]] = {
     "rank test: AR(1) effective sample size": _patch(step_mod, "step_test", _ess_step_test),
     "abruptness margin in effective observations": _patch(step_mod, "step_test", _ess_margin_step_test),
     "trend-break test: next split outside a rejected one": _patch(step_mod, "trend_step", _next_split_trend_step),
+    "seasonal profile from 7 neighbouring cycles on every swing (no test that it changes)": _patch(
+        seasonal_mod, "changing", lambda resid, period: True),
+    "trend-break test: spike check by leaving ≤ 3 points beside the split out, not by a running median": _patch(
+        trend_mod, "_abrupt", _abrupt_by_deletion),
     "trend-break test: broken lines must beat every bend (a parabola, a hinge anywhere in the 2h window)": _patch(
         trend_mod, "_lines_fit", _lines_fit_and_beat_bends),
 }

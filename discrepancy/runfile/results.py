@@ -67,8 +67,10 @@ EVENT_DOCS = {
             "level at the peak, the change that ended a plateau; empty for grouped kinds (their series differ)",
     "level": "the level the event departs from, in the series' units: a plateau's level, a transient's running "
              "level at its peak, the LLC at an llc_stage boundary; empty otherwise",
-    "score": "strength in units of the series' noise (≥ 0): |z| of a jump, z of a transient, |change that ended "
-             "a plateau| / σ̂ of its series, the strongest member's for grouped kinds; empty for llc_stage",
+    "score": "strength as a test statistic (≥ 0): |z| of a jump (its size over its standard error in the series' "
+             "noise for the window test; the rank or two-line statistic at its split for the stretch tests), z of a "
+             "transient, |change that ended a plateau| / σ̂ of its series, the strongest member's for grouped kinds; "
+             "empty for llc_stage",
     "axis": "the step axis the event was found on: linear, or log (a jump seen only at log-spaced resolution); "
             "empty for grouped kinds",
     "signals": "every series involved, comma-separated, strongest first (the one series of a single-series event); "

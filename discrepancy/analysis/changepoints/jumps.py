@@ -47,8 +47,9 @@ class JumpResult:
     """Detected jumps of one series (or one multivariate series).
 
     ``indices`` are positions in the input (NaN rows included) of the first point of the new level.
-    ``sizes`` [K] (or [K, d] for a [T, d] input) are signed level changes; ``z_scores`` [K] their significance
-    (Gaussian-equivalent for several columns); ``trend_breaks`` those indices that are level breaks on top of a
+    ``sizes`` [K] (or [K, d] for a [T, d] input) are signed level changes; ``z_scores`` [K] their strength, signed
+    like the size: the window test's standardised line statistic (Gaussian-equivalent for several columns), or for
+    a jump of the stretch tests their statistic at the split (rank Z, t, or the two-line z); ``trend_breaks`` those indices that are level breaks on top of a
     trend (``trendstep``); ``periods`` the period of the seasonal swing removed from each column before the tests
     (0 where ``seasonal.find_period`` found none). ``jump_fraction`` = Σ|J| / total variation of the denoised signal
     (per column for 2-D input). ``sigma`` is the robust noise scale σ̂ = 1.4826·MAD(Δy)/√2 (per column).
@@ -250,7 +251,10 @@ class JumpDetector:
                 bounds = np.r_[0, np.sort(np.r_[peaks, at]), n]
                 size_short = np.array([[side_means(lin[:, 0], bounds, s.index) if s.method != "trend" or lin is not x
                                         else s.size] for s in short])  # [k, 1]
-                z_short = np.sign(size_short[:, 0]) * -special.ndtri(np.array([s.p_value for s in short]) / 2.0)
+                # the test's own statistic, not −Φ⁻¹(p/2): a permutation p-value stops at 1/2000 (z 3.48 for all)
+                stat = np.array([abs(s.statistic) for s in short])
+                z_short = np.sign(size_short[:, 0]) * np.where(  # a noiseless stretch's t is infinite: its p then
+                    np.isfinite(stat), stat, -special.ndtri(np.array([s.p_value for s in short]) / 2.0))
                 order = np.argsort(np.r_[peaks, at], kind="stable")
                 peaks = np.r_[peaks, at][order]
                 sizes, z = np.r_[sizes, size_short][order], np.r_[z, z_short][order]
