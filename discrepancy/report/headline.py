@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from discrepancy.analysis.overview import KEY_SERIES, SUPERVISED_SERIES, display_median, key_names, key_of
+from discrepancy.analysis.overview import (
+    KEY_SERIES, SUPERVISED_SERIES, display_median, key_names, key_of, key_stalls,
+)
 from discrepancy.analysis.phases import edge_phases
 from discrepancy.analysis.pipeline import AnalysisResult
 from discrepancy.analysis.units import unit_of
@@ -42,6 +44,7 @@ class KeyRow:
     high_step: int
     saturated_at: int | None  # first step of the final level, when the series saturated
     across: str = ""  # "structure → precision" when start and end lie in different curriculum phases
+    stall: str = ""  # "loss stalled at 2 over steps 20–180, then dropped by 0.8 at step 181" (overview.key_stalls)
 
     @property
     def change(self) -> float:
@@ -101,7 +104,9 @@ def key_rows(res: AnalysisResult) -> list[KeyRow]:
     rows = []
     edges = edge_phases(res.series["phase"], res.config_toml, EDGE) if "phase" in res.series else None
     across = " → ".join(edges) if edges else ""
-    for name in key_names(res, HEADLINE_SERIES):
+    names = key_names(res, HEADLINE_SERIES)
+    stalls = key_stalls(res, names)
+    for name in names:
         v = res.series[name].dropna()
         if len(v) < 2:
             continue
@@ -110,7 +115,8 @@ def key_rows(res: AnalysisResult) -> list[KeyRow]:
         rows.append(KeyRow(name, unit_of(name, res.descriptions.get(name, "")), float(v.iloc[:k].mean()),
                            float(v.iloc[-k:].mean()), width, float(v.min()), int(v.idxmin()), float(v.max()),
                            int(v.idxmax()), saturation_step(v) if name.startswith("reward") else None,
-                           across if name.startswith("reward") or "length" in name else ""))
+                           across if name.startswith("reward") or "length" in name else "",
+                           stalls[name].text() if name in stalls else ""))
     res._key_rows = rows  # a plain attribute on the result: no field of the analysis, a memo of the report
     return rows
 
@@ -221,13 +227,22 @@ def where_to_look(res: AnalysisResult) -> list[str]:
 
 def _key_jump_lines(res: AnalysisResult, names: list[str], limit: int = 3) -> list[str]:
     """The strongest jump of each key series that no phase transition holds (a loss that drops at one step of a
-    supervised run is no transition: one series), largest |z| first."""
+    supervised run is no transition: one series), largest |z| first, with the plateau it ended
+    (``overview.key_stalls``); a key series' stall whose end a transition holds, on its own line."""
+    stalls = key_stalls(res, names)
     j = res.jumps[res.jumps["signal"].isin(names) & (res.jumps["axis"] == "linear")]
     for t in res.transitions.itertuples():
         j = j[(j["step"] < t.first_step) | (j["step"] > t.last_step)]
     top = j.assign(az=j["z"].abs()).sort_values("az", ascending=False, kind="stable").drop_duplicates("signal")
-    return [f"<b>{html.escape(r.signal)}</b> {'rises' if r.size > 0 else 'drops'} by {abs(r.size):.3g} at step "
-            f"{r.step} (z {r.z:+.1f}) — a level change" for r in top.head(limit).itertuples()]
+    lines, told = [], set()
+    for r in top.head(limit).itertuples():
+        s = stalls.get(r.signal)
+        after = f", after it {s.plateau()}" if s is not None and s.step == r.step else ""
+        told |= {r.signal} if after else set()
+        lines.append(f"<b>{html.escape(r.signal)}</b> {'rises' if r.size > 0 else 'drops'} by {abs(r.size):.3g} at "
+                     f"step {r.step} (z {r.z:+.1f}) — a level change{html.escape(after)}")
+    return lines + [f"<b>{html.escape(name)}</b> {html.escape(s.text()[len(name) + 1:])}"
+                    for name, s in stalls.items() if name not in told][:limit]
 
 
 def _switch_lines(res: AnalysisResult) -> list[str]:
@@ -273,8 +288,10 @@ def lead(rows: list[KeyRow], constant: dict[str, float] | None = None) -> str:
             break
     out += [f"{r.name} saturated at step {r.saturated_at} ({r.start:.3g} → {r.end:.3g})" for r in rows
             if r.saturated_at is not None and key_of(r.name) != "reward_mean"]
-    if not out:  # no reward: a supervised log, whose loss is its first key row (overview.SUPERVISED_SERIES)
-        out += [_went(r) for r in rows[:1] if r.name in SUPERVISED_SERIES]
+    # a supervised loss: the first key row of a log without reward, beside the reward otherwise (never GRPO's own
+    # loss: overview.key_names leaves it out)
+    out += [_went(r) for r in rows if r.name in SUPERVISED_SERIES][:1]
+    out += [r.stall for r in rows if r.stall][:2]  # a plateau that the series' largest change ended
     if "kl" in by:
         r = by["kl"]
         out.append(f"KL to the reference went {r.start:.3g} → {r.end:.3g} {r.unit} (peak {r.high:.3g} at step "

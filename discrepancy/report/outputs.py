@@ -101,7 +101,8 @@ def _events_part(res: AnalysisResult, jump_map: Path | None) -> str:
               table(res.episodes),
               f"<h3>Transients</h3><p class='small'>Excursions that leave a series' running level and come back, "
               f"strongest first ({len(res.transients)} in all; size: excess at the peak, baseline: the running "
-              "level there).</p>", table(res.transients.sort_values("z", ascending=False), limit=20), "</section>"]
+              "level there; width: steps spanned by the window that departs most).</p>",
+              table(res.transients.sort_values("z", ascending=False), limit=20), "</section>"]
     return "".join(parts)
 
 
