@@ -4,7 +4,9 @@ Each panel stacks the family's signals in horizontal bands, each band with its o
 the logged values as a grey min–max envelope per pixel column (spikes stay visible), a running median (blue),
 detected jumps (red lines: solid when seen on the linear axis, dashed when only the log-spaced pass resolves them),
 plateaus (shaded blue), and phase transitions (black dotted lines labelled T1, T2, ... in the bands of the signals
-that take part). Drawing cost is kept far below the analysis': ≤ 1000 x positions per line (~2 per pixel column),
+that take part). A band shows the bulk of its values (``plot_curves.limits``); a value past it is drawn at the edge
+under an open triangle pointing out of the band, the farthest one labelled with its value. A series with few values
+(short, or logged every k-th step) is drawn on the log axis value by value, never averaged. Drawing cost is kept far below the analysis': ≤ 1000 x positions per line (~2 per pixel column),
 one matplotlib artist per kind of mark per panel, two axes per figure, fixed margins, plain-text tick labels.
 matplotlib is imported lazily (Agg backend, no display needed).
 """
@@ -17,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from discrepancy.analysis.changepoints.axes import log_bins
 from discrepancy.analysis.pipeline import AnalysisResult
+from discrepancy.analysis.plot_curves import BAND, Band, Beyond, Curve, curves, limits
 from discrepancy.analysis.selection import not_searched
 from discrepancy.analysis.step_axis import step_label, switch_handle, switch_lines
 from discrepancy.analysis.units import unit_of
@@ -29,51 +31,11 @@ FAMILY_FILES = {  # family -> file stem (results.FAMILY_STEMS, and "timing": wal
     "KL and entropy": "kl_entropy", "lengths": "lengths", "other": "other", "timing": "timing",
 }
 MAX_ROWS = 16  # panels per figure; a family with more signals continues in <family>_2.png, <family>_3.png, ...
-PLOT_POINTS = 1000  # x positions per line: ~2 per pixel column of a panel at DPI (no line needs more)
 DPI = 80
-BAND = 0.72  # share of a row that its signal's values use; the rest holds the row title and a gap
 SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
-@dataclass(frozen=True)
-class _Curve:
-    """What one panel draws: a grey min/max envelope per x position (spikes stay visible) and a central line."""
-
-    x: np.ndarray  # [m] first step of each bin
-    lo: np.ndarray  # [m] bin minimum
-    hi: np.ndarray  # [m] bin maximum
-    mid: np.ndarray  # [m] bin centre (running median of block medians, or log-bin mean)
-
-
-def _curves(steps: np.ndarray, y: np.ndarray) -> tuple[_Curve, _Curve] | None:
-    """Linear-axis and log-axis curves of one series (NaNs dropped); None when nothing is finite."""
-    ok = np.isfinite(y)
-    if not ok.all():  # copies only for series with gaps
-        steps, y = steps[ok], y[ok]
-    if y.size == 0:
-        return None
-    starts = np.unique(np.linspace(0, y.size, min(PLOT_POINTS, y.size), endpoint=False).astype(np.int64))  # [m]
-    mid = np.add.reduceat(y, starts) / np.diff(np.append(starts, y.size))  # [m] bin means (the rolling median
-    # below removes what spikes leave in them; bin medians would cost a partition of every bin)
-    k = max(5, starts.size // 50)
-    linear = _Curve(steps[starts], np.minimum.reduceat(y, starts), np.maximum.reduceat(y, starts),
-                    pd.Series(mid).rolling(k, center=True, min_periods=1).median().to_numpy())
-    # log axis: geometric bins (one step each at the start), so the first steps are not merged with later ones
-    lb = log_bins(y, min(PLOT_POINTS // 2, max(1, y.size // 4)))
-    log = _Curve(steps[lb.starts], np.minimum.reduceat(y, lb.starts), np.maximum.reduceat(y, lb.starts), lb.values)
-    return _to_end(linear, steps[-1]), _to_end(log, steps[-1])
-
-
-def _to_end(curve: _Curve, last: float) -> _Curve:
-    """The curve drawn up to the last step: each bin is drawn from its first step, so without this the last bin
-    (up to a fifth of a log axis) would end the line early."""
-    if curve.x[-1] >= last:
-        return curve
-    return _Curve(np.append(curve.x, last), np.append(curve.lo, curve.lo[-1]), np.append(curve.hi, curve.hi[-1]),
-                  np.append(curve.mid, curve.mid[-1]))
-
-
-binned_curves = _curves  # the same binning for other figures (``overview``)
+binned_curves = curves  # the same binning for other figures (``overview``)
 
 
 def _step_label(v: float, _pos: object = None) -> str:
@@ -122,64 +84,44 @@ def _events_of(res: AnalysisResult, names: list[str]) -> dict[str, _Events]:
     return out
 
 
-@dataclass(frozen=True)
-class _Band:
-    """Where one signal sits in a stacked panel: rows [base, base + BAND] show values [lo, hi]."""
-
-    base: float
-    lo: float
-    hi: float
-
-    def __call__(self, v: np.ndarray) -> np.ndarray:
-        """Values to panel y (clipped: a spike past the limits stops at its band's edge instead of crossing rows)."""
-        return self.base + (np.clip(v, self.lo, self.hi) - self.lo) * (BAND / (self.hi - self.lo))
-
-
-def _limits(c: _Curve) -> tuple[float, float]:
-    """Value range of a band, from the bulk of the envelope, so an isolated spike does not flatten the curve."""
-    lo, hi = float(np.percentile(c.lo, 1)), float(np.percentile(c.hi, 99))
-    lo, hi = min(lo, float(np.min(c.mid))), max(hi, float(np.max(c.mid)))
-    pad = 0.06 * (hi - lo) if hi > lo else (0.05 * abs(hi) if hi != 0 else 1.0)  # constant series: a narrow band
-    return lo - pad, hi + pad
-
-
 def _stacked_panel(  # noqa: PLR0913 - one panel needs all of these
-    ax, rows: list[tuple[str, _Curve | None, _Events]], limits: list[tuple[float, float]],  # noqa: ANN001
+    ax, rows: list[tuple[str, Curve | None, _Events]], limits: list[tuple[float, float]],  # noqa: ANN001
     titles: list[str], log: bool, shift: float,
-) -> None:
-    """All signals of a family in one axes, one horizontal band each (top row first), every kind of mark one artist.
+) -> bool:
+    """All signals of a family in one axes, one horizontal band each (top row first), every kind of mark one artist;
+    True when some value lies beyond its band (marked at the edge).
 
     Why not one axes per signal: matplotlib spends ~80 ms of CPU per axes (ticks, spines, layout), which made the
     figures of a 40-series run cost more than its analysis; a band per signal with its own value ticks reads the same.
     """
     from matplotlib.collections import LineCollection, PolyCollection
-    from matplotlib.ticker import FixedFormatter, FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
     n = len(rows)
     env, mids, plats, marks = [], [], [], {"linear": [], "log": [], "transition": []}
-    spikes: list[tuple[float, float, str]] = []  # x, y (in the band), marker of each transient's peak
-    yticks, ylabels, xs = [], [], []
+    spikes: list[tuple[float, float]] = []  # x, y (in the band) of each transient's peak
+    yticks, ylabels, xs, past = [], [], [], []
     for r, ((_, c, ev), lim, title) in enumerate(zip(rows, limits, titles)):
         base = float(n - 1 - r)
         ax.text(0.002, base + BAND + 0.04, title, transform=ax.get_yaxis_transform(), fontsize=8.5, va="bottom")
         if c is None:
             ax.text(0.5, base + BAND / 2, "no finite values", transform=ax.get_yaxis_transform(), ha="center")
             continue
-        b, x = _Band(base, *lim), c.x + shift
+        b, x = Band(base, *lim), c.x + shift
         xs += [x[0], x[-1]]
         env.append(np.concatenate([np.column_stack([x, b(c.hi)]), np.column_stack([x, b(c.lo)])[::-1]]))
         mids.append(np.column_stack([x, b(c.mid)]))
+        past.append((b, b.beyond(c)))
         plats += [[(s + shift, base), (s + shift, base + BAND), (e + shift, base + BAND), (e + shift, base)]
                   for s, e in ev.plateaus]
         for axis in ("linear", "log"):
             marks[axis] += [[(j + shift, base), (j + shift, base + BAND)] for j in ev.jumps[axis]]
-        spikes += [(x_ + shift, float(b(np.array([v]))[0]), "o") for x_, v in ev.transients]  # at the peak
+        spikes += [(x_ + shift, float(b(np.array([v]))[0])) for x_, v in ev.transients]  # at the peak
         for label, step in ev.transitions:
             marks["transition"].append([(step + shift, base), (step + shift, base + BAND)])
             if not log:
                 ax.text(step, base + BAND - 0.02, f" {label}", fontsize=7.5, ha="left", va="top",
                         bbox=dict(boxstyle="square,pad=0.05", fc="white", ec="none", alpha=0.8))
-        ticks = [t for t in MaxNLocator(3).tick_values(b.lo, b.hi) if b.lo <= t <= b.hi]
+        ticks = _value_ticks(b.lo, b.hi)
         yticks += list(b(np.array(ticks, dtype=np.float64)))
         ylabels += tick_labels(ticks)
     ax.add_collection(PolyCollection(plats, facecolors="tab:cyan", alpha=0.2, lw=0))
@@ -188,25 +130,68 @@ def _stacked_panel(  # noqa: PLR0913 - one panel needs all of these
     ax.add_collection(LineCollection(marks["linear"], colors="tab:red", lw=1.1, alpha=0.9))
     ax.add_collection(LineCollection(marks["log"], colors="tab:red", lw=1.1, alpha=0.9, linestyles="--"))
     ax.add_collection(LineCollection(marks["transition"], colors="black", lw=0.9, linestyles=":"))
-    pts = np.array([(x_, y_) for x_, y_, _ in spikes]).reshape(-1, 2)
+    pts = np.array(spikes).reshape(-1, 2)
     ax.scatter(pts[:, 0], pts[:, 1], marker="o", s=30, facecolors="none", edgecolors="tab:orange", lw=1.3, zorder=5)
     ax.hlines(np.arange(1, n) - 0.04, 0, 1, transform=ax.get_yaxis_transform(), colors="0.85", lw=0.6)  # row gaps
     ax.set_ylim(-0.08, n - 1 + BAND + 0.2)
-    if log:  # same value scale as the linear panel beside it: its ticks serve both (ticks cost ~2 ms each)
+    _panel_axes(ax, log, yticks, ylabels, xs)
+    return _beyond_marks(ax, past, shift, log)
+
+
+def _value_ticks(lo: float, hi: float) -> list[float]:
+    """Up to 3 round values inside a band's limits."""
+    from matplotlib.ticker import MaxNLocator
+
+    return [t for t in MaxNLocator(3).tick_values(lo, hi) if lo <= t <= hi]
+
+
+def _panel_axes(ax, log: bool, yticks: list[float], ylabels: list[str], xs: list[float]) -> None:  # noqa: ANN001
+    """Ticks and limits of a stacked panel: value ticks on the linear panel only (the log panel beside it has the
+    same value scale, and ticks cost ~2 ms each), step ticks on both."""
+    from matplotlib.ticker import FixedFormatter, FixedLocator, FuncFormatter, MaxNLocator, NullLocator
+
+    if log:
         ax.yaxis.set_major_locator(NullLocator())
+        ax.set_xscale("log")
+        _log_ticks(ax, min(xs, default=1.0), max(xs, default=10.0))
     else:
         ax.yaxis.set_major_locator(FixedLocator(yticks))
         ax.yaxis.set_major_formatter(FixedFormatter(ylabels))
         ax.tick_params(axis="y", labelsize=7, length=2, pad=1)
-    if log:
-        ax.set_xscale("log")
-        _log_ticks(ax, min(xs, default=1.0), max(xs, default=10.0))
-    else:
         ax.xaxis.set_major_locator(MaxNLocator(7, steps=[1, 2, 2.5, 5, 10]))
         ax.xaxis.set_major_formatter(FuncFormatter(_step_label))
     ax.grid(axis="x", color="0.9", lw=0.6)
     if xs:
         ax.set_xlim(min(xs), max(xs))
+
+
+BEYOND_STYLE = {"facecolors": "none", "edgecolors": "black", "lw": 1.0, "s": 28, "zorder": 6}
+
+
+def _beyond_marks(ax, past: list[tuple[Band, Beyond]], shift: float, log: bool) -> bool:  # noqa: ANN001
+    """Values drawn at their band's edge because they lie past it: an open triangle at the edge pointing out of the
+    band (one per run of such values), and the value of the farthest one past each edge of a band as a small label,
+    so a clipped peak never reads as high as a lower one. True when there was any."""
+    up, down = [], []
+    lo, hi = ax.get_xlim()
+    scale = np.log10 if log else (lambda v: v)
+    for b, out in past:
+        for above, pts, y, pick in ((True, up, b.base + BAND, np.argmax), (False, down, b.base, np.argmin)):
+            sel = out.above == above
+            if not sel.any():
+                continue
+            pts += [(x + shift, y) for x in out.x[sel]]
+            i = int(pick(out.value[sel]))
+            x = float(out.x[sel][i]) + shift
+            right = (scale(x) - scale(lo)) > 0.85 * (scale(hi) - scale(lo))  # near the right end: label to its left
+            ax.annotate(f"{out.value[sel][i]:.3g}", (x, y), xytext=(-5 if right else 5, -1 if above else 1),
+                        textcoords="offset points", ha="right" if right else "left", va="top" if above else "bottom",
+                        fontsize=7, bbox=dict(boxstyle="square,pad=0.05", fc="white", ec="none", alpha=0.8), zorder=6)
+    for pts, marker in ((up, "^"), (down, "v")):
+        if pts:
+            xy = np.array(pts)
+            ax.scatter(xy[:, 0], xy[:, 1], marker=marker, clip_on=False, **BEYOND_STYLE)
+    return bool(up or down)
 
 
 def tick_labels(ticks: list[float]) -> list[str]:
@@ -271,29 +256,30 @@ def family_figure(res: AnalysisResult, family: str, out: Path, page: int = 0) ->
     shift = 1.0 if steps.size and steps.min() <= 0 else 0.0  # a log axis cannot show step 0
     events = _events_of(res, names)
     info = res.signals.set_index("signal")
-    curves = {name: _curves(steps, res.series[name].to_numpy(dtype=np.float64)) for name in names}
+    drawn = {name: curves(steps, res.series[name].to_numpy(dtype=np.float64)) for name in names}
     height = 1.45 * len(names) + 1.0
-    fig, axes = plt.subplots(1, 2, figsize=(13, height), squeeze=False)
+    fig, axes = plt.subplots(1, 2, figsize=(13, height), squeeze=False, dpi=DPI)  # measured as saved
     # fixed margins instead of tight_layout, which measures every tick label
     fig.subplots_adjust(left=0.055, right=0.995, top=1 - 0.55 / height, bottom=0.45 / height, wspace=0.09)
-    limits = [_limits(curves[name][0]) if curves[name] is not None else (0.0, 1.0) for name in names]
+    bands = [limits(drawn[name][0]) if drawn[name] is not None else (0.0, 1.0) for name in names]
     why = {k: WHY[v] for k, v in not_searched(list(res.series.columns)).items()
            if k in names and np.isnan(info.loc[k, "jump_fraction"])}
+    past = False  # some value drawn at its band's edge
     for col, log in enumerate((False, True)):
-        rows = [(name, None if curves[name] is None else curves[name][col], events[name]) for name in names]
+        rows = [(name, None if drawn[name] is None else drawn[name][col], events[name]) for name in names]
         titles = [_description(res, name) if log else
                   _title(name, info.loc[name], unit_of(name, res.descriptions.get(name, "")), why.get(name),
                          recorded_every(res.series[name]))
                   for name in names]
-        _stacked_panel(axes[0, col], rows, limits, titles, log, shift if log else 0.0)
+        past |= _stacked_panel(axes[0, col], rows, bands, titles, log, shift if log else 0.0)
         switch_lines(axes[0, col], res.switches, shift if log else 0.0, label=not log)
     axes[0, 0].set_xlabel(step_label(res.meta))
-    axes[0, 0].set_ylabel("value (each band on its own scale; unit in its title)", fontsize=8)
+    _value_label(fig, axes[0, 0])
     axes[0, 1].set_xlabel(step_label(res.meta, "step + 1" if shift else "step", "log scale"))
-    _legend(fig, switches=len(res.switches) > 0)
     pages = family_pages(res, family)
-    fig.text(0.01, 1 - 0.08 / height, family + (f" ({page + 1}/{pages})" if pages > 1 else ""), fontsize=12,
-             ha="left", va="top")
+    title = fig.text(0.01, 1 - 0.08 / height, family + (f" ({page + 1}/{pages})" if pages > 1 else ""),
+                     fontsize=12, ha="left", va="top")
+    _legend(fig, title, switches=len(res.switches) > 0, beyond=past)
     path = out / family_png(FAMILY_FILES.get(family, "other"), page)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=DPI)
@@ -307,7 +293,22 @@ def _description(res: AnalysisResult, name: str, width: int = 95) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _legend(fig, switches: bool = False) -> None:  # noqa: ANN001
+VALUE_LABELS = ("value (each band on its own scale; unit in its title)", "value (own scale per band)", "value")
+
+
+def _value_label(fig, ax) -> None:  # noqa: ANN001
+    """The value axis' label: the longest of ``VALUE_LABELS`` that fits the panel's height. A rotated label longer
+    than its axes runs past them, over the figure's title on a one-row figure; one text measured per try."""
+    renderer = fig.canvas.get_renderer()
+    room = ax.get_window_extent(renderer).height
+    for text in VALUE_LABELS:
+        label = ax.set_ylabel(text, fontsize=8)
+        if label.get_window_extent(renderer).height <= room:
+            return
+
+
+def _legend(fig, title, switches: bool = False, beyond: bool = False) -> None:  # noqa: ANN001
+    """The figure's key, top right in one row, or in two when one row would reach the figure's title."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -318,9 +319,19 @@ def _legend(fig, switches: bool = False) -> None:  # noqa: ANN001
         Patch(color="tab:cyan", alpha=0.3, label="plateau"), Line2D([], [], color="black", ls=":", label="phase transition"),
         Line2D([], [], color="tab:orange", marker="o", mfc="none", ls="", label="transient (peak)"),
     ]
+    if beyond:  # said once per figure, only where some value is drawn at its band's edge
+        handles.append(Line2D([], [], marker="^", mfc="none", mec="black", ls="", label="beyond the axis"))
     if switches:
         handles.append(switch_handle())
-    fig.legend(handles=handles, loc="upper right", ncol=len(handles), fontsize=8, frameon=False, bbox_to_anchor=(0.99, 1.0))
+    def key(ncol: int):  # noqa: ANN202 - a matplotlib Legend
+        return fig.legend(handles=handles, loc="upper right", ncol=ncol, fontsize=8, frameon=False,
+                          bbox_to_anchor=(0.99, 1.0))
+
+    renderer = fig.canvas.get_renderer()
+    one_row = key(len(handles))
+    if one_row.get_window_extent(renderer).x0 < title.get_window_extent(renderer).x1 + 10:  # it reaches the title
+        one_row.remove()
+        key(-(-len(handles) // 2))
 
 
 _SHARED: AnalysisResult | None = None  # the result a forked worker draws from (inherited, never pickled)

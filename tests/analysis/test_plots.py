@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from discrepancy.analysis.plots import BAND, PLOT_POINTS, _Band, _curves, _limits, _step_label
+from discrepancy.analysis.plot_curves import BAND, PLOT_POINTS
+from discrepancy.analysis.plot_curves import Band as _Band
+from discrepancy.analysis.plot_curves import curves as _curves
+from discrepancy.analysis.plot_curves import limits as _limits
+from discrepancy.analysis.plots import _step_label
 
 
 def test_envelope_keeps_a_single_spike_and_the_true_range():
@@ -142,8 +146,12 @@ def test_short_run_series_too_sparse_to_search_share_one_note() -> None:
     assert len(few) == 1 and all(f"m{i} (5)" in few[0] for i in range(3)), res.notes
 
 
-def test_short_series_are_drawn_up_to_their_last_step_on_both_axes():
-    """20 steps on a log axis: the last geometric bin spans several steps; the line still reaches step 20."""
+def test_series_are_drawn_up_to_their_last_step_on_both_axes():
+    """20 steps: every value at its own step on both axes. 5000 steps on a log axis: the last geometric bin spans
+    many steps, and the line, drawn from each bin's first step, still reaches the last one."""
     steps = np.arange(1, 21, dtype=np.float64)
     linear, log = _curves(steps, np.sin(steps))
-    assert linear.x[-1] == log.x[-1] == 20.0 and log.mid[-1] == log.mid[-2]
+    assert linear.x[-1] == log.x[-1] == 20.0 and np.array_equal(log.x, steps)
+    steps = np.arange(1, 5001, dtype=np.float64)
+    linear, log = _curves(steps, np.sin(steps))
+    assert linear.x[-1] == log.x[-1] == 5000.0 and log.mid[-1] == log.mid[-2] and log.x[-2] < 4950
