@@ -10,6 +10,7 @@ import numpy as np
 from discrepancy.analysis.pipeline import AnalysisResult
 from discrepancy.analysis.selection import not_searched
 from discrepancy.analysis.units import unit_of
+from discrepancy.report.fragments import header
 from discrepancy.runfile.results import EVENT_COLUMNS, EVENT_DOCS
 
 TREATMENT = {"timing": "drawn (timing figure), not searched", "schedule": "drawn, not searched (config schedule)",
@@ -31,7 +32,8 @@ def series_table(res: AnalysisResult) -> str:
     """One row per series of the run: family, unit, description, treatment, and its events and noise σ̂."""
     info = res.signals.set_index("signal") if len(res.signals) else None
     skipped = not_searched(list(res.series.columns))
-    head = ("<table class='defs'><tr><th>series</th><th>family</th><th>unit</th><th class='text'>what it measures"
+    head = ("<table class='defs'><tr><th>series</th><th class='text'>family</th><th class='text'>unit</th>"
+            "<th class='text'>what it measures"
             "</th><th class='text'>analysis</th><th>jumps</th><th>plateaus</th><th>transients</th>"
             "<th>noise σ̂</th></tr>")
     body = []
@@ -43,8 +45,8 @@ def series_table(res: AnalysisResult) -> str:
         sigma = f"{row['sigma']:.3g}" if row is not None else ""
         family = row["family"] if row is not None else ""
         body.append(
-            f"<tr id='series-{html.escape(name)}'><td>{html.escape(name)}</td><td>{html.escape(family)}</td>"
-            f"<td>{html.escape(unit_of(name, res.descriptions.get(name, '')))}</td>"
+            f"<tr id='series-{html.escape(name)}'><td>{html.escape(name)}</td><td class='text'>{html.escape(family)}"
+            f"</td><td class='text'>{html.escape(unit_of(name, res.descriptions.get(name, '')))}</td>"
             f"<td class='text'>{html.escape(res.descriptions.get(name, ''))}</td>"
             f"<td class='text'>{html.escape(treatment(res, name, skipped))}</td>"
             + "".join(f"<td>{c}</td>" for c in counts) + f"<td>{sigma}</td></tr>")
@@ -53,10 +55,10 @@ def series_table(res: AnalysisResult) -> str:
 
 def event_columns_table() -> str:
     """What each events.csv column means (the same for every kind of row)."""
-    rows = "".join(f"<tr><td>{c}</td><td class='text'>{html.escape(EVENT_DOCS.get(c, ''))}</td></tr>"
-                   for c in EVENT_COLUMNS)
-    return (f"<table class='defs'><tr><th>column</th><th class='text'>meaning (every kind of row)</th></tr>{rows}"
-            "</table>")
+    rows = "".join(f"<tr><td>{c}</td><td class='text'>{html.escape(header(c))}</td>"
+                   f"<td class='text'>{html.escape(EVENT_DOCS.get(c, ''))}</td></tr>" for c in EVENT_COLUMNS)
+    return ("<table class='defs'><tr><th>column</th><th class='text'>header in the tables</th><th class='text'>meaning "
+            f"(every kind of row)</th></tr>{rows}</table>")
 
 
 def definitions_html(res: AnalysisResult) -> str:

@@ -11,6 +11,7 @@ import html
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px;color:#222}
@@ -39,16 +40,64 @@ def inline_images(fragment: str, folder: Path) -> str:
     return re.sub(r"""src=(["'])([^"']+)\1""", inline, fragment)
 
 
-def table(df: pd.DataFrame, limit: int = 200) -> str:
-    """A table of at most ``limit`` rows (the rest is counted; all rows are in events.csv); "none" when empty."""
+#: The header every report table shows for a column (a column not named here shows its own name); the raw name stays
+#: in the header's tooltip, as in events.csv and summary.json. The terminal's tables (``discrepancy analyze``) say the
+#: same words. Names the pages' prose explains by their raw name (compare's runs_with, p_chance) are left as they are.
+HEADERS: dict[str, str] = {
+    "signal": "series", "signals": "series involved", "n_signals": "number of series",
+    "n_families": "number of families", "first_step": "first step", "last_step": "last step",
+    "start_step": "start step", "end_step": "end step", "max_abs_z": "max |z|", "max_z": "max z",
+    "baseline": "running level", "width": "width (steps)", "axis": "step axis", "chance": "chance per run",
+    "from_phase": "from phase", "switch_step": "switch step", "transition_step": "transition step",
+    "lag": "lag (steps)", "coincide": "coincides", "ended_by_jump": "ended by a jump",
+    "llc_mean": "LLC", "llc_se": "standard error", "llc_std": "spread across chains", "chains_ok": "chains kept",
+    "step_median": "median step", "step_min": "earliest step", "step_max": "latest step",
+    "control_step": "control step", "student_value": "student value", "control_value": "control value",
+}
+
+
+def header(column: str) -> str:
+    """The header a report table shows for ``column`` (``HEADERS``)."""
+    return HEADERS.get(column, column)
+
+
+def table(df: pd.DataFrame, limit: int = 200, na_rep: str = "") -> str:
+    """A table of at most ``limit`` rows (the rest is counted; all rows are in events.csv); "none" when empty.
+
+    Headers are ``HEADERS``' words; text columns (names, lists of series, verdicts) are left-aligned, numbers
+    right-aligned, floats to 4 significant digits; a missing value shows as ``na_rep``.
+    """
     if df.empty:
         return "<p>none</p>"
     more = f"<p>… {len(df) - limit} more rows in events.csv</p>" if len(df) > limit else ""
     shown = df.head(limit)
     if "signals" in shown:  # a comma-separated list: a space after each comma lets the browser wrap it
         shown = shown.assign(signals=shown["signals"].astype(str).str.replace(",", ", "))
-    # + 0.0 turns −0.0 into 0.0: a penalty of nothing prints as 0, not -0
-    return shown.to_html(index=False, float_format=lambda v: f"{v + 0.0:.4g}", na_rep="", border=0) + more
+    kind = [" class='text'" if is_text(shown[c]) else "" for c in shown.columns]  # per column: left or right
+    head = "".join(f"<th{k}{_tooltip(str(c))}>{html.escape(header(str(c)))}</th>" for c, k in zip(shown.columns, kind))
+    rows = "".join("<tr>" + "".join(f"<td{k}>{_cell(v, na_rep)}</td>" for v, k in zip(row, kind)) + "</tr>"
+                   for row in shown.itertuples(index=False, name=None))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{more}"
+
+
+def is_text(column: pd.Series) -> bool:
+    """Whether a column holds words (left-aligned) rather than numbers: strings, yes/no, mixed."""
+    return not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)
+
+
+def _tooltip(column: str) -> str:
+    """The raw column name as the header's tooltip, where the header says it otherwise."""
+    return f" title='{html.escape(column, quote=True)}'" if header(column) != column else ""
+
+
+def _cell(value: object, na_rep: str) -> str:
+    """One cell: a float to 4 significant digits (+ 0.0 turns −0.0 into 0.0: a penalty of nothing prints as 0, not
+    -0), a missing value as ``na_rep``, anything else as its escaped text."""
+    if pd.api.types.is_scalar(value) and pd.isna(value):
+        return html.escape(na_rep)
+    if isinstance(value, (float, np.floating)):
+        return f"{value + 0.0:.4g}"
+    return html.escape(str(value))
 
 
 def note(text: str) -> str:

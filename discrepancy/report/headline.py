@@ -158,8 +158,8 @@ def _num(v: float) -> str:
 
 def key_table(rows: list[KeyRow], descriptions: dict[str, str]) -> str:
     """The headline table: start, end, change ± interval, range with steps, saturation."""
-    head = ("<table class='key'><tr><th>series</th><th>unit</th><th>start</th><th>end</th><th>change (95 %)</th>"
-            "<th>lowest</th><th>highest</th><th>note</th></tr>")
+    head = ("<table class='key'><tr><th>series</th><th class='text'>unit</th><th>start</th><th>end</th>"
+            "<th>change (95 %)</th><th>lowest</th><th>highest</th><th class='text'>note</th></tr>")
     body = []
     for r in rows:
         verdict = "" if not np.isfinite(r.half_width) else (" <b>✓</b>" if r.significant else " (noise)")
@@ -168,10 +168,10 @@ def key_table(rows: list[KeyRow], descriptions: dict[str, str]) -> str:
                                       if r.across else "") if n)
         body.append(
             f"<tr><td title='{html.escape(descriptions.get(r.name, ''), quote=True)}'>{html.escape(r.name)}</td>"
-            f"<td>{html.escape(r.unit)}</td><td>{_num(r.start)}</td><td>{_num(r.end)}</td>"
+            f"<td class='text'>{html.escape(r.unit)}</td><td>{_num(r.start)}</td><td>{_num(r.end)}</td>"
             f"<td>{r.change:+.3g} ± {_num(r.half_width)}{verdict}</td>"
             f"<td>{_num(r.low)} (step {r.low_step})</td><td>{_num(r.high)} (step {r.high_step})</td>"
-            f"<td>{note}</td></tr>")
+            f"<td class='text'>{note}</td></tr>")
     return head + "".join(body) + "</table>"
 
 

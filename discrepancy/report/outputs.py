@@ -97,11 +97,11 @@ def _events_part(res: AnalysisResult, jump_map: Path | None) -> str:
               "several signal families or many series, strongest first (numbered in step order).</p>", table(res.transitions),
               _switches_part(res),
               "<h3>Episodes</h3><p class='small'>Transients of several series at once that chance alone would give "
-              "less than once in 100 runs (column chance: expected such coincidences per run).</p>",
+              "less than once in 100 runs (chance per run: how many such coincidences chance alone gives per run).</p>",
               table(res.episodes),
               f"<h3>Transients</h3><p class='small'>Excursions that leave a series' running level and come back, "
-              f"strongest first ({len(res.transients)} in all; size: excess at the peak, baseline: the running "
-              "level there; width: steps spanned by the window that departs most).</p>",
+              f"strongest first ({len(res.transients)} in all; size: excess at the peak over the running level "
+              "there; width: steps spanned by the window that departs most).</p>",
               table(res.transients.sort_values("z", ascending=False), limit=20), "</section>"]
     return "".join(parts)
 
@@ -118,7 +118,7 @@ def _switches_part(res: AnalysisResult) -> str:
             f"{tolerance(res.num_steps)} steps before it or starting at most {response(res.num_steps)} steps after it. "
             f"{at} of {len(res.switches)} switch(es) coincide with a transition (likely its effect, not an "
             f"emergent change); {own} transition(s) lie away from every switch (the run's own). "
-            f"{_chance_text(res.switch_chance)} lag: transition − switch step.</p>"
+            f"{_chance_text(res.switch_chance)} lag: transition step − switch step.</p>"
             + table(res.switches) + table(match))
 
 
@@ -147,7 +147,9 @@ def report_html(res: AnalysisResult, images: list[Path], extra: str = "", sample
               "<section id='figures'><h2>Every series, by family</h2><p class='small'>Grey: logged values (min–max "
               "per pixel); blue: running median; red: jumps (dashed: seen only on the log-step axis); shaded: "
               "plateaus; orange circles: transients; dotted black: phase transitions. Each band has its own value "
-              "scale; its unit is in its title, its description over the log-step panel.</p>"]
+              "scale, fitted to the bulk of its values; a value beyond it is drawn at the band's edge under an open "
+              "triangle, the farthest labelled with its value. Its unit is in its title, its description over the "
+              "log-step panel, where a series of up to 500 values is drawn value by value.</p>"]
     parts += [f"<h3>{html.escape(img.stem)}</h3>{_figure(img)}" for img in images]
     parts += ["</section>", extra, definitions_html(res),
               "<h2>All events</h2><p class='small'>The rows of events.csv (<a href='#events-columns'>columns</a>)."

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from discrepancy.analysis.pipeline import AnalysisResult
+from discrepancy.report.fragments import is_text
 from discrepancy.report.headline import key_transients
 
 PER_MOMENT = 4  # completions shown per moment
@@ -47,6 +48,8 @@ def samples_html(res: AnalysisResult, samples: pd.DataFrame) -> str:
     if samples.empty:
         return ""
     fields = [c for c in samples.columns if c not in ("step", "prompt_id", "prompt", "completion")]
+    align = {c: " class='text'" if c in ("prompt", "completion") or is_text(samples[c]) else ""  # words left,
+             for c in samples.columns}  # as in every table of the report
     parts = ["<section id='samples'><h2>Sample completions</h2><p class='small'>At a few moments; "
              f"{PER_MOMENT} completions each (the run file holds every recorded one: "
              "<code>open_run(path).samples()</code>).</p>"]
@@ -54,13 +57,12 @@ def samples_html(res: AnalysisResult, samples: pd.DataFrame) -> str:
         rows = samples[samples["step"] == step].head(PER_MOMENT)
         one = rows["prompt"].nunique() == 1  # one prompt group: the prompt once, above its completions
         cols = ["completion", *fields] if one else ["prompt", "completion", *fields]
-        head = "".join(f"<th class='text'>{html.escape(c)}</th>" if c in ("prompt", "completion") else
-                       f"<th>{html.escape(c)}</th>" for c in cols)
+        head = "".join(f"<th{align[c]}>{html.escape(c)}</th>" for c in cols)
         body = "".join(
             "<tr>" + ("" if one else f"<td class='text'><code>{_text(str(r['prompt']))}</code></td>")
             + f"<td class='text'><code>{_text(str(r['completion']))}</code></td>"
             + "".join(f"<td>{r[c] + 0.0:.3g}</td>" if isinstance(r[c], (float, np.floating)) else  # −0.0 → 0
-                      f"<td>{html.escape(str(r[c]))}</td>" for c in fields) + "</tr>"
+                      f"<td{align[c]}>{html.escape(str(r[c]))}</td>" for c in fields) + "</tr>"
             for _, r in rows.iterrows())
         prompt = f"<p class='small'>prompt: <code>{_text(str(rows['prompt'].iloc[0]))}</code></p>" if one else ""
         parts.append(f"<h3>Step {step} — {html.escape(why)}</h3>{prompt}<table class='samples'><tr>{head}</tr>"

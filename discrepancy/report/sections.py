@@ -35,8 +35,8 @@ def llc_section(folder: Path, run_id: str | None = None) -> str:
         return note(f"{LLC_CSV} could not be read: {err}")
     cols = [c for c in LLC_SHOWN if c in llc]
     parts = ["<section><h2>LLC over training</h2><p>Local learning coefficient of the LoRA adapter at each snapshot "
-             "(llc_mean over the chains kept, llc_se its standard error, llc_std the spread across chains, health the "
-             "estimate's verdict); dashed lines in the figure mark stage boundaries, turns larger than the error bars "
+             "(the mean over the chains kept, its standard error, the spread across chains, health the estimate's "
+             "verdict); dashed lines in the figure mark stage boundaries, turns larger than the error bars "
              "(green dash-dot lines: a curriculum's phase switches)."
              "</p>"]
     if (folder / LLC_PNG).is_file():
@@ -65,7 +65,7 @@ def probe_section(folder: Path, run_id: str | None = None) -> str:
 def probe_html(summary: ProbeSummary) -> str:
     """A self-contained HTML section: the verdict table and the figures (linked by file name)."""
     cols = [c for c in EMERGENCE_SHOWN if c in summary.emergence]
-    verdicts = summary.emergence[cols].to_html(index=False, na_rep="–", escape=True) if cols else ""
+    verdicts = table(summary.emergence[cols], na_rep="–") if cols else ""
     imgs = "".join(f'<img src="{html.escape(p.name)}" alt="{html.escape(p.stem)}" style="max-width:100%">'
                    for p in [*summary.figures, *summary.attributions])
     return (f"<section><h2>Skill probes</h2><p>{len(summary.steps)} snapshots probed "

@@ -63,7 +63,7 @@ def test_the_headline_counts_the_control_and_no_legend_repeats_a_name(
     assert f"control runs/{control}/run.h5" in html  # the control's file is listed with the others
     assert "the control&#x27;s events are not matched" in html
     events = html.split("<h2>All events</h2>")[1]
-    assert 0 < events.index("<th>run</th>") < events.index("<th>event</th>")  # the run first: it shows on screen
+    assert 0 < events.index(">run</th>") < events.index(">event</th>")  # the run first: it shows on screen
 
 
 def test_without_a_control_the_headline_is_the_runs_and_the_count_reads_both() -> None:

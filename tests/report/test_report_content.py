@@ -72,7 +72,7 @@ def test_first_screen_says_what_happened(report):
     k = int(round(0.2 * N))
     for name in ("reward_correctness", "kl"):  # start and end: means of the first and last 20 % (numpy, here)
         start, end = values[name][:k].mean(), values[name][-k:].mean()
-        assert re.search(rf">{name}</td><td>[^<]*</td><td>{start:.3g}</td><td>{end:.3g}</td>", head), name
+        assert re.search(rf">{name}</td><td[^>]*>[^<]*</td><td>{start:.3g}</td><td>{end:.3g}</td>", head), name
     sat = re.search(r"reward_format saturated at step (\d+)", head)
     assert sat and abs(int(sat.group(1)) - SATURATED) <= 4
     assert re.search(rf"<b>kl</b> spikes to [\d.]+ at step {SPIKE} ", head)
