@@ -203,15 +203,17 @@ def _start(cfg: TrainConfig, prep: Prepared, req: Request, where: Launch, config
         model, tokenizer, run_id, last_step, snapshots = _load_resumed_base(cfg, req.out, where.device)
         meta: dict[str, Any] = {}
         sft_losses: list[float] = []
-    else:
-        base = build_base(cfg, prep, req.out, where, req.progress)
+        said = False
+    else:  # a cold start of every weight runs in build_base: what is trained is said before it
+        base = build_base(cfg, prep, req.out, where, req.progress, req.notify if where.writer else None)
         model, tokenizer, meta, sft_losses = base.model, base.tokenizer, base.meta, base.sft_losses
+        said = base.described
         run_id, last_step, snapshots = new_run_id(), 0, []
     model = attach_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules, cfg.lora.dropout)
     growth = LoraGrowth.from_config(cfg)  # dynamic LoRA: allocated at lora.rank, masked to the rank of step 0
     if growth is not None:
         growth.attach(model)  # before the cold start, which trains the adapter at that rank
-    if where.writer and req.notify is not None:
+    if where.writer and req.notify is not None and not said:
         req.notify(describe_model(model, cfg, where.device, resumed=req.resume))
     if not req.resume and not cold_start_trains_all(cfg):  # the adapter alone learns the format: a model of the
         sft_losses = run_cold_start(model, tokenizer, cfg, prep, req.progress)  # user's is never changed

@@ -19,8 +19,8 @@ import torch
 
 from discrepancy.errors import DiscrepancyError
 from discrepancy.modeling import (
-    LoraSettings, base_dir_for, build_char_tokenizer, build_tiny_model, check_local_model, check_target_modules,
-    load_local_model, run_model_meta, save_local_model,
+    LoraSettings, attach_lora, base_dir_for, build_char_tokenizer, build_tiny_model, check_local_model,
+    check_target_modules, load_local_model, run_model_meta, save_local_model,
 )
 from discrepancy.modeling.devices import default_dtype
 from discrepancy.modeling.fingerprint import weights_fingerprint
@@ -69,6 +69,7 @@ class Base:
     tokenizer: Any
     meta: dict[str, Any]
     sft_losses: list[float]
+    described: bool = False  # what is trained was said before the cold start (``announce``)
 
 
 def prepare(cfg: TrainConfig) -> Prepared:
@@ -156,9 +157,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_base(cfg: TrainConfig, prep: Prepared, out: Path, where: Launch, progress: ProgressFn | None) -> Base:
+def build_base(cfg: TrainConfig, prep: Prepared, out: Path, where: Launch, progress: ProgressFn | None,
+               announce: Callable[[str], None] | None = None) -> Base:
     """Base model + tokenizer after the cold start; the base is saved next to the run (staged until the run file
-    exists) when the cold start changed it, by the writer rank only."""
+    exists) when the cold start changed it, by the writer rank only. ``announce`` receives what is trained
+    (``describe_model``) before a cold start of every weight, which runs here, before the adapter exists."""
     dtype = train_dtype(cfg, where.device)
     m = cfg.model
     if m.path is None:
@@ -172,6 +175,9 @@ def build_base(cfg: TrainConfig, prep: Prepared, out: Path, where: Launch, progr
     prep.examples = with_chat_prompts(prep.examples, tokenizer, cfg.task)  # as an instruct model was trained
     model.to(where.device)
     check_sampler(cfg.run.sampler, model)  # likewise: a sampler that cannot serve this model fails up front
+    planned = planned_model(model, cfg) if announce is not None and cold_start_trains_all(cfg) else None
+    if planned is not None:
+        announce(describe_model(planned, cfg, where.device))
     losses = run_cold_start(model, tokenizer, cfg, prep, progress) if cold_start_trains_all(cfg) else []
     model.to(dtype)
     lora = LoraSettings(cfg.lora.rank, cfg.lora.alpha, tuple(cfg.lora.target_modules), cfg.lora.dropout)
@@ -184,7 +190,23 @@ def build_base(cfg: TrainConfig, prep: Prepared, out: Path, where: Launch, progr
     else:
         meta = run_model_meta("local", Path(m.path).resolve(), lora, dtype)
     meta["base_fingerprint"] = weights_fingerprint(model)  # what `compare` checks before weight-space lineage
-    return Base(model, tokenizer, meta, losses)
+    return Base(model, tokenizer, meta, losses, described=planned is not None)
+
+
+def planned_model(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module | None:
+    """``model`` with the LoRA adapter GRPO will train, rebuilt from its config on the meta device: shapes without
+    memory, so what is trained can be said before a cold start of every weight (the real adapter is attached after
+    it). The generator's state is restored, so the cold start draws what it would have drawn. None when the model's
+    class cannot be rebuilt from its config (what is trained is then said once the adapter exists)."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            twin = type(model)(config)
+            return attach_lora(twin, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules, cfg.lora.dropout)
+    except Exception:  # noqa: BLE001 - a description must never stop a run
+        return None
 
 
 def describe_model(model: torch.nn.Module, cfg: TrainConfig, device: Any, *, resumed: bool = False) -> str:
