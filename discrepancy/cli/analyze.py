@@ -50,9 +50,9 @@ def _print_table(res) -> None:  # noqa: ANN001 - AnalysisResult, imported lazily
             t.add_row(r.name, f"{r.start:.3g}", f"{r.end:.3g}", f"{r.change:+.3g}{width}", note)
         console.print(t)
     _grouped(console, Table, "Phase transitions (jumps at about the same step in several families or series)",
-             [(r.event, str(r.step), f"{r.first_step}–{r.last_step}", r.signals.replace(",", ", "),
+             "max_abs_z", [(r.event, str(r.step), f"{r.first_step}–{r.last_step}", r.signals.replace(",", ", "),
                f"{r.max_abs_z:.1f}") for r in res.transitions.itertuples()])
-    _grouped(console, Table, "Episodes (transients of several series at once)",
+    _grouped(console, Table, "Episodes (transients of several series at once)", "max_z",
              [(r.event, str(r.step), f"{r.first_step}–{r.last_step}", r.signals.replace(",", ", "), f"{r.max_z:.1f}")
               for r in res.episodes.itertuples()])
     busy = res.signals[(res.signals["n_jumps"] > 0) | (res.signals.get("n_transients", 0) > 0)]
@@ -74,14 +74,17 @@ def _print_table(res) -> None:  # noqa: ANN001 - AnalysisResult, imported lazily
         console.print(t)
 
 
-def _grouped(console, table_cls, title: str, rows: list[tuple[str, ...]]) -> None:  # noqa: ANN001
-    """A table of grouped events (transitions or episodes), nothing when there are none."""
+def _grouped(console, table_cls, title: str, strength: str, rows: list[tuple[str, ...]]) -> None:  # noqa: ANN001
+    """A table of grouped events (transitions or episodes), nothing when there are none; headers in the report's
+    words (``report.fragments.header``), ``strength`` the column of the last one (max_abs_z, max_z)."""
+    from discrepancy.report.fragments import header
+
     if not rows:
         return
     t = table_cls(title=title)
     longest = max(len(name) for row in rows for name in row[3].split(", "))
-    for col in ("event", "step", "steps", "signals", "max |z|"):  # signals wrap between names, never inside one
-        t.add_column(col, no_wrap=col != "signals", min_width=longest if col == "signals" else None,
+    for col in ("event", "step", "steps", "signals", strength):  # signals wrap between names, never inside one
+        t.add_column(header(col), no_wrap=col != "signals", min_width=longest if col == "signals" else None,
                      overflow="fold")
     for row in rows:
         t.add_row(*row)
