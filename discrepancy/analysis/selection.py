@@ -1,9 +1,9 @@
 """Which series of a run are searched for events, and why the others are not.
 
 Searched: every series that learning moves. Drawn but not searched: per-step timings (they follow machine load),
-config schedules (set, not learned) and smoothed copies of a searched series. Neither searched nor drawn: series
-with one value over the whole run, and series whose value is 0 by construction and whose records are float round-off
-(``round_off_series``). Each reason is said once, in a note, with every name it covers.
+config schedules (set, not learned), smoothed copies of a searched series and series computed from a smoothed one
+(``FROM_SMOOTHED``). Neither searched nor drawn: series with one value over the whole run, and series whose value is 0
+by construction and whose records are float round-off (``round_off_series``). Each reason is said once, in a note, with every name it covers.
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ SCHEDULE = re.compile(r"^(lr|learning_rate|temperature|beta|phase|phase_trigger|
 # recipe: neither searched nor drawn (a zig-zag across a panel of the losses figure says nothing); the run keeps it.
 BOOKKEEPING = re.compile(r"^discrepancy_(micro|rows)$")
 DERIVED_SUFFIX = "_ewma"  # X_ewma smooths X: a spike of X becomes a step of X_ewma, so only X is searched
+# Series computed from a smoothed series inherit its steps: instrumentation.grad_noise records
+# noise_snr = prompt groups of the step / b_simple_ewma, so one grad_sq spike moves b_simple_ewma for tens of steps
+# and noise_snr with it (a "jump" and a "plateau" of a spike). Drawn, never searched, for the same reason as X_ewma.
+FROM_SMOOTHED: dict[str, str] = {"noise_snr": "b_simple_ewma"}  # {series: the smoothed series it is computed from}
 # Series that are a mean of mean-centred advantages, so 0 in value whenever the trainer makes one update per batch
 # (ratio ≡ 1): GRPO's policy loss −mean(Â·ρ) and the advantages' own mean. Their records are then the round-off of
 # summing terms as large as the step's advantages, and the advantages' extremes give that scale.
@@ -87,12 +91,13 @@ def round_off_series(frame: pd.DataFrame, names: list[str]) -> dict[str, float]:
 
 def not_searched(names: list[str], *, timing_jumps: bool = False, schedule_jumps: bool = False) -> dict[str, str]:
     """{name: why} for the series that are plotted but not searched: timings (machine load), config schedules
-    (set, not learned) and ``X_ewma`` copies of a series X that is itself a column (smoothing turns a spike into a
-    level change)."""
+    (set, not learned), ``X_ewma`` copies of a series X that is itself a column and the series computed from a
+    smoothed one (``FROM_SMOOTHED``): smoothing turns a spike into a level change."""
     out = {name: "timing" for name in names if TIMING.search(name) and not timing_jumps}
     out |= {name: "schedule" for name in names if SCHEDULE.search(name) and not schedule_jumps and name not in out}
     out |= {name: "smoothed" for name in names
-            if name.endswith(DERIVED_SUFFIX) and name[: -len(DERIVED_SUFFIX)] in names and name not in out}
+            if name not in out and (name in FROM_SMOOTHED
+                                    or name.endswith(DERIVED_SUFFIX) and name[: -len(DERIVED_SUFFIX)] in names)}
     return out
 
 
@@ -119,6 +124,8 @@ def exclusion_notes(constant: dict[str, float], skipped: dict[str, str], bookkee
         notes.append(f"{len(by['schedule'])} config schedule(s) and trainer setting(s) ({', '.join(by['schedule'])}) "
                      "not searched: the config, the trainer's curriculum or its controllers set them")
     if by["smoothed"]:
+        derived = [f"{k} from {FROM_SMOOTHED[k]}" for k in by["smoothed"] if k in FROM_SMOOTHED]
         notes.append(f"{len(by['smoothed'])} smoothed series ({', '.join(by['smoothed'])}) not searched: their raw "
-                     "series are searched, and smoothing turns one spike into a level change")
+                     "series are searched, and smoothing turns one spike into a level change"
+                     + (f" (also in a series computed from a smoothed one: {', '.join(derived)})" if derived else ""))
     return notes

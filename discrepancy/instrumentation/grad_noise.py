@@ -183,5 +183,7 @@ class GradNoise(Instrument):
             "noise_trace_ewma": s,
             "grad_sq_ewma": g2,
             "b_simple_ewma": b_simple,
+            # from the smoothed b_simple_ewma: the analysis draws it but does not search it (a spike of grad_sq
+            # moves it for tens of steps; analysis.selection.FROM_SMOOTHED)
             "noise_snr": sum(groups) / b_simple if b_simple != 0.0 else math.nan,
         }
