@@ -18,68 +18,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from discrepancy.analysis.keys import (  # noqa: F401 - the key series' rules, imported from here too
+    KEY_ALIASES, KEY_SERIES, POLICY_GRADIENT, SUPERVISED_SERIES, key_names, key_of, summary_names,
+)
 from discrepancy.analysis.pipeline import AnalysisResult
 from discrepancy.analysis.plots import binned_curves
 from discrepancy.analysis.step_axis import step_label, switch_lines
 from discrepancy.analysis.units import unit_of
 from discrepancy.runfile.results import atomic_path
 
-KEY_SERIES = ("reward_mean", "reward_correctness", "reward_format", "kl", "entropy", "completion_length_mean")
-# Another trainer's log names the same quantities its own way: TRL's trainer_state.json or TensorBoard log holds
-# ``reward``, ``rewards/<function>/mean`` and ``completions/mean_length``. A key series absent under its own name is
-# looked up under these (exact names first, then a pattern over the reward functions' names).
-KEY_ALIASES: dict[str, tuple[str, ...]] = {
-    "reward_mean": ("reward", "rewards_mean"),
-    "reward_correctness": (r"re:^rewards?[/_].*(correct|accura).*mean$",),
-    "reward_format": (r"re:^rewards?[/_].*format.*mean$",),
-    "completion_length_mean": ("completions/mean_length", "completions_mean_length"),
-}
-# A log without any reward (supervised fine-tuning, pre-training: an HF Trainer's trainer_state.json) has its loss
-# as the curve a reader looks at first: there the training and evaluation losses lead the key series. Beside a
-# reward they follow it, unless the log is a policy-gradient run's (``POLICY_GRADIENT``). Foreign logs name them so
-# whatever their kind (``interop.source.HF_PREFIXES``: W&B's train/loss and eval/loss are loss and eval_loss).
-SUPERVISED_SERIES = ("loss", "eval_loss")
-# A GRPO / PPO run logs its surrogate objective as ``loss``: on-policy its value is β·KL (the policy part is a mean
-# of mean-centred advantages, 0), so it says nothing of what the model learned and is no key series. Such a run is
-# told by what only policy-gradient trainers log: KL to the reference, the ratio and its clipping, groups with
-# tied rewards, completion lengths (this project's runs, TRL's GRPOTrainer in any of its log formats).
-POLICY_GRADIENT = re.compile(r"^(kl|frac_reward_zero_std|ratio_mean)$|^clip_ratio|^completions?[/_]")
 OVERVIEW_PNG, JUMP_MAP_PNG = "overview.png", "jump_map.png"
 DPI = 80
-
-
-def key_names(res: AnalysisResult, keys: tuple[str, ...] = KEY_SERIES) -> list[str]:
-    """The run's own name of each of ``keys`` it logged with a finite, non-constant value (``KEY_ALIASES`` when
-    a foreign log names it otherwise), in the order of ``keys``; when ``keys`` name rewards, ``SUPERVISED_SERIES``
-    lead when the log has no reward (its loss is then what a reader looks at first) and follow the rewards' keys
-    when it has one and is no policy-gradient run (a supervised loss beside a reward is half of what happened)."""
-    cols = list(res.series.columns)
-
-    def usable(name: str) -> bool:
-        return name in res.series.columns and name not in res.constant and np.isfinite(res.series[name]).sum() > 0
-
-    out: list[str] = []
-    rewarded = any(key.startswith("reward") and key in keys for key in KEY_SERIES)
-    if rewarded and not any(key_of(c).startswith("reward") and usable(c) for c in cols):
-        keys = (*SUPERVISED_SERIES, *keys)  # no reward logged: the losses lead
-    elif rewarded and not any(POLICY_GRADIENT.search(c) for c in cols):
-        keys = (*keys, *SUPERVISED_SERIES)  # a training loss beside the reward: after it
-    for key in keys:
-        for alias in (key, *KEY_ALIASES.get(key, ())):
-            found = [c for c in cols if re.search(alias[3:], c)] if alias.startswith("re:") else [alias]
-            name = next((c for c in found if usable(c) and c not in out), None)
-            if name is not None:
-                out.append(name)
-                break
-    return out
-
-
-def key_of(name: str) -> str:
-    """The key series ``name`` stands for (itself when it is none's alias): ``reward`` → ``reward_mean``."""
-    for key, aliases in KEY_ALIASES.items():
-        if any(re.search(a[3:], name) if a.startswith("re:") else a == name for a in aliases):
-            return key
-    return name
 
 
 @dataclass(frozen=True)
@@ -106,17 +55,26 @@ class Stall:
                 f"{abs(self.size):.3g} at step {self.step}")
 
 
+# The stall-then-transition story belongs to what training optimises: a loss, a reward, an accuracy that sat on a
+# level until the model learned something. A length, an entropy or a KL dips and recovers as often as not.
+STALL_SERIES = re.compile(r"loss|reward|correct|accura", flags=re.IGNORECASE)
+HOLDS = 0.5  # the end level lies past the plateau's level, in the jump's direction, by ≥ this share of the jump
+TAIL = 0.2  # share of the logged steps whose median is the series' end level (the headline's "end" window)
+
+
 def key_stalls(res: AnalysisResult, names: list[str]) -> dict[str, Stall]:
-    """{series: Stall} for the series among ``names`` whose largest level change (the linear-axis jump of largest
-    |z|) ends one of the plateaus the analysis found: the plateau's end lies within the steps that count as the same
-    moment (0.5 % of the run, at least 2). A loss that sat at 2.0 for 160 steps before it fell is told so; "went
-    2.16 → 1.2" alone hides the stall, often the run's main story."""
+    """{series: Stall} for the loss-, reward- and accuracy-like series among ``names`` (``STALL_SERIES``) whose
+    largest level change (the linear-axis jump of largest |z|) ends one of the plateaus the analysis found (the
+    plateau's end within the steps that count as the same moment: 0.5 % of the run, at least 2) and holds: the
+    median of the last TAIL of the run lies past the plateau's level by ≥ HOLDS of the jump, in its direction. A
+    loss that sat at 2.0 for 160 steps before it fell is told so ("went 2.16 → 1.2" alone hides the stall, often
+    the run's main story); a dip that came back is no stall, only half of a transient."""
     out: dict[str, Stall] = {}
     if not names or res.plateaus.empty or res.jumps.empty or not len(res.series):
         return out
     steps = res.series.index.to_numpy()
     near = max(2, int(0.005 * (steps.max() - steps.min() + 1)))
-    for name in names:
+    for name in (n for n in names if STALL_SERIES.search(key_of(n)) or STALL_SERIES.search(n)):
         j = res.jumps[(res.jumps["signal"] == name) & (res.jumps["axis"] == "linear")]
         p = res.plateaus[res.plateaus["signal"] == name]
         if j.empty or p.empty:
@@ -127,20 +85,26 @@ def key_stalls(res: AnalysisResult, names: list[str]) -> dict[str, Stall]:
             continue
         plat = ends.loc[(ends["end_step"] - top["step"]).abs().idxmin()]
         inside = steps[(steps >= plat["start_step"]) & (steps < plat["end_step"])]  # [logged steps of the plateau]
-        if not inside.size:
+        if not inside.size or not _holds(res.series[name], float(plat["level"]), float(top["size"])):
             continue
         out[name] = Stall(name, float(plat["level"]), int(inside[0]), int(inside[-1]), float(top["size"]),
                           int(top["step"]))
     return out
 
 
+def _holds(y: pd.Series, level: float, size: float) -> bool:
+    """Whether the series ends past ``level`` in the direction of ``size`` by ≥ HOLDS·|size| (median of the last
+    TAIL of its finite values): the level the jump reached is where the run stayed."""
+    v = y.dropna().to_numpy(dtype=np.float64)
+    if not v.size:
+        return False
+    end = float(np.median(v[-max(1, int(round(TAIL * v.size))):]))
+    return (end - level) * np.sign(size) >= HOLDS * abs(size)
+
+
 def key_series(res: AnalysisResult, limit: int = 6) -> list[str]:
     """The series the overview draws: KEY_SERIES the run has (not constant), else its first searched series."""
-    present = key_names(res)
-    if present:
-        return present[:limit]
-    searched = res.signals.loc[~res.signals["jump_fraction"].isna(), "signal"]
-    return list(searched[:limit])
+    return summary_names(res, limit=limit)[:limit]
 
 
 def display_median(y: pd.Series, n: int) -> pd.Series:

@@ -24,9 +24,12 @@ from discrepancy.analysis.changepoints.jumps import JumpDetector, JumpResult
 from discrepancy.analysis.changepoints.noise import robust_sigma
 from discrepancy.analysis.changepoints.plateaus import PlateauDetector
 from discrepancy.analysis.changepoints.steptest import PERMUTATION_MIN
+from discrepancy.analysis.duplicates import SAME_CORRELATION, duplicate_groups  # noqa: F401 - imported from here too
+from discrepancy.analysis.keys import loss_left_out
 from discrepancy.analysis.phases import (
     MATCH_COLUMNS, SWITCH_COLUMNS, chance_of_coincidence, phase_switches, switches_vs_transitions,
 )
+from discrepancy.analysis.seasonal_note import seasonal_note, swing_period
 from discrepancy.analysis.selection import (  # noqa: F401 - TIMING, SCHEDULE, DERIVED_SUFFIX: imported from here too
     BOOKKEEPING, DERIVED_SUFFIX, SCHEDULE, TIMING, constant_series, exclusion_notes, not_searched,
     round_off_series,
@@ -170,7 +173,7 @@ def analyze(
     if len(result.switches):
         result.switch_chance = chance_of_coincidence(result.transitions, result.num_steps)
     result.descriptions = {name: src.descriptions.get(name, "") for name in src.frame.columns}
-    result.notes = [*src.notes, *result.notes]
+    result.notes = [*src.notes, *result.notes, *filter(None, [loss_left_out(result)])]
     return result
 
 
@@ -200,6 +203,7 @@ def analyze_series(  # noqa: PLR0913 - every option of the analysis
     jumps, plateaus, per_signal, transients = [], [], [], []
     few: list[str] = []
     near_zero: dict[str, list[tuple[int, float]]] = {}
+    swings: dict[str, int] = {}  # series -> period (steps) of the seasonal swing removed before its jump tests
     for name, finite, found in _map_signals(frame, names, log_axis, max_points, set(skipped)):
         if found is None:
             few.append(f"{name} ({finite})")
@@ -208,12 +212,13 @@ def analyze_series(  # noqa: PLR0913 - every option of the analysis
         plateaus += found[1]
         per_signal.append(found[2])
         transients += found[3]
+        swings |= {name: found[2]["period"]} if found[2].get("period") else {}
         if found[2].get("near_zero"):  # a ratio's excursions at a denominator near 0 (transients.RATIO_SERIES)
             near_zero[name] = found[2]["near_zero"]
     if few:  # one note: a short run's post-step measurements (every n-th step) all land here together
         notes.append(f"{len(few)} series with too few finite values to search, skipped: {', '.join(few)} (those "
                      "measured every instruments.discrepancy_every-th step have that share of the steps)")
-    notes += near_zero_note(near_zero)
+    notes += near_zero_note(near_zero) + seasonal_note(swings)
     jump_df = pd.DataFrame(jumps, columns=JUMP_COLUMNS)
     same = duplicate_groups(frame, [n for n in names if n not in skipped])
     if same:
@@ -256,47 +261,6 @@ def _selection(frame: pd.DataFrame, notes: list[str], timing_jumps: bool, schedu
 def _span(frame: pd.DataFrame) -> int:
     """Steps the run covers (first to last logged step, inclusive); 0 when empty."""
     return int(frame.index.max() - frame.index.min() + 1) if len(frame) else 0
-
-
-SAME_CORRELATION = 0.999  # |correlation| above this: one quantity logged twice (loss and loss_pre)
-
-
-def duplicate_groups(frame: pd.DataFrame, names: list[str], max_rows: int = 20_000) -> dict[str, list[str]]:
-    """{representative: [near-identical series]} among ``names``: same finite rows, |correlation| of the values and
-    of their one-step changes ≥ SAME_CORRELATION.
-
-    Two names for one quantity jump together by construction, so counting both toward a transition's minimum
-    number of signals would make one change look like two. Rows are strided down to ≤ ``max_rows`` (correlation of
-    a strided sample of ≥ 20 k rows is precise to ~1e-4). The representative is the first name in ``names``.
-    """
-    if len(names) < 2 or len(frame) < MIN_STEPS:
-        return {}
-    stride = max(1, int(np.ceil(len(frame) / max_rows)))
-    v = frame[names].to_numpy()[::stride]  # [m, k]
-    out: dict[str, list[str]] = {}
-    taken: set[int] = set()
-    for i in range(len(names)):
-        if i in taken:
-            continue
-        for j in range(i + 1, len(names)):
-            if j in taken or not np.array_equal(np.isfinite(v[:, i]), np.isfinite(v[:, j])):
-                continue
-            ok = np.isfinite(v[:, i])
-            a, b = v[ok, i], v[ok, j]
-            if a.size < MIN_STEPS or np.std(a) == 0 or np.std(b) == 0:
-                continue
-            # Levels AND steps: two different smooth trends can correlate ≥ 0.999 in level, not step by step.
-            if min(_abs_corr(a, b), _abs_corr(np.diff(a), np.diff(b))) >= SAME_CORRELATION:
-                out.setdefault(names[i], []).append(names[j])
-                taken.add(j)
-    return out
-
-
-def _abs_corr(a: np.ndarray, b: np.ndarray) -> float:
-    """|Pearson correlation|; 0 when either side is constant (nothing to compare)."""
-    if np.std(a) == 0 or np.std(b) == 0:
-        return 0.0
-    return abs(float(np.corrcoef(a, b)[0, 1]))
 
 
 PARALLEL_VALUES = 2_000_000  # below this many values a pool's start (~0.1 s) costs more than it saves
@@ -402,5 +366,6 @@ def _one_signal(x: np.ndarray, steps: np.ndarray, name: str, log_axis: bool, max
     # σ̂ of the raw steps (the reduced series' σ̂ is that of block medians, √f smaller)
     conv = np.nan if found.converged_from is None else float(steps[int(red.starts[found.converged_from])])
     info = dict(signal=name, family=fam, points=int(x.size), sigma=robust_sigma(x), n_jumps=len(jumps),
-                n_plateaus=len(plats), jump_fraction=float(res.jump_fraction), converged_from_step=conv)
+                n_plateaus=len(plats), jump_fraction=float(res.jump_fraction), converged_from_step=conv,
+                period=swing_period(res, steps, x.size / red.values.size))
     return jumps, plats, info

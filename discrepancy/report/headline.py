@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from discrepancy.analysis.overview import (
-    KEY_SERIES, SUPERVISED_SERIES, display_median, key_names, key_of, key_stalls,
+    KEY_SERIES, SUPERVISED_SERIES, display_median, key_of, key_stalls, summary_names,
 )
 from discrepancy.analysis.phases import edge_phases
 from discrepancy.analysis.pipeline import AnalysisResult
@@ -104,7 +104,7 @@ def key_rows(res: AnalysisResult) -> list[KeyRow]:
     rows = []
     edges = edge_phases(res.series["phase"], res.config_toml, EDGE) if "phase" in res.series else None
     across = " → ".join(edges) if edges else ""
-    names = key_names(res, HEADLINE_SERIES)
+    names = summary_names(res, HEADLINE_SERIES)
     stalls = key_stalls(res, names)
     for name in names:
         v = res.series[name].dropna()
@@ -142,7 +142,7 @@ def key_transients(res: AnalysisResult, limit: int = 3) -> pd.DataFrame:
     """The most visible transient of each key series (reward, correctness, format, KL, entropy, length): largest
     excess as a share of the series' 1–99 % range first, since that is what a reader of the curves sees (every
     transient already passed 6 σ̂); the other series' transients are in the jump map and the events."""
-    t = res.transients[res.transients["signal"].isin(key_names(res))]
+    t = res.transients[res.transients["signal"].isin(summary_names(res))]
     if t.empty:
         return t
     span = {n: float(np.subtract(*np.nanpercentile(res.series[n], [99, 1]))) or 1.0 for n in set(t["signal"])}
@@ -192,7 +192,7 @@ def where_to_look(res: AnalysisResult) -> list[str]:
         out.append(f"<b><a href='#jump-map'>{e.event}</a></b>, steps {e.first_step}–{e.last_step} (peak {e.step}): "
                    f"{e.n_signals} series in {e.n_families} families spike at once — {what}; a coincidence this "
                    f"large is expected {e.chance:.2g} times per run")
-    names = key_names(res, HEADLINE_SERIES)
+    names = summary_names(res, HEADLINE_SERIES)
     for t in key_transients(res).itertuples():
         line = (f"<b>{html.escape(t.signal)}</b> {'spikes' if t.size > 0 else 'dips'} to {t.size + t.baseline:.3g} "
                 f"at step {t.step} against a running level of {t.baseline:.3g} ({t.z:.1f} σ̂; "
@@ -206,7 +206,7 @@ def where_to_look(res: AnalysisResult) -> list[str]:
         span = "" if t.first_step == t.last_step else f" ({_span(t.first_step, t.last_step)})"
         out.append(f"<b>{t.event}</b> phase transition at step {t.step}{span}: "
                    f"jumps of {html.escape(t.signals.replace(',', ', '))} (max |z| {t.max_abs_z:.1f})")
-    out += _key_jump_lines(res, key_names(res))  # after the transitions: one series' level change
+    out += _key_jump_lines(res, summary_names(res))  # after the transitions: one series' level change
     out += _switch_lines(res)
     serious = serious_events(res.path) if res.path else []
     if serious:
@@ -277,7 +277,8 @@ def _went(r: KeyRow) -> str:
 
 def lead(rows: list[KeyRow], constant: dict[str, float] | None = None) -> str:
     """One sentence per key fact: the task reward (beyond noise or not; a reward that never moved first, since no
-    key row shows it), saturated rewards, KL, dead groups."""
+    key row shows it), saturated rewards, KL, dead groups; when none of these was logged, the first row (a log
+    without key series is summarised by its first searched series, ``overview.summary_names``)."""
     by = {key_of(r.name): r for r in rows}  # a foreign log's "reward" is reward_mean
     out = [f"{name} was {value:.3g} at every step" for name, value in (constant or {}).items()
            if key_of(name) in ("reward_correctness", "reward_mean")]
@@ -299,6 +300,8 @@ def lead(rows: list[KeyRow], constant: dict[str, float] | None = None) -> str:
     if "frac_reward_zero_std" in by:
         r = by["frac_reward_zero_std"]
         out.append(f"prompt groups without learning signal (all rewards tied) went {r.start:.0%} → {r.end:.0%}")
+    if not out and rows:  # a log without reward, loss or KL (a CSV of sales): its first series is what happened
+        out.append(_went(rows[0]))
     return ("; ".join(out) + ".") if out else ""
 
 

@@ -59,3 +59,48 @@ def test_the_plateau_a_key_series_largest_change_ends(tmp_path: Path):
     pd.DataFrame({"step": t, "loss": 2.0 - 0.003 * t + 0.01 * rng.standard_normal(t.size)}).to_csv(flat, index=False)
     res = analyze(flat)
     assert key_stalls(res, key_names(res)) == {}
+
+
+def test_a_stall_is_said_only_of_a_loss_reward_or_accuracy_whose_new_level_holds(tmp_path: Path):
+    """Planted: a loss and a completion length with the same stall at 2.0 over steps 20–180 and a drop of 0.8 at
+    181 that holds (only the loss is a stall: a length's dip is no learning story); and a loss whose drop at 181
+    climbs back to 2.0 by step 230 (half of a dip, no stall)."""
+    rng = np.random.default_rng(5)
+    t = np.arange(1, 301)
+    held = np.where(t < 20, 2.3 - 0.3 * t / 20, np.where(t <= 180, 2.0, 1.2))
+    back = np.where(t <= 180, held, np.minimum(1.2 + 0.8 * (t - 181) / 50, 2.0))  # back at 2.0 from step 231
+    noise = lambda: 0.03 * rng.standard_normal(t.size)  # noqa: E731
+    path = tmp_path / "stalls.csv"
+    pd.DataFrame({"step": t, "loss": held + noise(), "completion_length_mean": held + noise(),
+                  "eval_loss": back + noise()}).to_csv(path, index=False)
+    res = analyze(path)
+    assert (res.jumps["signal"] == "eval_loss").any() and (res.plateaus["signal"] == "eval_loss").any()  # a drop
+    assert (res.jumps["signal"] == "completion_length_mean").any()
+    assert set(key_stalls(res, ["loss", "completion_length_mean", "eval_loss"])) == {"loss"}
+
+
+def test_a_loss_beside_a_reward_that_hovers_around_zero_is_no_key_series(tmp_path: Path):
+    """TRL's log with only loss, reward and grad_norm (no KL, no completions/ columns): a loss within ±0.002 that
+    changes sign is the policy-gradient surrogate, left out with a note; a positive loss of the same log shape is a
+    training loss and stays."""
+    import json
+
+    rng = np.random.default_rng(6)
+    t = np.arange(1, 201)
+
+    def state(loss: np.ndarray) -> Path:
+        rows = [{"step": int(s), "loss": float(v), "reward": float(0.3 + 0.3 * (s > 100) + 0.05 * rng.standard_normal()),
+                 "grad_norm": float(0.2 + 0.02 * rng.standard_normal())} for s, v in zip(t, loss)]
+        folder = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        folder.mkdir()
+        (folder / "trainer_state.json").write_text(json.dumps({"log_history": rows}))
+        return folder / "trainer_state.json"
+
+    res = analyze(state(0.001 * rng.standard_normal(t.size)))
+    assert key_names(res) == ["reward"]
+    assert sum("loss left out of the key series" in n for n in res.notes) == 1
+    res = analyze(state(1.5 - 0.002 * t + 0.02 * rng.standard_normal(t.size)))
+    assert key_names(res) == ["reward", "loss"] and not any("loss left out" in n for n in res.notes)
+    grpo = _wandb_csv(tmp_path / "grpo.csv", {"train/kl": 0.01 + 0.001 * rng.standard_normal(400)})
+    assert any(n.startswith("loss left out of the key series: this is a policy-gradient run")
+               for n in analyze(grpo).notes)

@@ -193,7 +193,7 @@ def test_early_warning_events_are_grouped_by_check_on_the_first_screen(monkeypat
     res = SimpleNamespace(path="run.h5", episodes=empty, transients=empty, transitions=empty, jumps=empty.assign(axis=[]),
                           switches=pd.DataFrame(), series=pd.DataFrame(), constant={})
     monkeypatch.setattr(headline, "key_transients", lambda res: empty)
-    monkeypatch.setattr(headline, "key_names", lambda res, keys=None: [])
+    monkeypatch.setattr(headline, "summary_names", lambda res, keys=None: [])
     first = headline.where_to_look(res)[0]
     assert "kl_blowup (critical) at steps 50, 54, 60, 63 and 1 more; no_signal (warning) at step 40" in first
 
