@@ -71,10 +71,11 @@ class AnalysisResult:
     series: pd.DataFrame  # [steps, signals] the analysed values (after optional smoothing), index "step"
     jumps: pd.DataFrame  # JUMP_COLUMNS; axis "linear" or "log" (seen only on the log-step axis)
     plateaus: pd.DataFrame  # PLATEAU_COLUMNS; [start_step, end_step) half-open
-    transitions: pd.DataFrame  # events.TRANSITION_COLUMNS, strongest first
+    transitions: pd.DataFrame  # events.TRANSITION_COLUMNS, most series first, then by max |z|
     signals: pd.DataFrame  # SIGNAL_COLUMNS, one row per analysed series
     transients: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TRANSIENT_COLUMNS))
-    episodes: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EPISODE_COLUMNS))  # strongest first
+    # most families first, then most series, then by max z
+    episodes: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EPISODE_COLUMNS))
     switches: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SWITCH_COLUMNS))  # curriculum, in order
     # phases.MATCH_COLUMNS: each switch with the transition it explains, then the run's own transitions; made once
     # with ``switches`` (the report's table, headline and summary.json all read it)

@@ -3,7 +3,8 @@
 Searched: every series that learning moves. Drawn but not searched: per-step timings (they follow machine load),
 config schedules (set, not learned), smoothed copies of a searched series and series computed from a smoothed one
 (``FROM_SMOOTHED``). Neither searched nor drawn: series with one value over the whole run, and series whose value is 0
-by construction and whose records are float round-off (``round_off_series``). Each reason is said once, in a note, with every name it covers.
+by construction and whose records are float round-off (``round_off_series``). Each reason is said once, in a note,
+with every name it covers.
 """
 
 from __future__ import annotations

@@ -321,7 +321,8 @@ def near_zero_note(left_out: dict[str, list[tuple[int, float]]], shown: int = 6)
 
 def group_episodes(transients: pd.DataFrame, *, span: int, tolerance: int = 2, min_signals: int = 3,
                    min_families: int = 2, alias: dict[str, str] | None = None, chance: float = CHANCE) -> pd.DataFrame:
-    """Episodes: transients of several series at about the same step, strongest first (EPISODE_COLUMNS).
+    """Episodes: transients of several series at about the same step (EPISODE_COLUMNS), most families first,
+    then most series, then by max z.
 
     Transients sorted by their peak join the current group while their peak lies within ``tolerance`` steps of
     the group's first peak (anchored, as ``changepoints.events.group_transitions``, so a run full of spikes cannot

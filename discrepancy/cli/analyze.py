@@ -36,7 +36,7 @@ def _print_table(res) -> None:  # noqa: ANN001 - AnalysisResult, imported lazily
     if text:
         console.print(text, highlight=False)
     if rows:
-        t = Table(title="Key series: first vs last 20 % of steps (± 95 %, autocorrelation-corrected)")
+        t = Table(title="Key series: first vs last 20\u00a0% of steps (±\u00a095\u00a0%, autocorrelation-corrected)")
         t.add_column("series", no_wrap=True, min_width=max(len(r.name) for r in rows))
         for col in ("start", "end", "change", "note"):
             t.add_column(col, justify="right" if col != "note" else "left")
@@ -49,7 +49,8 @@ def _print_table(res) -> None:  # noqa: ANN001 - AnalysisResult, imported lazily
             width = f" ± {r.half_width:.2g}" if r.half_width == r.half_width else ""
             t.add_row(r.name, f"{r.start:.3g}", f"{r.end:.3g}", f"{r.change:+.3g}{width}", note)
         console.print(t)
-    _grouped(console, Table, "Phase transitions (jumps at about the same step in several families or series)",
+    _grouped(console, Table, "Phase transitions (jumps at about the same step in several families or series; most series first, then by "
+             "max |z|)",
              "max_abs_z", [(r.event, str(r.step), f"{r.first_step}–{r.last_step}", r.signals.replace(",", ", "),
                f"{r.max_abs_z:.1f}") for r in res.transitions.itertuples()])
     _grouped(console, Table, "Episodes (transients of several series at once)", "max_z",

@@ -94,7 +94,7 @@ def _events_part(res: AnalysisResult, jump_map: Path | None) -> str:
     if jump_map is not None:
         parts.append(_figure(jump_map))
     parts += ["<h3>Phase transitions</h3><p class='small'>Jumps (level changes) within the same few steps in "
-              "several signal families or many series, strongest first (numbered in step order).</p>", table(res.transitions),
+              "several signal families or many series, most series first, then by max |z| (numbered in step order).</p>", table(res.transitions),
               _switches_part(res),
               "<h3>Episodes</h3><p class='small'>Transients of several series at once that chance alone would give "
               "less than once in 100 runs (chance per run: how many such coincidences chance alone gives per run).</p>",
