@@ -22,8 +22,8 @@ the raw series splits the cycle itself. Here:
   that grows, a month that trades places), and what one median leaves of it stays in the series as a swing of its
   own, which the tests read as noise. So each phase's value is taken instead from the ``PROFILE_CYCLES`` = 7
   neighbouring cycles (STL's cycle-subseries smoothing, at its smallest recommended seasonal window, by running
-  medians; held at the first and last full window at the ends; centred by the profile's running mean over one
-  period) when the swing **changes**: each residual is predicted by the median of the other values of its phase,
+  medians, continued along the first and last window's Theil–Sen line at the ends; centred by the profile's mean
+  over every full period, held at the ends) when the swing **changes**: each residual is predicted by the median of the other values of its phase,
   once from all cycles and once from its 7 neighbours, and the neighbours must predict better by a one-sided
   Wilcoxon signed-rank test at ``LEVEL`` (paired absolute errors of all points). A swing that does not change keeps
   the one median per phase, which has the lower variance (the 7-cycle profile on a steady swing raised the false
@@ -93,11 +93,15 @@ def find_period(y: np.ndarray) -> int:
 
 
 def _running_median(v: np.ndarray, width: int) -> np.ndarray:
-    """Median of every ``width`` consecutive values of ``v`` (more than ``width`` of them), centred, the first and
-    last full window's median held at the ends (padding with the end value would weigh one cycle as several)."""
+    """Median of every ``width`` consecutive values of ``v`` (more than ``width`` of them), centred; at the ends,
+    the first and last full window's median continued along that window's Theil–Sen slope (STL's loess fits a local
+    line at the ends for the same reason). A centred median follows a linear drift without bias, a median held at
+    the ends does not: a swing that grows was under-removed in the last cycles and left a false jump there."""
     med = np.median(sliding_window_view(v, width), axis=1)  # [m − width + 1]
-    head = width // 2
-    return np.concatenate((np.full(head, med[0]), med, np.full(v.size - med.size - head, med[-1])))
+    head, tail = width // 2, v.size - med.size - width // 2
+    first = stats.theilslopes(v[:width]).slope
+    last = stats.theilslopes(v[-width:]).slope
+    return np.concatenate((med[0] + first * np.arange(-head, 0), med, med[-1] + last * np.arange(1, tail + 1)))
 
 
 def _leave_one_out(v: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +149,11 @@ def seasonal_profile(y: np.ndarray, period: int) -> np.ndarray:
     out = np.empty(y.size)
     for i in range(period):
         out[i::period] = _running_median(resid[i::period], PROFILE_CYCLES)
-    return out - ndimage.uniform_filter1d(out, size=period, mode="nearest")
+    # centred by its mean over every full period, held at the ends: a mean over a window padded with the end value
+    # (ndimage's "nearest") is a phase's value, not the cycle's mean, and shifted the last half period's level
+    mean = sliding_window_view(out, period).mean(axis=1)  # [n − period + 1], window [t, t + period)
+    head = period // 2
+    return out - np.concatenate((np.full(head, mean[0]), mean, np.full(y.size - mean.size - head, mean[-1])))
 
 
 def deseasonalise(y: np.ndarray) -> tuple[np.ndarray, int]:

@@ -130,20 +130,27 @@ def test_leave_one_out_errors_match_a_direct_loop():
 def test_a_changing_swing_is_followed_and_a_steady_one_is_not():
     """A steady swing keeps one median per phase (the 7-cycle test at 5 %: at most 3 of 30 say "changing"; 0 when
     written); a swing whose amplitude triples is said to change in ≥ 27 of 30 (30), its profile is ≥ 1.5× closer
-    (RMS) to the planted one than one median per phase gives in every series (1.8–3×, median 2.4×), and a 1.0 step
-    under it is found more often than with one median per phase (27 against 23 of 30)."""
+    (RMS) to the planted one than one median per phase gives in every series (1.8–3×, median 2.3×), and a 1.0 step
+    under it is found more often than with one median per phase (27 against 23 of 30), with no more series holding a
+    jump away from it (2 against 6; on 100 further seeds 90 / 5 against 84 / 6). The profile's ends are what the
+    last check guards: centred over windows padded with the end value it shifted the last half period's level, a
+    false jump 4–6 points from the end in 27 of 100 series."""
     steady = sum(changing(v - ndimage.median_filter(v, 13, mode="nearest"), 12)
                  for v in (_seasonal(np.random.default_rng(s), n=480)[0] for s in range(30)))
     assert steady <= 3
-    said, closer, hit = 0, 0, {"followed": 0, "one median": 0}
+    said, closer = 0, 0
+    hit, false = {"followed": 0, "one median": 0}, {"followed": 0, "one median": 0}
     for seed in range(30):
         y, season, k = _changing(np.random.default_rng(100 + seed), step=1.0)
         said += changing(y - ndimage.median_filter(y, 13, mode="nearest"), 12)
         with mock.patch.object(seasonal_mod, "changing", lambda *_: False):
             fixed = seasonal_profile(y, 12)
-            hit["one median"] += any(abs(i - k) <= 2 for i in JumpDetector().fit(y).predict().indices)
+            found = {"one median": JumpDetector().fit(y).predict().indices}
+        found["followed"] = JumpDetector().fit(y).predict().indices
         rms = [np.sqrt(np.mean((p - season) ** 2)) for p in (seasonal_profile(y, 12), fixed)]
         closer += rms[0] * 1.5 < rms[1]
-        hit["followed"] += any(abs(i - k) <= 2 for i in JumpDetector().fit(y).predict().indices)
+        for key, idx in found.items():
+            hit[key] += any(abs(i - k) <= 2 for i in idx)
+            false[key] += any(abs(i - k) > 2 for i in idx)
     assert said >= 27 and closer == 30, (said, closer)
-    assert hit["followed"] > hit["one median"], hit
+    assert hit["followed"] > hit["one median"] and false["followed"] <= min(3, false["one median"]), (hit, false)
