@@ -7,7 +7,8 @@ as on the linear axis, every value at its own step; a longer one in geometric bi
 the start), so a bin merges only values within about one pixel column of the log axis. Binning the row index
 instead merged, for a series logged every 25 steps, values 100 steps apart on both sides of a drop into one falling
 bin mean. The band: the bulk of the values (1st to 99th percentile of the envelope) fills a row, so one spike does
-not flatten the curve; what lies beyond it is drawn at the row's edge and marked there (``Beyond``).
+not flatten the curve; what lies beyond it is drawn at the row's edge and marked there (``Beyond``,
+``beyond_marks``).
 """
 
 from __future__ import annotations
@@ -123,3 +124,42 @@ def limits(c: Curve) -> tuple[float, float]:
     lo, hi = min(lo, float(np.min(c.mid))), max(hi, float(np.max(c.mid)))
     pad = 0.06 * (hi - lo) if hi > lo else (0.05 * abs(hi) if hi != 0 else 1.0)  # constant series: a narrow band
     return lo - pad, hi + pad
+
+
+BEYOND_STYLE = {"facecolors": "none", "edgecolors": "black", "lw": 1.0, "s": 28, "zorder": 6}
+
+
+TAG_CLEAR = 0.08  # share of the step axis within which a value label past the top and a transition tag would touch
+BELOW_TAGS = -11.0  # points: a label past the top moves under the tags' row (7.5 pt text) when one is that near
+
+
+def beyond_marks(ax, past: list[tuple[Band, Beyond, list[float]]], shift: float, log: bool) -> bool:  # noqa: ANN001
+    """Values drawn at their band's edge because they lie past it: an open triangle at the edge pointing out of the
+    band (one per run of such values), and the value of the farthest one past each edge of a band as a small label,
+    so a clipped peak never reads as high as a lower one. A label past the top edge shares that edge with the band's
+    transition tags (T1, T2, ... written rightwards from the steps in ``past``): with one just right of the triangle
+    the label goes to its left, with one just left of it under the tags' row. True when there was any."""
+    up, down = [], []
+    lo, hi = ax.get_xlim()
+    scale = np.log10 if log else (lambda v: v)
+    for b, out, tags in past:
+        for above, pts, y, pick in ((True, up, b.base + BAND, np.argmax), (False, down, b.base, np.argmin)):
+            sel = out.above == above
+            if not sel.any():
+                continue
+            pts += [(x + shift, y) for x in out.x[sel]]
+            i = int(pick(out.value[sel]))
+            x = float(out.x[sel][i]) + shift
+            right = (scale(x) - scale(lo)) > 0.85 * (scale(hi) - scale(lo))  # near the right end: label to its left
+            gap = [(scale(t) - scale(x)) / (scale(hi) - scale(lo)) for t in tags] if above else []  # [tags]
+            right |= any(0 <= g < TAG_CLEAR for g in gap)  # a tag (its text runs rightwards) just right: go left
+            below = any(-TAG_CLEAR < g < 0 for g in gap)  # a tag just left, its text over the triangle: go under it
+            dy = BELOW_TAGS if below else -1 if above else 1  # points: just inside the edge, or under the tags' row
+            ax.annotate(f"{out.value[sel][i]:.3g}", (x, y), xytext=(-5 if right else 5, dy),
+                        textcoords="offset points", ha="right" if right else "left", va="top" if above else "bottom",
+                        fontsize=7, bbox=dict(boxstyle="square,pad=0.05", fc="white", ec="none", alpha=0.8), zorder=6)
+    for pts, marker in ((up, "^"), (down, "v")):
+        if pts:
+            xy = np.array(pts)
+            ax.scatter(xy[:, 0], xy[:, 1], marker=marker, clip_on=False, **BEYOND_STYLE)
+    return bool(up or down)

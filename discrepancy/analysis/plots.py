@@ -13,6 +13,7 @@ matplotlib is imported lazily (Agg backend, no display needed).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,9 @@ import numpy as np
 import pandas as pd
 
 from discrepancy.analysis.pipeline import AnalysisResult
-from discrepancy.analysis.plot_curves import BAND, Band, Beyond, Curve, curves, limits
+from discrepancy.analysis.plot_curves import (  # noqa: F401 - BEYOND_STYLE: imported from here too
+    BAND, BEYOND_STYLE, Band, Curve, beyond_marks, curves, limits,
+)
 from discrepancy.analysis.selection import not_searched
 from discrepancy.analysis.step_axis import step_label, switch_handle, switch_lines
 from discrepancy.analysis.units import unit_of
@@ -110,7 +113,7 @@ def _stacked_panel(  # noqa: PLR0913 - one panel needs all of these
         xs += [x[0], x[-1]]
         env.append(np.concatenate([np.column_stack([x, b(c.hi)]), np.column_stack([x, b(c.lo)])[::-1]]))
         mids.append(np.column_stack([x, b(c.mid)]))
-        past.append((b, b.beyond(c)))
+        past.append((b, b.beyond(c), [] if log else [step for _, step in ev.transitions]))  # tags: linear only
         plats += [[(s + shift, base), (s + shift, base + BAND), (e + shift, base + BAND), (e + shift, base)]
                   for s, e in ev.plateaus]
         for axis in ("linear", "log"):
@@ -135,7 +138,7 @@ def _stacked_panel(  # noqa: PLR0913 - one panel needs all of these
     ax.hlines(np.arange(1, n) - 0.04, 0, 1, transform=ax.get_yaxis_transform(), colors="0.85", lw=0.6)  # row gaps
     ax.set_ylim(-0.08, n - 1 + BAND + 0.2)
     _panel_axes(ax, log, yticks, ylabels, xs)
-    return _beyond_marks(ax, past, shift, log)
+    return beyond_marks(ax, past, shift, log)
 
 
 def _value_ticks(lo: float, hi: float) -> list[float]:
@@ -163,35 +166,6 @@ def _panel_axes(ax, log: bool, yticks: list[float], ylabels: list[str], xs: list
     ax.grid(axis="x", color="0.9", lw=0.6)
     if xs:
         ax.set_xlim(min(xs), max(xs))
-
-
-BEYOND_STYLE = {"facecolors": "none", "edgecolors": "black", "lw": 1.0, "s": 28, "zorder": 6}
-
-
-def _beyond_marks(ax, past: list[tuple[Band, Beyond]], shift: float, log: bool) -> bool:  # noqa: ANN001
-    """Values drawn at their band's edge because they lie past it: an open triangle at the edge pointing out of the
-    band (one per run of such values), and the value of the farthest one past each edge of a band as a small label,
-    so a clipped peak never reads as high as a lower one. True when there was any."""
-    up, down = [], []
-    lo, hi = ax.get_xlim()
-    scale = np.log10 if log else (lambda v: v)
-    for b, out in past:
-        for above, pts, y, pick in ((True, up, b.base + BAND, np.argmax), (False, down, b.base, np.argmin)):
-            sel = out.above == above
-            if not sel.any():
-                continue
-            pts += [(x + shift, y) for x in out.x[sel]]
-            i = int(pick(out.value[sel]))
-            x = float(out.x[sel][i]) + shift
-            right = (scale(x) - scale(lo)) > 0.85 * (scale(hi) - scale(lo))  # near the right end: label to its left
-            ax.annotate(f"{out.value[sel][i]:.3g}", (x, y), xytext=(-5 if right else 5, -1 if above else 1),
-                        textcoords="offset points", ha="right" if right else "left", va="top" if above else "bottom",
-                        fontsize=7, bbox=dict(boxstyle="square,pad=0.05", fc="white", ec="none", alpha=0.8), zorder=6)
-    for pts, marker in ((up, "^"), (down, "v")):
-        if pts:
-            xy = np.array(pts)
-            ax.scatter(xy[:, 0], xy[:, 1], marker=marker, clip_on=False, **BEYOND_STYLE)
-    return bool(up or down)
 
 
 def tick_labels(ticks: list[float]) -> list[str]:
@@ -240,6 +214,19 @@ def family_pages(res: AnalysisResult, family: str) -> int:
     return -(-int((res.signals["family"] == family).sum()) // MAX_ROWS)
 
 
+# A family's title names what it holds: "losses and D_t/ρ" groups the losses with this project's D_t measurements
+# (pipeline.FAMILIES), which another tool's log lacks; there it is "losses". The family itself (its key in events,
+# its file) stays one name, so a transition counts the same families whatever the log.
+HELD: dict[str, tuple[str, str]] = {"losses and D_t/ρ": ("losses", r"^disc|^rho|kappa|lin_error|step_norm|cos_grad")}
+
+
+def family_title(family: str, names: list[str]) -> str:
+    """The title of a family's figure for the series ``names`` it holds: the family's name, or the shorter name of
+    ``HELD`` when none of its series is of the part that name adds."""
+    short, pattern = HELD.get(family, (family, ""))
+    return family if not pattern or any(re.search(pattern, n) for n in names) else short
+
+
 def family_figure(res: AnalysisResult, family: str, out: Path, page: int = 0) -> Path | None:
     """Draw one page of a family's PNG (linear-step panel left, log-step panel right); None when it has no signal
     there. Page 0 is ``<family>.png``, page k ``<family>_<k+1>.png``."""
@@ -277,7 +264,8 @@ def family_figure(res: AnalysisResult, family: str, out: Path, page: int = 0) ->
     _value_label(fig, axes[0, 0])
     axes[0, 1].set_xlabel(step_label(res.meta, "step + 1" if shift else "step", "log scale"))
     pages = family_pages(res, family)
-    title = fig.text(0.01, 1 - 0.08 / height, family + (f" ({page + 1}/{pages})" if pages > 1 else ""),
+    title = fig.text(0.01, 1 - 0.08 / height, family_title(family, every) + (f" ({page + 1}/{pages})" if pages > 1
+                                                                               else ""),
                      fontsize=12, ha="left", va="top")
     _legend(fig, title, switches=len(res.switches) > 0, beyond=past)
     path = out / family_png(FAMILY_FILES.get(family, "other"), page)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from discrepancy.analysis.keys import key_names
 from discrepancy.analysis.overview import jump_map_figure, overview_figure
 from discrepancy.analysis.phases import response, tolerance
 from discrepancy.analysis.pipeline import AnalysisResult
@@ -130,6 +131,12 @@ def _chance_text(chance: float) -> str:
             "a match is the timing fitting, more telling the lower that share and the closer the lag to 0.")
 
 
+def page_title(res: AnalysisResult) -> str:
+    """"what happened in training" for a training run (this project's, or a log with a reward, a loss, KL, ...:
+    ``keys.key_names``), "what happened" for any other log (a CSV of monthly sales)."""
+    return "what happened in training" if "source" not in res.meta or key_names(res) else "what happened"
+
+
 def report_html(res: AnalysisResult, images: list[Path], extra: str = "", samples: str = "",
                 overview: Path | None = None, jump_map: Path | None = None) -> str:
     """One HTML page: what happened (headline, key curves, samples), where (jump map, events), the figures by
@@ -137,9 +144,10 @@ def report_html(res: AnalysisResult, images: list[Path], extra: str = "", sample
     where = Path(res.path) if res.path else None
     name = html.escape("series" if where is None else where.name if where.name not in ("", ".", "..") else
                        where.resolve().name)  # a log folder given as "." is named by its real name
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{name}: what happened in training</title>"
+    what = page_title(res)
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{name}: {what}</title>"
              f"<style>{CSS}</style></head><body>",
-             f"<h1>{name}: what happened in training</h1><p class='small'>{html.escape(res.path or '')}</p>",
+             f"<h1>{name}: {what}</h1><p class='small'>{html.escape(res.path or '')}</p>",
              _status_line(res), headline_html(res)]
     if overview is not None:
         parts.append(_figure(overview, "overview"))
