@@ -50,7 +50,8 @@ def level_change(y: np.ndarray, peaks: np.ndarray, w: int, spike_width: int = 3,
     by the filter's reach (as ``_unbent`` holds its fits off), so neither the jump nor a spike tilts it. Why not the
     test's own statistic d: its lines meet the filtered edge, which the running median rounds off, and their slopes
     lean into the step: planted steps were reported 10–20 % small (``tests/analysis/changepoints/test_jumps.py``).
-    Why not plain medians: on a trend they add slope·w (30 % at a slope of 6 steps per run, 100 points).
+    Why not plain medians: on a trend they add slope·w (30 % at a slope of 6 steps per run, 100 points); but a slope
+    within two standard errors of 0 is not removed, since on a flat series it is noise multiplied by w.
     ``filtered``: that running median of ``y`` when the caller has it already.
     """
     n, out = y.shape[0], np.zeros((peaks.size, y.shape[1]))
@@ -63,8 +64,12 @@ def level_change(y: np.ndarray, peaks: np.ndarray, w: int, spike_width: int = 3,
         yf = ndimage.median_filter(y, size=(k, 1), mode="nearest") if spike_width > 0 else y
     for j in range(y.shape[1]):
         slope = window_slopes(yf[:, j], w)  # [n-w+1]
+        # SE of the two lines' mean slope under the series' noise: a slope within 2 SE of 0 is not removed (on a flat
+        # series the fitted slope of 2w points is noise, and times w it scattered a 0.5 step by ±0.027 at σ = 0.03)
+        se = robust_sigma(y[:, j]) / np.sqrt(2.0 * w * (w * w - 1) / 12.0)
         for i, p in enumerate(peaks):
             m = 0.5 * (slope[int(np.clip(p - w - off, 0, slope.size - 1))] + slope[int(min(p + off, slope.size - 1))])
+            m = m if abs(m) > 2.0 * se else 0.0
             t = np.arange(max(0, p - w), min(n, p + w)) - p + 0.5  # positions relative to the boundary
             v = y[max(0, p - w) : min(n, p + w), j] - m * t
             out[i, j] = np.median(v[t > 0]) - np.median(v[t < 0])
