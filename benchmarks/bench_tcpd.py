@@ -293,7 +293,7 @@ def _variants_table(res: dict, var: dict) -> list[str]:
               "lets spike decoys through (decoy false alarms 0 → 1.3 %, development jump F1 0.962 → 0.954, blind "
               "held-out null false alarms 5.8 % → 8.7 %). The seasonal profile from 7 neighbouring cycles on every "
               "swing scores like the kept test-gated one here, and raised false jumps on steady seasonal null series "
-              "from 0 to 3 in 30 (tests/analysis/changepoints/test_seasonal.py): docs/changepoints.md."]
+              "from 0 to 2 in 30 (tests/analysis/changepoints/test_seasonal.py): docs/changepoints.md."]
     return lines
 
 

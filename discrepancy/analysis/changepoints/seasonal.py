@@ -23,11 +23,11 @@ the raw series splits the cycle itself. Here:
   own, which the tests read as noise. So each phase's value is taken instead from the ``PROFILE_CYCLES`` = 7
   neighbouring cycles (STL's cycle-subseries smoothing, at its smallest recommended seasonal window, by running
   medians, continued along the first and last window's Theil–Sen line at the ends; centred by the profile's mean
-  over every full period, held at the ends) when the swing **changes**: each residual is predicted by the median of the other values of its phase,
-  once from all cycles and once from its 7 neighbours, and the neighbours must predict better by a one-sided
-  Wilcoxon signed-rank test at ``LEVEL`` (paired absolute errors of all points). A swing that does not change keeps
-  the one median per phase, which has the lower variance (the 7-cycle profile on a steady swing raised the false
-  jumps on seasonal null series from 0 to 3 in 30).
+  over every full period, held at the ends) when the swing **changes**: each residual is predicted by the median of
+  the other values of its phase, once from all cycles and once from its 7 neighbours, and the neighbours must
+  predict better by a one-sided Wilcoxon signed-rank test at ``LEVEL`` (paired absolute errors of all points). A
+  swing that does not change keeps the one median per phase, which has the lower variance (the 7-cycle profile on a
+  steady swing raised the false jumps on seasonal null series from 0 to 2 in 30).
 
 Only ``deseasonalise`` changes a series, and only when a period is found; everything else is passed as it was.
 Written by hand: statsmodels' ``seasonal_decompose`` (not a dependency) needs the period given, or a pandas index
