@@ -221,18 +221,6 @@ def _survives_deletion(y: np.ndarray, kk: int, dd: float) -> bool:
     return True
 
 
-def _abrupt_by_deletion(y: np.ndarray, kk: int, dd: float) -> bool:
-    """``trendstep._abrupt`` with its running-median spike check replaced by ``_survives_deletion``."""
-    n = y.size
-    h = trend_mod.half_window(n)
-    moves = np.delete(np.abs(np.diff(y[max(0, kk - h) : kk + h])), min(kk, h) - 1)
-    s = min(3, kk, n - kk)
-    local = float(np.median(y[kk : kk + s]) - np.median(y[kk - s : kk]))
-    if not (abs(dd) > trend_mod.MIN_MOVE_RATIO * np.median(moves) and local * np.sign(dd) >= 0.5 * abs(dd)):
-        return False
-    return _survives_deletion(y, kk, dd)
-
-
 def _beats_bend(y: np.ndarray, kk: int) -> bool:
     """Two lines broken at kk fit the 2h points around it better than any continuous bend there, by
     ``abrupt_margin`` residual variances (the step test's rule for two levels against a line or a parabola, with
@@ -292,7 +280,7 @@ VARIANTS: dict[str, Callable[[ExitStack], None]] = {
     "seasonal profile from 7 neighbouring cycles on every swing (no test that it changes)": _patch(
         seasonal_mod, "changing", lambda resid, period: True),
     "trend-break test: spike check by leaving ≤ 3 points beside the split out, not by a running median": _patch(
-        trend_mod, "_abrupt", _abrupt_by_deletion),
+        trend_mod, "_survives_spike_filter", _survives_deletion),
     "trend-break test: broken lines must beat every bend (a parabola, a hinge anywhere in the 2h window)": _patch(
         trend_mod, "_lines_fit", _lines_fit_and_beat_bends),
 }

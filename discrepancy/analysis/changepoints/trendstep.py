@@ -214,6 +214,12 @@ def _abrupt(y: np.ndarray, kk: int, dd: float) -> bool:
     local = float(np.median(y[kk : kk + s]) - np.median(y[kk - s : kk]))
     if not (abs(dd) > MIN_MOVE_RATIO * np.median(moves) and local * np.sign(dd) >= 0.5 * abs(dd)):
         return False
-    yf = ndimage.median_filter(y, size=2 * spike_width(n) + 1, mode="nearest")
+    return _survives_spike_filter(y, kk, dd)
+
+
+def _survives_spike_filter(y: np.ndarray, kk: int, dd: float) -> bool:
+    """The break at ``kk`` is still there, by at least half of ``dd`` and within a step of kk, after a running median
+    of 2·``spike_width`` + 1 points: an outlier run is no level."""
+    yf = ndimage.median_filter(y, size=2 * spike_width(y.size) + 1, mode="nearest")
     kf, df, _ = discontinuity_scan(yf)
     return bool(np.any(df[np.abs(kf - kk) <= 1] * np.sign(dd) >= 0.5 * abs(dd)))
